@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is optional.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= ./data
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint venv clean acceptance
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m broker --host 127.0.0.1 --port 5672 --data-dir $(DATA_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check broker protocol storage tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+acceptance: $(STAMP)
+	../shared/acceptance/run.sh --amqp-url amqp://guest:guest@127.0.0.1:5672/
+
+clean:
+	rm -rf $(VENV) build *.egg-info
