@@ -1,0 +1,214 @@
+"""Broker process management: spawn our broker, time its cold start, read its RSS.
+
+``SpawnedBroker`` starts ``<python> -m broker --host H --port P --data-dir D``
+(or a ``--broker-cmd`` template) in its own process group on a free loopback
+port with a fresh temporary data directory, polls full AMQP handshakes until
+one succeeds, and tears everything down afterwards. Memory is read from
+``/proc/<pid>/status`` (VmRSS), summed over the broker's process tree;
+``listener_pid`` finds which local process listens on a port, so an external
+broker given by URL can be measured too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.amqp import AMQPUrl, Connection
+
+DEFAULT_CMD = "{python} -m broker --host {host} --port {port} --data-dir {data_dir}"
+POLL_INTERVAL = 0.005
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be started or did not become ready."""
+
+
+def project_root() -> Path:
+    """Directory holding ``bench/`` (and ``broker/``), used as the broker's cwd."""
+    return Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the kernel for a currently free TCP port on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def try_handshake(url: AMQPUrl, timeout: float = 2.0) -> bool:
+    """True when a full handshake (up to connection.open-ok) succeeds; closes it again."""
+    try:
+        conn = Connection(url, timeout=timeout, product="bench-probe")
+    except Exception:  # refused, reset, half-started broker, garbage...
+        return False
+    conn.close(timeout=timeout)
+    return True
+
+
+class SpawnedBroker:
+    """One broker process with its own temporary data dir and log file."""
+
+    def __init__(self, cmd_template: str = DEFAULT_CMD, host: str = "127.0.0.1") -> None:
+        self.cmd_template = cmd_template
+        self.host = host
+        self.port = free_port(host)
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir()
+        self.log_path = self.workdir / "broker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.t_spawn = 0.0
+
+    @property
+    def url(self) -> AMQPUrl:
+        return AMQPUrl(host=self.host, port=self.port)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BrokerError("broker not started")
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        text = self.cmd_template.format(
+            python=shlex.quote(sys.executable),
+            host=self.host,
+            port=self.port,
+            data_dir=shlex.quote(str(self.data_dir)),
+        )
+        return shlex.split(text)
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.t_spawn = time.perf_counter()
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=project_root(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Poll handshakes until one succeeds; return seconds since the spawn."""
+        assert self.proc is not None
+        deadline = self.t_spawn + timeout
+        url = self.url
+        while True:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"broker exited with code {self.proc.returncode} before accepting "
+                    f"connections; log tail:\n{self.log_tail()}"
+                )
+            if try_handshake(url, timeout=max(0.5, min(5.0, deadline - time.perf_counter()))):
+                return time.perf_counter() - self.t_spawn
+            if time.perf_counter() > deadline:
+                raise BrokerError(
+                    f"broker not ready after {timeout:.0f}s on port {self.port}; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            time.sleep(POLL_INTERVAL)
+
+    def stop(self, grace: float = 5.0) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(grace)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> SpawnedBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def cold_start_times(cmd_template: str, runs: int, timeout: float) -> list[float]:
+    """Spawn ``runs`` fresh brokers one after the other; seconds until first open-ok each."""
+    times = []
+    for _ in range(runs):
+        with SpawnedBroker(cmd_template) as broker:
+            broker.start()
+            times.append(broker.wait_ready(timeout))
+    return times
+
+
+# -- memory -----------------------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of one process in KiB (0 when it has none, e.g. a zombie)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (via /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as fh:
+                    todo.extend(int(child) for child in fh.read().split())
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Summed VmRSS of ``pid`` and its descendants, in MiB."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += rss_kb(member)
+    return total / 1024.0
+
+
+def listener_pid(port: int) -> int | None:
+    """PID of the local process with a listening TCP socket on ``port``, if visible."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    if not inodes:
+        return None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                if os.readlink(f"/proc/{entry}/fd/{fd}") in inodes:
+                    return int(entry)
+    return None

@@ -1,0 +1,30 @@
+"""`python -m broker` / `burrowmq`: parse settings, pick uvloop when installed, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from .config import parse_args
+from .server import Server
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    try:
+        runner(Server(cfg).serve_forever())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Channel: handlers ``on_<class>_<method>`` looked up by pamqp class, consumers, unacked
+deliveries, publisher confirms and transactions.
+
+Invariants:
+- Delivery tags start at 1 and only grow; ``unacked`` is ordered by tag (dict insertion order).
+- Confirms are counted per publish after confirm.select and coalesced: the session calls
+  ``flush_confirms`` once per read, after every basic.return of that read was written.
+- In tx mode publishes and settlements are buffered and applied at tx.commit; an unknown tag is
+  refused when it is settled, not at commit.
+- Errors are raised, never answered here: the session turns them into close frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+
+from protocol import codec
+from protocol.errors import (
+    AccessRefused,
+    NotAllowed,
+    NotFound,
+    NotImplemented_,
+    PreconditionFailed,
+)
+from protocol.events import Publish
+
+from . import arguments as qargs
+from .message import Entry, Message
+from .queue import Consumer, Queue
+from .topology import TopologyHandlers, random_name
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+def _handler_name(pamqp_name: str) -> str:
+    cls, _, meth = pamqp_name.partition(".")
+    snake = "".join("_" + ch.lower() if ch.isupper() else ch for ch in meth).lstrip("_")
+    return f"on_{cls.lower()}_{snake}"
+
+
+HANDLER_NAMES: dict[type, str] = {cls: _handler_name(cls.name)
+                                  for cls in C.INDEX_MAPPING.values()}
+
+
+class Channel(TopologyHandlers):
+    def __init__(self, session: Session, number: int) -> None:
+        self.session = session
+        self.number = number
+        self.vhost = session.vhost
+        self.machine = session.machine
+        self.last_queue: str | None = None
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: dict[int, tuple[Entry, Queue, Consumer | None]] = {}
+        self.next_tag = 0
+        self.prefetch_count = 0
+        self.global_prefetch = 0
+        self.confirm = False
+        self.publish_seq = 0
+        self._confirmed = 0
+        self.tx: list[Callable[[], None]] | None = None
+        self.closed = False
+
+    # ---- plumbing ----------------------------------------------------------------------
+    @property
+    def can_deliver(self) -> bool:
+        return self.session.writable and not self.closed
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self.unacked)
+
+    def reply(self, method: C.base.Frame) -> None:
+        self.machine.send_method(self.number, method)
+
+    def handle(self, method: C.base.Frame) -> None:
+        name = HANDLER_NAMES.get(type(method))
+        handler = getattr(self, name, None) if name else None
+        if handler is None:
+            from protocol.errors import CommandInvalid
+            raise CommandInvalid("unimplemented method")
+        handler(method)
+
+    # ---- channel class -----------------------------------------------------------------
+    def on_channel_open(self, m: C.Channel.Open) -> None:
+        self.reply(C.Channel.OpenOk())
+
+    def on_channel_close(self, m: C.Channel.Close) -> None:
+        self.session.drop_channel(self.number)
+        self.machine.channel_close_ok(self.number)
+
+    def on_channel_flow(self, m: C.Channel.Flow) -> None:
+        if not m.active:
+            raise NotImplemented_("active=false")
+        self.reply(C.Channel.FlowOk(True))
+
+    def on_access_request(self, m: C.Access.Request) -> None:
+        self.reply(C.Access.RequestOk(1))
+
+    def teardown(self) -> None:
+        """The channel is going away: cancel consumers, requeue what was not acked."""
+        if self.closed:
+            return
+        self.closed = True
+        self.tx = None
+        for consumer in list(self.consumers.values()):
+            consumer.queue.remove_consumer(consumer)
+        self.consumers.clear()
+        self._requeue_all()
+
+    def _requeue_all(self) -> None:
+        touched: set[Queue] = set()
+        for entry, queue, consumer in self.unacked.values():
+            queue.requeue(entry)
+            if consumer is not None:
+                consumer.unacked -= 1
+            touched.add(queue)
+        self.unacked.clear()
+        for queue in touched:
+            queue.wake()
+
+    # ---- basic: consumers --------------------------------------------------------------
+    def on_basic_qos(self, m: C.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise NotImplemented_(f"prefetch_size!=0 ({m.prefetch_size})")
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+        else:
+            self.prefetch_count = m.prefetch_count
+        self.reply(C.Basic.QosOk())
+        self._wake_consumed_queues()
+
+    def _wake_consumed_queues(self) -> None:
+        for queue in {c.queue for c in self.consumers.values()}:
+            queue.wake()
+
+    def on_basic_consume(self, m: C.Basic.Consume) -> None:
+        queue = self.usable_queue(m.queue)
+        tag = m.consumer_tag or random_name("amq.ctag-")
+        if tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        if queue.exclusive_consumer() is not None or (m.exclusive and queue.consumers):
+            raise AccessRefused(f"queue '{queue.name}' in vhost '{self.vhost.name}' in "
+                                "exclusive use")
+        args = dict(m.arguments or {})
+        qargs.validate_consumer_args(queue.name, self.vhost.name, args)
+        consumer = Consumer(tag, self, queue, m.no_ack, self.prefetch_count, m.exclusive, args)
+        self.consumers[tag] = consumer
+        if not m.nowait:
+            self.reply(C.Basic.ConsumeOk(tag))
+        queue.add_consumer(consumer)
+
+    def on_basic_cancel(self, m: C.Basic.Cancel) -> None:
+        consumer = self.consumers.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.reply(C.Basic.CancelOk(m.consumer_tag))
+        if consumer is not None:
+            consumer.queue.remove_consumer(consumer)
+
+    def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.tag, None)
+        if self.machine.client_capability("consumer_cancel_notify") and \
+                self.machine.channel_usable(self.number):
+            self.reply(C.Basic.Cancel(consumer.tag, True))
+            self.session.wake()
+
+    def deliver(self, consumer: Consumer, entry: Entry) -> None:
+        self.next_tag += 1
+        tag = self.next_tag
+        msg = entry.message
+        number = self.number
+        out = self.machine.out
+        out.append(codec.deliver_frame(number, consumer.tag_raw, tag, entry.redelivered,
+                                       msg.exchange_raw, msg.routing_key_raw))
+        out.append(codec.content_frames(number, msg.properties, msg.body,
+                                        self.machine.frame_max))
+        if consumer.no_ack:
+            consumer.queue.ack(entry)
+        else:
+            self.unacked[tag] = (entry, consumer.queue, consumer)
+            consumer.unacked += 1
+        self.session.wake()
+
+    def on_basic_get(self, m: C.Basic.Get) -> None:
+        queue = self.usable_queue(m.queue)
+        entry = queue.get()
+        if entry is None:
+            self.reply(C.Basic.GetEmpty())
+            return
+        self.next_tag += 1
+        tag = self.next_tag
+        msg = entry.message
+        out = self.machine.out
+        out.append(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_raw,
+                                      msg.routing_key_raw, queue.message_count))
+        out.append(codec.content_frames(self.number, msg.properties, msg.body,
+                                        self.machine.frame_max))
+        if m.no_ack:
+            queue.ack(entry)
+        else:
+            self.unacked[tag] = (entry, queue, None)
+
+    # ---- basic: settlement -------------------------------------------------------------
+    def _take(self, tag: int, multiple: bool) -> list[tuple[Entry, Queue, Consumer | None]]:
+        unacked = self.unacked
+        if multiple:
+            if tag == 0:
+                taken = list(unacked.values())
+                unacked.clear()
+                return taken
+            if tag not in unacked:
+                raise PreconditionFailed(f"unknown delivery tag {tag}")
+            tags = []
+            for t in unacked:
+                if t > tag:
+                    break
+                tags.append(t)
+            return [unacked.pop(t) for t in tags]
+        item = unacked.pop(tag, None)
+        if item is None:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        return [item]
+
+    def _check_tags(self, tag: int, multiple: bool) -> None:
+        if (multiple and tag == 0) or tag in self.unacked:
+            return
+        raise PreconditionFailed(f"unknown delivery tag {tag}")
+
+    def _settle(self, tag: int, multiple: bool, requeue: bool | None) -> None:
+        """requeue None = ack; True = back to the queue; False = dropped (dead-lettered)."""
+        if self.tx is not None:
+            self._check_tags(tag, multiple)
+            self.tx.append(lambda: self._settle_now(tag, multiple, requeue, lenient=True))
+            return
+        self._settle_now(tag, multiple, requeue)
+
+    def _settle_now(self, tag: int, multiple: bool, requeue: bool | None,
+                    lenient: bool = False) -> None:
+        try:
+            taken = self._take(tag, multiple)
+        except PreconditionFailed:
+            if lenient:
+                return
+            raise
+        touched: set[Queue] = set()
+        for entry, queue, consumer in taken:
+            if consumer is not None:
+                consumer.unacked -= 1
+            if requeue:
+                queue.requeue(entry)
+            elif requeue is None:
+                queue.ack(entry)
+            else:
+                self.session.dead_letter(queue, entry, "rejected")
+            touched.add(queue)
+        for queue in touched:
+            queue.wake()
+        if self.global_prefetch:
+            self._wake_consumed_queues()
+
+    def on_basic_ack(self, m: C.Basic.Ack) -> None:
+        self._settle(m.delivery_tag, m.multiple, None)
+
+    def on_basic_nack(self, m: C.Basic.Nack) -> None:
+        self._settle(m.delivery_tag, m.multiple, m.requeue)
+
+    def on_basic_reject(self, m: C.Basic.Reject) -> None:
+        self._settle(m.delivery_tag, False, m.requeue)
+
+    def on_basic_recover(self, m: C.Basic.Recover) -> None:
+        if not m.requeue:
+            raise NotImplemented_("requeue=false")
+        self.reply(C.Basic.RecoverOk())
+        self._requeue_all()
+
+    def on_basic_recover_async(self, m: C.Basic.RecoverAsync) -> None:
+        if not m.requeue:
+            raise NotImplemented_("requeue=false")
+        self._requeue_all()
+
+    # ---- basic: publish ----------------------------------------------------------------
+    def on_publish(self, ev: Publish) -> None:
+        if ev.immediate:
+            raise NotImplemented_("immediate=true")
+        limit = self.session.server.config.max_message_size
+        if len(ev.body) > limit:
+            raise PreconditionFailed(f"message size {len(ev.body)} is larger than configured "
+                                     f"max size {limit}")
+        exchange = self.vhost.exchanges.get(ev.exchange)
+        if exchange is None:
+            raise NotFound(f"no exchange '{ev.exchange}' in vhost '{self.vhost.name}'")
+        if exchange.internal:
+            raise AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in vhost "
+                                f"'{self.vhost.name}'")
+        message = Message(ev.exchange, ev.routing_key, ev.properties, ev.body)
+        self.session.check_publish(self, message)
+        if self.confirm:
+            self.publish_seq += 1
+        if self.tx is not None:
+            self.tx.append(lambda: self._route(exchange, message, ev.mandatory))
+            return
+        self._route(exchange, message, ev.mandatory)
+
+    def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
+        queues = self.vhost.route(exchange, message.routing_key, message.properties)
+        if not queues:
+            if mandatory:
+                self.machine.out.append(codec.return_frame(
+                    self.number, 312, "NO_ROUTE", message.exchange_raw,
+                    message.routing_key_raw))
+                self.machine.out.append(codec.content_frames(
+                    self.number, message.properties, message.body, self.machine.frame_max))
+        else:
+            for queue in queues:
+                queue.publish(message)
+        if self.confirm:
+            self.session.confirms_pending.add(self)
+
+    def flush_confirms(self) -> None:
+        upto = self.publish_seq
+        if upto <= self._confirmed or not self.machine.channel_usable(self.number):
+            return
+        multiple = upto - self._confirmed > 1
+        self._confirmed = upto
+        self.machine.out.append(codec.ack_frame(self.number, upto, multiple))
+
+    # ---- confirm / tx ------------------------------------------------------------------
+    def on_confirm_select(self, m: C.Confirm.Select) -> None:
+        if self.tx is not None:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        self.confirm = True
+        if not m.nowait:
+            self.reply(C.Confirm.SelectOk())
+
+    def on_tx_select(self, m: C.Tx.Select) -> None:
+        if self.confirm:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        if self.tx is None:
+            self.tx = []
+        self.reply(C.Tx.SelectOk())
+
+    def on_tx_commit(self, m: C.Tx.Commit) -> None:
+        if self.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        actions, self.tx = self.tx, []
+        for action in actions:
+            action()
+        self.reply(C.Tx.CommitOk())
+
+    def on_tx_rollback(self, m: C.Tx.Rollback) -> None:
+        if self.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        self.tx = []
+        self.reply(C.Tx.RollbackOk())

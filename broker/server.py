@@ -1,0 +1,131 @@
+"""Server: virtual hosts, users, live sessions, listeners, start and stop.
+
+The server is the root of the broker's state; everything below it is synchronous. It owns the
+event loop hooks the engines need (``schedule`` for deferred queue dispatch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import platform
+import signal
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .config import Config
+from .vhost import VirtualHost
+
+if TYPE_CHECKING:
+    from .message import Entry
+    from .queue import Queue
+    from .session import Session
+
+log = logging.getLogger("broker")
+
+CAPABILITIES = (
+    "publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
+    "connection.blocked", "consumer_priorities", "authentication_failure_close",
+    "per_consumer_qos", "direct_reply_to",
+)
+RABBITMQ_VERSION = "3.13.7"
+
+
+def hash_password(password: str, salt: bytes | None = None) -> bytes:
+    salt = salt if salt is not None else os.urandom(4)
+    return salt + hashlib.sha256(salt + password.encode()).digest()
+
+
+def check_password(stored: bytes, password: str) -> bool:
+    return hmac.compare_digest(stored, hash_password(password, stored[:4]))
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.vhosts: dict[str, VirtualHost] = {}
+        self.users: dict[str, bytes] = {config.default_user: hash_password(config.default_pass)}
+        self.sessions: set[Session] = set()
+        self._servers: list[asyncio.base_events.Server] = []
+        self.port = config.port
+        self._stopped: asyncio.Event | None = None
+        self.add_vhost(config.default_vhost)
+
+    # ---- state -------------------------------------------------------------------------
+    def add_vhost(self, name: str) -> VirtualHost:
+        from storage.store import MemoryQueueStore
+
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = VirtualHost(name, lambda _name, _args: MemoryQueueStore(), self.schedule)
+            self.vhosts[name] = vhost
+        return vhost
+
+    def server_properties(self) -> dict:
+        return {
+            "capabilities": dict.fromkeys(CAPABILITIES, True),
+            "cluster_name": f"rabbit@{platform.node() or 'localhost'}",
+            "copyright": "Copyright (c) the burrowmq authors",
+            "information": "burrowmq, a RabbitMQ-compatible AMQP 0-9-1 broker in Python",
+            "platform": f"Python {platform.python_version()}",
+            "product": "RabbitMQ",
+            "version": RABBITMQ_VERSION,
+        }
+
+    def authenticate(self, user: str, password: str) -> bool:
+        stored = self.users.get(user)
+        return stored is not None and check_password(stored, password)
+
+    def may_access(self, user: str, vhost: str) -> bool:
+        return user in self.users
+
+    def schedule(self, queue: Queue) -> None:
+        self.loop.call_soon(queue.run_scheduled)
+
+    def dead_letter(self, queue: Queue, entry: Entry, reason: str) -> None:
+        """A message left its queue without being consumed; dead-lettering comes later."""
+        queue.ack(entry)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> int:
+        from .transport import AMQPProtocol
+
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        srv = await self.loop.create_server(lambda: AMQPProtocol(self), self.config.host,
+                                            self.config.port, reuse_address=True, backlog=1024)
+        self._servers.append(srv)
+        self.port = srv.sockets[0].getsockname()[1]
+        log.info("burrowmq %s: AMQP listener on %s:%d", __version__, self.config.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        from protocol.errors import ConnectionForced
+
+        for srv in self._servers:
+            srv.close()
+        for session in list(self.sessions):
+            session.machine.close_connection(ConnectionForced("broker forced connection "
+                                                              "closure with reason 'shutdown'"))
+            session.teardown()
+            session.adapter.close_transport(0.0)
+        for srv in self._servers:
+            await srv.wait_closed()
+        self._servers.clear()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+            except (NotImplementedError, RuntimeError):
+                pass
+        assert self._stopped is not None
+        await self._stopped.wait()
+        log.info("broker stopped")

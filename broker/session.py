@@ -1,0 +1,223 @@
+"""Session: one client connection as the broker sees it (user, vhost, channels).
+
+This is THE place where AMQP errors become close frames: a channel-scope error closes that
+channel (its consumers cancelled, its unacked messages requeued); a connection-scope error closes
+the connection. Handlers elsewhere only raise.
+
+The session never touches the socket: it reads events from the ConnectionMachine and leaves
+frames in ``machine.out``; the transport (the adapter) writes them once per read, or on the next
+loop turn when ``wake`` is called from outside a read (a delivery caused by another connection).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+
+from protocol import properties
+from protocol.connection import ConnectionMachine
+from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed, PreconditionFailed
+from protocol.events import (
+    CloseTransport,
+    Fault,
+    LoginAttempt,
+    Method,
+    OpenVhost,
+    PeerClosed,
+    Publish,
+)
+
+from .channel import Channel
+
+if TYPE_CHECKING:
+    from .message import Entry, Message
+    from .queue import Queue
+    from .server import Server
+    from .vhost import VirtualHost
+
+log = logging.getLogger("broker.connection")
+
+
+class Session:
+    def __init__(self, server: Server, adapter: Any, peer: str) -> None:
+        self.server = server
+        self.adapter = adapter
+        self.peer = peer
+        cfg = server.config
+        self.machine = ConnectionMachine(server.server_properties(), frame_max=cfg.frame_max,
+                                         channel_max=cfg.channel_max, heartbeat=cfg.heartbeat)
+        self.vhost: VirtualHost = None  # type: ignore[assignment]
+        self.user = ""
+        self.channels: dict[int, Channel] = {}
+        self.exclusive_queues: set[Queue] = set()
+        self.confirms_pending: set[Channel] = set()
+        self.writable = True
+        self.closed = False
+        self.name = peer
+
+    # ---- input -------------------------------------------------------------------------
+    def data_received(self, data: bytes, now: float) -> None:
+        machine = self.machine
+        machine.receive_data(data, now)
+        channels = self.channels
+        for event in machine.events():
+            channel = 0
+            try:
+                if type(event) is Publish:
+                    channel = event.channel
+                    channels[channel].on_publish(event)
+                elif type(event) is Method:
+                    channel = event.channel
+                    self._on_method(event)
+                else:
+                    self._on_control(event)
+            except AMQPError as err:
+                if type(event) is Publish:
+                    err.at(60, 40)
+                elif type(event) is Method:
+                    err.at(event.method.index >> 16, event.method.index & 0xFFFF)
+                self.fail(err, channel)
+        self.flush_confirms()
+
+    def flush_confirms(self) -> None:
+        if self.confirms_pending:
+            for channel in self.confirms_pending:
+                channel.flush_confirms()
+            self.confirms_pending.clear()
+
+    def _on_method(self, event: Method) -> None:
+        number = event.channel
+        if number == 0:
+            if isinstance(event.method, C.Connection.UpdateSecret):
+                self.machine.send_method(0, C.Connection.UpdateSecretOk())
+            return
+        channel = self.channels.get(number)
+        if channel is None:
+            channel = self.channels[number] = Channel(self, number)
+        channel.handle(event.method)
+
+    def _on_control(self, event: object) -> None:
+        kind = type(event)
+        if kind is LoginAttempt:
+            self._login(event)  # type: ignore[arg-type]
+        elif kind is OpenVhost:
+            self._open_vhost(event.vhost)  # type: ignore[attr-defined]
+        elif kind is PeerClosed:
+            self.teardown()
+            self.adapter.close_transport(0.0)
+        elif kind is CloseTransport:
+            self.teardown()
+            self.adapter.close_transport(event.delay)  # type: ignore[attr-defined]
+        elif kind is Fault:
+            raise event.error  # type: ignore[attr-defined]
+
+    def _login(self, event: LoginAttempt) -> None:
+        if self.server.authenticate(event.username, event.password):
+            self.user = event.username
+            self.name = f"{self.peer} -> {event.username}"
+            self.machine.accept_login()
+            return
+        log.warning("login refused for user '%s' from %s", event.username, self.peer)
+        if self.machine.client_capability("authentication_failure_close"):
+            raise LoginRefused(f"Login was refused using authentication mechanism "
+                               f"{event.mechanism}. For details see the broker logfile.")
+        self.teardown()
+        self.adapter.close_transport(3.0)
+
+    def _open_vhost(self, name: str) -> None:
+        vhost = self.server.vhosts.get(name)
+        if vhost is None or not self.server.may_access(self.user, name):
+            raise NotAllowed(f"vhost {name} not found", 10, 40)
+        self.vhost = vhost
+        self.machine.open_ok()
+        self.server.sessions.add(self)
+        log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
+                 self.peer, self.user, name)
+
+    # ---- errors ------------------------------------------------------------------------
+    def fail(self, err: AMQPError, channel: int) -> None:
+        if err.connection_scope or channel == 0:
+            log.warning("closing connection %s: %s", self.peer, err.reply_text)
+            self.machine.close_connection(err)
+            self.teardown()
+            self.adapter.close_transport(3.0 if isinstance(err, FrameError) else 30.0)
+            return
+        log.info("channel %d on %s closed: %s", channel, self.peer, err.reply_text)
+        self.drop_channel(channel)
+        self.machine.close_channel(channel, err)
+
+    def drop_channel(self, number: int) -> None:
+        channel = self.channels.pop(number, None)
+        if channel is not None:
+            self.confirms_pending.discard(channel)
+            channel.teardown()
+
+    # ---- broker hooks ------------------------------------------------------------------
+    def check_publish(self, channel: Channel, message: Message) -> None:
+        props = message.properties
+        if props[:2] != b"\x00\x00":
+            expiration = properties.peek_expiration(props)
+            if expiration is not None:
+                validate_expiration(expiration)
+
+    def dead_letter(self, queue: Queue, entry: Entry, reason: str) -> None:
+        self.server.dead_letter(queue, entry, reason)
+
+    # ---- output and flow ---------------------------------------------------------------
+    def wake(self) -> None:
+        self.adapter.schedule_flush()
+
+    def set_writable(self, writable: bool) -> None:
+        self.writable = writable
+        if writable:
+            for channel in self.channels.values():
+                for consumer in channel.consumers.values():
+                    consumer.queue.wake()
+
+    def tick(self, now: float) -> bool:
+        """Heartbeat duty; False when the peer has been silent too long."""
+        machine = self.machine
+        if machine.peer_timed_out(now):
+            log.warning("missed heartbeats from client %s, closing it", self.peer)
+            return False
+        if machine.heartbeat and machine.is_open:
+            from protocol.codec import HEARTBEAT_FRAME
+            machine.send_raw(HEARTBEAT_FRAME)
+        return True
+
+    def teardown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for number in list(self.channels):
+            self.drop_channel(number)
+        if self.vhost is not None:
+            for queue in list(self.exclusive_queues):
+                self.vhost.remove_queue(queue)
+        self.exclusive_queues.clear()
+        self.server.sessions.discard(self)
+
+    def connection_lost(self) -> None:
+        if not self.closed:
+            log.info("connection %s closed by peer", self.peer)
+        self.teardown()
+
+
+def validate_expiration(value: str) -> None:
+    digits = value
+    if not digits or not (digits[0].isdigit() or (digits[0] == "-" and digits[1:2].isdigit())):
+        raise PreconditionFailed(f"invalid expiration '{value}': no_integer")
+    end = 1
+    while end < len(digits) and digits[end].isdigit():
+        end += 1
+    number, rest = digits[:end], digits[end:]
+    if rest:
+        raise PreconditionFailed(f"invalid expiration '{value}': {{leftover_string,\"{rest}\"}}")
+    parsed = int(number)
+    if parsed < 0:
+        raise PreconditionFailed(f"invalid expiration '{value}': {{value_negative,{parsed}}}")
+    if parsed >= 2**32:
+        raise PreconditionFailed(f"invalid expiration '{value}': {{value_too_large,\n"
+                                 f"{' ' * 44}{parsed}}}")

@@ -1,0 +1,124 @@
+"""Frame encoding: pamqp for the cold paths, hand-written struct code for the hot ones.
+
+The hot-path encoders (Deliver, GetOk, Return, Ack, Nack, content header/body) reuse the
+publisher's raw property bytes; tests assert byte equality with pamqp. Server-sent methods are
+marshalled without pamqp's client-side name validation, because RabbitMQ accepts names (spaces,
+``/``, ``#``) that pamqp's regexes refuse.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pamqp import base, encode
+from pamqp.common import FieldTable
+
+FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
+FRAME_END = b"\xce"
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+_frame_head = struct.Struct(">BHI")
+_deliver_tail = struct.Struct(">QB")
+_header_head = struct.Struct(">BHIHHQ")
+_ack = struct.Struct(">BHIIQBB")
+_get_ok_tail = struct.Struct(">QB")
+_u32 = struct.Struct(">I")
+
+
+def marshal_method(method: base.Frame) -> bytes:
+    """Encode a method's arguments (index included) without pamqp's validation step."""
+    out = [_u32.pack(method.index)]
+    bits, offset, in_bits = 0, 0, False
+    for name in method.__slots__:
+        data_type = method.amqp_type(name)
+        value = getattr(method, name, 0)
+        if data_type == "bit":
+            if not in_bits:
+                bits, offset, in_bits = 0, 0, True
+            bits |= int(bool(value)) << offset
+            offset += 1
+            if offset == 8:
+                out.append(bytes((bits,)))
+                in_bits = False
+            continue
+        if in_bits:
+            out.append(bytes((bits,)))
+            in_bits = False
+        if data_type == "table" and value is None:
+            value = {}
+        out.append(encode.by_type(value, data_type))
+    if in_bits:
+        out.append(bytes((bits,)))
+    return b"".join(out)
+
+
+def method_frame(channel: int, method: base.Frame) -> bytes:
+    payload = marshal_method(method)
+    return _frame_head.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END
+
+
+def shortstr(value: str) -> bytes:
+    raw = value.encode()
+    return bytes((len(raw),)) + raw
+
+
+def content_frames(channel: int, props: bytes, body: bytes, frame_max: int) -> bytes:
+    """Content header with the raw property bytes, then the body split at frame_max - 8."""
+    size = len(body)
+    header = _header_head.pack(FRAME_HEADER, channel, 12 + len(props), 60, 0, size)
+    limit = frame_max - 8
+    if size <= limit:
+        if not size:
+            return header + props + FRAME_END
+        return b"".join((header, props, FRAME_END,
+                         _frame_head.pack(FRAME_BODY, channel, size), body, FRAME_END))
+    parts = [header, props, FRAME_END]
+    view = memoryview(body)
+    for start in range(0, size, limit):
+        chunk = view[start:start + limit]
+        parts += (_frame_head.pack(FRAME_BODY, channel, len(chunk)), chunk, FRAME_END)
+    return b"".join(parts)
+
+
+def deliver_frame(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool,
+                  exchange: bytes, routing_key: bytes) -> bytes:
+    """basic.deliver; consumer_tag, exchange and routing_key are pre-encoded shortstrs."""
+    payload = b"".join((b"\x00\x3c\x00\x3c", consumer_tag,
+                        _deliver_tail.pack(delivery_tag, redelivered), exchange, routing_key))
+    return _frame_head.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END
+
+
+def get_ok_frame(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
+                 routing_key: bytes, message_count: int) -> bytes:
+    payload = b"".join((b"\x00\x3c\x00\x47", _get_ok_tail.pack(delivery_tag, redelivered),
+                        exchange, routing_key, _u32.pack(message_count)))
+    return _frame_head.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END
+
+
+def return_frame(channel: int, reply_code: int, reply_text: str, exchange: bytes,
+                 routing_key: bytes) -> bytes:
+    payload = b"".join((b"\x00\x3c\x00\x32", struct.pack(">H", reply_code),
+                        shortstr(reply_text), exchange, routing_key))
+    return _frame_head.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END
+
+
+def ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    return _ack.pack(FRAME_METHOD, channel, 13, 0x003C0050, delivery_tag, multiple, 0xCE)
+
+
+def nack_frame(channel: int, delivery_tag: int, multiple: bool, requeue: bool = True) -> bytes:
+    bits = int(multiple) | (int(requeue) << 1)
+    return _ack.pack(FRAME_METHOD, channel, 13, 0x003C0078, delivery_tag, bits, 0xCE)
+
+
+def encode_table(table: FieldTable) -> bytes:
+    return encode.field_table(table)
+
+
+def erlang_binary(data: bytes) -> str:
+    """Render bytes as Erlang prints a binary in an error text: <<"abc">> or <<0,50>>."""
+    if data and all(32 <= b < 127 for b in data):
+        text = data.decode().replace("\\", "\\\\").replace('"', '\\"')
+        return f'<<"{text}">>'
+    return "<<" + ",".join(str(b) for b in data) + ">>"

@@ -1,0 +1,482 @@
+"""ConnectionMachine: one AMQP 0-9-1 connection as a sans-IO state machine.
+
+Bytes go in with ``receive_data``; ``events()`` yields what the peer asked for, parsing lazily so
+that whatever the session does with one event (closing a channel, closing the connection) is
+seen before the next frame is parsed. Frames to send accumulate in ``out`` and are taken with
+``data_to_send()``, once per read.
+
+Invariants:
+- The machine owns the handshake, frame bounds, channel numbers and content assembly; it never
+  decides broker semantics (users, vhosts, queues). Logins and vhost opens are events answered
+  by ``accept_login`` / ``open_ok``.
+- After a server channel.close, frames on that channel are dropped until channel.close-ok.
+- After a server connection.close, everything but connection.close(-ok) is dropped.
+- Time is an argument (``now``); the machine keeps no clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+
+from pamqp import commands, decode
+
+from . import codec, errors
+from .events import (
+    CloseTransport,
+    Fault,
+    LoginAttempt,
+    Method,
+    OpenVhost,
+    PeerClosed,
+    Publish,
+)
+
+C = commands
+_head = struct.Struct(">BHI")
+_u16 = struct.Struct(">H")
+_u32 = struct.Struct(">I")
+_header_fields = struct.Struct(">HHQ")
+PUBLISH_INDEX = 0x003C0028
+MIN_FRAME_MAX = 4096
+HANDSHAKE_SLOW_CLOSE = 3.0
+
+
+class State(enum.Enum):
+    AWAIT_HEADER = "await_header"
+    AWAIT_START_OK = "await_start_ok"
+    AWAIT_TUNE_OK = "await_tune_ok"
+    AWAIT_OPEN = "await_open"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.AWAIT_HEADER: frozenset({State.AWAIT_START_OK, State.CLOSED}),
+    State.AWAIT_START_OK: frozenset({State.AWAIT_TUNE_OK, State.CLOSING, State.CLOSED}),
+    State.AWAIT_TUNE_OK: frozenset({State.AWAIT_OPEN, State.CLOSING, State.CLOSED}),
+    State.AWAIT_OPEN: frozenset({State.OPEN, State.CLOSING, State.CLOSED}),
+    State.OPEN: frozenset({State.CLOSING, State.CLOSED}),
+    State.CLOSING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+_HEADERS = {
+    b"AMQP\x00\x00\x09\x01": (0, 9, True),
+    b"AMQP\x01\x01\x00\x09": (0, 9, True),
+    b"AMQP\x01\x01\x08\x00": (8, 0, False),
+}
+
+
+class _Content:
+    """A publish waiting for its header and body frames."""
+
+    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "props", "size", "parts",
+                 "received", "have_header")
+
+    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.mandatory = mandatory
+        self.immediate = immediate
+        self.props = b""
+        self.size = 0
+        self.parts: list[bytes] = []
+        self.received = 0
+        self.have_header = False
+
+
+def _parse_publish(payload: bytes) -> tuple[str, str, bool, bool]:
+    pos = 6
+    n = payload[pos]
+    exchange = payload[pos + 1:pos + 1 + n].decode()
+    pos += 1 + n
+    n = payload[pos]
+    routing_key = payload[pos + 1:pos + 1 + n].decode()
+    bits = payload[pos + 1 + n]
+    return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+
+
+def _decode_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:
+    if mechanism == "PLAIN":
+        parts = response.split(b"\x00")
+        if len(parts) != 3:
+            return None
+        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+    if mechanism == "AMQPLAIN":
+        try:
+            table = decode.field_table(_u32.pack(len(response)) + response)[1]
+        except Exception:
+            return None
+        login, password = table.get("LOGIN"), table.get("PASSWORD")
+        if not isinstance(login, str) or not isinstance(password, str):
+            return None
+        return login, password
+    return None
+
+
+class ConnectionMachine:
+    def __init__(self, server_properties: dict, *, frame_max: int = 131072,
+                 channel_max: int = 2047, heartbeat: int = 60,
+                 max_message_size: int = 134217728) -> None:
+        self.server_properties = server_properties
+        self.frame_max = frame_max
+        self.channel_max = channel_max
+        self.heartbeat = heartbeat
+        self.max_message_size = max_message_size
+        self.state = State.AWAIT_HEADER
+        self.out: list[bytes] = []
+        self.client_properties: dict = {}
+        self.mechanism = ""
+        self.open_channels: set[int] = set()
+        self.closing_channels: set[int] = set()
+        self._content: dict[int, _Content] = {}
+        self._buf = b""
+        self._pending: bytearray | None = None
+        self.last_received = 0.0
+        self.version = (0, 9)
+
+    # ---- state -------------------------------------------------------------------------
+    def _to(self, state: State) -> None:
+        if state is not self.state and state not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"illegal transition {self.state} -> {state}")
+        self.state = state
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
+
+    def channel_usable(self, channel: int) -> bool:
+        return (self.state is State.OPEN and channel in self.open_channels
+                and channel not in self.closing_channels)
+
+    # ---- output ------------------------------------------------------------------------
+    def send_method(self, channel: int, method: commands.base.Frame) -> None:
+        self.out.append(codec.method_frame(channel, method))
+
+    def send_raw(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def data_to_send(self) -> bytes:
+        if not self.out:
+            return b""
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+
+    # ---- answers to events ---------------------------------------------------------------
+    def accept_login(self) -> None:
+        self._to(State.AWAIT_TUNE_OK)
+        self.send_method(0, C.Connection.Tune(self.channel_max, self.frame_max, self.heartbeat))
+
+    def open_ok(self) -> None:
+        self._to(State.OPEN)
+        self.send_method(0, C.Connection.OpenOk())
+
+    def close_channel(self, channel: int, error: errors.AMQPError) -> None:
+        """Server-initiated channel.close; the channel stays reserved until close-ok."""
+        self._content.pop(channel, None)
+        self.closing_channels.add(channel)
+        self.send_method(channel, C.Channel.Close(error.code, error.reply_text[:255],
+                                                  error.class_id, error.method_id))
+
+    def close_connection(self, error: errors.AMQPError) -> None:
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        self._to(State.CLOSING)
+        self.send_method(0, C.Connection.Close(error.code, error.reply_text[:255],
+                                               error.class_id, error.method_id))
+
+    def channel_close_ok(self, channel: int) -> None:
+        """Answer a client channel.close once the session has torn the channel down."""
+        self._forget_channel(channel)
+        self.send_method(channel, C.Channel.CloseOk())
+
+    def _forget_channel(self, channel: int) -> None:
+        self.open_channels.discard(channel)
+        self.closing_channels.discard(channel)
+        self._content.pop(channel, None)
+
+    # ---- input -------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> None:
+        self.last_received = now
+        if self._pending is not None:
+            self._pending += data
+        elif self._buf:
+            self._pending = bytearray(self._buf)
+            self._pending += data
+            self._buf = b""
+        else:
+            self._buf = data
+
+    def peer_timed_out(self, now: float) -> bool:
+        return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
+
+    def events(self) -> Iterator[object]:
+        buf: bytes | bytearray = self._pending if self._pending is not None else self._buf
+        self._pending = None
+        self._buf = b""
+        pos, end = 0, len(buf)
+        try:
+            if self.state is State.AWAIT_HEADER:
+                if end < 8:
+                    self._buf = bytes(buf)
+                    return
+                yield from self._on_protocol_header(bytes(buf[:8]))
+                pos = 8
+            while end - pos >= 7 and self.state is not State.CLOSED:
+                ftype, channel, size = _head.unpack_from(buf, pos)
+                if size > self.frame_max and self.state is not State.AWAIT_HEADER:
+                    raise errors.FrameError(
+                        f"type {ftype}, all octets = <<>>: "
+                        f"{{frame_too_large,{size},{self.frame_max - 8}}}")
+                stop = pos + 7 + size
+                if stop >= end:
+                    break
+                payload = bytes(buf[pos + 7:stop])
+                if buf[stop] != 0xCE:
+                    raise errors.FrameError(
+                        f"type {ftype}, all octets = {codec.erlang_binary(payload)}: "
+                        f"{{invalid_frame_end_marker,{buf[stop]}}}")
+                pos = stop + 1
+                event = self._on_frame(ftype, channel, payload)
+                if event is not None:
+                    yield event
+        except errors.AMQPError as exc:
+            pos = end
+            yield Fault(exc)
+        except errors.SilentClose as exc:
+            pos = end
+            self._to(State.CLOSED)
+            yield CloseTransport(exc.reason, exc.delay)
+        if pos < end and self.state is not State.CLOSED:
+            rest = bytes(buf[pos:])
+            if self._buf or self._pending is not None:
+                # The session fed more data while we were yielding; keep order.
+                newer = bytes(self._pending) if self._pending is not None else self._buf
+                self._pending = bytearray(rest + newer)
+                self._buf = b""
+            else:
+                self._buf = rest
+
+    def _on_protocol_header(self, header: bytes) -> Iterator[object]:
+        known = _HEADERS.get(header)
+        if known is None:
+            self.send_raw(codec.PROTOCOL_HEADER)
+            self._to(State.CLOSED)
+            yield CloseTransport("bad protocol header")
+            return
+        major, minor, with_caps = known
+        self.version = (major, minor)
+        props = dict(self.server_properties)
+        if not with_caps:
+            props["capabilities"] = {}
+        self._to(State.AWAIT_START_OK)
+        self.send_method(0, C.Connection.Start(major, minor, props, "AMQPLAIN PLAIN", "en_US"))
+
+    # ---- frames ------------------------------------------------------------------------
+    def _on_frame(self, ftype: int, channel: int, payload: bytes) -> object | None:
+        if ftype == 1:
+            return self._on_method_frame(channel, payload)
+        if ftype == 3:
+            return self._on_body(channel, payload)
+        if ftype == 2:
+            return self._on_header(channel, payload)
+        if ftype == 8:
+            if payload:
+                raise errors.FrameError(
+                    f"type 8, all octets = {codec.erlang_binary(payload)}: unknown_frame")
+            if channel:
+                raise errors.UnexpectedFrame("type 8, all octets = <<>>")
+            return None
+        raise errors.FrameError(
+            f"type {ftype}, all octets = {codec.erlang_binary(payload)}: unknown_frame")
+
+    def _on_method_frame(self, channel: int, payload: bytes) -> object | None:
+        if len(payload) < 4:
+            raise errors.FrameError(
+                f"type 1, all octets = {codec.erlang_binary(payload)}: unknown_frame")
+        index = _u32.unpack_from(payload, 0)[0]
+        if self.state is not State.OPEN:
+            return self._on_handshake_method(channel, index, payload)
+        if channel:
+            if channel in self.closing_channels:
+                return self._while_channel_closing(channel, index, payload)
+            if channel in self._content:
+                raise self._expected_content(channel).at(60, 40)
+            if index == PUBLISH_INDEX:
+                if channel not in self.open_channels:
+                    raise errors.ChannelErrorConn("expected 'channel.open'", 60, 40)
+                self._content[channel] = _Content(*_parse_publish(payload))
+                return None
+        method = self._decode(index, payload)
+        if channel == 0:
+            return self._on_connection_method(method)
+        if method.frame_id and method.index >> 16 == 10:
+            raise errors.CommandInvalid("unimplemented method").at(*_ids(method))
+        if isinstance(method, C.Channel.Open):
+            if channel in self.open_channels:
+                raise errors.ChannelErrorConn("second 'channel.open' seen", 20, 10)
+            if len(self.open_channels) >= self.channel_max:
+                n = len(self.open_channels)
+                raise errors.NotAllowed(f"number of channels opened ({n}) has reached the "
+                                        f"negotiated channel_max ({self.channel_max})")
+            self.open_channels.add(channel)
+            return Method(channel, method)
+        if channel not in self.open_channels:
+            raise errors.ChannelErrorConn("expected 'channel.open'").at(*_ids(method))
+        return Method(channel, method)
+
+    def _expected_content(self, channel: int) -> errors.AMQPError:
+        if self._content[channel].have_header:
+            return errors.UnexpectedFrame(
+                "expected content body, got non content body frame instead")
+        return errors.UnexpectedFrame(
+            "expected content header for class 60, got non content header frame instead")
+
+    def _while_channel_closing(self, channel: int, index: int, payload: bytes) -> object | None:
+        if index == 0x00140029:  # channel.close-ok
+            self._forget_channel(channel)
+        elif index == 0x00140028:  # channel.close crossing ours
+            self.send_method(channel, C.Channel.CloseOk())
+        return None
+
+    def _decode(self, index: int, payload: bytes) -> commands.base.Frame:
+        cls = C.INDEX_MAPPING.get(index)
+        if cls is None:
+            raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
+        method = cls()
+        try:
+            method.unmarshal(payload[4:])
+        except Exception:
+            raise errors.FrameError(
+                f"cannot decode {codec.erlang_binary(payload[4:])}",
+                index >> 16, index & 0xFFFF) from None
+        return method
+
+    def _on_connection_method(self, method: commands.base.Frame) -> object | None:
+        if self.state is State.CLOSING:
+            if isinstance(method, C.Connection.CloseOk):
+                self._to(State.CLOSED)
+                return CloseTransport("close-ok received")
+            if isinstance(method, C.Connection.Close):
+                self.send_method(0, C.Connection.CloseOk())
+                self._to(State.CLOSED)
+                return CloseTransport("close crossed")
+            return None
+        if isinstance(method, C.Connection.Close):
+            self.send_method(0, C.Connection.CloseOk())
+            self._to(State.CLOSED)
+            return PeerClosed(method.reply_code, method.reply_text)
+        if isinstance(method, C.Connection.UpdateSecret):
+            return Method(0, method)
+        raise errors.ChannelErrorConn(
+            "unexpected method in connection state running").at(*_ids(method))
+
+    def _on_handshake_method(self, channel: int, index: int, payload: bytes) -> object | None:
+        if self.state is State.CLOSING:
+            if channel == 0 and index in (0x000A0033, 0x000A0032):
+                return self._on_connection_method(self._decode(index, payload))
+            return None
+        if channel:
+            if self.state is State.AWAIT_OPEN:
+                raise errors.UnexpectedFrame(
+                    f"type 1, all octets = {codec.erlang_binary(payload)}")
+            raise errors.SilentClose("frame on a channel during the handshake",
+                                     HANDSHAKE_SLOW_CLOSE)
+        method = self._decode(index, payload)
+        if self.state is State.AWAIT_START_OK and isinstance(method, C.Connection.StartOk):
+            return self._on_start_ok(method)
+        if self.state is State.AWAIT_TUNE_OK and isinstance(method, C.Connection.TuneOk):
+            return self._on_tune_ok(method)
+        if self.state is State.AWAIT_OPEN and isinstance(method, C.Connection.Open):
+            return OpenVhost(method.virtual_host)
+        if isinstance(method, C.Connection.Close):
+            self.send_method(0, C.Connection.CloseOk())
+            self._to(State.CLOSED)
+            return CloseTransport("client closed during handshake")
+        raise errors.SilentClose(f"unexpected {method.name} in {self.state.value}",
+                                 HANDSHAKE_SLOW_CLOSE)
+
+    def _on_start_ok(self, method: commands.Connection.StartOk) -> object:
+        self.client_properties = method.client_properties or {}
+        self.mechanism = method.mechanism
+        response = method.response
+        raw = response.encode("latin-1") if isinstance(response, str) else bytes(response)
+        creds = _decode_credentials(method.mechanism, raw)
+        if creds is None:
+            raise errors.SilentClose(f"bad {method.mechanism} response", HANDSHAKE_SLOW_CLOSE)
+        return LoginAttempt(method.mechanism, creds[0], creds[1], self.client_properties)
+
+    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
+        if not MIN_FRAME_MAX <= method.frame_max <= self.frame_max:
+            raise errors.SilentClose(f"negotiated frame_max = {method.frame_max} is out of "
+                                     "range", HANDSHAKE_SLOW_CLOSE)
+        if not 0 < method.channel_max <= self.channel_max:
+            raise errors.SilentClose(f"negotiated channel_max = {method.channel_max} is out "
+                                     "of range", HANDSHAKE_SLOW_CLOSE)
+        self.frame_max = method.frame_max
+        self.channel_max = method.channel_max
+        self.heartbeat = method.heartbeat
+        self._to(State.AWAIT_OPEN)
+        return None
+
+    def client_capability(self, name: str) -> bool:
+        caps = self.client_properties.get("capabilities") or {}
+        return bool(isinstance(caps, dict) and caps.get(name))
+
+    # ---- content -----------------------------------------------------------------------
+    def _on_header(self, channel: int, payload: bytes) -> object | None:
+        if channel == 0 or self.state is not State.OPEN:
+            raise errors.UnexpectedFrame(f"type 2, all octets = {codec.erlang_binary(payload)}")
+        if channel in self.closing_channels:
+            return None
+        content = self._content.get(channel)
+        if content is None or content.have_header:
+            if content is not None:
+                raise errors.UnexpectedFrame(
+                    "expected content body, got non content body frame instead", 60, 40)
+            raise errors.UnexpectedFrame("expected method frame, got non method frame instead")
+        if len(payload) < 14:
+            raise errors.FrameError(f"type 2, all octets = {codec.erlang_binary(payload)}: "
+                                    "unknown_frame")
+        class_id, _weight, size = _header_fields.unpack_from(payload, 0)
+        if class_id != 60:
+            raise errors.UnexpectedFrame(f"expected content header for class 60, got one for "
+                                         f"class {class_id} instead", 60, 40)
+        content.props = payload[12:]
+        content.size = size
+        content.have_header = True
+        if size == 0:
+            return self._complete(channel, content, b"")
+        return None
+
+    def _on_body(self, channel: int, payload: bytes) -> object | None:
+        if channel == 0 or self.state is not State.OPEN:
+            raise errors.UnexpectedFrame(f"type 3, all octets = {codec.erlang_binary(payload)}")
+        if channel in self.closing_channels:
+            return None
+        content = self._content.get(channel)
+        if content is None or not content.have_header:
+            if content is not None:
+                raise errors.UnexpectedFrame("expected content header for class 60, got non "
+                                             "content header frame instead", 60, 40)
+            raise errors.UnexpectedFrame("expected method frame, got non method frame instead")
+        content.received += len(payload)
+        if content.received == content.size and not content.parts:
+            return self._complete(channel, content, payload)
+        content.parts.append(payload)
+        if content.received == content.size:
+            return self._complete(channel, content, b"".join(content.parts))
+        return None
+
+    def _complete(self, channel: int, content: _Content, body: bytes) -> Publish:
+        del self._content[channel]
+        return Publish(channel, content.exchange, content.routing_key, content.mandatory,
+                       content.immediate, content.props, body)
+
+
+def _ids(method: commands.base.Frame) -> tuple[int, int]:
+    return method.index >> 16, method.index & 0xFFFF

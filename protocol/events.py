@@ -1,0 +1,66 @@
+"""Events the connection machine hands to the broker session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pamqp import base
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    mechanism: str
+    username: str
+    password: str
+    client_properties: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenVhost:
+    vhost: str
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    channel: int
+    method: base.Frame
+
+
+@dataclass(slots=True)
+class Publish:
+    """A complete basic.publish with its content.
+
+    Not frozen: this is built once per message on the hot path, and frozen dataclasses pay for
+    object.__setattr__ on every field.
+    """
+
+    channel: int
+    exchange: str
+    routing_key: str
+    mandatory: bool
+    immediate: bool
+    properties: bytes
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClosed:
+    """The client sent connection.close; close-ok is already queued."""
+
+    reply_code: int
+    reply_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTransport:
+    """Drop the socket after ``delay`` seconds (after flushing what is queued)."""
+
+    reason: str
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """The frame layer found a connection error; the session turns it into connection.close."""
+
+    error: Exception

@@ -1,0 +1,99 @@
+"""Message properties kept as the publisher's raw bytes; fields are decoded only when needed.
+
+Raw form = the content-header payload after class/weight/body-size: the flag word(s) then the
+present fields in flag order. ``peek_*`` read one field without building pamqp objects; ``decode``
+and ``encode`` round-trip through pamqp for the cold paths (dead-lettering, reply-to rewrite).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pamqp import commands
+
+Properties = commands.Basic.Properties
+
+_u16 = struct.Struct(">H")
+_u32 = struct.Struct(">I")
+
+# flag bit -> wire kind, in wire order, for the fields that precede the ones we peek at.
+_ORDER = (
+    (0x8000, "s"), (0x4000, "s"), (0x2000, "t"), (0x1000, "o"), (0x0800, "o"),
+    (0x0400, "s"), (0x0200, "s"), (0x0100, "s"),
+)
+DELIVERY_MODE, PRIORITY, EXPIRATION, HEADERS, REPLY_TO = 0x1000, 0x0800, 0x0100, 0x2000, 0x0200
+
+EMPTY = b"\x00\x00"
+
+
+def _offset_of(raw: bytes, flag: int) -> int:
+    """Offset of a field's value in raw, or -1 when the flag is not set."""
+    flags = _u16.unpack_from(raw, 0)[0]
+    if not flags & flag:
+        return -1
+    pos = 2
+    for bit, kind in _ORDER:
+        if bit == flag:
+            return pos
+        if not flags & bit:
+            continue
+        if kind == "s":
+            pos += 1 + raw[pos]
+        elif kind == "t":
+            pos += 4 + _u32.unpack_from(raw, pos)[0]
+        else:
+            pos += 1
+    return -1
+
+
+def peek_delivery_mode(raw: bytes) -> int:
+    pos = _offset_of(raw, DELIVERY_MODE)
+    return raw[pos] if pos >= 0 else 0
+
+
+def peek_priority(raw: bytes) -> int:
+    pos = _offset_of(raw, PRIORITY)
+    return raw[pos] if pos >= 0 else 0
+
+
+def peek_shortstr(raw: bytes, flag: int) -> str | None:
+    pos = _offset_of(raw, flag)
+    if pos < 0:
+        return None
+    return raw[pos + 1:pos + 1 + raw[pos]].decode("utf-8", "replace")
+
+
+def peek_expiration(raw: bytes) -> str | None:
+    return peek_shortstr(raw, EXPIRATION)
+
+
+def peek_reply_to(raw: bytes) -> str | None:
+    return peek_shortstr(raw, REPLY_TO)
+
+
+def has_headers(raw: bytes) -> bool:
+    return bool(len(raw) >= 2 and _u16.unpack_from(raw, 0)[0] & HEADERS)
+
+
+def decode(raw: bytes) -> Properties:
+    props = Properties()
+    flags, pos, index = 0, 0, 0
+    while True:
+        word = _u16.unpack_from(raw, pos)[0]
+        pos += 2
+        flags |= word << (16 * index)
+        index += 1
+        if not word & 1:
+            break
+    props.unmarshal(flags, raw[pos:])
+    return props
+
+
+def encode(props: Properties) -> bytes:
+    return props.marshal()
+
+
+def headers(raw: bytes) -> dict:
+    if not has_headers(raw):
+        return {}
+    return decode(raw).headers or {}

@@ -1,0 +1,1 @@
+"""Message storage behind one interface (``QueueStore``); in-memory now, disk segments next."""

@@ -1,0 +1,85 @@
+"""The per-queue message store contract and its in-memory implementation.
+
+A queue owns one store holding its *ready* messages in queue order. Delivered-but-unacked
+entries live with the channel that holds them; on requeue they come back with ``requeue`` and are
+served before everything still ready, in their original order (a FIFO queue delivered them
+before any message that is still ready, so their sequence numbers are all smaller).
+
+The disk store implements the same methods; ``ack`` and ``drop`` exist so that it can record
+removals in its ack log. Nothing here knows about exchanges, channels or the wire.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator
+from typing import Protocol
+
+from broker.message import Entry
+
+
+class QueueStore(Protocol):
+    def push(self, entry: Entry) -> None: ...
+    def shift(self) -> Entry | None: ...
+    def peek(self) -> Entry | None: ...
+    def requeue(self, entry: Entry) -> None: ...
+    def ack(self, entry: Entry) -> None: ...
+    def purge(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Entry]: ...
+    @property
+    def bytes(self) -> int: ...
+
+
+class MemoryQueueStore:
+    __slots__ = ("_ready", "_requeued", "_bytes")
+
+    def __init__(self) -> None:
+        self._ready: deque[Entry] = deque()
+        self._requeued: list[Entry] = []
+        self._bytes = 0
+
+    def push(self, entry: Entry) -> None:
+        self._ready.append(entry)
+        self._bytes += entry.message.size
+
+    def shift(self) -> Entry | None:
+        if self._requeued:
+            entry = heapq.heappop(self._requeued)
+        elif self._ready:
+            entry = self._ready.popleft()
+        else:
+            return None
+        self._bytes -= entry.message.size
+        return entry
+
+    def peek(self) -> Entry | None:
+        if self._requeued:
+            return self._requeued[0]
+        return self._ready[0] if self._ready else None
+
+    def requeue(self, entry: Entry) -> None:
+        heapq.heappush(self._requeued, entry)
+        self._bytes += entry.message.size
+
+    def ack(self, entry: Entry) -> None:
+        """In memory an acked entry simply becomes garbage."""
+
+    def purge(self) -> int:
+        count = len(self)
+        self._ready.clear()
+        self._requeued.clear()
+        self._bytes = 0
+        return count
+
+    def __len__(self) -> int:
+        return len(self._ready) + len(self._requeued)
+
+    def __iter__(self) -> Iterator[Entry]:
+        yield from sorted(self._requeued)
+        yield from self._ready
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
