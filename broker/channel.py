@@ -61,6 +61,7 @@ class Channel(TopologyHandlers):
         self.confirm = False
         self.publish_seq = 0
         self._confirmed = 0
+        self._nacked: set[int] = set()
         self.tx: list[Callable[[], None]] | None = None
         self.closed = False
 
@@ -254,7 +255,7 @@ class Channel(TopologyHandlers):
             elif requeue is None:
                 queue.ack(entry)
             else:
-                self.session.dead_letter(queue, entry, "rejected")
+                queue.reject(entry)
             touched.add(queue)
         for queue in touched:
             queue.wake()
@@ -313,6 +314,13 @@ class Channel(TopologyHandlers):
                     message.routing_key_raw))
                 self.machine.out.append(codec.content_frames(
                     self.number, message.properties, message.body, self.machine.frame_max))
+        elif self.confirm:
+            refused = False
+            for queue in queues:
+                if not queue.publish(message):
+                    refused = True
+            if refused:
+                self._nacked.add(self.publish_seq)
         else:
             for queue in queues:
                 queue.publish(message)
@@ -320,12 +328,27 @@ class Channel(TopologyHandlers):
             self.session.confirms_pending.add(self)
 
     def flush_confirms(self) -> None:
+        """Ack (or nack) every publish confirmed since the last flush, in as few frames as
+        runs of the same outcome allow."""
         upto = self.publish_seq
         if upto <= self._confirmed or not self.machine.channel_usable(self.number):
             return
-        multiple = upto - self._confirmed > 1
+        out = self.machine.out
+        if not self._nacked:
+            out.append(codec.ack_frame(self.number, upto, upto - self._confirmed > 1))
+            self._confirmed = upto
+            return
+        start = self._confirmed + 1
+        for seq in range(start, upto + 1):
+            if seq in self._nacked:
+                if seq > start:
+                    out.append(codec.ack_frame(self.number, seq - 1, seq - 1 > start))
+                out.append(codec.nack_frame(self.number, seq, False))
+                start = seq + 1
+        if start <= upto:
+            out.append(codec.ack_frame(self.number, upto, upto > start))
+        self._nacked.clear()
         self._confirmed = upto
-        self.machine.out.append(codec.ack_frame(self.number, upto, multiple))
 
     # ---- confirm / tx ------------------------------------------------------------------
     def on_confirm_select(self, m: C.Confirm.Select) -> None:

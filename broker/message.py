@@ -52,12 +52,13 @@ class Message:
 class Entry:
     """A message's place in one queue."""
 
-    __slots__ = ("seq", "message", "redelivered")
+    __slots__ = ("seq", "message", "redelivered", "expires")
 
     def __init__(self, seq: int, message: Message, redelivered: bool = False) -> None:
         self.seq = seq
         self.message = message
         self.redelivered = redelivered
+        self.expires: float | None = None
 
     def __lt__(self, other: Entry) -> bool:
         return self.seq < other.seq

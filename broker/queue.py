@@ -1,20 +1,22 @@
-"""Queue engine: ready messages (in a QueueStore), consumers, and the delivery loop.
+"""Queue engine: ready messages (in a QueueStore), consumers, the delivery loop, TTL and limits.
 
 Invariants:
 - ``store`` holds only ready messages; delivered-but-unacked entries are held by channels and
   come back through ``requeue`` to their original position.
-- ``dispatch`` hands messages to consumers with credit, round-robin, at most ``BUDGET`` per call;
-  when more could go it asks the virtual host to call it again on the next loop turn, so one huge
-  backlog cannot fill a socket buffer in a single step.
-- A consumer's credit is decided by its channel (prefetch, global prefetch, flow, socket space).
+- ``dispatch`` hands messages to consumers with credit, highest consumer priority first and
+  round-robin within a priority, at most ``BUDGET`` per call; when more could go it asks the
+  context to call it again on the next loop turn, so one backlog cannot fill a socket buffer in
+  one step.
+- Expiry happens at the head, as in RabbitMQ's classic queues: an expired message is never
+  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX.
+- The queue talks to the rest of the broker only through its ``QueueContext``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from protocol import codec
+from protocol import codec, properties
 
 from .message import Entry, Message
 
@@ -22,6 +24,14 @@ if TYPE_CHECKING:
     from storage.store import QueueStore
 
 BUDGET = 256
+
+
+class QueueContext(Protocol):
+    def now(self) -> float: ...
+    def schedule(self, queue: Queue) -> None: ...
+    def call_later(self, delay: float, callback: Any) -> Any: ...
+    def dead_letter(self, queue: Queue, message: Message, reason: str) -> None: ...
+    def expire_queue(self, queue: Queue) -> None: ...
 
 
 class Consumer:
@@ -55,26 +65,48 @@ class Consumer:
 
 
 class Queue:
-    def __init__(self, vhost: str, name: str, store: QueueStore, *, durable: bool = False,
-                 exclusive_owner: Any = None, auto_delete: bool = False,
-                 arguments: dict | None = None,
-                 schedule: Callable[[Queue], None] | None = None) -> None:
+    def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
+                 durable: bool = False, exclusive_owner: Any = None, auto_delete: bool = False,
+                 arguments: dict | None = None) -> None:
         self.vhost = vhost
         self.name = name
         self.store = store
+        self.ctx = ctx
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = dict(arguments or {})
+        self.policy: dict = {}
         self.consumers: list[Consumer] = []
         self.had_consumer = False
         self.deleted = False
         self.bindings: set = set()
-        self._schedule = schedule
         self._scheduled = False
         self._rr = 0
         self._seq = 0
-        self.on_empty_consumers: Callable[[Queue], None] | None = None
+        self._expiry_timer: Any = None
+        self._idle_timer: Any = None
+        self.on_empty_consumers: Any = None
+        self.refresh_settings()
+
+    # ---- settings ----------------------------------------------------------------------
+    def setting(self, key: str) -> Any:
+        """An x-argument, or the applied policy's value when the argument is absent."""
+        value = self.arguments.get("x-" + key)
+        return value if value is not None else self.policy.get(key)
+
+    def refresh_settings(self) -> None:
+        ttl = self.setting("message-ttl")
+        self.message_ttl: int | None = ttl if isinstance(ttl, int) else None
+        max_len = self.setting("max-length")
+        self.max_length: int | None = max_len if isinstance(max_len, int) else None
+        max_bytes = self.setting("max-length-bytes")
+        self.max_bytes: int | None = max_bytes if isinstance(max_bytes, int) else None
+        self.overflow = self.setting("overflow") or "drop-head"
+        expires = self.setting("expires")
+        self.expires: int | None = expires if isinstance(expires, int) else None
+        self._limited = self.max_length is not None or self.max_bytes is not None
+        self.touch()
 
     # ---- counts ------------------------------------------------------------------------
     @property
@@ -96,13 +128,87 @@ class Queue:
         return None
 
     # ---- messages ----------------------------------------------------------------------
-    def publish(self, message: Message) -> None:
+    def publish(self, message: Message) -> bool:
+        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx])."""
+        if self._limited and self._full_for(message):
+            if self.overflow == "reject-publish":
+                return False
+            if self.overflow == "reject-publish-dlx":
+                self._dead_letter(message, "maxlen")
+                return False
         self._seq += 1
-        self.store.push(Entry(self._seq, message))
+        entry = Entry(self._seq, message)
+        expires = self._expiry_of(message)
+        if expires is not None:
+            entry.expires = expires
+        self.store.push(entry)
+        if self._limited:
+            self._drop_head_over_limit()
         if self.consumers:
             self.dispatch()
+        if expires is not None:
+            self._expire_head()
+        return True
+
+    def _expiry_of(self, message: Message) -> float | None:
+        ttl = self.message_ttl
+        raw = message.properties
+        if raw[:2] != b"\x00\x00":
+            text = properties.peek_expiration(raw)
+            if text is not None and text.isdigit():
+                per_message = int(text)
+                ttl = per_message if ttl is None else min(ttl, per_message)
+        if ttl is None or self.ctx is None:
+            return None
+        return self.ctx.now() + ttl / 1000.0
+
+    def _full_for(self, message: Message) -> bool:
+        if self.max_length is not None and len(self.store) >= self.max_length:
+            return True
+        return self.max_bytes is not None and self.store.bytes + message.size > self.max_bytes
+
+    def _drop_head_over_limit(self) -> None:
+        store = self.store
+        while (self.max_length is not None and len(store) > self.max_length) or \
+                (self.max_bytes is not None and store.bytes > self.max_bytes and len(store)):
+            entry = store.shift()
+            if entry is None:
+                return
+            store.ack(entry)
+            self._dead_letter(entry.message, "maxlen")
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        if self.ctx is not None:
+            self.ctx.dead_letter(self, message, reason)
+
+    def _expire_head(self) -> None:
+        """Drop expired messages at the head; arm a timer for the next one."""
+        ctx = self.ctx
+        if ctx is None:
+            return
+        now = ctx.now()
+        store = self.store
+        while True:
+            head = store.peek()
+            if head is None or head.expires is None:
+                return
+            if head.expires > now:
+                break
+            store.shift()
+            store.ack(head)
+            self._dead_letter(head.message, "expired")
+        if self._expiry_timer is None:
+            delay = max(0.0, head.expires - now)
+            self._expiry_timer = ctx.call_later(delay, self._on_expiry_timer)
+
+    def _on_expiry_timer(self) -> None:
+        self._expiry_timer = None
+        if not self.deleted:
+            self._expire_head()
 
     def get(self) -> Entry | None:
+        self.touch()
+        self._expire_head()
         return self.store.shift()
 
     def requeue(self, entry: Entry) -> None:
@@ -110,17 +216,52 @@ class Queue:
         if self.deleted:
             return
         self.store.requeue(entry)
+        if entry.expires is not None:
+            self._expire_head()
 
     def ack(self, entry: Entry) -> None:
         self.store.ack(entry)
 
+    def reject(self, entry: Entry) -> None:
+        """Settled without requeue: gone from the queue, dead-lettered when it has a DLX."""
+        self.store.ack(entry)
+        self._dead_letter(entry.message, "rejected")
+
     def purge(self) -> int:
         return self.store.purge()
+
+    # ---- x-expires ---------------------------------------------------------------------
+    def touch(self) -> None:
+        """The queue was used: restart its x-expires countdown."""
+        if self.expires is None or self.ctx is None or self.deleted:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.ctx.call_later(self.expires / 1000.0, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        self._idle_timer = None
+        if self.deleted:
+            return
+        if self.consumers:
+            self.touch()
+            return
+        if self.ctx is not None:
+            self.ctx.expire_queue(self)
+
+    def cancel_timers(self) -> None:
+        for timer in (self._expiry_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry_timer = self._idle_timer = None
 
     # ---- consumers ---------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
+        if consumer.priority:
+            self.consumers.sort(key=lambda c: -c.priority)
         self.had_consumer = True
+        self.touch()
         self.wake()
 
     def remove_consumer(self, consumer: Consumer) -> None:
@@ -128,6 +269,7 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             return
+        self.touch()
         if not self.consumers and self.auto_delete and self.on_empty_consumers:
             self.on_empty_consumers(self)
 
@@ -135,11 +277,11 @@ class Queue:
         """Ask for a dispatch on the next loop turn (credit came back, a consumer arrived)."""
         if self._scheduled or self.deleted or not self.consumers or not len(self.store):
             return
-        if self._schedule is None:
+        if self.ctx is None:
             self.dispatch()
             return
         self._scheduled = True
-        self._schedule(self)
+        self.ctx.schedule(self)
 
     def run_scheduled(self) -> None:
         self._scheduled = False
@@ -147,10 +289,13 @@ class Queue:
 
     def dispatch(self) -> None:
         consumers = self.consumers
-        store = self.store
         count = len(consumers)
         if not count or self.deleted:
             return
+        if consumers[0].priority != consumers[-1].priority:
+            self._dispatch_by_priority()
+            return
+        store = self.store
         budget = BUDGET
         idle = 0
         while idle < count and budget:
@@ -161,7 +306,7 @@ class Queue:
             if not consumer.has_credit():
                 idle += 1
                 continue
-            entry = store.shift()
+            entry = self._next_entry(store)
             if entry is None:
                 return
             consumer.channel.deliver(consumer, entry)
@@ -171,4 +316,28 @@ class Queue:
             if not count:
                 return
         if not budget and len(store):
+            self.wake()
+
+    def _next_entry(self, store: QueueStore) -> Entry | None:
+        entry = store.shift()
+        if entry is not None and entry.expires is not None and self.ctx is not None \
+                and entry.expires <= self.ctx.now():
+            store.ack(entry)
+            self._dead_letter(entry.message, "expired")
+            self._expire_head()
+            return store.shift()
+        return entry
+
+    def _dispatch_by_priority(self) -> None:
+        """Consumers are sorted by priority: the first one with credit gets the message."""
+        store = self.store
+        for _ in range(BUDGET):
+            consumer = next((c for c in self.consumers if c.has_credit()), None)
+            if consumer is None:
+                return
+            entry = self._next_entry(store)
+            if entry is None:
+                return
+            consumer.channel.deliver(consumer, entry)
+        if len(store):
             self.wake()

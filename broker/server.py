@@ -13,14 +13,16 @@ import logging
 import os
 import platform
 import signal
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, deadletter
 from .config import Config
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
-    from .message import Entry
+    from .message import Message
     from .queue import Queue
     from .session import Session
 
@@ -61,7 +63,7 @@ class Server:
 
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = VirtualHost(name, lambda _name, _args: MemoryQueueStore(), self.schedule)
+            vhost = VirtualHost(name, lambda _name, _args: MemoryQueueStore(), self)
             self.vhosts[name] = vhost
         return vhost
 
@@ -83,12 +85,23 @@ class Server:
     def may_access(self, user: str, vhost: str) -> bool:
         return user in self.users
 
+    # ---- QueueContext ------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic()
+
     def schedule(self, queue: Queue) -> None:
         self.loop.call_soon(queue.run_scheduled)
 
-    def dead_letter(self, queue: Queue, entry: Entry, reason: str) -> None:
-        """A message left its queue without being consumed; dead-lettering comes later."""
-        queue.ack(entry)
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback)
+
+    def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:
+        deadletter.dead_letter(self.vhosts[queue.vhost], queue, message, reason)
+
+    def expire_queue(self, queue: Queue) -> None:
+        vhost = self.vhosts.get(queue.vhost)
+        if vhost is not None:
+            vhost.remove_queue(queue)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> int:

@@ -32,7 +32,7 @@ from protocol.events import (
 from .channel import Channel
 
 if TYPE_CHECKING:
-    from .message import Entry, Message
+    from .message import Message
     from .queue import Queue
     from .server import Server
     from .vhost import VirtualHost
@@ -161,9 +161,6 @@ class Session:
             expiration = properties.peek_expiration(props)
             if expiration is not None:
                 validate_expiration(expiration)
-
-    def dead_letter(self, queue: Queue, entry: Entry, reason: str) -> None:
-        self.server.dead_letter(queue, entry, reason)
 
     # ---- output and flow ---------------------------------------------------------------
     def wake(self) -> None:

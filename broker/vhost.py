@@ -14,7 +14,7 @@ from protocol.errors import AccessRefused, CommandInvalid, NotFound, Preconditio
 
 from . import arguments as qargs
 from .exchanges import EXCHANGE_TYPES, Binding, Exchange, args_key
-from .queue import Queue
+from .queue import Queue, QueueContext
 
 SYSTEM_EXCHANGES = (
     ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
@@ -37,12 +37,12 @@ class DefaultExchange(Exchange):
 
 class VirtualHost:
     def __init__(self, name: str, store_factory: Callable[[str, dict], Any],
-                 schedule: Callable[[Queue], None] | None = None) -> None:
+                 ctx: QueueContext | None = None) -> None:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self._store_factory = store_factory
-        self._schedule = schedule
+        self.ctx = ctx
         self.default_exchange = DefaultExchange(self)
         self.exchanges[""] = self.default_exchange
         for ex_name, ex_type in SYSTEM_EXCHANGES:
@@ -134,9 +134,9 @@ class VirtualHost:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         qargs.validate_queue_args(name, self.name, arguments)
         self._validate_queue_type(name, durable, exclusive_owner, auto_delete, arguments)
-        queue = Queue(self.name, name, self._store_factory(name, arguments), durable=durable,
-                      exclusive_owner=exclusive_owner, auto_delete=auto_delete,
-                      arguments=arguments, schedule=self._schedule)
+        queue = Queue(self.name, name, self._store_factory(name, arguments), self.ctx,
+                      durable=durable, exclusive_owner=exclusive_owner,
+                      auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
         self.queues[name] = queue
         return queue
@@ -177,6 +177,7 @@ class VirtualHost:
             return
         del self.queues[queue.name]
         queue.deleted = True
+        queue.cancel_timers()
         for binding in list(queue.bindings):
             self._drop_binding(binding)
         for consumer in list(queue.consumers):
