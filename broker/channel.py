@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from protocol import codec
+from protocol.connection import AccessRequest, AccessRequestOk
 from protocol.errors import (
     AccessRefused,
     NotAllowed,
@@ -43,7 +44,7 @@ def _handler_name(pamqp_name: str) -> str:
 
 
 HANDLER_NAMES: dict[type, str] = {cls: _handler_name(cls.name)
-                                  for cls in C.INDEX_MAPPING.values()}
+                                  for cls in (*C.INDEX_MAPPING.values(), AccessRequest)}
 
 
 class Channel(TopologyHandlers):
@@ -87,7 +88,8 @@ class Channel(TopologyHandlers):
 
     # ---- channel class -----------------------------------------------------------------
     def on_channel_open(self, m: C.Channel.Open) -> None:
-        self.reply(C.Channel.OpenOk())
+        # channel_id is an empty longstr, as RabbitMQ sends it (pamqp insists on "0").
+        self.machine.send_raw(codec.channel_open_ok_frame(self.number))
 
     def on_channel_close(self, m: C.Channel.Close) -> None:
         self.session.drop_channel(self.number)
@@ -98,8 +100,8 @@ class Channel(TopologyHandlers):
             raise NotImplemented_("active=false")
         self.reply(C.Channel.FlowOk(True))
 
-    def on_access_request(self, m: C.Access.Request) -> None:
-        self.reply(C.Access.RequestOk(1))
+    def on_access_request(self, m: AccessRequest) -> None:
+        self.reply(AccessRequestOk(1))
 
     def teardown(self) -> None:
         """The channel is going away: cancel consumers, requeue what was not acked."""

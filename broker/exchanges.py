@@ -124,6 +124,11 @@ class FanoutExchange(Exchange):
         return found
 
 
+def _words(key: str) -> tuple[str, ...]:
+    """An empty key has no words (RabbitMQ), not one empty word."""
+    return tuple(key.split(".")) if key else ()
+
+
 def topic_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
     """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more."""
     p_len, w_len = len(pattern), len(words)
@@ -164,12 +169,12 @@ class TopicExchange(Exchange):
 
     def _on_bind(self, binding: Binding) -> None:
         if binding.routing_key not in self._patterns:
-            self._patterns[binding.routing_key] = tuple(binding.routing_key.split("."))
+            self._patterns[binding.routing_key] = _words(binding.routing_key)
 
     def route(self, routing_key: str, headers: dict | None) -> frozenset:
         found = self._cache.get(routing_key)
         if found is None:
-            words = tuple(routing_key.split("."))
+            words = _words(routing_key)
             found = frozenset(
                 b.destination for b in self.bindings.values()
                 if topic_match(self._patterns[b.routing_key], words))

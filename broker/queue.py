@@ -302,13 +302,14 @@ class Queue:
             if self._rr >= count:
                 self._rr = 0
             consumer = consumers[self._rr]
-            self._rr += 1
             if not consumer.has_credit():
+                self._rr += 1
                 idle += 1
                 continue
             entry = self._next_entry(store)
             if entry is None:
                 return
+            self._rr += 1
             consumer.channel.deliver(consumer, entry)
             budget -= 1
             idle = 0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from protocol import properties
+from protocol.codec import erlang_tuple
 from protocol.connection import ConnectionMachine
 from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed, PreconditionFailed
 from protocol.events import (
@@ -161,6 +162,10 @@ class Session:
             expiration = properties.peek_expiration(props)
             if expiration is not None:
                 validate_expiration(expiration)
+            user_id = properties.peek_shortstr(props, properties.USER_ID)
+            if user_id is not None and user_id != self.user:
+                raise PreconditionFailed(f"user_id property set to '{user_id}' but "
+                                         f"authenticated user was '{self.user}'")
 
     # ---- output and flow ---------------------------------------------------------------
     def wake(self) -> None:
@@ -216,5 +221,5 @@ def validate_expiration(value: str) -> None:
     if parsed < 0:
         raise PreconditionFailed(f"invalid expiration '{value}': {{value_negative,{parsed}}}")
     if parsed >= 2**32:
-        raise PreconditionFailed(f"invalid expiration '{value}': {{value_too_large,\n"
-                                 f"{' ' * 44}{parsed}}}")
+        raise PreconditionFailed(erlang_tuple(f"invalid expiration '{value}': ",
+                                              "value_too_large", str(parsed)))

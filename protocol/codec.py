@@ -89,6 +89,10 @@ def deliver_frame(channel: int, consumer_tag: bytes, delivery_tag: int, redelive
     return _frame_head.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END
 
 
+def channel_open_ok_frame(channel: int) -> bytes:
+    return _frame_head.pack(FRAME_METHOD, channel, 8) + b"\x00\x14\x00\x0b\x00\x00\x00\x00\xce"
+
+
 def get_ok_frame(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
                  routing_key: bytes, message_count: int) -> bytes:
     payload = b"".join((b"\x00\x3c\x00\x47", _get_ok_tail.pack(delivery_tag, redelivered),
@@ -122,3 +126,13 @@ def erlang_binary(data: bytes) -> str:
         text = data.decode().replace("\\", "\\\\").replace('"', '\\"')
         return f'<<"{text}">>'
     return "<<" + ",".join(str(b) for b in data) + ">>"
+
+
+def erlang_tuple(before: str, atom: str, value: str) -> str:
+    """``before`` followed by the Erlang term ``{atom,value}`` as io_lib's ~p prints it: when
+    the term would reach column 80 it breaks after the comma and indents under the atom."""
+    column = len(before)
+    term = f"{{{atom},{value}}}"
+    if column + len(term) < 80:
+        return before + term
+    return f"{before}{{{atom},\n{' ' * (column + 1)}{value}}}"

@@ -43,6 +43,30 @@ MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
 
 
+class AccessRequest(commands.base.Frame):
+    """access.request (30/10): gone from 0-9-1's pamqp, still sent by old clients."""
+
+    __slots__: list[str] = []
+    index = 0x001E000A
+    name = "Access.Request"
+
+    def unmarshal(self, data: bytes) -> None:
+        """Its fields (realm, flags) are deprecated and ignored."""
+
+
+class AccessRequestOk(commands.base.Frame):
+    __slots__ = ["ticket"]
+    index = 0x001E000B
+    name = "Access.RequestOk"
+    _ticket = "short"
+
+    def __init__(self, ticket: int = 1) -> None:
+        self.ticket = ticket
+
+
+ACCESS_REQUEST = AccessRequest
+
+
 class State(enum.Enum):
     AWAIT_HEADER = "await_header"
     AWAIT_START_OK = "await_start_ok"
@@ -237,9 +261,9 @@ class ConnectionMachine:
                     break
                 payload = bytes(buf[pos + 7:stop])
                 if buf[stop] != 0xCE:
-                    raise errors.FrameError(
-                        f"type {ftype}, all octets = {codec.erlang_binary(payload)}: "
-                        f"{{invalid_frame_end_marker,{buf[stop]}}}")
+                    raise errors.FrameError(codec.erlang_tuple(
+                        f"type {ftype}, all octets = {codec.erlang_binary(payload)}: ",
+                        "invalid_frame_end_marker", str(buf[stop])))
                 pos = stop + 1
                 event = self._on_frame(ftype, channel, payload)
                 if event is not None:
@@ -344,16 +368,27 @@ class ConnectionMachine:
         return None
 
     def _decode(self, index: int, payload: bytes) -> commands.base.Frame:
+        if index == ACCESS_REQUEST.index:
+            return ACCESS_REQUEST()
         cls = C.INDEX_MAPPING.get(index)
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
         method = cls()
         try:
             method.unmarshal(payload[4:])
+        except ValueError as exc:
+            if str(exc).startswith("Unknown type"):
+                raise errors.SilentClose("unknown field type in a table") from None
+            raise errors.FrameError(
+                f"cannot decode {codec.erlang_binary(payload[4:])}",
+                index >> 16, index & 0xFFFF) from None
         except Exception:
             raise errors.FrameError(
                 f"cannot decode {codec.erlang_binary(payload[4:])}",
                 index >> 16, index & 0xFFFF) from None
+        if _args_length(method, payload, 4) != len(payload):
+            raise errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
+                                    index >> 16, index & 0xFFFF)
         return method
 
     def _on_connection_method(self, method: commands.base.Frame) -> object | None:
@@ -404,7 +439,8 @@ class ConnectionMachine:
         self.client_properties = method.client_properties or {}
         self.mechanism = method.mechanism
         response = method.response
-        raw = response.encode("latin-1") if isinstance(response, str) else bytes(response)
+        raw = response.encode("utf-8", "surrogateescape") if isinstance(response, str) \
+            else bytes(response)
         creds = _decode_credentials(method.mechanism, raw)
         if creds is None:
             raise errors.SilentClose(f"bad {method.mechanism} response", HANDSHAKE_SLOW_CLOSE)
@@ -429,6 +465,8 @@ class ConnectionMachine:
 
     # ---- content -----------------------------------------------------------------------
     def _on_header(self, channel: int, payload: bytes) -> object | None:
+        if self.state is State.CLOSING:
+            return None
         if channel == 0 or self.state is not State.OPEN:
             raise errors.UnexpectedFrame(f"type 2, all octets = {codec.erlang_binary(payload)}")
         if channel in self.closing_channels:
@@ -454,6 +492,8 @@ class ConnectionMachine:
         return None
 
     def _on_body(self, channel: int, payload: bytes) -> object | None:
+        if self.state is State.CLOSING:
+            return None
         if channel == 0 or self.state is not State.OPEN:
             raise errors.UnexpectedFrame(f"type 3, all octets = {codec.erlang_binary(payload)}")
         if channel in self.closing_channels:
@@ -476,6 +516,29 @@ class ConnectionMachine:
         del self._content[channel]
         return Publish(channel, content.exchange, content.routing_key, content.mandatory,
                        content.immediate, content.props, body)
+
+
+_FIXED = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp": 8}
+
+
+def _args_length(method: commands.base.Frame, payload: bytes, pos: int) -> int:
+    """Where a method's arguments end in payload: trailing bytes are a decode error."""
+    in_bits = 0
+    for name in method.__slots__:
+        kind = method.amqp_type(name)
+        if kind == "bit":
+            if in_bits == 0:
+                pos += 1
+            in_bits = (in_bits + 1) % 8
+            continue
+        in_bits = 0
+        if kind == "shortstr":
+            pos += 1 + payload[pos]
+        elif kind in ("longstr", "table"):
+            pos += 4 + _u32.unpack_from(payload, pos)[0]
+        else:
+            pos += _FIXED[kind]
+    return pos
 
 
 def _ids(method: commands.base.Frame) -> tuple[int, int]:

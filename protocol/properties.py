@@ -19,9 +19,11 @@ _u32 = struct.Struct(">I")
 # flag bit -> wire kind, in wire order, for the fields that precede the ones we peek at.
 _ORDER = (
     (0x8000, "s"), (0x4000, "s"), (0x2000, "t"), (0x1000, "o"), (0x0800, "o"),
-    (0x0400, "s"), (0x0200, "s"), (0x0100, "s"),
+    (0x0400, "s"), (0x0200, "s"), (0x0100, "s"), (0x0080, "s"), (0x0040, "q"),
+    (0x0020, "s"), (0x0010, "s"),
 )
 DELIVERY_MODE, PRIORITY, EXPIRATION, HEADERS, REPLY_TO = 0x1000, 0x0800, 0x0100, 0x2000, 0x0200
+USER_ID = 0x0010
 
 EMPTY = b"\x00\x00"
 
@@ -41,6 +43,8 @@ def _offset_of(raw: bytes, flag: int) -> int:
             pos += 1 + raw[pos]
         elif kind == "t":
             pos += 4 + _u32.unpack_from(raw, pos)[0]
+        elif kind == "q":
+            pos += 8
         else:
             pos += 1
     return -1

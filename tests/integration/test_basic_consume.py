@@ -1,4 +1,4 @@
-"""basic.qos / basic.consume / basic.cancel / basic.get against RabbitMQ 3.10 behaviour.
+"""basic.consume / basic.cancel against RabbitMQ 3.10 behaviour.
 
 Reply codes and texts are from /work/shared/rabbitmq-behaviour.md section 5. Things the
 clients refuse to send (an empty consumer tag, a reused tag) go over raw pamqp frames.
@@ -18,7 +18,7 @@ from pamqp import exceptions as pamqp_exc
 from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
 from pamqp import heartbeat as pamqp_heartbeat
-from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
+from pika.exceptions import ChannelClosedByBroker
 
 
 @pytest.fixture(autouse=True)
@@ -111,128 +111,6 @@ class Raw:
 
     def close(self) -> None:
         self.sock.close()
-
-
-# ---- basic.qos ------------------------------------------------------------------------
-def test_prefetch_is_per_consumer(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "qa", 10)
-    fill(ch, "qb", 10)
-    ch.basic_qos(prefetch_count=2)
-    _, a = collect(ch, "qa")
-    _, b = collect(ch, "qb")
-    pump(conn, lambda: len(a) >= 2 and len(b) >= 2)
-    settle(conn)
-    assert (len(a), len(b)) == (2, 2)
-    conn.close()
-
-
-def test_prefetch_per_consumer_on_one_queue(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "q", 10)
-    ch.basic_qos(prefetch_count=2)
-    _, a = collect(ch, "q")
-    _, b = collect(ch, "q")
-    pump(conn, lambda: len(a) + len(b) >= 4)
-    settle(conn)
-    assert (len(a), len(b)) == (2, 2)
-    assert count(ch, "q") == 6
-    conn.close()
-
-
-def test_global_prefetch_is_shared_by_the_channel(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "qa", 10)
-    fill(ch, "qb", 10)
-    ch.basic_qos(prefetch_count=2, global_qos=True)
-    _, a = collect(ch, "qa")
-    _, b = collect(ch, "qb")
-    pump(conn, lambda: len(a) + len(b) >= 2)
-    settle(conn)
-    assert len(a) + len(b) == 2
-    # acking one frees exactly one slot
-    method = (a or b)[0][0]
-    ch.basic_ack(method.delivery_tag)
-    pump(conn, lambda: len(a) + len(b) >= 3)
-    settle(conn)
-    assert len(a) + len(b) == 3
-    conn.close()
-
-
-def test_global_and_per_consumer_prefetch_both_apply(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "qa", 10)
-    fill(ch, "qb", 10)
-    ch.basic_qos(prefetch_count=3, global_qos=True)
-    ch.basic_qos(prefetch_count=1)
-    _, a = collect(ch, "qa")
-    _, b = collect(ch, "qb")
-    pump(conn, lambda: len(a) >= 1 and len(b) >= 1)
-    settle(conn)
-    assert (len(a), len(b)) == (1, 1)
-    ch.basic_ack(a[0][0].delivery_tag)
-    pump(conn, lambda: len(a) >= 2)
-    settle(conn)
-    assert (len(a), len(b)) == (2, 1)
-    conn.close()
-
-
-def test_prefetch_is_fixed_when_the_consumer_is_created(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "q", 10)
-    ch.basic_qos(prefetch_count=2)
-    _, got = collect(ch, "q")
-    pump(conn, lambda: len(got) >= 2)
-    ch.basic_qos(prefetch_count=5)
-    settle(conn)
-    assert len(got) == 2
-    ch.basic_ack(got[1][0].delivery_tag, multiple=True)
-    pump(conn, lambda: len(got) >= 4)
-    settle(conn)
-    assert len(got) == 4
-    conn.close()
-
-
-def test_ack_releases_the_next_message(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "q", 3)
-    ch.basic_qos(prefetch_count=1)
-    _, got = collect(ch, "q")
-    for n in range(1, 4):
-        pump(conn, lambda n=n: len(got) >= n)
-        settle(conn, 0.1)
-        assert len(got) == n
-        ch.basic_ack(got[-1][0].delivery_tag)
-    assert [body for _, _, body in got] == [b"m0", b"m1", b"m2"]
-    assert [m.delivery_tag for m, _, _ in got] == [1, 2, 3]
-    conn.close()
-
-
-def test_prefetch_size_is_not_implemented(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    with pytest.raises(ConnectionClosedByBroker) as info:
-        ch.basic_qos(prefetch_size=1000)
-    assert info.value.reply_code == 540
-    assert info.value.reply_text == "NOT_IMPLEMENTED - prefetch_size!=0 (1000)"
-    assert conn.is_closed
-
-
-@pytest.mark.parametrize("count_, global_", [(10, True), (0, False), (65535, False),
-                                             (0, True)])
-def test_qos_values_accepted(broker, count_, global_):
-    conn = connect(broker)
-    ch = conn.channel()
-    ch.basic_qos(prefetch_count=count_, global_qos=global_)
-    assert ch.is_open
-    ch.queue_declare("q")  # the channel still answers
-    conn.close()
 
 
 # ---- basic.consume / basic.cancel ------------------------------------------------------
@@ -418,44 +296,4 @@ def test_higher_priority_consumer_gets_everything(broker):
         ch.basic_publish("", "q", f"m{i}".encode())
     pump(conn, lambda: len(low) + len(high) >= 6)
     assert (len(low), len(high)) == (0, 6)
-    conn.close()
-
-
-# ---- basic.get ------------------------------------------------------------------------
-def test_get_on_empty_queue(broker):
-    raw = Raw(broker.port)
-    raw.open_channel(1)
-    raw.send(1, C.Queue.Declare(queue="q"))
-    raw.expect(C.Queue.DeclareOk)
-    raw.send(1, C.Basic.Get(queue="q"))
-    assert raw.expect(C.Basic.GetEmpty).cluster_id == ""
-    raw.close()
-
-
-def test_get_ok_message_count_counts_remaining(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "q", 3)
-    seen = []
-    for _ in range(3):
-        method, _, body = ch.basic_get("q")
-        seen.append((body, method.message_count, method.delivery_tag, method.redelivered))
-    assert seen == [(b"m0", 2, 1, False), (b"m1", 1, 2, False), (b"m2", 0, 3, False)]
-    assert ch.basic_get("q") == (None, None, None)
-    conn.close()
-
-
-def test_get_no_ack_removes_the_message(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "q", 2)
-    method, _, body = ch.basic_get("q", auto_ack=True)
-    assert (body, method.message_count) == (b"m0", 1)
-    method, _, body = ch.basic_get("q")  # this one stays unacked
-    assert body == b"m1"
-    ch.close()
-    ch = conn.channel()
-    method, _, body = ch.basic_get("q", auto_ack=True)
-    assert (body, method.redelivered, method.message_count) == (b"m1", True, 0)
-    assert ch.basic_get("q") == (None, None, None)
     conn.close()

@@ -149,7 +149,8 @@ def test_after_server_channel_close(broker):
     _raw_open(raw, 1)
     raw.send(1, C.Queue.Declare(queue="nope-q", passive=True))
     close = raw.expect(C.Channel.Close)
-    assert (close.reply_code, close.reply_text) == (404, "NOT_FOUND - no queue 'nope-q' in vhost '/'")
+    assert (close.reply_code, close.reply_text) == (
+        404, "NOT_FOUND - no queue 'nope-q' in vhost '/'")
     assert (close.class_id, close.method_id) == (50, 10)
     # before close-ok: methods are dropped silently
     raw.send(1, C.Queue.Declare(queue="dropped-q"))

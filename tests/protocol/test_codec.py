@@ -87,6 +87,17 @@ def test_deliver_frame_literal_bytes():
     assert data == b"\x01\x00\x01" + struct.pack(">I", len(payload)) + payload + b"\xce"
 
 
+def test_unsigned_64_bit_delivery_tags_beyond_pamqp_range():
+    # AMQP delivery tags are unsigned 64-bit; pamqp packs them signed, so check literally
+    top = 2**64 - 1
+    deliver = codec.deliver_frame(1, sstr("c"), top, False, sstr(""), sstr("q"))
+    assert deliver[7 + 4 + 2:7 + 4 + 2 + 8] == b"\xff" * 8
+    get_ok = codec.get_ok_frame(1, top, False, sstr(""), sstr("q"), 0)
+    assert get_ok[7 + 4:7 + 4 + 8] == b"\xff" * 8
+    assert codec.ack_frame(1, top, False)[11:19] == b"\xff" * 8
+    assert codec.nack_frame(1, top, False)[11:19] == b"\xff" * 8
+
+
 # ---- basic.get-ok -------------------------------------------------------------------------
 
 GET_OK_CASES = [

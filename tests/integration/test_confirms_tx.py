@@ -1,0 +1,384 @@
+"""Publisher confirms and transactions against RabbitMQ 3.10 behaviour.
+
+Reply codes and texts are from /work/shared/rabbitmq-behaviour.md section 6. Frame ordering
+(basic.return before basic.ack / tx.commit-ok) is checked over raw pamqp frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+
+import aio_pika
+import pika
+import pytest
+from pamqp import body as pamqp_body
+from pamqp import commands as C
+from pamqp import exceptions as pamqp_exc
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
+from pamqp import heartbeat as pamqp_heartbeat
+from pika.exceptions import ChannelClosedByBroker, UnroutableError
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    """A hang fails the test instead of stalling the run."""
+    def boom(signum, frame):  # noqa: ARG001
+        raise TimeoutError("test exceeded its 30 s deadline")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def connect(broker) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(broker.url))
+
+
+def settle(conn, seconds: float = 0.2) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        conn.process_data_events(time_limit=0.02)
+
+
+def count(ch, queue: str) -> int:
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
+class Raw:
+    """Minimal AMQP client over pamqp frames, to check the order of frames."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buf = b""
+        self.sock.sendall(pamqp_header.ProtocolHeader().marshal())
+        self.expect(C.Connection.Start)
+        self.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
+                                          response="\0guest\0guest"))
+        tune = self.expect(C.Connection.Tune)
+        self.send(0, C.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        self.send(0, C.Connection.Open("/"))
+        self.expect(C.Connection.OpenOk)
+        self.send(1, C.Channel.Open())
+        self.expect(C.Channel.OpenOk)
+
+    def send(self, channel: int, value) -> None:
+        self.sock.sendall(pamqp_frame.marshal(value, channel))
+
+    def publish(self, rk: str, body: bytes, exchange: str = "", mandatory: bool = False,
+                props=None) -> None:
+        self.send(1, C.Basic.Publish(exchange=exchange, routing_key=rk, mandatory=mandatory))
+        self.send(1, pamqp_header.ContentHeader(0, len(body), props or C.Basic.Properties()))
+        if body:
+            self.send(1, pamqp_body.ContentBody(body))
+
+    def recv(self):
+        while True:
+            try:
+                used, channel, value = pamqp_frame.unmarshal(self.buf)
+            except pamqp_exc.UnmarshalingException:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("socket closed by broker") from None
+                self.buf += data
+                continue
+            self.buf = self.buf[used:]
+            if not isinstance(value, pamqp_heartbeat.Heartbeat):
+                return channel, value
+
+    def expect(self, cls):
+        _, value = self.recv()
+        assert isinstance(value, cls), f"expected {cls.__name__}, got {value!r}"
+        return value
+
+    def acked_upto(self, last: int) -> None:
+        """Read basic.ack frames until one covers ``last``; only acks may arrive."""
+        seen = 0
+        while seen < last:
+            ack = self.expect(C.Basic.Ack)
+            assert ack.delivery_tag > seen
+            assert ack.multiple or ack.delivery_tag == seen + 1
+            seen = ack.delivery_tag
+        assert seen == last
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def expect_channel_error(call, code: int, text: str) -> None:
+    with pytest.raises(ChannelClosedByBroker) as info:
+        call()
+    assert (info.value.reply_code, info.value.reply_text) == (code, text)
+
+
+# ---- confirms ---------------------------------------------------------------------------
+def test_pika_confirmed_publishes(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("q")
+    ch.confirm_delivery()
+    for i in range(20):
+        ch.basic_publish("", "q", f"m{i}".encode())  # raises NackError on a nack
+    ch.basic_publish("amq.direct", "nowhere", b"unroutable")  # not mandatory: plain ack
+    assert count(ch, "q") == 20
+    conn.close()
+
+
+def test_pika_mandatory_unroutable_in_confirm_mode(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    # pika raises UnroutableError only when basic.return arrives *before* the basic.ack
+    with pytest.raises(UnroutableError) as info:
+        ch.basic_publish("amq.direct", "nowhere", b"back", mandatory=True,
+                         properties=pika.BasicProperties(message_id="m-1"))
+    (returned,) = info.value.messages
+    assert (returned.method.reply_code, returned.method.reply_text) == (312, "NO_ROUTE")
+    assert (returned.method.exchange, returned.method.routing_key) == ("amq.direct", "nowhere")
+    assert returned.body == b"back"
+    assert returned.properties.message_id == "m-1"
+    assert ch.is_open
+    conn.close()
+
+
+def test_confirm_tags_count_only_publishes_after_select(broker):
+    raw = Raw(broker.port)
+    raw.send(1, C.Queue.Declare(queue="q"))
+    raw.expect(C.Queue.DeclareOk)
+    raw.publish("q", b"before")  # not counted
+    raw.send(1, C.Confirm.Select())
+    raw.expect(C.Confirm.SelectOk)
+    for i in range(3):
+        raw.publish("q", f"m{i}".encode())
+    raw.acked_upto(3)
+    raw.publish("nowhere", b"lost", exchange="amq.direct", mandatory=True)
+    ret = raw.expect(C.Basic.Return)
+    assert (ret.reply_code, ret.reply_text, ret.exchange, ret.routing_key) == \
+        (312, "NO_ROUTE", "amq.direct", "nowhere")
+    assert raw.expect(pamqp_header.ContentHeader).body_size == 4
+    assert raw.expect(pamqp_body.ContentBody).value == b"lost"
+    ack = raw.expect(C.Basic.Ack)
+    assert ack.delivery_tag == 4
+    raw.close()
+
+
+def test_many_publishes_in_one_go_are_all_confirmed(broker):
+    raw = Raw(broker.port)
+    raw.send(1, C.Queue.Declare(queue="q"))
+    raw.expect(C.Queue.DeclareOk)
+    raw.send(1, C.Confirm.Select())
+    raw.expect(C.Confirm.SelectOk)
+    frames = b"".join(
+        pamqp_frame.marshal(C.Basic.Publish(exchange="", routing_key="q"), 1)
+        + pamqp_frame.marshal(pamqp_header.ContentHeader(0, 1, C.Basic.Properties()), 1)
+        + pamqp_frame.marshal(pamqp_body.ContentBody(b"x"), 1)
+        for _ in range(200))
+    raw.sock.sendall(frames)
+    raw.acked_upto(200)
+    raw.close()
+
+
+def test_confirm_select_twice_and_nowait(broker):
+    raw = Raw(broker.port)
+    raw.send(1, C.Confirm.Select())
+    raw.expect(C.Confirm.SelectOk)
+    raw.send(1, C.Confirm.Select())
+    raw.expect(C.Confirm.SelectOk)
+    raw.send(2, C.Channel.Open())
+    raw.expect(C.Channel.OpenOk)
+    raw.send(2, C.Confirm.Select(nowait=True))
+    raw.send(2, C.Basic.Qos())
+    channel, reply = raw.recv()
+    assert channel == 2 and isinstance(reply, C.Basic.QosOk), reply  # nothing in between
+    raw.close()
+
+
+async def test_aio_pika_publisher_confirms_1000(broker):
+    conn = await aio_pika.connect(broker.url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        q = await ch.declare_queue("confirmed")
+        results = await asyncio.wait_for(asyncio.gather(*(
+            ch.default_exchange.publish(aio_pika.Message(str(i).encode()),
+                                        routing_key="confirmed")
+            for i in range(1000))), 20)
+        assert len(results) == 1000
+        assert all(isinstance(r, C.Basic.Ack) for r in results), \
+            {type(r).__name__ for r in results}
+        declared = await ch.declare_queue("confirmed", passive=True)
+        assert declared.declaration_result.message_count == 1000
+        first = await q.get(no_ack=True)
+        assert first.body == b"0"
+
+
+def test_confirm_then_tx_select(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    expect_channel_error(ch.tx_select, 406,
+                         "PRECONDITION_FAILED - cannot switch from confirm to tx mode")
+    assert conn.is_open
+    conn.close()
+
+
+def test_tx_then_confirm_select(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.tx_select()
+    expect_channel_error(ch.confirm_delivery, 406,
+                         "PRECONDITION_FAILED - cannot switch from tx to confirm mode")
+    conn.close()
+
+
+def test_commit_and_rollback_without_select(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    expect_channel_error(ch.tx_commit, 406, "PRECONDITION_FAILED - channel is not transactional")
+    ch = conn.channel()
+    expect_channel_error(ch.tx_rollback, 406,
+                         "PRECONDITION_FAILED - channel is not transactional")
+    conn.close()
+
+
+# ---- transactions -----------------------------------------------------------------------
+def test_tx_select_twice(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.tx_select()
+    ch.tx_select()
+    ch.queue_declare("q")
+    ch.basic_publish("", "q", b"x")
+    ch.tx_commit()
+    assert count(ch, "q") == 1
+    conn.close()
+
+
+def test_publishes_invisible_until_commit(broker):
+    conn = connect(broker)
+    ch, watcher = conn.channel(), conn.channel()
+    ch.queue_declare("q")
+    ch.tx_select()
+    ch.basic_publish("", "q", b"a")
+    ch.basic_publish("", "q", b"b")
+    assert count(watcher, "q") == 0
+    assert watcher.basic_get("q") == (None, None, None)
+    ch.tx_commit()
+    assert count(watcher, "q") == 2
+    assert [watcher.basic_get("q", auto_ack=True)[2] for _ in range(2)] == [b"a", b"b"]
+    # the channel stays transactional after a commit
+    ch.basic_publish("", "q", b"c")
+    assert count(watcher, "q") == 0
+    ch.tx_commit()
+    assert count(watcher, "q") == 1
+    conn.close()
+
+
+def test_rollback_discards_publishes(broker):
+    conn = connect(broker)
+    ch, watcher = conn.channel(), conn.channel()
+    ch.queue_declare("q")
+    ch.tx_select()
+    ch.basic_publish("", "q", b"gone")
+    ch.tx_rollback()
+    ch.tx_commit()
+    assert count(watcher, "q") == 0
+    ch.basic_publish("", "q", b"kept")
+    ch.tx_commit()
+    assert watcher.basic_get("q", auto_ack=True)[2] == b"kept"
+    conn.close()
+
+
+def test_ack_then_rollback_keeps_message_unacked(broker):
+    conn = connect(broker)
+    ch, watcher = conn.channel(), conn.channel()
+    ch.queue_declare("q")
+    ch.basic_publish("", "q", b"m0")
+    ch.tx_select()
+    method, _, body = ch.basic_get("q")
+    assert body == b"m0"
+    ch.basic_ack(method.delivery_tag)
+    ch.tx_rollback()
+    assert count(watcher, "q") == 0  # still unacked, not requeued
+    ch.basic_ack(method.delivery_tag)  # the tag is still known
+    ch.tx_commit()
+    ch.close()
+    assert count(watcher, "q") == 0  # acked for good: nothing comes back
+    conn.close()
+
+
+def test_rolled_back_ack_is_requeued_on_close(broker):
+    conn = connect(broker)
+    ch, watcher = conn.channel(), conn.channel()
+    ch.queue_declare("q")
+    ch.basic_publish("", "q", b"m0")
+    ch.tx_select()
+    method, _, _ = ch.basic_get("q")
+    ch.basic_ack(method.delivery_tag)
+    ch.tx_rollback()
+    ch.close()
+    method, _, body = watcher.basic_get("q", auto_ack=True)
+    assert (body, method.redelivered) == (b"m0", True)
+    conn.close()
+
+
+def test_ack_is_applied_at_commit(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("q")
+    ch.basic_publish("", "q", b"m0")
+    ch.tx_select()
+    method, _, _ = ch.basic_get("q")
+    ch.basic_ack(method.delivery_tag)
+    ch.tx_commit()
+    ch.basic_ack(method.delivery_tag)  # committed: the tag is gone now
+    expect_channel_error(ch.tx_commit, 406,
+                         f"PRECONDITION_FAILED - unknown delivery tag {method.delivery_tag}")
+    conn.close()
+
+
+def test_unknown_tag_in_tx_fails_at_the_ack(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.tx_select()
+    ch.basic_ack(99)
+    # the error comes from the ack itself: a qos (not a commit) already sees the close
+    expect_channel_error(lambda: ch.basic_qos(prefetch_count=0), 406,
+                         "PRECONDITION_FAILED - unknown delivery tag 99")
+    conn.close()
+
+
+def test_mandatory_unroutable_in_tx_returned_at_commit(broker):
+    raw = Raw(broker.port)
+    raw.send(1, C.Tx.Select())
+    raw.expect(C.Tx.SelectOk)
+    raw.publish("nowhere", b"tx-lost", exchange="amq.direct", mandatory=True)
+    raw.send(1, C.Basic.Qos())
+    raw.expect(C.Basic.QosOk)  # no basic.return before the commit
+    raw.send(1, C.Tx.Commit())
+    ret = raw.expect(C.Basic.Return)
+    assert (ret.reply_code, ret.reply_text, ret.exchange, ret.routing_key) == \
+        (312, "NO_ROUTE", "amq.direct", "nowhere")
+    raw.expect(pamqp_header.ContentHeader)
+    assert raw.expect(pamqp_body.ContentBody).value == b"tx-lost"
+    raw.expect(C.Tx.CommitOk)
+    raw.close()
+
+
+def test_pika_return_in_tx_only_after_commit(broker):
+    conn = connect(broker)
+    ch = conn.channel()
+    returned: list = []
+    ch.add_on_return_callback(lambda _c, m, _p, b: returned.append((m.reply_code, b)))
+    ch.tx_select()
+    ch.basic_publish("amq.direct", "nowhere", b"x", mandatory=True)
+    settle(conn)
+    assert returned == []
+    ch.tx_commit()
+    settle(conn)
+    assert returned == [(312, b"x")]
+    conn.close()
