@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from protocol import codec
-from protocol.connection import AccessRequest, AccessRequestOk
 from protocol.errors import (
     AccessRefused,
     NotAllowed,
@@ -27,6 +26,7 @@ from protocol.errors import (
     PreconditionFailed,
 )
 from protocol.events import Publish
+from protocol.methods import AccessRequest, AccessRequestOk
 
 from . import arguments as qargs
 from .message import Entry, Message

@@ -20,7 +20,7 @@ import enum
 import struct
 from collections.abc import Iterator
 
-from pamqp import commands, decode
+from pamqp import commands
 
 from . import codec, errors
 from .events import (
@@ -32,6 +32,7 @@ from .events import (
     PeerClosed,
     Publish,
 )
+from .methods import AccessRequest, args_length, decode_credentials, ids, parse_publish
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -41,30 +42,6 @@ _header_fields = struct.Struct(">HHQ")
 PUBLISH_INDEX = 0x003C0028
 MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
-
-
-class AccessRequest(commands.base.Frame):
-    """access.request (30/10): gone from 0-9-1's pamqp, still sent by old clients."""
-
-    __slots__: list[str] = []
-    index = 0x001E000A
-    name = "Access.Request"
-
-    def unmarshal(self, data: bytes) -> None:
-        """Its fields (realm, flags) are deprecated and ignored."""
-
-
-class AccessRequestOk(commands.base.Frame):
-    __slots__ = ["ticket"]
-    index = 0x001E000B
-    name = "Access.RequestOk"
-    _ticket = "short"
-
-    def __init__(self, ticket: int = 1) -> None:
-        self.ticket = ticket
-
-
-ACCESS_REQUEST = AccessRequest
 
 
 class State(enum.Enum):
@@ -110,35 +87,6 @@ class _Content:
         self.parts: list[bytes] = []
         self.received = 0
         self.have_header = False
-
-
-def _parse_publish(payload: bytes) -> tuple[str, str, bool, bool]:
-    pos = 6
-    n = payload[pos]
-    exchange = payload[pos + 1:pos + 1 + n].decode()
-    pos += 1 + n
-    n = payload[pos]
-    routing_key = payload[pos + 1:pos + 1 + n].decode()
-    bits = payload[pos + 1 + n]
-    return exchange, routing_key, bool(bits & 1), bool(bits & 2)
-
-
-def _decode_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:
-    if mechanism == "PLAIN":
-        parts = response.split(b"\x00")
-        if len(parts) != 3:
-            return None
-        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
-    if mechanism == "AMQPLAIN":
-        try:
-            table = decode.field_table(_u32.pack(len(response)) + response)[1]
-        except Exception:
-            return None
-        login, password = table.get("LOGIN"), table.get("PASSWORD")
-        if not isinstance(login, str) or not isinstance(password, str):
-            return None
-        return login, password
-    return None
 
 
 class ConnectionMachine:
@@ -333,13 +281,13 @@ class ConnectionMachine:
             if index == PUBLISH_INDEX:
                 if channel not in self.open_channels:
                     raise errors.ChannelErrorConn("expected 'channel.open'", 60, 40)
-                self._content[channel] = _Content(*_parse_publish(payload))
+                self._content[channel] = _Content(*parse_publish(payload))
                 return None
         method = self._decode(index, payload)
         if channel == 0:
             return self._on_connection_method(method)
         if method.frame_id and method.index >> 16 == 10:
-            raise errors.CommandInvalid("unimplemented method").at(*_ids(method))
+            raise errors.CommandInvalid("unimplemented method").at(*ids(method))
         if isinstance(method, C.Channel.Open):
             if channel in self.open_channels:
                 raise errors.ChannelErrorConn("second 'channel.open' seen", 20, 10)
@@ -350,7 +298,7 @@ class ConnectionMachine:
             self.open_channels.add(channel)
             return Method(channel, method)
         if channel not in self.open_channels:
-            raise errors.ChannelErrorConn("expected 'channel.open'").at(*_ids(method))
+            raise errors.ChannelErrorConn("expected 'channel.open'").at(*ids(method))
         return Method(channel, method)
 
     def _expected_content(self, channel: int) -> errors.AMQPError:
@@ -368,8 +316,8 @@ class ConnectionMachine:
         return None
 
     def _decode(self, index: int, payload: bytes) -> commands.base.Frame:
-        if index == ACCESS_REQUEST.index:
-            return ACCESS_REQUEST()
+        if index == AccessRequest.index:
+            return AccessRequest()
         cls = C.INDEX_MAPPING.get(index)
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
@@ -386,7 +334,7 @@ class ConnectionMachine:
             raise errors.FrameError(
                 f"cannot decode {codec.erlang_binary(payload[4:])}",
                 index >> 16, index & 0xFFFF) from None
-        if _args_length(method, payload, 4) != len(payload):
+        if args_length(method, payload, 4) != len(payload):
             raise errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
                                     index >> 16, index & 0xFFFF)
         return method
@@ -408,7 +356,7 @@ class ConnectionMachine:
         if isinstance(method, C.Connection.UpdateSecret):
             return Method(0, method)
         raise errors.ChannelErrorConn(
-            "unexpected method in connection state running").at(*_ids(method))
+            "unexpected method in connection state running").at(*ids(method))
 
     def _on_handshake_method(self, channel: int, index: int, payload: bytes) -> object | None:
         if self.state is State.CLOSING:
@@ -441,7 +389,7 @@ class ConnectionMachine:
         response = method.response
         raw = response.encode("utf-8", "surrogateescape") if isinstance(response, str) \
             else bytes(response)
-        creds = _decode_credentials(method.mechanism, raw)
+        creds = decode_credentials(method.mechanism, raw)
         if creds is None:
             raise errors.SilentClose(f"bad {method.mechanism} response", HANDSHAKE_SLOW_CLOSE)
         return LoginAttempt(method.mechanism, creds[0], creds[1], self.client_properties)
@@ -518,28 +466,3 @@ class ConnectionMachine:
                        content.immediate, content.props, body)
 
 
-_FIXED = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp": 8}
-
-
-def _args_length(method: commands.base.Frame, payload: bytes, pos: int) -> int:
-    """Where a method's arguments end in payload: trailing bytes are a decode error."""
-    in_bits = 0
-    for name in method.__slots__:
-        kind = method.amqp_type(name)
-        if kind == "bit":
-            if in_bits == 0:
-                pos += 1
-            in_bits = (in_bits + 1) % 8
-            continue
-        in_bits = 0
-        if kind == "shortstr":
-            pos += 1 + payload[pos]
-        elif kind in ("longstr", "table"):
-            pos += 4 + _u32.unpack_from(payload, pos)[0]
-        else:
-            pos += _FIXED[kind]
-    return pos
-
-
-def _ids(method: commands.base.Frame) -> tuple[int, int]:
-    return method.index >> 16, method.index & 0xFFFF
