@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protocol import codec, properties
 
 from .message import Entry, Message
+from .policies import combine
 
 if TYPE_CHECKING:
     from storage.store import QueueStore
@@ -91,9 +92,13 @@ class Queue:
 
     # ---- settings ----------------------------------------------------------------------
     def setting(self, key: str) -> Any:
-        """An x-argument, or the applied policy's value when the argument is absent."""
-        value = self.arguments.get("x-" + key)
-        return value if value is not None else self.policy.get(key)
+        """The x-argument combined with the applied policy's value (policies.combine)."""
+        return combine(key, self.arguments.get("x-" + key), self.policy.get(key))
+
+    @property
+    def queue_type(self) -> str:
+        kind = self.arguments.get("x-queue-type")
+        return kind if isinstance(kind, str) else "classic"
 
     def refresh_settings(self) -> None:
         ttl = self.setting("message-ttl")
@@ -106,6 +111,10 @@ class Queue:
         expires = self.setting("expires")
         self.expires: int | None = expires if isinstance(expires, int) else None
         self._limited = self.max_length is not None or self.max_bytes is not None
+        limit = self.setting("delivery-limit")
+        self.delivery_limit: int | None = limit if isinstance(limit, int) else None
+        self.single_active = self.setting("single-active-consumer") is True
+        self.is_quorum = self.queue_type == "quorum"
         self.touch()
 
     # ---- counts ------------------------------------------------------------------------
@@ -215,6 +224,12 @@ class Queue:
         entry.redelivered = True
         if self.deleted:
             return
+        if self.is_quorum:
+            entry.delivery_count += 1
+            if self.delivery_limit is not None and entry.delivery_count > self.delivery_limit:
+                self.store.ack(entry)
+                self._dead_letter(entry.message, "delivery_limit")
+                return
         self.store.requeue(entry)
         if entry.expires is not None:
             self._expire_head()
@@ -292,7 +307,10 @@ class Queue:
         count = len(consumers)
         if not count or self.deleted:
             return
-        if consumers[0].priority != consumers[-1].priority:
+        if self.single_active:
+            count = 1
+            self._rr = 0
+        elif consumers[0].priority != consumers[-1].priority:
             self._dispatch_by_priority()
             return
         store = self.store
@@ -313,9 +331,9 @@ class Queue:
             consumer.channel.deliver(consumer, entry)
             budget -= 1
             idle = 0
-            count = len(consumers)
-            if not count:
+            if not consumers:
                 return
+            count = 1 if self.single_active else len(consumers)
         if not budget and len(store):
             self.wake()
 

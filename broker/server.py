@@ -22,6 +22,8 @@ from .config import Config
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
+    from storage.store import QueueStore
+
     from .message import Message
     from .queue import Queue
     from .session import Session
@@ -59,13 +61,20 @@ class Server:
 
     # ---- state -------------------------------------------------------------------------
     def add_vhost(self, name: str) -> VirtualHost:
-        from storage.store import MemoryQueueStore
-
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = VirtualHost(name, lambda _name, _args: MemoryQueueStore(), self)
+            vhost = VirtualHost(name, self.make_store, self)
             self.vhosts[name] = vhost
         return vhost
+
+    def make_store(self, queue_name: str, arguments: dict) -> QueueStore:
+        from storage.priority import PriorityQueueStore
+        from storage.store import MemoryQueueStore
+
+        max_priority = arguments.get("x-max-priority")
+        if isinstance(max_priority, int) and max_priority > 0:
+            return PriorityQueueStore(max_priority, lambda _p: MemoryQueueStore())
+        return MemoryQueueStore()
 
     def server_properties(self) -> dict:
         return {

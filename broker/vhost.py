@@ -13,6 +13,7 @@ from typing import Any
 from protocol.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed
 
 from . import arguments as qargs
+from . import policies
 from .exchanges import EXCHANGE_TYPES, Binding, Exchange, args_key
 from .queue import Queue, QueueContext
 
@@ -43,6 +44,7 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self._store_factory = store_factory
         self.ctx = ctx
+        self.policies: dict[str, dict] = {}
         self.default_exchange = DefaultExchange(self)
         self.exchanges[""] = self.default_exchange
         for ex_name, ex_type in SYSTEM_EXCHANGES:
@@ -84,6 +86,8 @@ class VirtualHost:
                                        auto_delete=auto_delete, internal=internal,
                                        arguments=arguments)
         self.exchanges[name] = ex
+        if self.policies:
+            ex.policy = policies.effective(self.policies, name, "exchange")
         return ex
 
     def _check_exchange_equivalent(self, ex: Exchange, type_name: str, durable: bool,
@@ -139,6 +143,8 @@ class VirtualHost:
                       auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
         self.queues[name] = queue
+        if self.policies:
+            self._apply_policy(queue)
         return queue
 
     def _validate_queue_type(self, name: str, durable: bool, owner: Any, auto_delete: bool,
@@ -220,6 +226,29 @@ class VirtualHost:
         for ex in self.exchanges.values():
             out.extend(ex.bindings.values())
         return out
+
+    # ---- policies ----------------------------------------------------------------------
+    def set_policy(self, name: str, pattern: str, definition: dict, priority: int = 0,
+                   apply_to: str = "all") -> None:
+        self.policies[name] = {"pattern": pattern, "definition": dict(definition),
+                               "priority": priority, "apply-to": apply_to}
+        policies.warn_ignored(name, definition)
+        self.on_policies_changed()
+
+    def clear_policy(self, name: str) -> None:
+        if self.policies.pop(name, None) is not None:
+            self.on_policies_changed()
+
+    def on_policies_changed(self) -> None:
+        for queue in self.queues.values():
+            self._apply_policy(queue)
+        for ex in self.exchanges.values():
+            if ex.name:
+                ex.policy = policies.effective(self.policies, ex.name, "exchange")
+
+    def _apply_policy(self, queue: Queue) -> None:
+        queue.policy = policies.effective(self.policies, queue.name, "queue", queue.queue_type)
+        queue.refresh_settings()
 
     # ---- routing -----------------------------------------------------------------------
     def route(self, exchange: Exchange, routing_key: str, props: bytes,
