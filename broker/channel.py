@@ -29,6 +29,7 @@ from protocol.events import Publish
 from protocol.methods import AccessRequest, AccessRequestOk
 
 from . import arguments as qargs
+from . import replyto
 from .message import Entry, Message
 from .queue import Consumer, Queue
 from .topology import TopologyHandlers, random_name
@@ -45,6 +46,12 @@ def _handler_name(pamqp_name: str) -> str:
 
 HANDLER_NAMES: dict[type, str] = {cls: _handler_name(cls.name)
                                   for cls in (*C.INDEX_MAPPING.values(), AccessRequest)}
+
+
+def _delivered_properties(entry: Entry) -> bytes:
+    if entry.delivery_count:
+        return replyto.with_delivery_count(entry.message.properties, entry.delivery_count)
+    return entry.message.properties
 
 
 class Channel(TopologyHandlers):
@@ -64,6 +71,7 @@ class Channel(TopologyHandlers):
         self._confirmed = 0
         self._nacked: set[int] = set()
         self.tx: list[Callable[[], None]] | None = None
+        self.reply_address: str | None = None
         self.closed = False
 
     # ---- plumbing ----------------------------------------------------------------------
@@ -110,7 +118,7 @@ class Channel(TopologyHandlers):
         self.closed = True
         self.tx = None
         for consumer in list(self.consumers.values()):
-            consumer.queue.remove_consumer(consumer)
+            self._forget_consumer(consumer)
         self.consumers.clear()
         self._requeue_all()
 
@@ -141,10 +149,16 @@ class Channel(TopologyHandlers):
             queue.wake()
 
     def on_basic_consume(self, m: C.Basic.Consume) -> None:
-        queue = self.usable_queue(m.queue)
         tag = m.consumer_tag or random_name("amq.ctag-")
+        if m.queue == replyto.REPLY_QUEUE:
+            self._consume_replies(m, tag)
+            return
+        queue = self.usable_queue(m.queue)
         if tag in self.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        if queue.is_quorum and self.global_prefetch:
+            raise NotImplemented_(f"queue '{queue.name}' in vhost '{self.vhost.name}' does "
+                                  "not support global qos")
         if queue.exclusive_consumer() is not None or (m.exclusive and queue.consumers):
             raise AccessRefused(f"queue '{queue.name}' in vhost '{self.vhost.name}' in "
                                 "exclusive use")
@@ -156,12 +170,29 @@ class Channel(TopologyHandlers):
             self.reply(C.Basic.ConsumeOk(tag))
         queue.add_consumer(consumer)
 
+    def _consume_replies(self, m: C.Basic.Consume, tag: str) -> None:
+        if not m.no_ack:
+            raise PreconditionFailed("reply consumer cannot acknowledge")
+        if tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        self.consumers[tag] = Consumer(tag, self, None, True, 0, False, {})
+        self.reply_address = self.session.server.replies.register(self)
+        if not m.nowait:
+            self.reply(C.Basic.ConsumeOk(tag))
+
+    def _forget_consumer(self, consumer: Consumer) -> None:
+        if consumer.queue is not None:
+            consumer.queue.remove_consumer(consumer)
+        elif self.reply_address is not None:
+            self.session.server.replies.unregister(self.reply_address)
+            self.reply_address = None
+
     def on_basic_cancel(self, m: C.Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag, None)
         if not m.nowait:
             self.reply(C.Basic.CancelOk(m.consumer_tag))
         if consumer is not None:
-            consumer.queue.remove_consumer(consumer)
+            self._forget_consumer(consumer)
 
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
         self.consumers.pop(consumer.tag, None)
@@ -176,16 +207,23 @@ class Channel(TopologyHandlers):
         msg = entry.message
         number = self.number
         out = self.machine.out
+        props = _delivered_properties(entry)
         out.append(codec.deliver_frame(number, consumer.tag_raw, tag, entry.redelivered,
                                        msg.exchange_raw, msg.routing_key_raw))
-        out.append(codec.content_frames(number, msg.properties, msg.body,
-                                        self.machine.frame_max))
+        out.append(codec.content_frames(number, props, msg.body, self.machine.frame_max))
         if consumer.no_ack:
-            consumer.queue.ack(entry)
+            if consumer.queue is not None:
+                consumer.queue.ack(entry)
         else:
             self.unacked[tag] = (entry, consumer.queue, consumer)
             consumer.unacked += 1
         self.session.wake()
+
+    def deliver_reply(self, message: Message) -> None:
+        for consumer in self.consumers.values():
+            if consumer.queue is None:
+                self.deliver(consumer, Entry(0, message))
+                return
 
     def on_basic_get(self, m: C.Basic.Get) -> None:
         queue = self.usable_queue(m.queue)
@@ -199,7 +237,7 @@ class Channel(TopologyHandlers):
         out = self.machine.out
         out.append(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_raw,
                                       msg.routing_key_raw, queue.message_count))
-        out.append(codec.content_frames(self.number, msg.properties, msg.body,
+        out.append(codec.content_frames(self.number, _delivered_properties(entry), msg.body,
                                         self.machine.frame_max))
         if m.no_ack:
             queue.ack(entry)
@@ -298,7 +336,12 @@ class Channel(TopologyHandlers):
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in vhost "
                                 f"'{self.vhost.name}'")
-        message = Message(ev.exchange, ev.routing_key, ev.properties, ev.body)
+        props = ev.properties
+        if props[0] & 0x02 and replyto.asks_direct_reply(props):
+            if self.reply_address is None:
+                raise PreconditionFailed("fast reply consumer does not exist")
+            props = replyto.with_reply_to(props, self.reply_address)
+        message = Message(ev.exchange, ev.routing_key, props, ev.body)
         self.session.check_publish(self, message)
         if self.confirm:
             self.publish_seq += 1
@@ -309,6 +352,12 @@ class Channel(TopologyHandlers):
 
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
         queues = self.vhost.route(exchange, message.routing_key, message.properties)
+        if not queues and exchange is self.vhost.default_exchange and \
+                message.routing_key.startswith(replyto.PREFIX):
+            target = self.session.server.replies.lookup(message.routing_key)
+            if target is not None:
+                target.deliver_reply(message)
+                queues = (None,)
         if not queues:
             if mandatory:
                 self.machine.out.append(codec.return_frame(
@@ -316,6 +365,8 @@ class Channel(TopologyHandlers):
                     message.routing_key_raw))
                 self.machine.out.append(codec.content_frames(
                     self.number, message.properties, message.body, self.machine.frame_max))
+        elif queues == (None,):
+            pass
         elif self.confirm:
             refused = False
             for queue in queues:

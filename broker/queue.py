@@ -39,7 +39,7 @@ class Consumer:
     __slots__ = ("tag", "tag_raw", "channel", "queue", "no_ack", "prefetch", "unacked",
                  "exclusive", "priority", "arguments")
 
-    def __init__(self, tag: str, channel: Any, queue: Queue, no_ack: bool, prefetch: int,
+    def __init__(self, tag: str, channel: Any, queue: Queue | None, no_ack: bool, prefetch: int,
                  exclusive: bool, arguments: dict) -> None:
         self.tag = tag
         self.tag_raw = codec.shortstr(tag)

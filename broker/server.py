@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__, deadletter
 from .config import Config
+from .replyto import ReplyRegistry
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Server:
         self.vhosts: dict[str, VirtualHost] = {}
         self.users: dict[str, bytes] = {config.default_user: hash_password(config.default_pass)}
         self.sessions: set[Session] = set()
+        self.replies = ReplyRegistry()
         self._servers: list[asyncio.base_events.Server] = []
         self.port = config.port
         self._stopped: asyncio.Event | None = None
