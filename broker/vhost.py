@@ -45,6 +45,7 @@ class VirtualHost:
         self._store_factory = store_factory
         self.ctx = ctx
         self.policies: dict[str, dict] = {}
+        self.on_durable_change: Callable[[], None] | None = None
         self.default_exchange = DefaultExchange(self)
         self.exchanges[""] = self.default_exchange
         for ex_name, ex_type in SYSTEM_EXCHANGES:
@@ -88,6 +89,8 @@ class VirtualHost:
         self.exchanges[name] = ex
         if self.policies:
             ex.policy = policies.effective(self.policies, name, "exchange")
+        if durable:
+            self._changed()
         return ex
 
     def _check_exchange_equivalent(self, ex: Exchange, type_name: str, durable: bool,
@@ -118,6 +121,8 @@ class VirtualHost:
 
     def _remove_exchange(self, ex: Exchange) -> None:
         self.exchanges.pop(ex.name, None)
+        if ex.durable:
+            self._changed()
         for binding in list(ex.bindings.values()):
             self._drop_binding(binding, auto_delete=False)
         for binding in list(ex.incoming):
@@ -145,6 +150,8 @@ class VirtualHost:
         self.queues[name] = queue
         if self.policies:
             self._apply_policy(queue)
+        if durable and exclusive_owner is None:
+            self._changed()
         return queue
 
     def _validate_queue_type(self, name: str, durable: bool, owner: Any, auto_delete: bool,
@@ -183,6 +190,8 @@ class VirtualHost:
             return
         del self.queues[queue.name]
         queue.deleted = True
+        if queue.durable and queue.exclusive_owner is None:
+            self._changed()
         queue.cancel_timers()
         for binding in list(queue.bindings):
             self._drop_binding(binding)
@@ -202,6 +211,8 @@ class VirtualHost:
         if source.bind(binding):
             destination.bindings.add(binding) if isinstance(destination, Queue) \
                 else destination.incoming.add(binding)
+            if source.durable and destination.durable:
+                self._changed()
 
     def unbind(self, source: Exchange, destination: Queue | Exchange, routing_key: str,
                arguments: dict | None) -> None:
@@ -210,8 +221,9 @@ class VirtualHost:
 
     def _drop_binding(self, binding: Binding, auto_delete: bool = True) -> None:
         source = self.exchanges.get(binding.source)
-        if source is not None:
-            source.unbind(binding)
+        if source is not None and source.unbind(binding) and source.durable \
+                and binding.destination.durable:
+            self._changed()
         dest = binding.destination
         if isinstance(dest, Queue):
             dest.bindings.discard(binding)
@@ -239,7 +251,12 @@ class VirtualHost:
         if self.policies.pop(name, None) is not None:
             self.on_policies_changed()
 
+    def _changed(self) -> None:
+        if self.on_durable_change is not None:
+            self.on_durable_change()
+
     def on_policies_changed(self) -> None:
+        self._changed()
         for queue in self.queues.values():
             self._apply_policy(queue)
         for ex in self.exchanges.values():
