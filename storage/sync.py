@@ -84,7 +84,8 @@ class GroupCommit:
         self._waiters: list[Callback] = []
         self._running = False
         self._scheduled = False
-        self._write_failed = False
+        self._write_failed = False  # retry the failed flushes after retry_delay
+        self._lost_write = False  # a handed-off file could not be written: fail the next batch
         self.batches = 0
         self.fsyncs = 0
         self.errors = 0
@@ -108,8 +109,9 @@ class GroupCommit:
         del self._sync[f]
         try:
             f.flush()
-        except OSError:
-            self._write_failed = True
+        except OSError as exc:
+            log.error("write failed before close: %s", exc)
+            self._lost_write = True
         fd = f.fileno()
         if fd >= 0:
             self._orphans.append(os.dup(fd))
@@ -155,8 +157,8 @@ class GroupCommit:
 
     def _collect(self) -> tuple[list[int], list[Callback], bool]:
         """Loop side: write out buffers, duplicate descriptors to fsync, take the waiters."""
-        ok = not self._write_failed
-        self._write_failed = False
+        ok = not self._lost_write
+        self._lost_write = self._write_failed = False
         files, self._sync = self._sync, {}
         fds, self._orphans = self._orphans, []
         for f in list(self._flush_only):
