@@ -12,7 +12,7 @@ import base64
 import os
 from typing import Any
 
-from protocol import properties
+from protocol import properties, tables
 
 REPLY_QUEUE = "amq.rabbitmq.reply-to"
 PREFIX = REPLY_QUEUE + "."
@@ -41,15 +41,16 @@ def asks_direct_reply(props: bytes) -> bool:
 
 
 def with_reply_to(props: bytes, address: str) -> bytes:
-    decoded = properties.decode(props)
-    decoded.reply_to = address
-    return properties.encode(decoded)
+    fields = properties.split(props)
+    fields[properties.REPLY_TO] = properties.shortstr_field(address)
+    return properties.join(fields)
 
 
 def with_delivery_count(props: bytes, count: int) -> bytes:
     """Quorum queues tell consumers how often a message was returned (x-delivery-count)."""
-    decoded = properties.decode(props)
-    headers = dict(decoded.headers or {})
-    headers["x-delivery-count"] = count
-    decoded.headers = headers
-    return properties.encode(decoded)
+    fields = properties.split(props)
+    items = [(k, v) for k, v in tables.split_table(properties.headers_body(fields))
+             if k != "x-delivery-count"]
+    items.append(("x-delivery-count", tables.long_value(count)))
+    properties.set_headers_body(fields, tables.join_table(items))
+    return properties.join(fields)

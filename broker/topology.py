@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
-from protocol.errors import AccessRefused, NotFound, ResourceLocked
+from protocol.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
 from .queue import Queue
 from .replyto import REPLY_QUEUE
@@ -107,6 +107,10 @@ class TopologyHandlers:
         else:
             server_named = not name
             if server_named:
+                kind = (m.arguments or {}).get("x-queue-type")
+                if kind in ("quorum", "stream"):
+                    raise PreconditionFailed("Cannot declare a server-named queue for type "
+                                             f"rabbit_{kind}_queue")
                 name = random_name("amq.gen-")
             existing = vhost.queues.get(name)
             if existing is not None:

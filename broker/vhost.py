@@ -160,8 +160,8 @@ class VirtualHost:
         if kind not in ("quorum", "stream"):
             return
         where = f"for queue '{name}' in vhost '{self.name}'"
-        for bad, prop in ((not durable, "non-durable"), (owner is not None, "exclusive-owner"),
-                          (auto_delete, "auto-delete")):
+        for bad, prop in ((auto_delete, "auto-delete"), (owner is not None, "exclusive-owner"),
+                          (not durable, "non-durable")):
             if bad:
                 raise PreconditionFailed(f"invalid property '{prop}' {where}")
         if "x-max-priority" in arguments:
