@@ -137,12 +137,8 @@ class AckLog:
             written = 0
             try:
                 fd = self._fd(seg_id)
-                view = memoryview(buf)
-                try:
-                    while written < len(view):
-                        written += os.write(fd, view[written:])
-                finally:
-                    view.release()
+                while written < len(buf):
+                    written += os.write(fd, buf[written:] if written else buf)
             except OSError as exc:
                 error = exc
             # a partial entry write is completed by the next flush (O_APPEND keeps the order)

@@ -14,8 +14,8 @@ Invariants:
 - A record leaves a segment's ``live`` count when it is acked (an entry in the segment's ack
   log); a segment with ``live == 0`` is deleted (the one being written only once it is at least
   ``gc_min_size`` bytes, so a hot queue does not create a file per message).
-- After ``open``, recovered messages get seqs ``1..last_seq`` in log order as they are read;
-  the owning queue must continue numbering after ``last_seq``.
+- After ``open``, recovered messages get seqs ``first_seq+1 .. last_seq`` in log order as they
+  are read; the owning queue must continue numbering after ``last_seq``.
 - Loop-thread only. Iterating while mutating the store is undefined.
 """
 
@@ -60,12 +60,14 @@ class SegmentQueueStore:
                  roll_size: int = DEFAULT_ROLL_SIZE, window_messages: int | None = None,
                  window_bytes: int | None = None, gc_min_size: int | None = None,
                  read_ahead: int = DEFAULT_READ_AHEAD, write_buffer: int = DEFAULT_WRITE_BUFFER,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, first_seq: int = 0) -> None:
         """Open (recovering when ``durable``) or create the store in ``directory``.
 
         A non-durable store starts empty: whatever ``directory`` held is wiped.
         ``window_*`` override the mode's window; ``clock`` is the queue's ``now()`` (entry
-        ``expires`` are stored as wall-clock deadlines and converted back with it).
+        ``expires`` are stored as wall-clock deadlines and converted back with it). Recovered
+        messages get seqs ``first_seq + 1 .. last_seq`` (chain ``first_seq`` through the
+        sub-stores of one queue so their seqs do not overlap).
         """
         self.directory = Path(directory)
         self.durable = durable
@@ -101,7 +103,8 @@ class SegmentQueueStore:
             self._seg_ids.append(seg.id)
             self._backlog += seg.ready
             self._bytes += seg.ready_bytes
-        self.last_seq = self._backlog
+        self._cursor.rseq = first_seq
+        self.last_seq = first_seq + self._backlog
         if segs:
             self._cursor.open(segs[0], FILE_HEADER_SIZE)
 
@@ -250,44 +253,37 @@ class SegmentQueueStore:
         """Flush, seal the segment being written and close every file. With a group commit,
         the data is fsynced by its next batch (``flush_now()`` / ``await sync()`` after
         closing every store at shutdown)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._cursor.close()
-        writer = self._writer
-        if writer is not None:
-            try:
-                writer.seal()
-            except OSError as exc:
-                log.error("%s: could not seal on close: %s", writer.path, exc)
-            if self._gc is not None:
-                self._gc.handoff(writer)
-            writer.close()
-        if self._gc is not None:
-            self._gc.discard(self._acks)
-            self._gc.handoff(self._dirh)
-        self._acks.close()
-        self._dirh.close()
+        if not self._closed:
+            self._shut(seal=True)
 
     def delete(self) -> None:
         """The queue is gone: close without flushing and remove the directory."""
-        if self._gc is not None:
-            if self._writer is not None:
-                self._gc.discard(self._writer)
-            self._gc.discard(self._acks)
-            self._gc.discard(self._dirh)
-        self._closed = True
-        self._cursor.close()
-        if self._writer is not None:
-            self._writer.close()
-        self._acks.close(flush=False)
-        self._dirh.close()
+        self._shut(seal=False)
         self._requeued.clear()
         self._window.clear()
         self._pos.clear()
         self._segs.clear()
         self._backlog = self._bytes = self._win_bytes = 0
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _shut(self, seal: bool) -> None:
+        self._closed = True
+        self._cursor.close()
+        gc, writer = self._gc, self._writer
+        if writer is not None:
+            if seal:
+                try:
+                    writer.seal()
+                except OSError as exc:
+                    log.error("%s: could not seal on close: %s", writer.path, exc)
+            if gc is not None:
+                (gc.handoff if seal else gc.discard)(writer)
+            writer.close()
+        if gc is not None:
+            gc.discard(self._acks)
+            (gc.handoff if seal else gc.discard)(self._dirh)
+        self._acks.close(flush=seal)
+        self._dirh.close()
 
     # ---- writing -----------------------------------------------------------------------
     def _append(self, entry: Entry, ready: bool) -> int:
@@ -357,16 +353,8 @@ class SegmentQueueStore:
 
     def _collect(self, seg: Seg) -> None:
         """``seg`` has no live record left: delete it (the live one only once big enough)."""
-        if seg is self._wseg:
-            writer = self._writer
-            assert writer is not None
-            if writer.size < self._gc_min:
-                return
-            if self._gc is not None:
-                self._gc.discard(writer)
-            writer.close()
-            self._writer = self._wseg = None
-        self._remove(seg)
+        if seg is not self._wseg or self._writer.size >= self._gc_min:  # type: ignore[union-attr]
+            self._remove(seg)
 
     def _remove(self, seg: Seg) -> None:
         if seg is self._wseg:
@@ -417,7 +405,9 @@ class SegmentQueueStore:
         self._bytes -= seg.ready_bytes
         seg.live -= seg.ready
         seg.ready = seg.ready_bytes = 0
-        if seg.live <= 0:
+        if seg is self._wseg:
+            self._roll_writer()  # the cursor has left it: new records must go to a new one
+        elif seg.live <= 0:
             self._collect(seg)
 
     def _refill(self) -> None:

@@ -156,12 +156,10 @@ class SegmentWriter:
         if not buf or self._fd < 0:
             return
         written = 0
-        view = memoryview(buf)
         try:
-            while written < len(view):
-                written += os.write(self._fd, view[written:])
+            while written < len(buf):  # no memoryview: a failed write must not pin the buffer
+                written += os.write(self._fd, buf[written:] if written else buf)
         finally:
-            view.release()
             del buf[:written]
             self._flushed += written
 
