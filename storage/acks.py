@@ -96,7 +96,7 @@ class AckLog:
 
     __slots__ = ("directory", "_pending", "_fds", "_max_open", "_limit", "_buffered")
 
-    def __init__(self, directory: str | os.PathLike[str], max_open: int = 4,
+    def __init__(self, directory: str | os.PathLike[str], max_open: int = 2,
                  buffer_limit: int = 64 * 1024) -> None:
         self.directory = Path(directory)
         self._pending: dict[int, bytearray] = {}

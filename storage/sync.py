@@ -39,18 +39,20 @@ class Flushable(Protocol):
 
 class DirectoryHandle:
     """A directory as a ``Flushable``: touch it after creating a file in it, so the new name is
-    fsynced with the data."""
+    fsynced with the data. The descriptor is opened on first use."""
 
     __slots__ = ("path", "_fd")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._fd = -1
 
     def flush(self) -> None:
         """Nothing is buffered."""
 
     def fileno(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return self._fd
 
     def close(self) -> None:
@@ -178,9 +180,12 @@ class GroupCommit:
                 self._write_failed = True
                 self._sync[f] = None  # still dirty: retried after retry_delay
                 continue
-            fd = f.fileno()
-            if fd >= 0:
-                fds.append(os.dup(fd))
+            try:
+                fd = f.fileno()
+                if fd >= 0:
+                    fds.append(os.dup(fd))
+            except OSError as exc:  # e.g. the directory was deleted: nothing left to sync
+                log.debug("nothing to sync: %s", exc)
         waiters, self._waiters = self._waiters, []
         self.batches += 1
         self.fsyncs += len(fds)

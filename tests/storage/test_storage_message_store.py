@@ -202,7 +202,14 @@ def test_recovery_replays_acks_and_marks_redelivered(tmp_path: Path, make: Facto
     store = open_store(path, window_messages=8, roll_size=2048)
     assert len(store) == 60 and store.last_seq == 60
     assert store.bytes == sum(len(str(i)) for i in range(40, 100))
+    listed = [(e.seq, e.message.body, e.redelivered) for e in store]
+    first = [store.shift() for _ in range(15)]
+    assert [(e.seq, e.message.body, e.redelivered) for e in first] == listed[:15]
+    assert [(e.seq, e.message.body, e.redelivered) for e in store] == listed[15:]
+    for e in reversed(first):
+        store.requeue(e)
     got = drain(store)
+    assert [(e.seq, e.message.body, e.redelivered) for e in got] == listed
     assert bodies(got) == [str(i).encode() for i in range(40, 100)]
     assert [e.seq for e in got] == list(range(1, 61))
     assert [e.redelivered for e in got] == [True] * 20 + [False] * 40
@@ -374,6 +381,23 @@ def test_non_durable_store_is_scratch(tmp_path: Path, make: Factory) -> None:
     store.ack(make("late ack after delete"))
 
 
+def test_big_messages_across_small_buffers(tmp_path: Path, make: Factory) -> None:
+    path = tmp_path / "q"
+    sizes = [0, 1, 100_000, 300, 2_000_000, 5]
+    store = open_store(path, mode="lazy", roll_size=1_000_000, read_ahead=1024,
+                       write_buffer=512)
+    for i, size in enumerate(sizes):
+        store.push(make(bytes([65 + i]) * size))
+    assert store.bytes == sum(sizes)
+    out = [store.shift() for _ in range(3)]
+    assert [len(e.message.body) for e in out] == sizes[:3]
+    store.close()
+    store = open_store(path, mode="lazy", read_ahead=1024)
+    got = drain(store)
+    assert [e.message.body for e in got] == [bytes([65 + i]) * n for i, n in enumerate(sizes)]
+    store.close()
+
+
 def test_module_sizes() -> None:
     """Each module stays small enough to read in one sitting."""
     root = Path(ms.__file__).parent
@@ -381,3 +405,26 @@ def test_module_sizes() -> None:
                  "definitions", "datadir", "perf"):
         lines = (root / f"{name}.py").read_text().count("\n")
         assert lines < 450, name
+
+
+def test_no_descriptor_leaks(tmp_path: Path, make: Factory) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    gc = GroupCommit()
+    for round_ in range(3):
+        store = open_store(tmp_path / "q", mode="lazy", roll_size=2048, group_commit=gc)
+        for i in range(200):
+            store.push(make(f"{round_}-{i}"))
+        for e in [store.shift() for _ in range(150)]:
+            store.ack(e)
+        assert open_fds() - before <= 6  # writer, directory, cursor, two ack files (+1 slack)
+        gc.flush_now()
+        store.close()
+        gc.flush_now()
+    store = open_store(tmp_path / "q", mode="lazy", group_commit=gc)
+    store.shift()
+    store.delete()
+    gc.flush_now()
+    assert open_fds() == before
