@@ -54,9 +54,11 @@ class AckState:
         self.persistent_bytes = 0
 
 
-def read_acks(directory: str | os.PathLike[str], seg_id: int, end: int) -> AckState:
+def read_acks(directory: str | os.PathLike[str], seg_id: int, end: int,
+              repair: bool = True) -> AckState:
     """Parse ``NNNNNNNN.ack`` (missing = nothing acked), ignoring entries at or past ``end``
-    (records lost with a truncated tail); a torn final entry is truncated off the file."""
+    (records lost with a truncated tail). A torn final entry is ignored, and with ``repair``
+    (at recovery, before anything appends again) truncated off the file."""
     path = Path(directory) / ack_name(seg_id)
     state = AckState()
     try:
@@ -66,7 +68,8 @@ def read_acks(directory: str | os.PathLike[str], seg_id: int, end: int) -> AckSt
     torn = len(data) % ENTRY_SIZE
     if torn:
         data = data[:len(data) - torn]
-        os.truncate(path, len(data))
+        if repair:
+            os.truncate(path, len(data))
     words = array("I")
     words.frombytes(data)
     if sys.byteorder == "big":

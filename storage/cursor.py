@@ -75,7 +75,7 @@ class LogCursor:
         self.seg, self.seg_id = seg, seg.id
         self.reader = SegmentReader(source, offset, self._read_ahead)
         if seg.recovered:
-            state = read_acks(self.directory, seg.id, self.limit(seg))
+            state = read_acks(self.directory, seg.id, self.limit(seg), repair=False)
             self._skip, self._marks = state.acked, state.delivered
 
     def close(self) -> None:
@@ -168,7 +168,7 @@ class LogCursor:
             else:
                 offset = FILE_HEADER_SIZE
                 if seg.recovered:
-                    state = read_acks(self.directory, seg.id, self.limit(seg))
+                    state = read_acks(self.directory, seg.id, self.limit(seg), repair=False)
                     skip, marks = state.acked, state.delivered
             skip_set = set(skip)
             source, fd = self._source(seg)
