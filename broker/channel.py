@@ -30,6 +30,7 @@ from protocol.methods import AccessRequest, AccessRequestOk
 
 from . import arguments as qargs
 from . import replyto
+from .confirms import Confirms
 from .message import Entry, Message
 from .queue import Consumer, Queue
 from .topology import TopologyHandlers, random_name
@@ -66,10 +67,7 @@ class Channel(TopologyHandlers):
         self.next_tag = 0
         self.prefetch_count = 0
         self.global_prefetch = 0
-        self.confirm = False
-        self.publish_seq = 0
-        self._confirmed = 0
-        self._nacked: set[int] = set()
+        self.confirms: Confirms | None = None
         self.tx: list[Callable[[], None]] | None = None
         self.reply_address: str | None = None
         self.closed = False
@@ -343,8 +341,8 @@ class Channel(TopologyHandlers):
             props = replyto.with_reply_to(props, self.reply_address)
         message = Message(ev.exchange, ev.routing_key, props, ev.body)
         self.session.check_publish(self, message)
-        if self.confirm:
-            self.publish_seq += 1
+        if self.confirms is not None:
+            self.confirms.next()
         if self.tx is not None:
             self.tx.append(lambda: self._route(exchange, message, ev.mandatory))
             return
@@ -358,6 +356,7 @@ class Channel(TopologyHandlers):
             if target is not None:
                 target.deliver_reply(message)
                 queues = (None,)
+        confirms = self.confirms
         if not queues:
             if mandatory:
                 self.machine.out.append(codec.return_frame(
@@ -367,52 +366,43 @@ class Channel(TopologyHandlers):
                     self.number, message.properties, message.body, self.machine.frame_max))
         elif queues == (None,):
             pass
-        elif self.confirm:
-            refused = False
+        elif confirms is not None:
+            seq = confirms.seq
             for queue in queues:
                 if not queue.publish(message):
-                    refused = True
-            if refused:
-                self._nacked.add(self.publish_seq)
+                    confirms.nack(seq)
+                elif message.persistent and queue.persists:
+                    confirms.wait_for_disk(seq)
         else:
             for queue in queues:
                 queue.publish(message)
-        if self.confirm:
+        if confirms is not None:
             self.session.confirms_pending.add(self)
 
     def flush_confirms(self) -> None:
-        """Ack (or nack) every publish confirmed since the last flush, in as few frames as
-        runs of the same outcome allow."""
-        upto = self.publish_seq
-        if upto <= self._confirmed or not self.machine.channel_usable(self.number):
+        """Ack (or nack) what can be confirmed now; ask for an fsync for what waits on it."""
+        confirms = self.confirms
+        if confirms is None or not self.machine.channel_usable(self.number):
             return
-        out = self.machine.out
-        if not self._nacked:
-            out.append(codec.ack_frame(self.number, upto, upto - self._confirmed > 1))
-            self._confirmed = upto
-            return
-        start = self._confirmed + 1
-        for seq in range(start, upto + 1):
-            if seq in self._nacked:
-                if seq > start:
-                    out.append(codec.ack_frame(self.number, seq - 1, seq - 1 > start))
-                out.append(codec.nack_frame(self.number, seq, False))
-                start = seq + 1
-        if start <= upto:
-            out.append(codec.ack_frame(self.number, upto, upto > start))
-        self._nacked.clear()
-        self._confirmed = upto
+        confirms.flush(self.number, self.machine.out)
+        confirms.request_sync(self.session.server.stores.when_durable, self._on_synced)
+
+    def _on_synced(self) -> None:
+        if self.confirms is not None and not self.closed:
+            self.confirms.flush(self.number, self.machine.out)
+            self.session.wake()
 
     # ---- confirm / tx ------------------------------------------------------------------
     def on_confirm_select(self, m: C.Confirm.Select) -> None:
         if self.tx is not None:
             raise PreconditionFailed("cannot switch from tx to confirm mode")
-        self.confirm = True
+        if self.confirms is None:
+            self.confirms = Confirms()
         if not m.nowait:
             self.reply(C.Confirm.SelectOk())
 
     def on_tx_select(self, m: C.Tx.Select) -> None:
-        if self.confirm:
+        if self.confirms is not None:
             raise PreconditionFailed("cannot switch from confirm to tx mode")
         if self.tx is None:
             self.tx = []

@@ -84,7 +84,8 @@ class Queue:
         self.bindings: set = set()
         self._scheduled = False
         self._rr = 0
-        self._seq = 0
+        self._seq = getattr(store, "last_seq", 0)
+        self.persists = durable and exclusive_owner is None
         self._expiry_timer: Any = None
         self._idle_timer: Any = None
         self.on_empty_consumers: Any = None
@@ -115,6 +116,9 @@ class Queue:
         self.delivery_limit: int | None = limit if isinstance(limit, int) else None
         self.single_active = self.setting("single-active-consumer") is True
         self.is_quorum = self.queue_type == "quorum"
+        mode = self.setting("queue-mode")
+        if mode in ("default", "lazy") and hasattr(self.store, "set_mode"):
+            self.store.set_mode(mode)
         self.touch()
 
     # ---- counts ------------------------------------------------------------------------

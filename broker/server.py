@@ -12,14 +12,16 @@ import hmac
 import logging
 import os
 import platform
+import shutil
 import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import __version__, deadletter
+from . import __version__, deadletter, persistence
 from .config import Config
 from .replyto import ReplyRegistry
+from .stores import Stores
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self.port = config.port
         self._stopped: asyncio.Event | None = None
+        self.stores: Stores = None  # type: ignore[assignment]
         self.add_vhost(config.default_vhost)
 
     # ---- state -------------------------------------------------------------------------
@@ -69,14 +72,9 @@ class Server:
             self.vhosts[name] = vhost
         return vhost
 
-    def make_store(self, queue_name: str, arguments: dict) -> QueueStore:
-        from storage.priority import PriorityQueueStore
-        from storage.store import MemoryQueueStore
-
-        max_priority = arguments.get("x-max-priority")
-        if isinstance(max_priority, int) and max_priority > 0:
-            return PriorityQueueStore(max_priority, lambda _p: MemoryQueueStore())
-        return MemoryQueueStore()
+    def make_store(self, vhost: str, queue_name: str, arguments: dict,
+                   persistent: bool) -> QueueStore:
+        return self.stores.make(vhost, queue_name, arguments, persistent)
 
     def server_properties(self) -> dict:
         return {
@@ -120,12 +118,28 @@ class Server:
 
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        self.stores = Stores(self.config.data_dir, self.now)
+        self.stores.start(self.loop, lambda: persistence.snapshot(self))
+        self._recover()
         srv = await self.loop.create_server(lambda: AMQPProtocol(self), self.config.host,
                                             self.config.port, reuse_address=True, backlog=1024)
         self._servers.append(srv)
         self.port = srv.sockets[0].getsockname()[1]
         log.info("burrowmq %s: AMQP listener on %s:%d", __version__, self.config.host, self.port)
         return self.port
+
+    def _recover(self) -> None:
+        persistence.restore(self, self.stores.load_definitions())
+        known = {(v.name, q.name) for v in self.vhosts.values() for q in v.queues.values()}
+        for path, owner in self.stores.data.queue_dirs().items():
+            if owner not in known:
+                log.info("removing the store of a queue that no longer exists: %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+        for vhost in self.vhosts.values():
+            vhost.on_durable_change = self.stores.definitions_changed
+        count = sum(len(q.store) for v in self.vhosts.values() for q in v.queues.values())
+        if count:
+            log.info("recovered %d messages", count)
 
     async def stop(self) -> None:
         from protocol.errors import ConnectionForced
@@ -140,6 +154,9 @@ class Server:
         for srv in self._servers:
             await srv.wait_closed()
         self._servers.clear()
+        if self.stores is not None:
+            self.stores.close([q.store for v in self.vhosts.values() for q in v.queues.values()])
+            self.stores = None  # type: ignore[assignment]
         if self._stopped is not None:
             self._stopped.set()
 

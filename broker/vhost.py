@@ -37,7 +37,7 @@ class DefaultExchange(Exchange):
 
 
 class VirtualHost:
-    def __init__(self, name: str, store_factory: Callable[[str, dict], Any],
+    def __init__(self, name: str, store_factory: Callable[[str, str, dict, bool], Any],
                  ctx: QueueContext | None = None) -> None:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
@@ -143,7 +143,9 @@ class VirtualHost:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         qargs.validate_queue_args(name, self.name, arguments)
         self._validate_queue_type(name, durable, exclusive_owner, auto_delete, arguments)
-        queue = Queue(self.name, name, self._store_factory(name, arguments), self.ctx,
+        persists = durable and exclusive_owner is None
+        store = self._store_factory(self.name, name, arguments, persists)
+        queue = Queue(self.name, name, store, self.ctx,
                       durable=durable, exclusive_owner=exclusive_owner,
                       auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
@@ -198,7 +200,7 @@ class VirtualHost:
         for consumer in list(queue.consumers):
             consumer.channel.consumer_cancelled_by_server(consumer)
         queue.consumers.clear()
-        queue.purge()
+        queue.store.delete()
 
     def _auto_delete_queue(self, queue: Queue) -> None:
         self.remove_queue(queue)

@@ -17,12 +17,19 @@ from .store import QueueStore
 
 
 class PriorityQueueStore:
-    __slots__ = ("max_priority", "_factory", "_buckets")
+    __slots__ = ("max_priority", "_factory", "_buckets", "last_seq")
 
-    def __init__(self, max_priority: int, factory: Callable[[int], QueueStore]) -> None:
+    def __init__(self, max_priority: int, factory: Callable[[int], QueueStore],
+                 existing: dict[int, QueueStore] | None = None) -> None:
+        """``existing``: sub-stores already opened (recovered), by priority."""
         self.max_priority = max_priority
         self._factory = factory
         self._buckets: list[QueueStore | None] = [None] * (max_priority + 1)
+        self.last_seq = 0
+        for priority, bucket in (existing or {}).items():
+            if 0 <= priority <= max_priority:
+                self._buckets[priority] = bucket
+                self.last_seq = max(self.last_seq, getattr(bucket, "last_seq", 0))
 
     def priority_of(self, entry: Entry) -> int:
         props = entry.message.properties
@@ -73,3 +80,18 @@ class PriorityQueueStore:
     @property
     def bytes(self) -> int:
         return sum(b.bytes for b in self._buckets if b is not None)
+
+    def set_mode(self, mode: str) -> None:
+        for bucket in self._buckets:
+            if bucket is not None and hasattr(bucket, "set_mode"):
+                bucket.set_mode(mode)
+
+    def close(self) -> None:
+        for bucket in self._buckets:
+            if bucket is not None:
+                bucket.close()
+
+    def delete(self) -> None:
+        for bucket in self._buckets:
+            if bucket is not None:
+                bucket.delete()
