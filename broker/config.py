@@ -27,6 +27,7 @@ class Config:
     heartbeat: int = 60
     max_message_size: int = 134217728
     handshake_timeout: float = 10.0
+    disk_free_limit: int = 50_000_000
 
 
 def from_env(base: Config) -> Config:
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--heartbeat", type=int, help="heartbeat proposed to clients (s)")
     parser.add_argument("--frame-max", type=int)
     parser.add_argument("--channel-max", type=int)
+    parser.add_argument("--disk-free-limit", type=int,
+                        help="block publishers below this many free bytes (default 50 MB)")
     args = parser.parse_args(argv)
     cfg = from_env(Config())
     changes = {k: v for k, v in vars(args).items() if v is not None}

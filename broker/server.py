@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import __version__, deadletter, persistence
+from .alarms import Alarms
 from .config import Config
 from .replyto import ReplyRegistry
 from .stores import Stores
@@ -62,6 +63,7 @@ class Server:
         self.port = config.port
         self._stopped: asyncio.Event | None = None
         self.stores: Stores = None  # type: ignore[assignment]
+        self.alarms = Alarms(self)
         self.add_vhost(config.default_vhost)
 
     # ---- state -------------------------------------------------------------------------
@@ -121,6 +123,7 @@ class Server:
         self.stores = Stores(self.config.data_dir, self.now)
         self.stores.start(self.loop, lambda: persistence.snapshot(self))
         self._recover()
+        self.alarms.start()
         srv = await self.loop.create_server(lambda: AMQPProtocol(self), self.config.host,
                                             self.config.port, reuse_address=True, backlog=1024)
         self._servers.append(srv)
@@ -144,6 +147,7 @@ class Server:
     async def stop(self) -> None:
         from protocol.errors import ConnectionForced
 
+        self.alarms.stop()
         for srv in self._servers:
             srv.close()
         for session in list(self.sessions):

@@ -56,6 +56,8 @@ class Session:
         self.confirms_pending: set[Channel] = set()
         self.writable = True
         self.closed = False
+        self.published = False
+        self.blocked = False
         self.name = peer
 
     # ---- input -------------------------------------------------------------------------
@@ -68,6 +70,8 @@ class Session:
             try:
                 if type(event) is Publish:
                     channel = event.channel
+                    if not self.published:
+                        self.published = True
                     channels[channel].on_publish(event)
                 elif type(event) is Method:
                     channel = event.channel
@@ -81,6 +85,8 @@ class Session:
                     err.at(event.method.index >> 16, event.method.index & 0xFFFF)
                 self.fail(err, channel)
         self.flush_confirms()
+        if self.published and self.server.alarms.active and not self.blocked:
+            self.server.alarms.on_publish(self)
 
     def flush_confirms(self) -> None:
         if self.confirms_pending:
@@ -177,6 +183,24 @@ class Session:
             for channel in self.channels.values():
                 for consumer in channel.consumers.values():
                     consumer.queue.wake()
+
+    def block(self, reason: str) -> None:
+        if self.blocked or self.closed:
+            return
+        self.blocked = True
+        if self.machine.is_open and self.machine.client_capability("connection.blocked"):
+            self.machine.send_method(0, C.Connection.Blocked(reason))
+            self.wake()
+        self.adapter.pause_reading()
+
+    def unblock(self) -> None:
+        if not self.blocked:
+            return
+        self.blocked = False
+        if self.machine.is_open and self.machine.client_capability("connection.blocked"):
+            self.machine.send_method(0, C.Connection.Unblocked())
+            self.wake()
+        self.adapter.resume_reading()
 
     def tick(self, now: float) -> bool:
         """Heartbeat duty; False when the peer has been silent too long."""
