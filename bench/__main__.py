@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from bench.amqp import AMQPUrl
@@ -101,7 +102,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the `with SpawnedBroker` blocks: broker stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     scenarios = select_scenarios(args.scenario)
     opts = Options(
@@ -127,9 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(to_json(targets, results, opts, scenarios), indent=2))
     else:
         print(render_table(targets, results, opts, scenarios))
-    failed = any(
-        any(word in note for word in ("error", "failed", "died")) for r in results for note in r.notes
-    )
+    bad_words = ("error", "failed", "died")
+    failed = any(word in note for r in results for note in r.notes for word in bad_words)
     return 1 if failed else 0
 
 

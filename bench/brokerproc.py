@@ -12,6 +12,7 @@ broker given by URL can be measured too.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
@@ -27,6 +28,12 @@ from bench.amqp import AMQPUrl, Connection
 
 DEFAULT_CMD = "{python} -m broker --host {host} --port {port} --data-dir {data_dir}"
 POLL_INTERVAL = 0.005
+
+
+def _die_with_parent() -> None:
+    """preexec hook: SIGTERM the broker if the bench process dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class BrokerError(RuntimeError):
@@ -98,6 +105,7 @@ class SpawnedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
 
     def log_tail(self, lines: int = 20) -> str:

@@ -156,6 +156,7 @@ class _Runner:
         self.results: Any = self.ctx.Queue()
         self.timeout = timeout
         self.procs: dict[str, Any] = {}
+        self.events: dict[str, Any] = {}  # keep Events alive until the child unpickled them
         self.got: dict[str, dict[str, Any]] = {}
 
     def start(self, role: str, job: Job) -> Any:
@@ -165,6 +166,7 @@ class _Runner:
         )
         proc.start()
         self.procs[role] = proc
+        self.events[role] = ready
         return ready
 
     def drain(self) -> None:
@@ -193,9 +195,9 @@ class _Runner:
                 self.got[role] = {"error": f"{role} gave no result within {self.timeout:.0f}s"}
         return self.got[role]
 
-    def close(self) -> None:
+    def close(self, grace: float = 5.0) -> None:
         for proc in self.procs.values():
-            proc.join(5.0)
+            proc.join(grace)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5.0)
@@ -227,6 +229,9 @@ def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetRe
                 runner.start("publisher", pub_job)
                 pub = runner.collect("publisher")
                 con = runner.collect("consumer")
+    except BaseException:  # interrupted (SIGTERM/^C): stop the workers right away
+        runner.close(grace=0.0)
+        raise
     finally:
         runner.close()
         _delete_queue(url, queue)
@@ -234,6 +239,11 @@ def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetRe
     for role, res in (("publisher", pub), ("consumer", con)):
         if "error" in res:
             out.notes.append(f"{kind}: {role} error: {res['error']}")
+    if "body_bytes" in con and con["body_bytes"] != con["messages"] * opts.size:
+        out.notes.append(
+            f"{kind}: consumer error: got {con['body_bytes']} body bytes for "
+            f"{con['messages']} deliveries of {opts.size} B"
+        )
     out.values[f"{kind}.in"] = pub.get("rate") if "error" not in pub else None
     out.values[f"{kind}.out"] = con.get("rate") if "error" not in con else None
     if kind == "persistent-confirms" and "error" not in pub:
@@ -249,9 +259,14 @@ def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetRe
     if "t_start" in pub and "t_last" in con and kind != "priority":
         e2e = con["t_last"] - pub["t_start"]
         out.details[kind]["end_to_end_rate"] = opts.messages / e2e if e2e > 0 else None
+    cpu = ", ".join(
+        f"{role} {res['cpu_s']:.1f}/{res['wall_s']:.1f}s"
+        for role, res in (("publisher", pub), ("consumer", con))
+        if "cpu_s" in res
+    )
     log(
         f"  {kind}: in {_fmt(out.values.get(f'{kind}.in'))} msg/s, "
-        f"out {_fmt(out.values.get(f'{kind}.out'))} msg/s"
+        f"out {_fmt(out.values.get(f'{kind}.out'))} msg/s (client cpu/wall: {cpu})"
     )
     return out
 
