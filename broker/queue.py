@@ -214,6 +214,10 @@ class Queue:
             delay = max(0.0, head.expires - now)
             self._expiry_timer = ctx.call_later(delay, self._on_expiry_timer)
 
+    def check_expiry(self) -> None:
+        """Expire what is due at the head now and arm the timer (e.g. after recovery)."""
+        self._expire_head()
+
     def _on_expiry_timer(self) -> None:
         self._expiry_timer = None
         if not self.deleted:

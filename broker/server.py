@@ -63,6 +63,7 @@ class Server:
         self.port = config.port
         self._stopped: asyncio.Event | None = None
         self.stores: Stores = None  # type: ignore[assignment]
+        self._recovered = False
         self.alarms = Alarms(self)
         self.add_vhost(config.default_vhost)
 
@@ -72,6 +73,9 @@ class Server:
         if vhost is None:
             vhost = VirtualHost(name, self.make_store, self)
             self.vhosts[name] = vhost
+            if self.stores is not None and self._recovered:
+                vhost.on_durable_change = self.stores.definitions_changed
+                self.stores.definitions_changed()
         return vhost
 
     def make_store(self, vhost: str, queue_name: str, arguments: dict,
@@ -105,6 +109,11 @@ class Server:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         return self.loop.call_later(delay, callback)
+
+    def before_send(self) -> None:
+        """Frames are about to reach a socket: delivery marks must be on disk first."""
+        if self.stores is not None:
+            self.stores.write_through()
 
     def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:
         deadletter.dead_letter(self.vhosts[queue.vhost], queue, message, reason)
@@ -140,6 +149,9 @@ class Server:
                 shutil.rmtree(path, ignore_errors=True)
         for vhost in self.vhosts.values():
             vhost.on_durable_change = self.stores.definitions_changed
+            for queue in vhost.queues.values():
+                queue.check_expiry()
+        self._recovered = True
         count = sum(len(q.store) for v in self.vhosts.values() for q in v.queues.values())
         if count:
             log.info("recovered %d messages", count)
@@ -159,7 +171,8 @@ class Server:
             await srv.wait_closed()
         self._servers.clear()
         if self.stores is not None:
-            self.stores.close([q.store for v in self.vhosts.values() for q in v.queues.values()])
+            await self.stores.close(
+                [q.store for v in self.vhosts.values() for q in v.queues.values()])
             self.stores = None  # type: ignore[assignment]
         if self._stopped is not None:
             self._stopped.set()

@@ -109,7 +109,19 @@ class Stores:
         if self._snapshot is not None:
             definitions.save(self.data.definitions_path, self._snapshot())
 
-    def close(self, stores: list[QueueStore]) -> None:
+    def write_through(self) -> None:
+        group = self.group
+        if group is not None and group._flush_only:
+            group.write_through()
+
+    async def close(self, stores: list[QueueStore]) -> None:
+        """Shutdown: let the running save and fsync batch finish, then close every store,
+        fsync what is left and write the topology once more."""
+        while self._saving:
+            await asyncio.sleep(0.01)
+        if self.group is not None:
+            while self.group._running:
+                await asyncio.sleep(0.005)
         for store in stores:
             try:
                 store.close()
@@ -117,4 +129,8 @@ class Stores:
                 log.error("closing a queue store: %s", exc)
         if self.group is not None:
             self.group.flush_now()
+        try:
+            self.save_now()
+        except OSError as exc:
+            log.error("could not save definitions at shutdown: %s", exc)
         self.data.close()

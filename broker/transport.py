@@ -100,6 +100,7 @@ class AMQPProtocol(asyncio.Protocol):
         session.flush_confirms()
         data = session.machine.data_to_send()
         if data:
+            self.server.before_send()
             transport.write(data)
 
     def close_transport(self, delay: float) -> None:

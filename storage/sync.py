@@ -227,6 +227,19 @@ class GroupCommit:
         if self.pending:
             self._kick(self._retry_delay if self._write_failed else 0.0)
 
+    def write_through(self) -> None:
+        """Hand every flush-only buffer (ack logs, delivery marks) to the kernel now.
+
+        Called before frames go to a socket, so that a delivery the client may already hold
+        is marked on disk first: a plain write survives kill -9, no fsync is needed."""
+        for f in list(self._flush_only):
+            try:
+                f.flush()
+            except OSError as exc:
+                log.warning("write failed (will retry): %s", exc)
+                continue
+            del self._flush_only[f]
+
     def flush_now(self) -> bool:
         """Run one batch synchronously in this thread (no loop needed); False on I/O error.
 
