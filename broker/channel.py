@@ -181,8 +181,10 @@ class Channel(TopologyHandlers):
         out.append(codec.content_frames(number, msg.properties, msg.body,
                                         self.machine.frame_max))
         if consumer.no_ack:
+            self.session.stats.deliver_no_ack += 1
             consumer.queue.ack(entry)
         else:
+            self.session.stats.deliver += 1
             self.unacked[tag] = (entry, consumer.queue, consumer)
             consumer.unacked += 1
         self.session.wake()
@@ -194,6 +196,7 @@ class Channel(TopologyHandlers):
             self.reply(C.Basic.GetEmpty())
             return
         self.next_tag += 1
+        self.session.stats.get += 1
         tag = self.next_tag
         msg = entry.message
         out = self.machine.out
@@ -255,6 +258,7 @@ class Channel(TopologyHandlers):
             if requeue:
                 queue.requeue(entry)
             elif requeue is None:
+                self.session.stats.ack += 1
                 queue.ack(entry)
             else:
                 queue.reject(entry)
@@ -310,7 +314,9 @@ class Channel(TopologyHandlers):
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
         queues = self.vhost.route(exchange, message.routing_key, message.properties)
         if not queues:
+            self.session.stats.drop_unroutable += not mandatory
             if mandatory:
+                self.session.stats.return_unroutable += 1
                 self.machine.out.append(codec.return_frame(
                     self.number, 312, "NO_ROUTE", message.exchange_raw,
                     message.routing_key_raw))

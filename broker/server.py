@@ -2,23 +2,32 @@
 
 The server is the root of the broker's state; everything below it is synchronous. It owns the
 event loop hooks the engines need (``schedule`` for deferred queue dispatch).
+
+Invariants:
+- The AMQP listener is bound before anything optional starts: the management API and the
+  Prometheus endpoint (``broker.http``, which imports aiohttp in a worker thread) come up while
+  the AMQP port already answers handshakes, so they cost cold start nothing.
+- ``stop`` closes every connection with 320 CONNECTION_FORCED, then calls ``flush_storage``
+  (the storage engine's hook) before the HTTP listeners go.
+- Users and permissions live in ``auth`` (``broker.auth.AuthStore``); vhost metadata in
+  ``vhost_meta``; policies in ``policies[vhost]`` (the same dict as ``vhost.policies``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import itertools
 import logging
-import os
 import platform
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, deadletter
+from .auth import AuthStore
 from .config import Config
+from .stats import Counters
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
@@ -36,36 +45,97 @@ CAPABILITIES = (
 RABBITMQ_VERSION = "3.13.7"
 
 
-def hash_password(password: str, salt: bytes | None = None) -> bytes:
-    salt = salt if salt is not None else os.urandom(4)
-    return salt + hashlib.sha256(salt + password.encode()).digest()
-
-
-def check_password(stored: bytes, password: str) -> bool:
-    return hmac.compare_digest(stored, hash_password(password, stored[:4]))
-
-
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.vhosts: dict[str, VirtualHost] = {}
-        self.users: dict[str, bytes] = {config.default_user: hash_password(config.default_pass)}
+        self.vhost_meta: dict[str, dict] = {}
+        self.policies: dict[str, dict[str, dict]] = {}
+        self.auth = AuthStore(config.loopback_users)
         self.sessions: set[Session] = set()
+        self.retired = Counters()
+        self._pids = itertools.count(1000)
         self._servers: list[asyncio.base_events.Server] = []
         self.port = config.port
+        self.management_port: int | None = None
+        self.prometheus_port: int | None = None
+        self.http: Any = None
+        self.started_at = time.time()
+        self.running = False
         self._stopped: asyncio.Event | None = None
-        self.add_vhost(config.default_vhost)
+        self.add_vhost(config.default_vhost, description="Default virtual host")
+        self.boot_definitions()
 
     # ---- state -------------------------------------------------------------------------
-    def add_vhost(self, name: str) -> VirtualHost:
+    def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None,
+                  default_queue_type: str = "classic") -> VirtualHost:
         from storage.store import MemoryQueueStore
 
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = VirtualHost(name, lambda _name, _args: MemoryQueueStore(), self)
             self.vhosts[name] = vhost
+            self.vhost_meta[name] = {"description": description, "tags": list(tags or []),
+                                     "default_queue_type": default_queue_type}
+            vhost.policies = self.policies.setdefault(name, {})  # type: ignore[attr-defined]
         return vhost
+
+    def delete_vhost(self, name: str) -> None:
+        vhost = self.vhosts.pop(name)
+        for session in [s for s in self.sessions if s.vhost is vhost]:
+            session.force_close(f"vhost '{name}' is deleted")
+        for queue in list(vhost.queues.values()):
+            vhost.remove_queue(queue)
+        self.vhost_meta.pop(name, None)
+        self.policies.pop(name, None)
+        self.auth.forget_vhost(name)
+
+    def boot_definitions(self) -> None:
+        """Default user and vhost, then the definitions file if one is configured.
+
+        As in RabbitMQ, a definitions file that lists users replaces the default user; unlike
+        RabbitMQ, one that lists none keeps it (so importing only topology cannot lock
+        everyone out)."""
+        from . import definitions
+
+        cfg = self.config
+        data = definitions.read_file(cfg.load_definitions) if cfg.load_definitions else {}
+        if not data.get("users"):
+            self.auth.add_user(cfg.default_user, cfg.default_pass, list(cfg.default_user_tags))
+            self.auth.set_permissions(cfg.default_user, cfg.default_vhost,
+                                      *cfg.default_permissions)
+        if data:
+            definitions.import_all(self, data)
+            log.info("imported definitions from %s", cfg.load_definitions)
+
+    def next_pid(self) -> str:
+        """An Erlang-style process id naming a connection in logs and the management API."""
+        return f"<0.{next(self._pids)}.0>"
+
+    def retire(self, session: Session) -> None:
+        self.retired.add(session.stats)
+        session.stats = Counters()
+
+    def totals(self) -> Counters:
+        """Every counter since boot: closed connections plus live ones (and live confirms)."""
+        out = Counters.total([self.retired, *(s.stats for s in self.sessions)])
+        for session in self.sessions:
+            out.confirm += sum(c.publish_seq for c in session.channels.values() if c.confirm)
+        return out
+
+    def set_policy(self, vhost: str, name: str, policy: dict) -> None:
+        self.policies.setdefault(vhost, {})[name] = policy
+        self._policies_changed(vhost)
+
+    def clear_policy(self, vhost: str, name: str) -> None:
+        del self.policies.get(vhost, {})[name]
+        self._policies_changed(vhost)
+
+    def _policies_changed(self, vhost: str) -> None:
+        hook = getattr(self.vhosts.get(vhost), "on_policies_changed", None)
+        if hook is not None:
+            hook()
 
     def server_properties(self) -> dict:
         return {
@@ -78,12 +148,17 @@ class Server:
             "version": RABBITMQ_VERSION,
         }
 
-    def authenticate(self, user: str, password: str) -> bool:
-        stored = self.users.get(user)
-        return stored is not None and check_password(stored, password)
+    def authenticate(self, user: str, password: str, host: str | None = None) -> bool:
+        """Password check, then RabbitMQ's loopback_users rule when the peer is known."""
+        if not self.auth.authenticate(user, password):
+            return False
+        if host is not None and not self.auth.login_allowed_from(user, host):
+            log.warning("user '%s' can only connect via localhost (peer %s)", user, host)
+            return False
+        return True
 
     def may_access(self, user: str, vhost: str) -> bool:
-        return user in self.users
+        return self.auth.may_access(user, vhost)
 
     # ---- QueueContext ------------------------------------------------------------------
     def now(self) -> float:
@@ -105,40 +180,65 @@ class Server:
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> int:
-        from .transport import AMQPProtocol
-
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        srv = await self.loop.create_server(lambda: AMQPProtocol(self), self.config.host,
-                                            self.config.port, reuse_address=True, backlog=1024)
-        self._servers.append(srv)
-        self.port = srv.sockets[0].getsockname()[1]
-        log.info("burrowmq %s: AMQP listener on %s:%d", __version__, self.config.host, self.port)
+        await self.start_app()
+        if self.config.management_port or self.config.prometheus_port:
+            from . import http
+
+            self.http = await http.start(self)
         return self.port
 
-    async def stop(self) -> None:
-        from protocol.errors import ConnectionForced
+    async def start_app(self) -> None:
+        """Open the AMQP listener (``rabbitmqctl start_app``)."""
+        from .transport import AMQPProtocol
 
+        if self._servers:
+            return
+        srv = await self.loop.create_server(lambda: AMQPProtocol(self), self.config.host,
+                                            self.port, reuse_address=True, backlog=1024)
+        self._servers.append(srv)
+        self.port = srv.sockets[0].getsockname()[1]
+        self.running = True
+        log.info("burrowmq %s: started TCP listener on %s:%d", __version__, self.config.host,
+                 self.port)
+
+    async def stop_app(self, reason: str = "shutdown") -> None:
+        """Close the AMQP listener and every connection (``rabbitmqctl stop_app``)."""
         for srv in self._servers:
             srv.close()
         for session in list(self.sessions):
-            session.machine.close_connection(ConnectionForced("broker forced connection "
-                                                              "closure with reason 'shutdown'"))
-            session.teardown()
-            session.adapter.close_transport(0.0)
+            session.force_close(f"broker forced connection closure with reason '{reason}'",
+                                0.0)
         for srv in self._servers:
             await srv.wait_closed()
         self._servers.clear()
+        self.running = False
+        self.flush_storage()
+
+    def flush_storage(self) -> None:
+        """Make everything accepted so far durable; the storage engine fills this in."""
+
+    async def stop(self) -> None:
+        await self.stop_app()
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         if self._stopped is not None:
             self._stopped.set()
 
     async def serve_forever(self) -> None:
-        await self.start()
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                self.loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+                loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):
                 pass
+        await self.start()
         assert self._stopped is not None
         await self._stopped.wait()
         log.info("broker stopped")
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s, shutting down", signal.Signals(sig).name)
+        asyncio.ensure_future(self.stop())
