@@ -2,9 +2,10 @@
 then flags (each later source wins).
 
 The config file is rabbitmq.conf's format (see ``conffile``); it is found through
-``--config-file`` or ``RABBITMQ_CONFIG_FILE``. ``management_port`` / ``prometheus_port`` 0 turn
-those listeners off; the dataclass default keeps them off (tests, embedding) while
-``python -m broker`` turns them on at RabbitMQ's ports unless told otherwise.
+``--config-file`` or ``RABBITMQ_CONFIG_FILE``. ``management_port`` / ``prometheus_port``: None
+is off, 0 an ephemeral port (tests), anything else that port. The dataclass default keeps them
+off (tests, embedding); ``python -m broker`` turns them on at RabbitMQ's ports, and there a
+port of 0 (flag, env or file) means off, as operators expect.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ class Config:
     config_file: str = ""
     cluster_name: str = ""
     management_host: str | None = None
-    management_port: int = 0
+    management_port: int | None = None
     prometheus_host: str | None = None
-    prometheus_port: int = 0
+    prometheus_port: int | None = None
 
 
 def from_file(base: Config, path: str) -> Config:
@@ -119,4 +120,5 @@ def parse_args(argv: list[str] | None = None) -> Config:
     cfg = replace(cfg, **changes)
     if not cfg.data_dir:
         cfg = replace(cfg, data_dir=default_data_dir())
-    return cfg
+    return replace(cfg, management_port=cfg.management_port or None,
+                   prometheus_port=cfg.prometheus_port or None)

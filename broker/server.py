@@ -183,7 +183,8 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         await self.start_app()
-        if self.config.management_port or self.config.prometheus_port:
+        cfg = self.config
+        if cfg.management_port is not None or cfg.prometheus_port is not None:
             from . import http
 
             self.http = await http.start(self)
