@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import admin, conns, node, topology
-from .util import SERVER_KEY, authenticate, error
+from .util import RATES_KEY, SERVER_KEY, authenticate, error
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -46,7 +46,7 @@ async def index(request: web.Request) -> web.FileResponse:
 def build_app(server: Server) -> web.Application:
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
     app[SERVER_KEY] = server
-    app["rates"] = node.Rates(server)
+    app[RATES_KEY] = node.Rates(server)
     for table in (node.routes, admin.routes, conns.routes, topology.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)

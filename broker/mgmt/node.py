@@ -16,7 +16,7 @@ from aiohttp import web
 from .. import __version__, sysinfo
 from ..server import RABBITMQ_VERSION
 from . import fmt
-from .util import error, reply, require_admin, server_of, vhost_of, visible_vhosts
+from .util import RATES_KEY, error, reply, require_admin, server_of, vhost_of, visible_vhosts
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -80,7 +80,7 @@ def queue_totals(server: Server, vhosts: list[str]) -> dict:
 @routes.get("/api/overview")
 async def overview(request: web.Request) -> web.Response:
     server = server_of(request)
-    counts, rates = request.app["rates"].sample()
+    counts, rates = request.app[RATES_KEY].sample()
     vhosts = visible_vhosts(request)
     body = {
         "management_version": RABBITMQ_VERSION, "rates_mode": "basic",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
+RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
 
 
 def dumps(value: Any) -> str:
