@@ -216,24 +216,28 @@ def consumer(c: Consumer) -> dict:
 
 
 # ---- messages --------------------------------------------------------------------------
-PROPERTY_NAMES = (("content_type", "content_type"), ("content_encoding", "content_encoding"),
-                  ("headers", "headers"), ("delivery_mode", "delivery_mode"),
-                  ("priority", "priority"), ("correlation_id", "correlation_id"),
-                  ("reply_to", "reply_to"), ("expiration", "expiration"),
-                  ("message_id", "message_id"), ("timestamp", "timestamp"),
-                  ("message_type", "type"), ("user_id", "user_id"), ("app_id", "app_id"),
-                  ("cluster_id", "cluster_id"))
+PROPERTY_NAMES = (("content_type", "content_type", 0x8000),
+                  ("content_encoding", "content_encoding", 0x4000),
+                  ("headers", "headers", 0x2000), ("delivery_mode", "delivery_mode", 0x1000),
+                  ("priority", "priority", 0x0800), ("correlation_id", "correlation_id", 0x0400),
+                  ("reply_to", "reply_to", 0x0200), ("expiration", "expiration", 0x0100),
+                  ("message_id", "message_id", 0x0080), ("timestamp", "timestamp", 0x0040),
+                  ("message_type", "type", 0x0020), ("user_id", "user_id", 0x0010),
+                  ("app_id", "app_id", 0x0008), ("cluster_id", "cluster_id", 0x0004))
 
 
 def message_properties(raw: bytes) -> dict:
-    if raw[:2] == b"\x00\x00":
+    """The properties the publisher set (by flag bit), named as the management API names
+    them."""
+    flags = int.from_bytes(raw[:2], "big")
+    if not flags:
         return {}
     decoded = props_codec.decode(raw)
     out: dict = {}
-    for attr, key in PROPERTY_NAMES:
-        value = getattr(decoded, attr, None)
-        if value is None:
+    for attr, key, bit in PROPERTY_NAMES:
+        if not flags & bit:
             continue
+        value = getattr(decoded, attr, None)
         if key == "timestamp" and hasattr(value, "timestamp"):
             value = int(value.timestamp())
         out[key] = value

@@ -51,7 +51,9 @@ async def list_exchanges(request: web.Request) -> web.Response:
 
 
 def _exchange(request: web.Request) -> Any:
-    ex = vhost_of(request).exchanges.get(request.match_info["exchange"])
+    """The exchange named in the URL; ``amq.default`` is how the API names ``""``."""
+    name = request.match_info["exchange"]
+    ex = vhost_of(request).exchanges.get("" if name == "amq.default" else name)
     if ex is None:
         raise not_found()
     return ex

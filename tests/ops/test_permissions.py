@@ -74,7 +74,7 @@ def test_read_needed_for_consume_get_purge(node) -> None:  # type: ignore[no-unt
     ch.queue_declare("q1")
     for action in (lambda c: c.basic_get("q1"), lambda c: c.queue_purge("q1"),
                    lambda c: c.basic_consume("q1", lambda *a: None)):
-        refused(lambda a=action: a(ch),
+        refused(lambda a=action, c=ch: a(c),
                 "read access to queue 'q1' in vhost '/' refused for user 'u'")
         ch = conn.channel()
     conn.close()
