@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import admin, conns, node, topology
-from .util import RATES_KEY, SERVER_KEY, authenticate, error
+from .util import RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -29,7 +29,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
         return await handler(request)
-    request["user"] = authenticate(request)
+    request[USER_KEY] = authenticate(request)
     try:
         return await handler(request)
     except web.HTTPException:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from . import fmt
 from .util import (
+    USER_KEY,
     error,
     is_monitor,
     list_reply,
@@ -36,7 +37,7 @@ def sessions(request: web.Request, vhost: str | None = None) -> list[Session]:
     mine = not is_monitor(request)
     return sorted((s for s in server.sessions if s.vhost is not None
                    and (vhost is None or s.vhost.name == vhost)
-                   and (not mine or s.user == request["user"])),
+                   and (not mine or s.user == request[USER_KEY])),
                   key=lambda s: s.connected_at)
 
 
@@ -67,7 +68,7 @@ async def show_connection(request: web.Request) -> web.Response:
 @routes.delete("/api/connections/{connection}")
 async def close_connection(request: web.Request) -> web.Response:
     session = find_session(request)
-    if "administrator" not in tags_of(request) and session.user != request["user"]:
+    if "administrator" not in tags_of(request) and session.user != request[USER_KEY]:
         raise error(401, "not_authorised", "User not authorised to access object")
     session.force_close(request.headers.get("X-Reason") or "Closed via management plugin")
     return no_content()

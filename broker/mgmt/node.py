@@ -16,7 +16,16 @@ from aiohttp import web
 from .. import __version__, sysinfo
 from ..server import RABBITMQ_VERSION
 from . import fmt
-from .util import RATES_KEY, error, reply, require_admin, server_of, vhost_of, visible_vhosts
+from .util import (
+    RATES_KEY,
+    USER_KEY,
+    error,
+    reply,
+    require_admin,
+    server_of,
+    vhost_of,
+    visible_vhosts,
+)
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -194,7 +203,7 @@ async def set_cluster_name(request: web.Request) -> web.Response:
 
 @routes.get("/api/whoami")
 async def whoami(request: web.Request) -> web.Response:
-    user = server_of(request).auth.users[request["user"]]
+    user = server_of(request).auth.users[request[USER_KEY]]
     return reply({"name": user.name, "tags": list(user.tags), "is_internal_user": True})
 
 

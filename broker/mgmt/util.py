@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
 RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
+USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 
 
 def dumps(value: Any) -> str:
@@ -97,7 +98,7 @@ def authenticate(request: web.Request) -> str:
 
 
 def tags_of(request: web.Request) -> set[str]:
-    return set(server_of(request).auth.users[request["user"]].tags)
+    return set(server_of(request).auth.users[request[USER_KEY]].tags)
 
 
 def require_admin(request: web.Request) -> None:
@@ -118,7 +119,7 @@ def visible_vhosts(request: web.Request) -> list[str]:
     server = server_of(request)
     if is_monitor(request):
         return list(server.vhosts)
-    return [v for v in server.vhosts if server.auth.may_access(request["user"], v)]
+    return [v for v in server.vhosts if server.auth.may_access(request[USER_KEY], v)]
 
 
 def vhost_of(request: web.Request, key: str = "vhost") -> VirtualHost:
