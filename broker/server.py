@@ -109,6 +109,15 @@ class Server:
             definitions.import_all(self, data)
             log.info("imported definitions from %s", cfg.load_definitions)
 
+    def reset(self) -> None:
+        """``rabbitmqctl reset``: back to a blank node (the app must be stopped)."""
+        for name in list(self.vhosts):
+            self.delete_vhost(name)
+        self.auth = AuthStore(self.config.loopback_users)
+        self.retired = Counters()
+        self.add_vhost(self.config.default_vhost, description="Default virtual host")
+        self.boot_definitions()
+
     def next_pid(self) -> str:
         """An Erlang-style process id naming a connection in logs and the management API."""
         return f"<0.{next(self._pids)}.0>"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import admin, conns, node, topology
+from . import admin, conns, control, node, topology
 from .util import RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def build_app(server: Server) -> web.Application:
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
     app[SERVER_KEY] = server
     app[RATES_KEY] = node.Rates(server)
-    for table in (node.routes, admin.routes, conns.routes, topology.routes):
+    for table in (node.routes, admin.routes, conns.routes, topology.routes, control.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)
