@@ -148,3 +148,25 @@ def test_status_cluster_status_and_app_control(burrowmq) -> None:  # type: ignor
     ctl(burrowmq, "ping")
     assert table(ctl(burrowmq, "list_users", "-s", "user").stdout) == [["guest"]]
     connect(burrowmq.url).close()
+
+
+def admin(handle, *args: str) -> str:  # type: ignore[no-untyped-def]
+    proc = subprocess.run([sys.executable, "-m", "broker.ctl.admin", "-P",
+                           str(handle.management_port), *args],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def test_rabbitmqadmin_style(burrowmq) -> None:  # type: ignore[no-untyped-def]
+    assert admin(burrowmq, "declare", "queue", "name=adm", "durable=true") == \
+        "queue declared\n"
+    assert admin(burrowmq, "publish", "routing_key=adm", "payload=hello") == \
+        "Message published\n"
+    out = admin(burrowmq, "list", "queues", "name", "messages").splitlines()
+    assert out[1] == "| name | messages |" and out[3] == "| adm  | 1        |"
+    rows = json.loads(admin(burrowmq, "-f", "raw_json", "get", "queue=adm",
+                            "ackmode=ack_requeue_false"))
+    assert rows[0]["payload"] == "hello"
+    assert admin(burrowmq, "-f", "tsv", "list", "queues", "name", "messages") == \
+        "name\tmessages\nadm\t0\n"
