@@ -6,6 +6,8 @@ import asyncio
 import logging
 import sys
 
+from storage.datadir import DataDirError
+
 from .config import parse_args
 from .server import Server
 
@@ -23,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         runner(Server(cfg).serve_forever())
     except KeyboardInterrupt:
         pass
+    except DataDirError as exc:
+        logging.getLogger("broker").error("cannot start: %s", exc)
+        return 1
     return 0
 
 

@@ -29,6 +29,8 @@ from protocol.events import Publish
 from protocol.methods import AccessRequest, AccessRequestOk
 
 from . import arguments as qargs
+from . import replyto
+from .confirms import Confirms
 from .message import Entry, Message
 from .queue import Consumer, Queue
 from .topology import TopologyHandlers, random_name
@@ -47,6 +49,12 @@ HANDLER_NAMES: dict[type, str] = {cls: _handler_name(cls.name)
                                   for cls in (*C.INDEX_MAPPING.values(), AccessRequest)}
 
 
+def _delivered_properties(entry: Entry) -> bytes:
+    if entry.delivery_count:
+        return replyto.with_delivery_count(entry.message.properties, entry.delivery_count)
+    return entry.message.properties
+
+
 class Channel(TopologyHandlers):
     def __init__(self, session: Session, number: int) -> None:
         self.session = session
@@ -59,11 +67,9 @@ class Channel(TopologyHandlers):
         self.next_tag = 0
         self.prefetch_count = 0
         self.global_prefetch = 0
-        self.confirm = False
-        self.publish_seq = 0
-        self._confirmed = 0
-        self._nacked: set[int] = set()
+        self.confirms: Confirms | None = None
         self.tx: list[Callable[[], None]] | None = None
+        self.reply_address: str | None = None
         self.closed = False
 
     # ---- plumbing ----------------------------------------------------------------------
@@ -110,7 +116,7 @@ class Channel(TopologyHandlers):
         self.closed = True
         self.tx = None
         for consumer in list(self.consumers.values()):
-            consumer.queue.remove_consumer(consumer)
+            self._forget_consumer(consumer)
         self.consumers.clear()
         self._requeue_all()
 
@@ -141,10 +147,16 @@ class Channel(TopologyHandlers):
             queue.wake()
 
     def on_basic_consume(self, m: C.Basic.Consume) -> None:
-        queue = self.usable_queue(m.queue)
         tag = m.consumer_tag or random_name("amq.ctag-")
+        if m.queue == replyto.REPLY_QUEUE:
+            self._consume_replies(m, tag)
+            return
+        queue = self.usable_queue(m.queue)
         if tag in self.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        if queue.is_quorum and self.global_prefetch:
+            raise NotImplemented_(f"queue '{queue.name}' in vhost '{self.vhost.name}' does "
+                                  "not support global qos")
         if queue.exclusive_consumer() is not None or (m.exclusive and queue.consumers):
             raise AccessRefused(f"queue '{queue.name}' in vhost '{self.vhost.name}' in "
                                 "exclusive use")
@@ -156,12 +168,29 @@ class Channel(TopologyHandlers):
             self.reply(C.Basic.ConsumeOk(tag))
         queue.add_consumer(consumer)
 
+    def _consume_replies(self, m: C.Basic.Consume, tag: str) -> None:
+        if not m.no_ack:
+            raise PreconditionFailed("reply consumer cannot acknowledge")
+        if tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        self.consumers[tag] = Consumer(tag, self, None, True, 0, False, {})
+        self.reply_address = self.session.server.replies.register(self)
+        if not m.nowait:
+            self.reply(C.Basic.ConsumeOk(tag))
+
+    def _forget_consumer(self, consumer: Consumer) -> None:
+        if consumer.queue is not None:
+            consumer.queue.remove_consumer(consumer)
+        elif self.reply_address is not None:
+            self.session.server.replies.unregister(self.reply_address)
+            self.reply_address = None
+
     def on_basic_cancel(self, m: C.Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag, None)
         if not m.nowait:
             self.reply(C.Basic.CancelOk(m.consumer_tag))
         if consumer is not None:
-            consumer.queue.remove_consumer(consumer)
+            self._forget_consumer(consumer)
 
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
         self.consumers.pop(consumer.tag, None)
@@ -176,18 +205,25 @@ class Channel(TopologyHandlers):
         msg = entry.message
         number = self.number
         out = self.machine.out
+        props = _delivered_properties(entry)
         out.append(codec.deliver_frame(number, consumer.tag_raw, tag, entry.redelivered,
                                        msg.exchange_raw, msg.routing_key_raw))
-        out.append(codec.content_frames(number, msg.properties, msg.body,
-                                        self.machine.frame_max))
+        out.append(codec.content_frames(number, props, msg.body, self.machine.frame_max))
         if consumer.no_ack:
             self.session.stats.deliver_no_ack += 1
-            consumer.queue.ack(entry)
+            if consumer.queue is not None:
+                consumer.queue.ack(entry)
         else:
             self.session.stats.deliver += 1
             self.unacked[tag] = (entry, consumer.queue, consumer)
             consumer.unacked += 1
         self.session.wake()
+
+    def deliver_reply(self, message: Message) -> None:
+        for consumer in self.consumers.values():
+            if consumer.queue is None:
+                self.deliver(consumer, Entry(0, message))
+                return
 
     def on_basic_get(self, m: C.Basic.Get) -> None:
         queue = self.usable_queue(m.queue)
@@ -202,7 +238,7 @@ class Channel(TopologyHandlers):
         out = self.machine.out
         out.append(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_raw,
                                       msg.routing_key_raw, queue.message_count))
-        out.append(codec.content_frames(self.number, msg.properties, msg.body,
+        out.append(codec.content_frames(self.number, _delivered_properties(entry), msg.body,
                                         self.machine.frame_max))
         if m.no_ack:
             queue.ack(entry)
@@ -302,10 +338,15 @@ class Channel(TopologyHandlers):
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in vhost "
                                 f"'{self.vhost.name}'")
-        message = Message(ev.exchange, ev.routing_key, ev.properties, ev.body)
+        props = ev.properties
+        if props[0] & 0x02 and replyto.asks_direct_reply(props):
+            if self.reply_address is None:
+                raise PreconditionFailed("fast reply consumer does not exist")
+            props = replyto.with_reply_to(props, self.reply_address)
+        message = Message(ev.exchange, ev.routing_key, props, ev.body)
         self.session.check_publish(self, message)
-        if self.confirm:
-            self.publish_seq += 1
+        if self.confirms is not None:
+            self.confirms.next()
         if self.tx is not None:
             self.tx.append(lambda: self._route(exchange, message, ev.mandatory))
             return
@@ -313,6 +354,13 @@ class Channel(TopologyHandlers):
 
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
         queues = self.vhost.route(exchange, message.routing_key, message.properties)
+        if not queues and exchange is self.vhost.default_exchange and \
+                message.routing_key.startswith(replyto.PREFIX):
+            target = self.session.server.replies.lookup(message.routing_key)
+            if target is not None:
+                target.deliver_reply(message)
+                queues = (None,)
+        confirms = self.confirms
         if not queues:
             self.session.stats.drop_unroutable += not mandatory
             if mandatory:
@@ -322,52 +370,45 @@ class Channel(TopologyHandlers):
                     message.routing_key_raw))
                 self.machine.out.append(codec.content_frames(
                     self.number, message.properties, message.body, self.machine.frame_max))
-        elif self.confirm:
-            refused = False
+        elif queues == (None,):
+            pass
+        elif confirms is not None:
+            seq = confirms.seq
             for queue in queues:
                 if not queue.publish(message):
-                    refused = True
-            if refused:
-                self._nacked.add(self.publish_seq)
+                    confirms.nack(seq)
+                elif message.persistent and queue.persists:
+                    confirms.wait_for_disk(seq)
         else:
             for queue in queues:
                 queue.publish(message)
-        if self.confirm:
+        if confirms is not None:
             self.session.confirms_pending.add(self)
 
     def flush_confirms(self) -> None:
-        """Ack (or nack) every publish confirmed since the last flush, in as few frames as
-        runs of the same outcome allow."""
-        upto = self.publish_seq
-        if upto <= self._confirmed or not self.machine.channel_usable(self.number):
+        """Ack (or nack) what can be confirmed now; ask for an fsync for what waits on it."""
+        confirms = self.confirms
+        if confirms is None or not self.machine.channel_usable(self.number):
             return
-        out = self.machine.out
-        if not self._nacked:
-            out.append(codec.ack_frame(self.number, upto, upto - self._confirmed > 1))
-            self._confirmed = upto
-            return
-        start = self._confirmed + 1
-        for seq in range(start, upto + 1):
-            if seq in self._nacked:
-                if seq > start:
-                    out.append(codec.ack_frame(self.number, seq - 1, seq - 1 > start))
-                out.append(codec.nack_frame(self.number, seq, False))
-                start = seq + 1
-        if start <= upto:
-            out.append(codec.ack_frame(self.number, upto, upto > start))
-        self._nacked.clear()
-        self._confirmed = upto
+        confirms.flush(self.number, self.machine.out)
+        confirms.request_sync(self.session.server.stores.when_durable, self._on_synced)
+
+    def _on_synced(self) -> None:
+        if self.confirms is not None and not self.closed:
+            self.confirms.flush(self.number, self.machine.out)
+            self.session.wake()
 
     # ---- confirm / tx ------------------------------------------------------------------
     def on_confirm_select(self, m: C.Confirm.Select) -> None:
         if self.tx is not None:
             raise PreconditionFailed("cannot switch from tx to confirm mode")
-        self.confirm = True
+        if self.confirms is None:
+            self.confirms = Confirms()
         if not m.nowait:
             self.reply(C.Confirm.SelectOk())
 
     def on_tx_select(self, m: C.Tx.Select) -> None:
-        if self.confirm:
+        if self.confirms is not None:
             raise PreconditionFailed("cannot switch from confirm to tx mode")
         if self.tx is None:
             self.tx = []

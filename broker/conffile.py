@@ -94,7 +94,7 @@ SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "channel_max": ("channel_max", int),
     "max_message_size": ("max_message_size", int),
     "handshake_timeout": ("handshake_timeout", lambda v: int(v) / 1000.0),
-    "disk_free_limit.absolute": ("disk_free_limit_absolute", parse_bytes),
+    "disk_free_limit.absolute": ("disk_free_limit", parse_bytes),
     "disk_free_limit.relative": ("disk_free_limit_relative", float),
     "vm_memory_high_watermark.relative": ("vm_memory_high_watermark_relative", float),
     "vm_memory_high_watermark.absolute": ("vm_memory_high_watermark_absolute", parse_bytes),

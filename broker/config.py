@@ -43,7 +43,7 @@ class Config:
     heartbeat: int = 60
     max_message_size: int = 134217728
     handshake_timeout: float = 10.0
-    disk_free_limit_absolute: int | None = 50_000_000
+    disk_free_limit: int = 50_000_000
     disk_free_limit_relative: float | None = None
     vm_memory_high_watermark_relative: float | None = 0.4
     vm_memory_high_watermark_absolute: int | None = None
@@ -58,13 +58,11 @@ class Config:
 
 def from_file(base: Config, path: str) -> Config:
     changes = conffile.load(path)
-    for exclusive in (("disk_free_limit_absolute", "disk_free_limit_relative"),
-                      ("vm_memory_high_watermark_relative",
-                       "vm_memory_high_watermark_absolute")):
-        if exclusive[1] in changes and exclusive[0] not in changes:
-            changes[exclusive[0]] = None
-        elif exclusive[0] in changes and exclusive[1] not in changes:
-            changes[exclusive[1]] = None
+    if "vm_memory_high_watermark_absolute" in changes and \
+            "vm_memory_high_watermark_relative" not in changes:
+        changes["vm_memory_high_watermark_relative"] = None
+    if "disk_free_limit" in changes and "disk_free_limit_relative" not in changes:
+        changes["disk_free_limit_relative"] = None
     return replace(base, config_file=path, **changes)
 
 
@@ -106,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Prometheus /metrics port (default {PROMETHEUS_PORT}; "
                              "0 disables)")
     parser.add_argument("--load-definitions", help="definitions JSON file imported at boot")
+    parser.add_argument("--disk-free-limit", type=int,
+                        help="block publishers below this many free bytes (default 50 MB)")
     return parser
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
-from protocol import properties
+from protocol import properties, tables
 
 from .message import Message
 
@@ -29,30 +29,59 @@ def dead_letter_target(queue: Queue) -> tuple[str, str | None] | None:
     return dlx, dlrk if isinstance(dlrk, str) else None
 
 
+def _death_entry(items: list[tuple[str, bytes]], queue: str, reason: str) -> bool:
+    fields = dict(items)
+    return tables.read_str(fields.get("queue", b"")) == queue and \
+        tables.read_str(fields.get("reason", b"")) == reason
+
+
+def _bumped(items: list[tuple[str, bytes]], now: datetime.datetime) -> list[tuple[str, bytes]]:
+    """A repeated death: count + 1, new time, keys sorted as RabbitMQ re-encodes them."""
+    fields = dict(items)
+    count = tables.read_long(fields.get("count", b"")) or 1
+    fields["count"] = tables.long_value(count + 1)
+    fields["time"] = tables.time_value(now)
+    return sorted(fields.items())
+
+
 def with_death(message: Message, queue: Queue, reason: str, now: datetime.datetime,
                routing_key: str) -> Message:
-    props = properties.decode(message.properties)
-    headers = dict(props.headers or {})
-    deaths = [dict(d) for d in headers.get("x-death") or [] if isinstance(d, dict)]
+    """The message as it leaves ``queue``: x-death updated, expiration moved into it.
+
+    Works on the raw property bytes so every other header keeps its wire type and order.
+    """
+    fields = properties.split(message.properties) if message.properties[:2] != b"\x00\x00" \
+        else {}
+    headers = tables.split_table(properties.headers_body(fields))
+    old = dict(headers)
+    deaths = [tables.split_table(tables.inner(v))
+              for v in tables.split_array(tables.inner(old["x-death"]))] \
+        if old.get("x-death", b"")[:1] == b"A" else []
     for i, death in enumerate(deaths):
-        if death.get("queue") == queue.name and death.get("reason") == reason:
-            death["count"] = int(death.get("count", 1)) + 1
-            death["time"] = now
-            deaths.insert(0, dict(sorted(deaths.pop(i).items())))
+        if _death_entry(death, queue.name, reason):
+            deaths.insert(0, _bumped(deaths.pop(i), now))
             break
     else:
-        entry: dict = {"count": 1, "reason": reason, "queue": queue.name, "time": now,
-                       "exchange": message.exchange, "routing-keys": [message.routing_key]}
-        if props.expiration is not None:
-            entry["original-expiration"] = props.expiration
+        entry = [("count", tables.long_value(1)), ("reason", tables.str_value(reason)),
+                 ("queue", tables.str_value(queue.name)), ("time", tables.time_value(now)),
+                 ("exchange", tables.str_value(message.exchange)),
+                 ("routing-keys", tables.array_value([tables.str_value(message.routing_key)]))]
+        expiration = fields.pop(properties.EXPIRATION, None)
+        if expiration is not None:
+            entry.append(("original-expiration",
+                          tables.str_value(expiration[1:].decode("utf-8", "replace"))))
         deaths.insert(0, entry)
-    headers["x-death"] = deaths
-    headers.setdefault("x-first-death-exchange", message.exchange)
-    headers.setdefault("x-first-death-queue", queue.name)
-    headers.setdefault("x-first-death-reason", reason)
-    props.headers = headers
-    props.expiration = None
-    return Message(message.exchange, routing_key, properties.encode(props), message.body)
+    fields.pop(properties.EXPIRATION, None)
+    added = {"x-death": tables.array_value([tables.table_value(d) for d in deaths])}
+    for key, value in (("x-first-death-exchange", message.exchange),
+                       ("x-first-death-queue", queue.name),
+                       ("x-first-death-reason", reason)):
+        if key not in old:
+            added[key] = tables.str_value(value)
+    items = [(k, added.pop(k, v)) for k, v in headers]
+    items.extend(added.items())
+    properties.set_headers_body(fields, tables.join_table(items))
+    return Message(message.exchange, routing_key, properties.join(fields), message.body)
 
 
 def is_cycle(message: Message, target_queues: set, reason: str) -> bool:

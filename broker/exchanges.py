@@ -52,10 +52,11 @@ class Exchange:
         self.bindings: dict[tuple[int, str, str], Binding] = {}
         self.incoming: set[Binding] = set()  # e2e bindings where this is the destination
         self._cache: dict[str, frozenset] = {}
+        self.policy: dict = {}
 
     @property
     def alternate_exchange(self) -> str | None:
-        ae = self.arguments.get("alternate-exchange")
+        ae = self.arguments.get("alternate-exchange") or self.policy.get("alternate-exchange")
         return ae if isinstance(ae, str) else None
 
     def bind(self, binding: Binding) -> bool:

@@ -52,13 +52,14 @@ class Message:
 class Entry:
     """A message's place in one queue."""
 
-    __slots__ = ("seq", "message", "redelivered", "expires")
+    __slots__ = ("seq", "message", "redelivered", "expires", "delivery_count")
 
     def __init__(self, seq: int, message: Message, redelivered: bool = False) -> None:
         self.seq = seq
         self.message = message
         self.redelivered = redelivered
         self.expires: float | None = None
+        self.delivery_count = 0
 
     def __lt__(self, other: Entry) -> bool:
         return self.seq < other.seq

@@ -107,7 +107,7 @@ class BrokerCollector:
         yield _gauge("process_max_fds", "Open file descriptors limit", sysinfo.fd_total())
         yield _gauge("erlang_uptime_seconds", "Node uptime",
                      time.time() - self.server.started_at)
-        alarms = set(getattr(self.server, "alarms", ()) or ())
+        alarms = self.server.alarms.active
         yield _gauge("alarms_memory_used_watermark", "is 1 if VM memory watermark alarm is in "
                      "effect", int("memory" in alarms))
         yield _gauge("alarms_free_disk_space_watermark", "is 1 if free disk space watermark "

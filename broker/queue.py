@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protocol import codec, properties
 
 from .message import Entry, Message
+from .policies import combine
 
 if TYPE_CHECKING:
     from storage.store import QueueStore
@@ -38,7 +39,7 @@ class Consumer:
     __slots__ = ("tag", "tag_raw", "channel", "queue", "no_ack", "prefetch", "unacked",
                  "exclusive", "priority", "arguments")
 
-    def __init__(self, tag: str, channel: Any, queue: Queue, no_ack: bool, prefetch: int,
+    def __init__(self, tag: str, channel: Any, queue: Queue | None, no_ack: bool, prefetch: int,
                  exclusive: bool, arguments: dict) -> None:
         self.tag = tag
         self.tag_raw = codec.shortstr(tag)
@@ -83,7 +84,8 @@ class Queue:
         self.bindings: set = set()
         self._scheduled = False
         self._rr = 0
-        self._seq = 0
+        self._seq = getattr(store, "last_seq", 0)
+        self.persists = durable and exclusive_owner is None
         self._expiry_timer: Any = None
         self._idle_timer: Any = None
         self.on_empty_consumers: Any = None
@@ -91,9 +93,13 @@ class Queue:
 
     # ---- settings ----------------------------------------------------------------------
     def setting(self, key: str) -> Any:
-        """An x-argument, or the applied policy's value when the argument is absent."""
-        value = self.arguments.get("x-" + key)
-        return value if value is not None else self.policy.get(key)
+        """The x-argument combined with the applied policy's value (policies.combine)."""
+        return combine(key, self.arguments.get("x-" + key), self.policy.get(key))
+
+    @property
+    def queue_type(self) -> str:
+        kind = self.arguments.get("x-queue-type")
+        return kind if isinstance(kind, str) else "classic"
 
     def refresh_settings(self) -> None:
         ttl = self.setting("message-ttl")
@@ -106,6 +112,13 @@ class Queue:
         expires = self.setting("expires")
         self.expires: int | None = expires if isinstance(expires, int) else None
         self._limited = self.max_length is not None or self.max_bytes is not None
+        limit = self.setting("delivery-limit")
+        self.delivery_limit: int | None = limit if isinstance(limit, int) else None
+        self.single_active = self.setting("single-active-consumer") is True
+        self.is_quorum = self.queue_type == "quorum"
+        mode = self.setting("queue-mode")
+        if mode in ("default", "lazy") and hasattr(self.store, "set_mode"):
+            self.store.set_mode(mode)
         self.touch()
 
     # ---- counts ------------------------------------------------------------------------
@@ -215,6 +228,12 @@ class Queue:
         entry.redelivered = True
         if self.deleted:
             return
+        if self.is_quorum:
+            entry.delivery_count += 1
+            if self.delivery_limit is not None and entry.delivery_count > self.delivery_limit:
+                self.store.ack(entry)
+                self._dead_letter(entry.message, "delivery_limit")
+                return
         self.store.requeue(entry)
         if entry.expires is not None:
             self._expire_head()
@@ -292,7 +311,10 @@ class Queue:
         count = len(consumers)
         if not count or self.deleted:
             return
-        if consumers[0].priority != consumers[-1].priority:
+        if self.single_active:
+            count = 1
+            self._rr = 0
+        elif consumers[0].priority != consumers[-1].priority:
             self._dispatch_by_priority()
             return
         store = self.store
@@ -313,9 +335,9 @@ class Queue:
             consumer.channel.deliver(consumer, entry)
             budget -= 1
             idle = 0
-            count = len(consumers)
-            if not count:
+            if not consumers:
                 return
+            count = 1 if self.single_active else len(consumers)
         if not budget and len(store):
             self.wake()
 

@@ -19,18 +19,24 @@ import asyncio
 import itertools
 import logging
 import platform
+import shutil
 import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, deadletter
+from . import __version__, deadletter, persistence
+from .alarms import Alarms
 from .auth import AuthStore
 from .config import Config
+from .replyto import ReplyRegistry
 from .stats import Counters
+from .stores import Stores
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
+    from storage.store import QueueStore
+
     from .message import Message
     from .queue import Queue
     from .session import Session
@@ -56,6 +62,7 @@ class Server:
         self.sessions: set[Session] = set()
         self.retired = Counters()
         self._pids = itertools.count(1000)
+        self.replies = ReplyRegistry()
         self._servers: list[asyncio.base_events.Server] = []
         self.port = config.port
         self.management_port: int | None = None
@@ -64,21 +71,23 @@ class Server:
         self.started_at = time.time()
         self.running = False
         self._stopped: asyncio.Event | None = None
+        self.stores: Stores = None  # type: ignore[assignment]
+        self.alarms = Alarms(self)
         self.add_vhost(config.default_vhost, description="Default virtual host")
-        self.boot_definitions()
 
     # ---- state -------------------------------------------------------------------------
     def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None,
                   default_queue_type: str = "classic") -> VirtualHost:
-        from storage.store import MemoryQueueStore
-
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = VirtualHost(name, lambda _name, _args: MemoryQueueStore(), self)
+            vhost = VirtualHost(name, self.make_store, self)
             self.vhosts[name] = vhost
             self.vhost_meta[name] = {"description": description, "tags": list(tags or []),
                                      "default_queue_type": default_queue_type}
-            vhost.policies = self.policies.setdefault(name, {})  # type: ignore[attr-defined]
+            self.policies[name] = vhost.policies
+            if self.stores is not None:
+                vhost.on_durable_change = self.stores.definitions_changed
+                self.stores.definitions_changed()
         return vhost
 
     def delete_vhost(self, name: str) -> None:
@@ -90,6 +99,8 @@ class Server:
         self.vhost_meta.pop(name, None)
         self.policies.pop(name, None)
         self.auth.forget_vhost(name)
+        if self.stores is not None:
+            self.stores.definitions_changed()
 
     def boot_definitions(self) -> None:
         """Default user and vhost, then the definitions file if one is configured.
@@ -130,21 +141,21 @@ class Server:
         """Every counter since boot: closed connections plus live ones (and live confirms)."""
         out = Counters.total([self.retired, *(s.stats for s in self.sessions)])
         for session in self.sessions:
-            out.confirm += sum(c.publish_seq for c in session.channels.values() if c.confirm)
+            out.confirm += sum(c.confirms.seq for c in session.channels.values()
+                               if c.confirms is not None)
         return out
 
     def set_policy(self, vhost: str, name: str, policy: dict) -> None:
-        self.policies.setdefault(vhost, {})[name] = policy
-        self._policies_changed(vhost)
+        """Store a policy in the vhost, which applies it (``VirtualHost.set_policy``)."""
+        self.vhosts[vhost].set_policy(name, policy["pattern"], policy["definition"],
+                                      policy.get("priority", 0), policy.get("apply-to", "all"))
 
     def clear_policy(self, vhost: str, name: str) -> None:
-        del self.policies.get(vhost, {})[name]
-        self._policies_changed(vhost)
+        self.vhosts[vhost].clear_policy(name)
 
-    def _policies_changed(self, vhost: str) -> None:
-        hook = getattr(self.vhosts.get(vhost), "on_policies_changed", None)
-        if hook is not None:
-            hook()
+    def make_store(self, vhost: str, queue_name: str, arguments: dict,
+                   persistent: bool) -> QueueStore:
+        return self.stores.make(vhost, queue_name, arguments, persistent)
 
     def server_properties(self) -> dict:
         return {
@@ -191,6 +202,11 @@ class Server:
     async def start(self) -> int:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        self.stores = Stores(self.config.data_dir, self.now)
+        self.stores.start(self.loop, lambda: persistence.snapshot(self))
+        self._recover()
+        self.boot_definitions()
+        self.alarms.start()
         await self.start_app()
         cfg = self.config
         if cfg.management_port is not None or cfg.prometheus_port is not None:
@@ -213,6 +229,19 @@ class Server:
         log.info("burrowmq %s: started TCP listener on %s:%d", __version__, self.config.host,
                  self.port)
 
+    def _recover(self) -> None:
+        persistence.restore(self, self.stores.load_definitions())
+        known = {(v.name, q.name) for v in self.vhosts.values() for q in v.queues.values()}
+        for path, owner in self.stores.data.queue_dirs().items():
+            if owner not in known:
+                log.info("removing the store of a queue that no longer exists: %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+        for vhost in self.vhosts.values():
+            vhost.on_durable_change = self.stores.definitions_changed
+        count = sum(len(q.store) for v in self.vhosts.values() for q in v.queues.values())
+        if count:
+            log.info("recovered %d messages", count)
+
     async def stop_app(self, reason: str = "shutdown") -> None:
         """Close the AMQP listener and every connection (``rabbitmqctl stop_app``)."""
         for srv in self._servers:
@@ -227,10 +256,16 @@ class Server:
         self.flush_storage()
 
     def flush_storage(self) -> None:
-        """Make everything accepted so far durable; the storage engine fills this in."""
+        """Hook for the storage engine: make everything accepted so far durable when the
+        listener closes. Today the stores sync on their own group commit and ``stop`` closes
+        them (flushing the last batch), so there is nothing more to do here."""
 
     async def stop(self) -> None:
+        self.alarms.stop()
         await self.stop_app()
+        if self.stores is not None:
+            self.stores.close([q.store for v in self.vhosts.values() for q in v.queues.values()])
+            self.stores = None  # type: ignore[assignment]
         if self.http is not None:
             await self.http.stop()
             self.http = None

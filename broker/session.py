@@ -65,6 +65,8 @@ class Session:
         self.confirms_pending: set[Channel] = set()
         self.writable = True
         self.closed = False
+        self.published = False
+        self.blocked = False
 
     # ---- input -------------------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
@@ -79,6 +81,8 @@ class Session:
                     self.stats.publish += 1
                     if event.exchange not in self.authz.writable_exchanges:  # type: ignore
                         self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
+                    if not self.published:
+                        self.published = True
                     channels[channel].on_publish(event)
                 elif type(event) is Method:
                     channel = event.channel
@@ -92,6 +96,8 @@ class Session:
                     err.at(event.method.index >> 16, event.method.index & 0xFFFF)
                 self.fail(err, channel)
         self.flush_confirms()
+        if self.published and self.server.alarms.active and not self.blocked:
+            self.server.alarms.on_publish(self)
 
     def flush_confirms(self) -> None:
         if self.confirms_pending:
@@ -178,7 +184,7 @@ class Session:
         channel = self.channels.pop(number, None)
         if channel is not None:
             self.stats.channels_closed += 1
-            self.stats.confirm += channel.publish_seq if channel.confirm else 0
+            self.stats.confirm += channel.confirms.seq if channel.confirms is not None else 0
             self.confirms_pending.discard(channel)
             channel.teardown()
 
@@ -204,6 +210,24 @@ class Session:
             for channel in self.channels.values():
                 for consumer in channel.consumers.values():
                     consumer.queue.wake()
+
+    def block(self, reason: str) -> None:
+        if self.blocked or self.closed:
+            return
+        self.blocked = True
+        if self.machine.is_open and self.machine.client_capability("connection.blocked"):
+            self.machine.send_method(0, C.Connection.Blocked(reason))
+            self.wake()
+        self.adapter.pause_reading()
+
+    def unblock(self) -> None:
+        if not self.blocked:
+            return
+        self.blocked = False
+        if self.machine.is_open and self.machine.client_capability("connection.blocked"):
+            self.machine.send_method(0, C.Connection.Unblocked())
+            self.wake()
+        self.adapter.resume_reading()
 
     def tick(self, now: float) -> bool:
         """Heartbeat duty; False when the peer has been silent too long."""

@@ -53,7 +53,7 @@ def disk_free(path: str) -> int:
 def disk_free_limit(cfg: Config) -> int:
     if cfg.disk_free_limit_relative is not None:
         return int(total_memory() * cfg.disk_free_limit_relative)
-    return cfg.disk_free_limit_absolute or 0
+    return cfg.disk_free_limit
 
 
 def fd_used() -> int:

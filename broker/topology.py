@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
-from protocol.errors import AccessRefused, NotFound, ResourceLocked
+from protocol.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
 from .queue import Queue
+from .replyto import REPLY_QUEUE
 from .vhost import DEFAULT_EXCHANGE_DENIED
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class TopologyHandlers:
     session: Session
     vhost: VirtualHost
     last_queue: str | None
+    reply_address: str | None
 
     def reply(self, method: C.base.Frame) -> None:
         raise NotImplementedError
@@ -95,12 +97,20 @@ class TopologyHandlers:
     def on_queue_declare(self, m: C.Queue.Declare) -> None:
         vhost = self.vhost
         name = m.queue
+        if m.passive and name == REPLY_QUEUE:
+            consuming = self.reply_address is not None
+            self.reply(C.Queue.DeclareOk(name, 0, int(consuming)))
+            return
         if m.passive:
             queue = vhost.queue(name)
             self._check_lock(queue)
         else:
             server_named = not name
             if server_named:
+                kind = (m.arguments or {}).get("x-queue-type")
+                if kind in ("quorum", "stream"):
+                    raise PreconditionFailed("Cannot declare a server-named queue for type "
+                                             f"rabbit_{kind}_queue")
                 name = random_name("amq.gen-")
             existing = vhost.queues.get(name)
             if existing is not None:

@@ -127,6 +127,14 @@ class AMQPProtocol(asyncio.Protocol):
             if self._close_timer is None:
                 self._close_timer = self.loop.call_later(delay, self._abort)
 
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
     def _abort(self) -> None:
         self._closing = True
         if self.transport is not None:

@@ -13,6 +13,7 @@ from typing import Any
 from protocol.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed
 
 from . import arguments as qargs
+from . import policies
 from .exchanges import EXCHANGE_TYPES, Binding, Exchange, args_key
 from .queue import Queue, QueueContext
 
@@ -36,13 +37,15 @@ class DefaultExchange(Exchange):
 
 
 class VirtualHost:
-    def __init__(self, name: str, store_factory: Callable[[str, dict], Any],
+    def __init__(self, name: str, store_factory: Callable[[str, str, dict, bool], Any],
                  ctx: QueueContext | None = None) -> None:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self._store_factory = store_factory
         self.ctx = ctx
+        self.policies: dict[str, dict] = {}
+        self.on_durable_change: Callable[[], None] | None = None
         self.default_exchange = DefaultExchange(self)
         self.exchanges[""] = self.default_exchange
         for ex_name, ex_type in SYSTEM_EXCHANGES:
@@ -84,6 +87,10 @@ class VirtualHost:
                                        auto_delete=auto_delete, internal=internal,
                                        arguments=arguments)
         self.exchanges[name] = ex
+        if self.policies:
+            ex.policy = policies.effective(self.policies, name, "exchange")
+        if durable:
+            self._changed()
         return ex
 
     def _check_exchange_equivalent(self, ex: Exchange, type_name: str, durable: bool,
@@ -114,6 +121,8 @@ class VirtualHost:
 
     def _remove_exchange(self, ex: Exchange) -> None:
         self.exchanges.pop(ex.name, None)
+        if ex.durable:
+            self._changed()
         for binding in list(ex.bindings.values()):
             self._drop_binding(binding, auto_delete=False)
         for binding in list(ex.incoming):
@@ -134,11 +143,17 @@ class VirtualHost:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         qargs.validate_queue_args(name, self.name, arguments)
         self._validate_queue_type(name, durable, exclusive_owner, auto_delete, arguments)
-        queue = Queue(self.name, name, self._store_factory(name, arguments), self.ctx,
+        persists = durable and exclusive_owner is None
+        store = self._store_factory(self.name, name, arguments, persists)
+        queue = Queue(self.name, name, store, self.ctx,
                       durable=durable, exclusive_owner=exclusive_owner,
                       auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
         self.queues[name] = queue
+        if self.policies:
+            self._apply_policy(queue)
+        if durable and exclusive_owner is None:
+            self._changed()
         return queue
 
     def _validate_queue_type(self, name: str, durable: bool, owner: Any, auto_delete: bool,
@@ -147,8 +162,8 @@ class VirtualHost:
         if kind not in ("quorum", "stream"):
             return
         where = f"for queue '{name}' in vhost '{self.name}'"
-        for bad, prop in ((not durable, "non-durable"), (owner is not None, "exclusive-owner"),
-                          (auto_delete, "auto-delete")):
+        for bad, prop in ((auto_delete, "auto-delete"), (owner is not None, "exclusive-owner"),
+                          (not durable, "non-durable")):
             if bad:
                 raise PreconditionFailed(f"invalid property '{prop}' {where}")
         if "x-max-priority" in arguments:
@@ -177,13 +192,15 @@ class VirtualHost:
             return
         del self.queues[queue.name]
         queue.deleted = True
+        if queue.durable and queue.exclusive_owner is None:
+            self._changed()
         queue.cancel_timers()
         for binding in list(queue.bindings):
             self._drop_binding(binding)
         for consumer in list(queue.consumers):
             consumer.channel.consumer_cancelled_by_server(consumer)
         queue.consumers.clear()
-        queue.purge()
+        queue.store.delete()
 
     def _auto_delete_queue(self, queue: Queue) -> None:
         self.remove_queue(queue)
@@ -196,6 +213,8 @@ class VirtualHost:
         if source.bind(binding):
             destination.bindings.add(binding) if isinstance(destination, Queue) \
                 else destination.incoming.add(binding)
+            if source.durable and destination.durable:
+                self._changed()
 
     def unbind(self, source: Exchange, destination: Queue | Exchange, routing_key: str,
                arguments: dict | None) -> None:
@@ -204,8 +223,9 @@ class VirtualHost:
 
     def _drop_binding(self, binding: Binding, auto_delete: bool = True) -> None:
         source = self.exchanges.get(binding.source)
-        if source is not None:
-            source.unbind(binding)
+        if source is not None and source.unbind(binding) and source.durable \
+                and binding.destination.durable:
+            self._changed()
         dest = binding.destination
         if isinstance(dest, Queue):
             dest.bindings.discard(binding)
@@ -220,6 +240,34 @@ class VirtualHost:
         for ex in self.exchanges.values():
             out.extend(ex.bindings.values())
         return out
+
+    # ---- policies ----------------------------------------------------------------------
+    def set_policy(self, name: str, pattern: str, definition: dict, priority: int = 0,
+                   apply_to: str = "all") -> None:
+        self.policies[name] = {"pattern": pattern, "definition": dict(definition),
+                               "priority": priority, "apply-to": apply_to}
+        policies.warn_ignored(name, definition)
+        self.on_policies_changed()
+
+    def clear_policy(self, name: str) -> None:
+        if self.policies.pop(name, None) is not None:
+            self.on_policies_changed()
+
+    def _changed(self) -> None:
+        if self.on_durable_change is not None:
+            self.on_durable_change()
+
+    def on_policies_changed(self) -> None:
+        self._changed()
+        for queue in self.queues.values():
+            self._apply_policy(queue)
+        for ex in self.exchanges.values():
+            if ex.name:
+                ex.policy = policies.effective(self.policies, ex.name, "exchange")
+
+    def _apply_policy(self, queue: Queue) -> None:
+        queue.policy = policies.effective(self.policies, queue.name, "queue", queue.queue_type)
+        queue.refresh_settings()
 
     # ---- routing -----------------------------------------------------------------------
     def route(self, exchange: Exchange, routing_key: str, props: bytes,

@@ -101,3 +101,58 @@ def headers(raw: bytes) -> dict:
     if not has_headers(raw):
         return {}
     return decode(raw).headers or {}
+
+
+# ---- raw editing ------------------------------------------------------------------------------
+_ALL_FIELDS = (
+    (0x8000, "s"), (0x4000, "s"), (0x2000, "t"), (0x1000, "o"), (0x0800, "o"), (0x0400, "s"),
+    (0x0200, "s"), (0x0100, "s"), (0x0080, "s"), (0x0040, "q"), (0x0020, "s"), (0x0010, "s"),
+    (0x0008, "s"), (0x0004, "s"),
+)
+
+
+def split(raw: bytes) -> dict[int, bytes]:
+    """Present fields as {flag: raw encoded field}, keeping every byte as sent."""
+    flags = _u16.unpack_from(raw, 0)[0]
+    fields: dict[int, bytes] = {}
+    pos = 2
+    for bit, kind in _ALL_FIELDS:
+        if not flags & bit:
+            continue
+        if kind == "s":
+            size = 1 + raw[pos]
+        elif kind == "t":
+            size = 4 + _u32.unpack_from(raw, pos)[0]
+        elif kind == "q":
+            size = 8
+        else:
+            size = 1
+        fields[bit] = raw[pos:pos + size]
+        pos += size
+    return fields
+
+
+def join(fields: dict[int, bytes]) -> bytes:
+    flags = 0
+    parts = []
+    for bit, _kind in _ALL_FIELDS:
+        value = fields.get(bit)
+        if value is not None:
+            flags |= bit
+            parts.append(value)
+    return _u16.pack(flags) + b"".join(parts)
+
+
+def headers_body(fields: dict[int, bytes]) -> bytes:
+    """The headers table content (no length) from split() output; b'' when absent."""
+    raw = fields.get(HEADERS)
+    return raw[4:] if raw else b""
+
+
+def set_headers_body(fields: dict[int, bytes], body: bytes) -> None:
+    fields[HEADERS] = _u32.pack(len(body)) + body
+
+
+def shortstr_field(value: str) -> bytes:
+    data = value.encode()
+    return bytes((len(data),)) + data

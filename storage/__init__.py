@@ -1,1 +1,7 @@
-"""Message storage behind one interface (``QueueStore``); in-memory now, disk segments next."""
+"""Message storage behind one interface (``store.QueueStore``).
+
+``store.MemoryQueueStore`` keeps everything in RAM; ``message_store.SegmentQueueStore`` keeps a
+small window in RAM and the rest in an append-only segment log (``record``, ``segment``,
+``acks``, ``cursor``, ``recovery``), with fsync batched by ``sync.GroupCommit``.
+``definitions`` persists the durable topology document and ``datadir`` owns the data directory.
+"""

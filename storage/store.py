@@ -83,3 +83,9 @@ class MemoryQueueStore:
     @property
     def bytes(self) -> int:
         return self._bytes
+
+    def close(self) -> None:
+        """Nothing to flush in memory."""
+
+    def delete(self) -> None:
+        self.purge()

@@ -184,7 +184,7 @@ def channel(ch: Channel) -> dict:
     s = ch.session
     host, _, port = s.peer.rpartition(":")
     return {
-        "acks_uncommitted": 0, "confirm": ch.confirm,
+        "acks_uncommitted": 0, "confirm": ch.confirms is not None,
         "connection_details": {"name": s.name, "peer_host": host, "peer_port": int(port or 0)},
         "consumer_count": len(ch.consumers),
         "garbage_collection": {"fullsweep_after": 65535, "max_heap_size": 0,

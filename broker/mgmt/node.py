@@ -165,8 +165,8 @@ def enabled_plugins(server: Server) -> list[str]:
 
 
 def alarm_names(server: Server) -> set[str]:
-    """Resource alarms in effect; the alarms engine keeps ``Server.alarms`` (memory, disk)."""
-    return set(getattr(server, "alarms", ()) or ())
+    """Resource alarms in effect (``broker.alarms.Alarms.active``: memory, disk)."""
+    return set(server.alarms.active)
 
 
 @routes.get("/api/nodes")

@@ -40,7 +40,7 @@ default_user_tags.monitoring = true
         "127.0.0.1", 5999, "admin", "s3cret", "app")
     assert cfg.loopback_users == ("admin",)
     assert (cfg.heartbeat, cfg.frame_max, cfg.channel_max) == (30, 65536, 100)
-    assert cfg.disk_free_limit_absolute == 2_000_000_000 and cfg.disk_free_limit_relative is None
+    assert cfg.disk_free_limit == 2_000_000_000 and cfg.disk_free_limit_relative is None
     assert cfg.vm_memory_high_watermark_relative == 0.6
     assert cfg.load_definitions == "/etc/rabbitmq/definitions.json"
     assert (cfg.management_port, cfg.prometheus_port) == (15999, None)

@@ -319,10 +319,13 @@ def test_health_checks(node) -> None:  # type: ignore[no-untyped-def]
     assert status == 503
     assert body == {"status": "failed", "reason": "No active listener", "missing": 1,
                     "ports": [handle.port, handle.management_port]}
-    handle.server.alarms = {"memory"}
+    handle.call(handle.server.alarms.set, "memory", True)
     status, body = api.request("GET", "/api/health/checks/alarms")
-    assert (status, body["status"], body["alarms"][0]["resource"]) == (503, "failed",
-                                                                       "memory")
+    assert (status, body["status"], body["alarms"]) == (
+        503, "failed", [{"node": api.get("/api/overview")["node"], "resource": "memory"}])
+    assert api.request("GET", "/api/health/checks/ready-to-serve-clients")[0] == 503
+    handle.call(handle.server.alarms.set, "memory", False)
+    assert api.get("/api/health/checks/alarms") == {"status": "ok"}
 
 
 def test_list_columns_sort_pagination(node) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,98 @@
+"""Durable topology: what survives a restart, as one document, and how it comes back.
+
+The document has the shape of RabbitMQ's definitions export (vhosts, exchanges, queues,
+bindings, policies). Only durable things are in it: durable exchanges (not the predeclared
+ones), durable non-exclusive queues, bindings whose source and destination are both durable,
+and every vhost and policy. Restoring declares them again in dependency order; each durable
+queue reopens its own message store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .exchanges import Exchange
+from .queue import Queue
+from .vhost import SYSTEM_EXCHANGES
+
+if TYPE_CHECKING:
+    from .server import Server
+    from .vhost import VirtualHost
+
+_SYSTEM = {name for name, _ in SYSTEM_EXCHANGES} | {""}
+
+
+def _durable_queue(queue: Queue) -> bool:
+    return queue.durable and queue.exclusive_owner is None
+
+
+def _durable_destination(dest: Any) -> bool:
+    if isinstance(dest, Queue):
+        return _durable_queue(dest)
+    return isinstance(dest, Exchange) and dest.durable
+
+
+def snapshot_vhost(vhost: VirtualHost, doc: dict) -> None:
+    name = vhost.name
+    doc["vhosts"].append({"name": name})
+    for ex in vhost.exchanges.values():
+        if ex.durable and ex.name not in _SYSTEM:
+            doc["exchanges"].append({
+                "vhost": name, "name": ex.name, "type": ex.type_name, "durable": True,
+                "auto_delete": ex.auto_delete, "internal": ex.internal,
+                "arguments": ex.arguments})
+    for queue in vhost.queues.values():
+        if _durable_queue(queue):
+            doc["queues"].append({
+                "vhost": name, "name": queue.name, "durable": True,
+                "auto_delete": queue.auto_delete, "arguments": queue.arguments})
+    for ex in vhost.exchanges.values():
+        if not (ex.durable and ex.name):
+            continue
+        for binding in ex.bindings.values():
+            dest = binding.destination
+            if not _durable_destination(dest):
+                continue
+            doc["bindings"].append({
+                "vhost": name, "source": ex.name, "destination": dest.name,
+                "destination_type": "queue" if isinstance(dest, Queue) else "exchange",
+                "routing_key": binding.routing_key, "arguments": binding.arguments})
+    for pname, policy in vhost.policies.items():
+        doc["policies"].append({"vhost": name, "name": pname, **policy})
+
+
+def snapshot(server: Server) -> dict:
+    doc: dict = {"version": 1, "vhosts": [], "exchanges": [], "queues": [], "bindings": [],
+                 "policies": []}
+    for vhost in server.vhosts.values():
+        snapshot_vhost(vhost, doc)
+    return doc
+
+
+def restore(server: Server, doc: dict) -> None:
+    for item in doc.get("vhosts", []):
+        server.add_vhost(item["name"])
+    for item in doc.get("exchanges", []):
+        vhost = server.add_vhost(item["vhost"])
+        vhost.declare_exchange(item["name"], item["type"], durable=True,
+                               auto_delete=item.get("auto_delete", False),
+                               internal=item.get("internal", False),
+                               arguments=item.get("arguments") or {})
+    for item in doc.get("queues", []):
+        vhost = server.add_vhost(item["vhost"])
+        vhost.declare_queue(item["name"], durable=True,
+                            auto_delete=item.get("auto_delete", False),
+                            arguments=item.get("arguments") or {}, server_named=True)
+    for item in doc.get("bindings", []):
+        vhost = server.add_vhost(item["vhost"])
+        source = vhost.exchanges.get(item["source"])
+        if item.get("destination_type") == "exchange":
+            dest: Any = vhost.exchanges.get(item["destination"])
+        else:
+            dest = vhost.queues.get(item["destination"])
+        if source is not None and dest is not None:
+            vhost.bind(source, dest, item.get("routing_key", ""), item.get("arguments") or {})
+    for item in doc.get("policies", []):
+        vhost = server.add_vhost(item["vhost"])
+        vhost.set_policy(item["name"], item.get("pattern", ""), item.get("definition") or {},
+                         int(item.get("priority", 0)), item.get("apply-to", "all"))

@@ -1,0 +1,104 @@
+"""Field tables edited at the byte level, so that what a publisher sent survives untouched.
+
+Decoding a table with pamqp and encoding it again loses the wire type of every value (a 32-bit
+``I`` may come back as ``b``) and sorts the keys. RabbitMQ keeps both when it adds headers
+(dead-lettering, x-delivery-count), so we split a table into (key, raw value) pairs, change only
+the pairs we own and join them again. The small encoders write values with the types RabbitMQ
+uses for its own headers (``l`` counts, ``S`` strings, ``T`` times, ``A`` arrays, ``F`` tables).
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+
+_u32 = struct.Struct(">I")
+_FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8,
+          b"f": 4, b"d": 8, b"D": 5, b"T": 8, b"V": 0}
+_SIZED = frozenset((b"S", b"x", b"F", b"A"))
+
+
+def value_length(raw: bytes | memoryview, pos: int) -> int:
+    """Length of the typed value starting at pos (tag byte included)."""
+    tag = bytes(raw[pos:pos + 1])
+    if tag in _FIXED:
+        return 1 + _FIXED[tag]
+    if tag in _SIZED:
+        return 5 + _u32.unpack_from(raw, pos + 1)[0]
+    raise ValueError(f"unknown field type {tag!r}")
+
+
+def split_table(body: bytes) -> list[tuple[str, bytes]]:
+    """A table's content (without its 4-byte length) as (key, raw typed value) pairs."""
+    items = []
+    pos, end = 0, len(body)
+    while pos < end:
+        n = body[pos]
+        key = body[pos + 1:pos + 1 + n].decode("utf-8", "replace")
+        pos += 1 + n
+        size = value_length(body, pos)
+        items.append((key, body[pos:pos + size]))
+        pos += size
+    return items
+
+
+def join_table(items: list[tuple[str, bytes]]) -> bytes:
+    """A table's content (without its length) from (key, raw typed value) pairs."""
+    parts = []
+    for key, value in items:
+        raw_key = key.encode()
+        parts.append(bytes((len(raw_key),)) + raw_key + value)
+    return b"".join(parts)
+
+
+def split_array(body: bytes) -> list[bytes]:
+    values = []
+    pos = 0
+    while pos < len(body):
+        size = value_length(body, pos)
+        values.append(body[pos:pos + size])
+        pos += size
+    return values
+
+
+# ---- typed value encoders (tag included) ---------------------------------------------------
+def long_value(value: int) -> bytes:
+    return b"l" + struct.pack(">q", value)
+
+
+def str_value(value: str) -> bytes:
+    raw = value.encode()
+    return b"S" + _u32.pack(len(raw)) + raw
+
+
+def time_value(value: datetime.datetime) -> bytes:
+    return b"T" + struct.pack(">Q", int(value.timestamp()))
+
+
+def array_value(values: list[bytes]) -> bytes:
+    body = b"".join(values)
+    return b"A" + _u32.pack(len(body)) + body
+
+
+def table_value(items: list[tuple[str, bytes]]) -> bytes:
+    body = join_table(items)
+    return b"F" + _u32.pack(len(body)) + body
+
+
+def inner(value: bytes) -> bytes:
+    """The content of a raw ``F`` or ``A`` value, without tag and length."""
+    return value[5:]
+
+
+def read_long(value: bytes) -> int | None:
+    """An integer header value of any integer type, or None."""
+    tag = value[:1]
+    fmt = {b"b": ">b", b"B": ">B", b"s": ">h", b"u": ">H", b"I": ">i", b"i": ">I", b"l": ">q",
+           b"L": ">Q"}.get(tag)
+    return struct.unpack(fmt, value[1:])[0] if fmt else None
+
+
+def read_str(value: bytes) -> str | None:
+    if value[:1] != b"S":
+        return None
+    return value[5:].decode("utf-8", "replace")

@@ -1,0 +1,97 @@
+"""Priority queue store: ready messages bucketed by priority, one sub-store per priority.
+
+Highest priority first, FIFO within a priority (also after requeue, which each sub-store keeps
+by sequence number). A priority above the queue's x-max-priority counts as the max; no priority
+property counts as 0. Sub-stores are made on demand by a factory, so the same composition works
+over the in-memory store and the disk store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from broker.message import Entry
+from protocol.properties import peek_priority
+
+from .store import QueueStore
+
+
+class PriorityQueueStore:
+    __slots__ = ("max_priority", "_factory", "_buckets", "last_seq")
+
+    def __init__(self, max_priority: int, factory: Callable[[int], QueueStore],
+                 existing: dict[int, QueueStore] | None = None) -> None:
+        """``existing``: sub-stores already opened (recovered), by priority."""
+        self.max_priority = max_priority
+        self._factory = factory
+        self._buckets: list[QueueStore | None] = [None] * (max_priority + 1)
+        self.last_seq = 0
+        for priority, bucket in (existing or {}).items():
+            if 0 <= priority <= max_priority:
+                self._buckets[priority] = bucket
+                self.last_seq = max(self.last_seq, getattr(bucket, "last_seq", 0))
+
+    def priority_of(self, entry: Entry) -> int:
+        props = entry.message.properties
+        if props[:2] == b"\x00\x00":
+            return 0
+        return min(peek_priority(props), self.max_priority)
+
+    def _bucket(self, priority: int) -> QueueStore:
+        bucket = self._buckets[priority]
+        if bucket is None:
+            bucket = self._buckets[priority] = self._factory(priority)
+        return bucket
+
+    def push(self, entry: Entry) -> None:
+        self._bucket(self.priority_of(entry)).push(entry)
+
+    def _first(self) -> QueueStore | None:
+        for bucket in reversed(self._buckets):
+            if bucket is not None and len(bucket):
+                return bucket
+        return None
+
+    def shift(self) -> Entry | None:
+        bucket = self._first()
+        return bucket.shift() if bucket is not None else None
+
+    def peek(self) -> Entry | None:
+        bucket = self._first()
+        return bucket.peek() if bucket is not None else None
+
+    def requeue(self, entry: Entry) -> None:
+        self._bucket(self.priority_of(entry)).requeue(entry)
+
+    def ack(self, entry: Entry) -> None:
+        self._bucket(self.priority_of(entry)).ack(entry)
+
+    def purge(self) -> int:
+        return sum(b.purge() for b in self._buckets if b is not None)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buckets if b is not None)
+
+    def __iter__(self) -> Iterator[Entry]:
+        for bucket in reversed(self._buckets):
+            if bucket is not None:
+                yield from bucket
+
+    @property
+    def bytes(self) -> int:
+        return sum(b.bytes for b in self._buckets if b is not None)
+
+    def set_mode(self, mode: str) -> None:
+        for bucket in self._buckets:
+            if bucket is not None and hasattr(bucket, "set_mode"):
+                bucket.set_mode(mode)
+
+    def close(self) -> None:
+        for bucket in self._buckets:
+            if bucket is not None:
+                bucket.close()
+
+    def delete(self) -> None:
+        for bucket in self._buckets:
+            if bucket is not None:
+                bucket.delete()

@@ -1,0 +1,287 @@
+"""Vhost policies against RabbitMQ 3.13 behaviour.
+
+Policies are set in-process (``VirtualHost.set_policy`` on the broker's loop), as rabbitmqctl
+set_policy would. Rules checked: a policy applies to matching existing and newly declared queues
+or exchanges (per apply-to); only the highest-priority matching policy applies (definitions are
+not merged); numeric limits take the minimum of policy and x-argument, while other keys (DLX,
+overflow) take the x-argument; ha-* keys are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pika
+import pytest
+from pika.exceptions import NackError
+from pika_helpers import channel_closed, connect, drain
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    """A hang fails the test instead of stalling the run."""
+    def boom(signum, frame):  # noqa: ARG001
+        raise TimeoutError("test exceeded its 20 s deadline")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def conn(broker):  # type: ignore[no-untyped-def]
+    c = connect(broker)
+    yield c
+    if c.is_open:
+        c.close()
+
+
+@pytest.fixture
+def ch(conn):  # type: ignore[no-untyped-def]
+    return conn.channel()
+
+
+def set_policy(broker, name: str, pattern: str, definition: dict, priority: int = 0,
+               apply_to: str = "all") -> None:  # type: ignore[no-untyped-def]
+    broker.call(broker.server.vhosts["/"].set_policy, name, pattern, definition, priority,
+                apply_to)
+
+
+def clear_policy(broker, name: str) -> None:  # type: ignore[no-untyped-def]
+    broker.call(broker.server.vhosts["/"].clear_policy, name)
+
+
+def get_within(ch, queue: str, timeout: float = 3.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        method, props, body = ch.basic_get(queue, auto_ack=True)
+        if method is not None:
+            return method, props, body
+        assert time.monotonic() < deadline, f"nothing arrived in '{queue}' within {timeout} s"
+        time.sleep(0.02)
+
+
+def fill(ch, queue: str, n: int) -> None:  # type: ignore[no-untyped-def]
+    for i in range(n):
+        ch.basic_publish("", queue, f"m{i}".encode())
+
+
+# ---- message-ttl / expires --------------------------------------------------------------
+
+def test_message_ttl_policy_on_existing_queue(broker, ch):
+    ch.queue_declare("ttl.q")
+    set_policy(broker, "ttl", r"^ttl\.", {"message-ttl": 50})
+    ch.basic_publish("", "ttl.q", b"old")
+    time.sleep(0.2)
+    assert ch.basic_get("ttl.q") == (None, None, None)
+
+
+def test_message_ttl_policy_on_new_queue(broker, ch):
+    set_policy(broker, "ttl", r"^ttl\.", {"message-ttl": 50})
+    ch.queue_declare("ttl.new")
+    ch.queue_declare("other")
+    ch.basic_publish("", "ttl.new", b"old")
+    ch.basic_publish("", "other", b"kept")
+    time.sleep(0.2)
+    assert ch.basic_get("ttl.new") == (None, None, None)
+    assert drain(ch, "other") == [b"kept"]
+
+
+def test_message_ttl_policy_and_argument_take_the_lower(broker, ch):
+    set_policy(broker, "ttl", "^q$", {"message-ttl": 60000})
+    ch.queue_declare("q", arguments={"x-message-ttl": 50})
+    ch.basic_publish("", "q", b"old")
+    time.sleep(0.2)
+    assert ch.basic_get("q") == (None, None, None)
+
+
+def test_expires_policy_removes_unused_queue(broker, conn):
+    ch = conn.channel()
+    ch.queue_declare("exp.q")
+    ch.queue_declare("keep")
+    set_policy(broker, "exp", r"^exp\.", {"expires": 200})
+    time.sleep(0.5)
+    with channel_closed(404, "NOT_FOUND - no queue 'exp.q' in vhost '/'"):
+        ch.queue_declare("exp.q", passive=True)
+    conn.channel().queue_declare("keep", passive=True)
+
+
+# ---- max-length / overflow --------------------------------------------------------------
+
+def test_max_length_policy_on_existing_and_new_queues(broker, ch):
+    ch.queue_declare("lim.old")
+    set_policy(broker, "lim", r"^lim\.", {"max-length": 2})
+    ch.queue_declare("lim.new")
+    for q in ("lim.old", "lim.new"):
+        fill(ch, q, 5)
+        assert drain(ch, q) == [b"m3", b"m4"], q
+
+
+@pytest.mark.parametrize("arg, policy", [(3, 1), (1, 3)])
+def test_max_length_is_the_minimum_of_policy_and_argument(broker, ch, arg, policy):
+    set_policy(broker, "lim", "^q$", {"max-length": policy})
+    ch.queue_declare("q", arguments={"x-max-length": arg})
+    fill(ch, "q", 5)
+    assert drain(ch, "q") == [b"m4"]
+
+
+def test_max_length_bytes_policy(broker, ch):
+    set_policy(broker, "lim", "^q$", {"max-length-bytes": 4})
+    ch.queue_declare("q")
+    fill(ch, "q", 3)  # 2 bytes each
+    assert drain(ch, "q") == [b"m1", b"m2"]
+
+
+def test_overflow_policy_reject_publish(broker, ch):
+    set_policy(broker, "lim", "^q$", {"max-length": 1, "overflow": "reject-publish"})
+    ch.queue_declare("q")
+    ch.confirm_delivery()
+    ch.basic_publish("", "q", b"kept")
+    with pytest.raises(NackError):
+        ch.basic_publish("", "q", b"refused")
+    assert drain(ch, "q") == [b"kept"]
+
+
+def test_overflow_argument_wins_over_policy(broker, ch):
+    set_policy(broker, "lim", "^q$", {"max-length": 1, "overflow": "reject-publish"})
+    ch.queue_declare("q", arguments={"x-overflow": "drop-head"})
+    ch.confirm_delivery()
+    ch.basic_publish("", "q", b"a")
+    ch.basic_publish("", "q", b"b")  # drop-head: acked, a dropped
+    assert drain(ch, "q") == [b"b"]
+
+
+def test_clearing_a_policy_lifts_its_limit(broker, ch):
+    set_policy(broker, "lim", "^q$", {"max-length": 1})
+    ch.queue_declare("q")
+    fill(ch, "q", 3)
+    assert drain(ch, "q") == [b"m2"]
+    clear_policy(broker, "lim")
+    fill(ch, "q", 3)
+    assert drain(ch, "q") == [b"m0", b"m1", b"m2"]
+
+
+# ---- dead-lettering ---------------------------------------------------------------------
+
+def _dlx(ch, name: str = "dlx", queue: str = "dlq") -> None:  # type: ignore[no-untyped-def]
+    ch.exchange_declare(name, "direct")
+    ch.queue_declare(queue)
+    ch.queue_bind(queue, name, routing_key="dead")
+
+
+def test_dead_letter_policy_with_routing_key(broker, ch):
+    _dlx(ch)
+    ch.queue_declare("src")
+    set_policy(broker, "dl", "^src$", {"dead-letter-exchange": "dlx",
+                                       "dead-letter-routing-key": "dead"})
+    ch.basic_publish("", "src", b"body", pika.BasicProperties(headers={"h": "v"}))
+    method, _, _ = ch.basic_get("src")
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    method, props, body = get_within(ch, "dlq")
+    assert (method.exchange, method.routing_key, body) == ("dlx", "dead", b"body")
+    (death,) = props.headers["x-death"]
+    assert (death["reason"], death["queue"], death["exchange"], death["routing-keys"]) == \
+        ("rejected", "src", "", ["src"])
+    assert props.headers["h"] == "v"
+
+
+def test_dead_letter_policy_with_ttl_policy_on_new_queue(broker, ch):
+    ch.exchange_declare("dlx", "fanout")
+    ch.queue_declare("dlq")
+    ch.queue_bind("dlq", "dlx")
+    set_policy(broker, "dl", "^src$", {"dead-letter-exchange": "dlx", "message-ttl": 50})
+    ch.queue_declare("src")
+    ch.basic_publish("", "src", b"body")
+    method, props, body = get_within(ch, "dlq")
+    assert (method.exchange, method.routing_key, body) == ("dlx", "src", b"body")
+    assert props.headers["x-death"][0]["reason"] == "expired"
+
+
+def test_dead_letter_exchange_argument_wins_over_policy(broker, ch):
+    _dlx(ch, "dlx-arg", "dlq-arg")
+    _dlx(ch, "dlx-pol", "dlq-pol")
+    set_policy(broker, "dl", "^src$", {"dead-letter-exchange": "dlx-pol"})
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx-arg",
+                                       "x-dead-letter-routing-key": "dead"})
+    ch.basic_publish("", "src", b"body")
+    method, _, _ = ch.basic_get("src")
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    assert get_within(ch, "dlq-arg")[2] == b"body"
+    assert ch.basic_get("dlq-pol") == (None, None, None)
+
+
+# ---- apply-to and priority --------------------------------------------------------------
+
+def test_apply_to_exchanges_does_not_touch_queues(broker, ch):
+    set_policy(broker, "ex-only", "^q$", {"max-length": 1}, 0, "exchanges")
+    ch.queue_declare("q")
+    fill(ch, "q", 3)
+    assert drain(ch, "q") == [b"m0", b"m1", b"m2"]
+
+
+def test_apply_to_queues_does_not_touch_exchanges(broker, ch):
+    ch.exchange_declare("ae", "fanout")
+    ch.queue_declare("aeq")
+    ch.queue_bind("aeq", "ae")
+    ch.exchange_declare("x", "direct")
+    set_policy(broker, "q-only", "^x$", {"alternate-exchange": "ae"}, 0, "queues")
+    ch.basic_publish("x", "nowhere", b"lost")
+    assert ch.basic_get("aeq") == (None, None, None)
+
+
+def test_higher_priority_policy_wins_and_is_not_merged(broker, ch):
+    set_policy(broker, "low", "^q", {"message-ttl": 50, "max-length": 1}, 1)
+    set_policy(broker, "high", "^q$", {"max-length": 3}, 10)
+    ch.queue_declare("q")
+    fill(ch, "q", 5)
+    time.sleep(0.2)
+    # only "high" applies: max-length 3 and no TTL from "low"
+    assert drain(ch, "q") == [b"m2", b"m3", b"m4"]
+
+
+def test_priority_order_is_by_number_not_by_definition_time(broker, ch):
+    set_policy(broker, "high", "^q$", {"max-length": 3}, 10)
+    set_policy(broker, "low", "^q", {"max-length": 1}, 1)
+    ch.queue_declare("q")
+    fill(ch, "q", 5)
+    assert drain(ch, "q") == [b"m2", b"m3", b"m4"]
+
+
+def test_alternate_exchange_via_policy(broker, ch):
+    ch.exchange_declare("ae", "fanout")
+    ch.queue_declare("aeq")
+    ch.queue_bind("aeq", "ae")
+    ch.exchange_declare("x", "direct")
+    set_policy(broker, "ae", "^x$", {"alternate-exchange": "ae"}, 0, "exchanges")
+    ch.confirm_delivery()
+    ch.basic_publish("x", "nowhere", b"rerouted", mandatory=True)  # no basic.return
+    method, _, body = get_within(ch, "aeq")
+    assert (method.exchange, method.routing_key, body) == ("x", "nowhere", b"rerouted")
+
+
+def test_alternate_exchange_policy_on_exchange_declared_later(broker, ch):
+    set_policy(broker, "ae", "^x$", {"alternate-exchange": "ae"}, 0, "exchanges")
+    ch.exchange_declare("ae", "fanout")
+    ch.queue_declare("aeq")
+    ch.queue_bind("aeq", "ae")
+    ch.exchange_declare("x", "direct")
+    ch.basic_publish("x", "nowhere", b"rerouted")
+    assert get_within(ch, "aeq")[2] == b"rerouted"
+
+
+# ---- ha-* -------------------------------------------------------------------------------
+
+def test_ha_mode_is_accepted_and_ignored(broker, ch):
+    set_policy(broker, "ha", "^ha", {"ha-mode": "all", "ha-sync-mode": "automatic",
+                                     "max-length": 2})
+    ok = ch.queue_declare("ha.q")
+    assert ok.method.queue == "ha.q"
+    fill(ch, "ha.q", 3)
+    assert drain(ch, "ha.q") == [b"m1", b"m2"]  # the other keys of the policy still apply
+    set_policy(broker, "ha-only", "^hx", {"ha-mode": "exactly", "ha-params": 2})
+    ch.queue_declare("hx.q")
+    fill(ch, "hx.q", 3)
+    assert drain(ch, "hx.q") == [b"m0", b"m1", b"m2"]

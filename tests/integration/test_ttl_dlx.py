@@ -1,0 +1,423 @@
+"""Message TTL, queue expiry and dead-lettering (x-death) against RabbitMQ 3.13 behaviour.
+
+Expected values are from /work/shared/rabbitmq-behaviour.md sections 4 (argument validation),
+5 (expiration property) and 10 (dead-lettering and x-death); maxlen dead-lettering is in
+test_limits.py. The x-death checks ignore the ``x-last-death-*`` headers, which RabbitMQ 3.13
+may add and 3.10 does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import signal
+import struct
+import time
+
+import aio_pika
+import pika
+import pytest
+from pamqp import commands as C
+from pika_helpers import RawClient, channel_closed, connect, pump
+
+NOT_FOUND_Q = "NOT_FOUND - no queue '{}' in vhost '/'"
+FIRST_KEYS = ["count", "reason", "queue", "time", "exchange", "routing-keys"]
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    """A hang fails the test instead of stalling the run."""
+    def boom(signum, frame):  # noqa: ARG001
+        raise TimeoutError("test exceeded its 20 s deadline")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def conn(broker):  # type: ignore[no-untyped-def]
+    c = connect(broker)
+    yield c
+    if c.is_open:
+        c.close()
+
+
+@pytest.fixture
+def ch(conn):  # type: ignore[no-untyped-def]
+    return conn.channel()
+
+
+def get_within(ch, queue: str, timeout: float = 3.0,
+               auto_ack: bool = True):  # type: ignore[no-untyped-def]
+    """basic.get until a message arrives; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        method, props, body = ch.basic_get(queue, auto_ack=auto_ack)
+        if method is not None:
+            return method, props, body
+        assert time.monotonic() < deadline, f"nothing arrived in '{queue}' within {timeout} s"
+        time.sleep(0.02)
+
+
+def count(ch, queue: str) -> int:  # type: ignore[no-untyped-def]
+    return ch.queue_declare(queue, passive=True).method.message_count
+
+
+def dlx_pair(ch, dlx: str = "dlx", dlq: str = "dlq") -> None:  # type: ignore[no-untyped-def]
+    """A fanout DLX bound to a DLQ, as in section 10."""
+    ch.exchange_declare(dlx, "fanout")
+    ch.queue_declare(dlq)
+    ch.queue_bind(dlq, dlx)
+
+
+PROPS = dict(headers={"h": "v"}, message_id="mid-1", content_type="text/plain",
+             delivery_mode=2)
+
+
+def check_time(value) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(value, datetime.datetime), f"time is {type(value).__name__}, not T"
+    now = datetime.datetime.now(datetime.UTC)
+    assert abs((value - now).total_seconds()) < 10
+
+
+def death_headers(headers: dict) -> dict:
+    """The headers minus x-last-death-* (a 3.13 addition not covered here)."""
+    return {k: v for k, v in headers.items() if not k.startswith("x-last-death-")}
+
+
+def assert_single_death(props, reason: str, queue: str, exchange: str, rks: list[str],
+                        **extra) -> dict:  # type: ignore[no-untyped-def]
+    headers = death_headers(props.headers)
+    deaths = headers.pop("x-death")
+    assert len(deaths) == 1, deaths
+    entry = deaths[0]
+    check_time(entry["time"])
+    assert {k: v for k, v in entry.items() if k != "time"} == {
+        "count": 1, "reason": reason, "queue": queue, "exchange": exchange,
+        "routing-keys": rks, **extra}
+    assert headers == {"h": "v", "x-first-death-exchange": exchange,
+                       "x-first-death-queue": queue, "x-first-death-reason": reason}
+    assert (props.message_id, props.content_type, props.delivery_mode) == \
+        ("mid-1", "text/plain", 2)
+    return entry
+
+
+# ---- argument and property validation ---------------------------------------------------
+
+@pytest.mark.parametrize("value, suffix", [
+    (-1, "{value_negative,-1}"),
+    ("abc", '"expected integer, got longstr"'),
+])
+def test_invalid_message_ttl(conn, value, suffix):
+    with channel_closed(406, "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' "
+                             f"in vhost '/': {suffix}"):
+        conn.channel().queue_declare("q", arguments={"x-message-ttl": value})
+
+
+def test_message_ttl_as_double_is_refused(broker):
+    """pika and pamqp cannot encode a 'd' (double) field value, so the frame is built here."""
+    raw = RawClient(broker.port)
+    try:
+        raw.handshake()
+        raw.send(1, C.Channel.Open())
+        raw.expect(C.Channel.OpenOk)
+        key = b"x-message-ttl"
+        table = bytes([len(key)]) + key + b"d" + struct.pack(">d", 1.5)
+        payload = (b"\x00\x32\x00\x0a\x00\x00\x01q\x00" + struct.pack(">I", len(table))
+                   + table)
+        raw.send_raw(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
+        close = raw.expect(C.Channel.Close)
+        assert (close.reply_code, close.reply_text) == (
+            406, "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': "
+                 '"expected integer, got double"')
+        assert (close.class_id, close.method_id) == (50, 10)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("value", [0, 5000000000])
+def test_message_ttl_accepted(ch, value):
+    ch.queue_declare("q", arguments={"x-message-ttl": value})
+
+
+@pytest.mark.parametrize("value, suffix", [(0, "{value_zero,0}"), (-1, "{value_negative,-1}")])
+def test_invalid_expires(conn, value, suffix):
+    with channel_closed(406, "PRECONDITION_FAILED - invalid arg 'x-expires' for queue 'q' in "
+                             f"vhost '/': {suffix}"):
+        conn.channel().queue_declare("q", arguments={"x-expires": value})
+
+
+@pytest.mark.parametrize("expiration, suffix", [
+    ("abc", "no_integer"),
+    ("-1", "{value_negative,-1}"),
+    ("1.5", '{leftover_string,".5"}'),
+    (" 10", "no_integer"),
+    ("99999999999999999999", "{value_too_large,\n" + " " * 44 + "99999999999999999999}"),
+])
+def test_invalid_expiration_property(conn, expiration, suffix):
+    ch = conn.channel()
+    ch.queue_declare("q")
+    with channel_closed(406, f"PRECONDITION_FAILED - invalid expiration '{expiration}': "
+                             f"{suffix}"):
+        ch.basic_publish("", "q", b"x", pika.BasicProperties(expiration=expiration))
+        ch.queue_declare("q", passive=True)
+    assert count(conn.channel(), "q") == 0
+
+
+# ---- expiry -----------------------------------------------------------------------------
+
+def test_queue_ttl_expired_message_is_never_delivered(ch):
+    ch.queue_declare("q", arguments={"x-message-ttl": 50})
+    ch.basic_publish("", "q", b"old")
+    time.sleep(0.2)
+    assert ch.basic_get("q") == (None, None, None)
+    assert count(ch, "q") == 0
+
+
+def test_per_message_expiration_is_never_delivered(ch):
+    ch.queue_declare("q")
+    ch.basic_publish("", "q", b"old", pika.BasicProperties(expiration="50"))
+    ch.basic_publish("", "q", b"keep")
+    time.sleep(0.2)
+    method, props, body = ch.basic_get("q", auto_ack=True)
+    assert body == b"keep"
+    assert ch.basic_get("q") == (None, None, None)
+
+
+def test_expired_message_is_not_delivered_to_a_late_consumer(conn, ch):
+    ch.queue_declare("q", arguments={"x-message-ttl": 50})
+    ch.basic_publish("", "q", b"old")
+    time.sleep(0.2)
+    got: list[bytes] = []
+    ch.basic_consume("q", lambda c, m, p, b: got.append(b), auto_ack=True)
+    ch.basic_publish("", "q", b"fresh")
+    pump(conn, lambda: got)
+    conn.process_data_events(time_limit=0.1)
+    assert got == [b"fresh"]
+
+
+def test_expiration_zero_is_dropped_without_a_consumer(ch):
+    ch.queue_declare("q")
+    ch.basic_publish("", "q", b"now", pika.BasicProperties(expiration="0"))
+    assert ch.basic_get("q") == (None, None, None)
+
+
+def test_lower_of_queue_ttl_and_expiration_applies(ch):
+    ch.queue_declare("q", arguments={"x-message-ttl": 60000})
+    ch.basic_publish("", "q", b"short", pika.BasicProperties(expiration="50"))
+    ch.queue_declare("q2", arguments={"x-message-ttl": 50})
+    ch.basic_publish("", "q2", b"long", pika.BasicProperties(expiration="60000"))
+    time.sleep(0.2)
+    assert ch.basic_get("q") == (None, None, None)
+    assert ch.basic_get("q2") == (None, None, None)
+
+
+def test_x_expires_removes_an_unused_queue(conn):
+    ch = conn.channel()
+    ch.queue_declare("q", arguments={"x-expires": 200})
+    time.sleep(0.5)
+    with channel_closed(404, NOT_FOUND_Q.format("q")):
+        ch.queue_declare("q", passive=True)
+
+
+def test_x_expires_spares_a_queue_with_a_consumer(conn):
+    ch = conn.channel()
+    ch.queue_declare("q", arguments={"x-expires": 200})
+    tag = ch.basic_consume("q", lambda *a: None, auto_ack=True)
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:
+        conn.process_data_events(time_limit=0.05)
+    ok = conn.channel().queue_declare("q", passive=True)
+    assert ok.method.consumer_count == 1
+    ch.basic_cancel(tag)
+    time.sleep(0.5)
+    with channel_closed(404, NOT_FOUND_Q.format("q")):
+        conn.channel().queue_declare("q", passive=True)
+
+
+# ---- dead-lettering: reasons and x-death ------------------------------------------------
+
+@pytest.mark.parametrize("how", ["reject", "nack"])
+def test_rejected_message_is_dead_lettered_with_x_death(ch, how):
+    dlx_pair(ch)
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
+    ch.basic_publish("", "src", b"body", pika.BasicProperties(**PROPS))
+    method, _, _ = ch.basic_get("src")
+    if how == "reject":
+        ch.basic_reject(method.delivery_tag, requeue=False)
+    else:
+        ch.basic_nack(method.delivery_tag, requeue=False)
+    method, props, body = get_within(ch, "dlq")
+    assert (method.exchange, method.routing_key, method.redelivered, body) == \
+        ("dlx", "src", False, b"body")
+    assert_single_death(props, "rejected", "src", "", ["src"])
+    assert count(ch, "src") == 0
+
+
+def test_queue_ttl_expiry_is_dead_lettered(ch):
+    dlx_pair(ch)
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx", "x-message-ttl": 50})
+    ch.basic_publish("", "src", b"body", pika.BasicProperties(**PROPS))
+    method, props, body = get_within(ch, "dlq")
+    assert (method.exchange, method.routing_key, body) == ("dlx", "src", b"body")
+    assert_single_death(props, "expired", "src", "", ["src"])
+    assert props.expiration is None
+
+
+def test_per_message_expiry_records_original_expiration(ch):
+    dlx_pair(ch)
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
+    ch.basic_publish("", "src", b"body", pika.BasicProperties(expiration="50", **PROPS))
+    method, props, body = get_within(ch, "dlq")
+    assert body == b"body"
+    assert_single_death(props, "expired", "src", "", ["src"], **{"original-expiration": "50"})
+    assert props.expiration is None
+
+
+@pytest.mark.parametrize("expiration, keys", [
+    (None, FIRST_KEYS), ("50", [*FIRST_KEYS, "original-expiration"])])
+def test_first_x_death_entry_key_order(ch, expiration, keys):
+    """Section 10: the first entry written is count, reason, queue, time, exchange,
+    routing-keys[, original-expiration] - in that order, not sorted."""
+    dlx_pair(ch)
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
+    ch.basic_publish("", "src", b"body", pika.BasicProperties(expiration=expiration))
+    if expiration is None:
+        method, _, _ = ch.basic_get("src")
+        ch.basic_reject(method.delivery_tag, requeue=False)
+    _, props, _ = get_within(ch, "dlq")
+    assert list(props.headers["x-death"][0]) == keys
+
+
+def test_quorum_delivery_limit_dead_letters(ch):
+    dlx_pair(ch)
+    ch.queue_declare("src", durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 1, "x-dead-letter-exchange": "dlx"})
+    ch.basic_publish("", "src", b"body", pika.BasicProperties(**PROPS))
+    for _ in range(2):
+        method, _, _ = get_within(ch, "src", auto_ack=False)
+        ch.basic_nack(method.delivery_tag, requeue=True)
+    method, props, body = get_within(ch, "dlq")
+    assert body == b"body"
+    assert props.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert props.headers["x-first-death-reason"] == "delivery_limit"
+    assert props.headers["x-first-death-queue"] == "src"
+    assert ch.basic_get("src") == (None, None, None)
+
+
+def test_same_queue_same_reason_bumps_count(ch):
+    """A rejection cycle is not dropped; the repeated (queue, reason) bumps the count."""
+    ch.queue_declare("q", arguments={"x-dead-letter-exchange": "",
+                                     "x-dead-letter-routing-key": "q"})
+    ch.basic_publish("", "q", b"body", pika.BasicProperties(**PROPS))
+    for _ in range(2):
+        method, _, _ = get_within(ch, "q", auto_ack=False)
+        ch.basic_reject(method.delivery_tag, requeue=False)
+    method, props, body = get_within(ch, "q")
+    assert (method.exchange, method.routing_key, body) == ("", "q", b"body")
+    headers = death_headers(props.headers)
+    deaths = headers.pop("x-death")
+    assert len(deaths) == 1, deaths
+    check_time(deaths[0]["time"])
+    assert {k: v for k, v in deaths[0].items() if k != "time"} == {
+        "count": 2, "reason": "rejected", "queue": "q", "exchange": "",
+        "routing-keys": ["q"]}
+    assert headers == {"h": "v", "x-first-death-exchange": "", "x-first-death-queue": "q",
+                       "x-first-death-reason": "rejected"}
+
+
+def test_two_hops_newest_entry_first(ch):
+    for name in ("dlx1", "dlx2"):
+        ch.exchange_declare(name, "fanout")
+    ch.queue_declare("src", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "dlx1",
+                                       "x-dead-letter-routing-key": "new-rk"})
+    ch.queue_declare("hop1", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "dlx2"})
+    ch.queue_bind("hop1", "dlx1")
+    ch.queue_declare("final")
+    ch.queue_bind("final", "dlx2")
+    ch.basic_publish("", "src", b"body", pika.BasicProperties(**PROPS))
+    method, props, body = get_within(ch, "final")
+    assert (method.exchange, method.routing_key, body) == ("dlx2", "new-rk", b"body")
+    headers = death_headers(props.headers)
+    deaths = headers.pop("x-death")
+    assert len(deaths) == 2, deaths
+    for entry in deaths:
+        check_time(entry["time"])
+    assert [{k: v for k, v in d.items() if k != "time"} for d in deaths] == [
+        {"count": 1, "reason": "expired", "queue": "hop1", "exchange": "dlx1",
+         "routing-keys": ["new-rk"]},
+        {"count": 1, "reason": "expired", "queue": "src", "exchange": "",
+         "routing-keys": ["src"]},
+    ]
+    assert headers == {"h": "v", "x-first-death-exchange": "", "x-first-death-queue": "src",
+                       "x-first-death-reason": "expired"}
+
+
+def test_expiry_cycle_back_into_the_same_queue_is_dropped(ch):
+    ch.queue_declare("q", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": ""})
+    ch.basic_publish("", "q", b"loop")
+    time.sleep(0.6)
+    assert count(ch, "q") == 0
+    assert ch.basic_get("q") == (None, None, None)
+
+
+def test_original_headers_and_properties_are_preserved(ch):
+    dlx_pair(ch)
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
+    stamp = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+    headers = {"s": "str", "i": 7, "big": 2**40, "neg": -3, "b": True, "f": {"k": "v"},
+               "a": [1, "two"], "t": stamp, "n": None}
+    props = pika.BasicProperties(
+        content_type="application/json", content_encoding="gzip", headers=headers,
+        delivery_mode=2, priority=3, correlation_id="corr", reply_to="back",
+        message_id="mid", timestamp=1700000000, type="kind", user_id="guest",
+        app_id="app")
+    ch.basic_publish("", "src", b"{}", props)
+    method, _, _ = ch.basic_get("src")
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    _, got, body = get_within(ch, "dlq")
+    assert body == b"{}"
+    for key in ("content_type", "content_encoding", "delivery_mode", "priority",
+                "correlation_id", "reply_to", "message_id", "timestamp", "type", "user_id",
+                "app_id"):
+        assert getattr(got, key) == getattr(props, key), key
+    assert got.expiration is None
+    assert {k: v for k, v in got.headers.items() if not k.startswith("x-")} == headers
+
+
+async def test_aio_pika_dead_letter_headers(broker):
+    conn = await aio_pika.connect(broker.url)
+    async with conn:
+        ch = await conn.channel()
+        dlx = await ch.declare_exchange("dlx", aio_pika.ExchangeType.FANOUT)
+        dlq = await ch.declare_queue("dlq")
+        await dlq.bind(dlx)
+        src = await ch.declare_queue("src", arguments={"x-dead-letter-exchange": "dlx",
+                                                       "x-message-ttl": 50})
+        await ch.default_exchange.publish(
+            aio_pika.Message(b"body", headers={"h": "v"}, message_id="mid-1"),
+            routing_key=src.name)
+
+        async def wait_dead() -> aio_pika.abc.AbstractIncomingMessage:
+            while True:
+                msg = await dlq.get(no_ack=True, fail=False)
+                if msg is not None:
+                    return msg
+                await asyncio.sleep(0.02)
+
+        msg = await asyncio.wait_for(wait_dead(), 3)
+        assert (msg.exchange, msg.routing_key, msg.body) == ("dlx", "src", b"body")
+        assert msg.message_id == "mid-1"
+        deaths = msg.headers["x-death"]
+        assert len(deaths) == 1
+        entry = dict(deaths[0])
+        check_time(entry.pop("time"))
+        assert entry == {"count": 1, "reason": "expired", "queue": "src", "exchange": "",
+                         "routing-keys": ["src"]}
+        assert msg.headers["h"] == "v"
+        assert msg.headers["x-first-death-reason"] == "expired"
+        assert msg.headers["x-first-death-queue"] == "src"
+        assert msg.headers["x-first-death-exchange"] == ""
