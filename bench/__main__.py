@@ -2,7 +2,8 @@
 
 By default spawns our broker (``<python> -m broker``) on a free loopback port
 with a temporary data dir, runs the default scenarios (no-ack, manual-ack,
-cold-start, idle-rss), prints a table and stops the broker. ``--url`` targets
+cold-start, idle-rss), prints a table and stops the broker (``lazy-backlog``
+spawns a broker of its own, which it restarts on the same data dir). ``--url`` targets
 an already running broker instead; ``--compare-url`` adds brokers to compare
 against, with a ratio column first-target/other for every figure.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from bench.amqp import AMQPUrl
@@ -49,10 +51,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=[*ALL_SCENARIOS, "all", "default"],
         help=f"scenario to run (repeatable); default: {', '.join(DEFAULT_SCENARIOS)}",
     )
-    parser.add_argument("-n", "--messages", type=int, default=200_000)
+    parser.add_argument(
+        "-n",
+        "--messages",
+        type=int,
+        help="messages per throughput scenario (default 200000; lazy-backlog: 1000000)",
+    )
     parser.add_argument("--size", type=int, default=1024, help="body size in bytes")
     parser.add_argument("--batch", type=int, default=500, help="messages per sendall")
-    parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument(
+        "--prefetch", type=int, help="consumer prefetch (default 100; lazy-backlog drain: 1000)"
+    )
     parser.add_argument("--confirm-window", type=int, default=500)
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument(
@@ -69,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
-    if args.messages < 1 or args.size < 0 or args.batch < 1 or args.prefetch < 0:
+    if (args.messages or 1) < 1 or args.size < 0 or args.batch < 1 or (args.prefetch or 0) < 0:
         parser.error("--messages/--batch must be >= 1, --size/--prefetch >= 0")
     return args
 
@@ -101,14 +110,22 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the `with SpawnedBroker` blocks: broker stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     scenarios = select_scenarios(args.scenario)
+    defaults = Options()
     opts = Options(
-        messages=args.messages,
+        messages=args.messages or defaults.messages,
+        backlog_messages=args.messages or defaults.backlog_messages,
         size=args.size,
         batch=args.batch,
-        prefetch=args.prefetch,
+        prefetch=defaults.prefetch if args.prefetch is None else args.prefetch,
+        backlog_prefetch=defaults.backlog_prefetch if args.prefetch is None else args.prefetch,
         confirm_window=args.confirm_window,
         cold_starts=args.cold_starts,
         timeout=args.timeout,
@@ -127,9 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(to_json(targets, results, opts, scenarios), indent=2))
     else:
         print(render_table(targets, results, opts, scenarios))
-    failed = any(
-        any(word in note for word in ("error", "failed", "died")) for r in results for note in r.notes
-    )
+    bad_words = ("error", "failed", "died")
+    failed = any(word in note for r in results for note in r.notes for word in bad_words)
     return 1 if failed else 0
 
 

@@ -206,6 +206,7 @@ class Connection:
                 "basic.nack": True,
                 "consumer_cancel_notify": True,
                 "connection.blocked": True,
+                "authentication_failure_close": True,
             },
         }
         response = f"\0{self.url.user}\0{self.url.password}"

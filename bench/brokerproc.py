@@ -2,8 +2,10 @@
 
 ``SpawnedBroker`` starts ``<python> -m broker --host H --port P --data-dir D``
 (or a ``--broker-cmd`` template) in its own process group on a free loopback
-port with a fresh temporary data directory, polls full AMQP handshakes until
-one succeeds, and tears everything down afterwards. Memory is read from
+port with a fresh temporary data directory (or a given one, kept), polls full
+AMQP handshakes until one succeeds, can be stopped by a chosen signal and
+started again on the same port and data dir (``terminate`` + ``start``), and
+tears everything down afterwards. Memory is read from
 ``/proc/<pid>/status`` (VmRSS), summed over the broker's process tree;
 ``listener_pid`` finds which local process listens on a port, so an external
 broker given by URL can be measured too.
@@ -12,6 +14,7 @@ broker given by URL can be measured too.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
@@ -27,6 +30,12 @@ from bench.amqp import AMQPUrl, Connection
 
 DEFAULT_CMD = "{python} -m broker --host {host} --port {port} --data-dir {data_dir}"
 POLL_INTERVAL = 0.005
+
+
+def _die_with_parent() -> None:
+    """preexec hook: SIGTERM the broker if the bench process dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class BrokerError(RuntimeError):
@@ -56,15 +65,18 @@ def try_handshake(url: AMQPUrl, timeout: float = 2.0) -> bool:
 
 
 class SpawnedBroker:
-    """One broker process with its own temporary data dir and log file."""
+    """One broker process with its data dir (temporary unless given) and log file."""
 
-    def __init__(self, cmd_template: str = DEFAULT_CMD, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, cmd_template: str = DEFAULT_CMD, host: str = "127.0.0.1", data_dir: Path | None = None
+    ) -> None:
+        """``data_dir`` None: a fresh temporary one, removed by ``stop``; else reused and kept."""
         self.cmd_template = cmd_template
         self.host = host
         self.port = free_port(host)
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
-        self.data_dir = self.workdir / "data"
-        self.data_dir.mkdir()
+        self.data_dir = self.workdir / "data" if data_dir is None else Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.t_spawn = 0.0
@@ -89,7 +101,8 @@ class SpawnedBroker:
         return shlex.split(text)
 
     def start(self) -> None:
-        with open(self.log_path, "wb") as log:
+        """Spawn the broker (again, after ``terminate``: same port and data dir, log appended)."""
+        with open(self.log_path, "ab") as log:
             self.t_spawn = time.perf_counter()
             self.proc = subprocess.Popen(
                 self.command(),
@@ -98,6 +111,7 @@ class SpawnedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -127,17 +141,30 @@ class SpawnedBroker:
                 )
             time.sleep(POLL_INTERVAL)
 
-    def stop(self, grace: float = 5.0) -> None:
+    def terminate(self, sig: int = signal.SIGTERM, grace: float = 5.0) -> tuple[float, bool]:
+        """Send ``sig`` to the broker's process group and wait until it exits; keep the data.
+
+        Returns (seconds from the signal until exit, whether it had to be SIGKILLed because
+        it was still running ``grace`` seconds after ``sig``).
+        """
         proc = self.proc
-        if proc is not None and proc.poll() is None:
+        if proc is None or proc.poll() is not None:
+            return 0.0, False
+        t0 = time.perf_counter()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(grace)
+            return time.perf_counter() - t0, False
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(grace)
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(grace)
+            return time.perf_counter() - t0, True
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop the broker (SIGTERM, SIGKILL after ``grace``) and remove the temporary dirs."""
+        self.terminate(signal.SIGTERM, grace)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> SpawnedBroker:
@@ -160,11 +187,15 @@ def cold_start_times(cmd_template: str, runs: int, timeout: float) -> list[float
 # -- memory -----------------------------------------------------------------------------
 
 
-def rss_kb(pid: int) -> int:
-    """VmRSS of one process in KiB (0 when it has none, e.g. a zombie)."""
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS (or another /proc status field, e.g. VmHWM = peak RSS) of one process, in KiB.
+
+    0 when the process has none, e.g. a zombie.
+    """
+    prefix = f"{field}:"
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(prefix):
                 return int(line.split()[1])
     return 0
 
@@ -182,12 +213,12 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Summed VmRSS of ``pid`` and its descendants, in MiB."""
+def tree_rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Summed VmRSS (or ``field``, e.g. "VmHWM") of ``pid`` and its descendants, in MiB."""
     total = 0
     for member in process_tree(pid):
         with contextlib.suppress(OSError):
-            total += rss_kb(member)
+            total += rss_kb(member, field)
     return total / 1024.0
 
 

@@ -60,8 +60,13 @@ def render_table(
         f"bench: {opts.messages:,} messages x {opts.size} B, batch {opts.batch}, "
         f"prefetch {opts.prefetch}, confirm window {opts.confirm_window}; "
         f"scenarios: {', '.join(scenarios)}",
-        "",
     ]
+    if "lazy-backlog" in scenarios:
+        lines.append(
+            f"lazy-backlog: {opts.backlog_messages:,} persistent messages x {opts.size} B, "
+            f"drain prefetch {opts.backlog_prefetch}"
+        )
+    lines.append("")
     for i, row in enumerate(rows):
         cells = [
             cell.ljust(widths[j]) if j < 3 else cell.rjust(widths[j]) for j, cell in enumerate(row)

@@ -11,16 +11,13 @@ them into named figures (see ``METRICS``).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue as queue_mod
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 from bench.amqp import AMQPError, AMQPUrl, Connection
+from bench.backlog import BACKLOG_METRICS, run_lazy_backlog
 from bench.brokerproc import (
     DEFAULT_CMD,
     SpawnedBroker,
@@ -28,24 +25,25 @@ from bench.brokerproc import (
     listener_pid,
     tree_rss_mb,
 )
-from bench.workers import Job, run_worker
+from bench.common import (
+    LOOPBACK,
+    Log,
+    Metric,
+    Options,
+    Runner,
+    Target,
+    TargetResult,
+    fmt_rate,
+    merge,
+)
+from bench.workers import Job
+
+__all__ = ["ALL_SCENARIOS", "DEFAULT_CMD", "DEFAULT_SCENARIOS", "METRICS", "Metric", "Options",
+           "Target", "TargetResult", "run_target", "run_throughput"]
 
 THROUGHPUT = ("no-ack", "manual-ack", "persistent-confirms", "priority")
 DEFAULT_SCENARIOS = ("no-ack", "manual-ack", "cold-start", "idle-rss")
-ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "persistent-confirms", "priority")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One reported figure: key in the results, label for the table, unit, direction."""
-
-    key: str
-    label: str
-    unit: str
-    higher_is_better: bool = True
+ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "persistent-confirms", "priority", "lazy-backlog")
 
 
 METRICS = (
@@ -63,37 +61,8 @@ METRICS = (
     Metric("priority.lost", "priority messages missing", "count", False),
     Metric("cold-start.median", "cold start to open-ok (median)", "s", False),
     Metric("idle-rss.mb", "idle RSS", "MB", False),
+    *BACKLOG_METRICS,
 )
-
-
-@dataclass(frozen=True)
-class Options:
-    """Benchmark parameters shared by all targets."""
-
-    messages: int = 200_000
-    size: int = 1024
-    batch: int = 500
-    prefetch: int = 100
-    confirm_window: int = 500
-    cold_starts: int = 5
-    timeout: float = 300.0
-    ready_timeout: float = 30.0
-    broker_cmd: str = DEFAULT_CMD
-
-
-@dataclass
-class Target:
-    """A broker to benchmark; ``url`` None means "spawn our own"."""
-
-    name: str
-    url: AMQPUrl | None = None
-
-
-@dataclass
-class TargetResult:
-    values: dict[str, float | None] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 # -- throughput scenarios ----------------------------------------------------------------
@@ -148,66 +117,13 @@ def _delete_queue(url: AMQPUrl, queue: str) -> None:
         pass
 
 
-class _Runner:
-    """Starts worker processes and gathers their (role, result) reports."""
-
-    def __init__(self, timeout: float) -> None:
-        self.ctx = mp.get_context("spawn")
-        self.results: Any = self.ctx.Queue()
-        self.timeout = timeout
-        self.procs: dict[str, Any] = {}
-        self.got: dict[str, dict[str, Any]] = {}
-
-    def start(self, role: str, job: Job) -> Any:
-        ready = self.ctx.Event()
-        proc = self.ctx.Process(
-            target=run_worker, args=(role, job, self.results, ready), name=f"bench-{role}"
-        )
-        proc.start()
-        self.procs[role] = proc
-        return ready
-
-    def drain(self) -> None:
-        while True:
-            try:
-                role, result = self.results.get_nowait()
-            except queue_mod.Empty:
-                return
-            self.got[role] = result
-
-    def collect(self, role: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout + 30.0
-        proc = self.procs[role]
-        while role not in self.got:
-            try:
-                got_role, result = self.results.get(timeout=0.5)
-                self.got[got_role] = result
-                continue
-            except queue_mod.Empty:
-                pass
-            if proc.exitcode is not None and role not in self.got:
-                self.drain()
-                if role not in self.got:
-                    self.got[role] = {"error": f"{role} died with exit code {proc.exitcode}"}
-            elif time.monotonic() > deadline:
-                self.got[role] = {"error": f"{role} gave no result within {self.timeout:.0f}s"}
-        return self.got[role]
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            proc.join(5.0)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5.0)
-
-
 def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetResult:
     """Run one throughput scenario against ``url`` and return its figures."""
     out = TargetResult()
     queue = f"bench.{kind}.{os.getpid()}.{time.monotonic_ns() % 1_000_000}"
     pub_job, con_job = _jobs(kind, url, queue, opts)
     _prepare_queue(url, kind, queue)
-    runner = _Runner(opts.timeout)
+    runner = Runner(opts.timeout)
     try:
         if kind == "priority":  # fill first, then drain: order must be non-increasing
             runner.start("publisher", pub_job)
@@ -227,6 +143,9 @@ def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetRe
                 runner.start("publisher", pub_job)
                 pub = runner.collect("publisher")
                 con = runner.collect("consumer")
+    except BaseException:  # interrupted (SIGTERM/^C): stop the workers right away
+        runner.close(grace=0.0)
+        raise
     finally:
         runner.close()
         _delete_queue(url, queue)
@@ -234,6 +153,11 @@ def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetRe
     for role, res in (("publisher", pub), ("consumer", con)):
         if "error" in res:
             out.notes.append(f"{kind}: {role} error: {res['error']}")
+    if "body_bytes" in con and con["body_bytes"] != con["messages"] * opts.size:
+        out.notes.append(
+            f"{kind}: consumer error: got {con['body_bytes']} body bytes for "
+            f"{con['messages']} deliveries of {opts.size} B"
+        )
     out.values[f"{kind}.in"] = pub.get("rate") if "error" not in pub else None
     out.values[f"{kind}.out"] = con.get("rate") if "error" not in con else None
     if kind == "persistent-confirms" and "error" not in pub:
@@ -249,24 +173,19 @@ def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetRe
     if "t_start" in pub and "t_last" in con and kind != "priority":
         e2e = con["t_last"] - pub["t_start"]
         out.details[kind]["end_to_end_rate"] = opts.messages / e2e if e2e > 0 else None
+    cpu = ", ".join(
+        f"{role} {res['cpu_s']:.1f}/{res['wall_s']:.1f}s"
+        for role, res in (("publisher", pub), ("consumer", con))
+        if "cpu_s" in res
+    )
     log(
-        f"  {kind}: in {_fmt(out.values.get(f'{kind}.in'))} msg/s, "
-        f"out {_fmt(out.values.get(f'{kind}.out'))} msg/s"
+        f"  {kind}: in {fmt_rate(out.values.get(f'{kind}.in'))} msg/s, "
+        f"out {fmt_rate(out.values.get(f'{kind}.out'))} msg/s (client cpu/wall: {cpu})"
     )
     return out
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f}"
-
-
 # -- per-target driver ---------------------------------------------------------------------
-
-
-def _merge(into: TargetResult, part: TargetResult) -> None:
-    into.values.update(part.values)
-    into.notes.extend(part.notes)
-    into.details.update(part.details)
 
 
 def _run_throughputs(
@@ -275,7 +194,7 @@ def _run_throughputs(
     for kind in (s for s in scenarios if s in THROUGHPUT):
         log(f"  running {kind} ({opts.messages} x {opts.size} B)...")
         try:
-            _merge(res, run_throughput(kind, url, opts, log))
+            merge(res, run_throughput(kind, url, opts, log))
         except (OSError, AMQPError) as exc:
             res.notes.append(f"{kind}: failed: {type(exc).__name__}: {exc}")
             log(f"  {kind} failed: {exc}")
@@ -286,23 +205,37 @@ def run_target(target: Target, scenarios: list[str], opts: Options, log: Log) ->
     res = TargetResult()
     log(f"[{target.name}] {target.url or 'spawned: ' + opts.broker_cmd}")
     if target.url is not None:
-        if "cold-start" in scenarios:
-            res.values["cold-start.median"] = None
-            res.notes.append("cold-start: not measured for an already-running (--url) broker")
-        if "idle-rss" in scenarios:
-            pid = listener_pid(target.url.port) if target.url.host in LOOPBACK else None
-            if pid is None:
-                res.values["idle-rss.mb"] = None
-                res.notes.append("idle-rss: no visible local listener process for the URL")
-            else:
-                res.values["idle-rss.mb"] = tree_rss_mb(pid)
-                res.notes.append(
-                    f"idle-rss: RSS of already-running pid {pid} (listener of port "
-                    f"{target.url.port}) before the run, not a fresh start"
-                )
-        _run_throughputs(target.url, scenarios, opts, log, res)
-        return res
+        _run_url_target(target.url, scenarios, opts, log, res)
+    else:
+        _run_spawned_target(scenarios, opts, log, res)
+    if "lazy-backlog" in scenarios:  # its own fresh broker (spawned) or queue (url)
+        merge(res, run_lazy_backlog(target.url, opts, log))
+    return res
 
+
+def _run_url_target(
+    url: AMQPUrl, scenarios: list[str], opts: Options, log: Log, res: TargetResult
+) -> None:
+    if "cold-start" in scenarios:
+        res.values["cold-start.median"] = None
+        res.notes.append("cold-start: not measured for an already-running (--url) broker")
+    if "idle-rss" in scenarios:
+        pid = listener_pid(url.port) if url.host in LOOPBACK else None
+        if pid is None:
+            res.values["idle-rss.mb"] = None
+            res.notes.append("idle-rss: no visible local listener process for the URL")
+        else:
+            res.values["idle-rss.mb"] = tree_rss_mb(pid)
+            res.notes.append(
+                f"idle-rss: RSS of already-running pid {pid} (listener of port "
+                f"{url.port}) before the run, not a fresh start"
+            )
+    _run_throughputs(url, scenarios, opts, log, res)
+
+
+def _run_spawned_target(
+    scenarios: list[str], opts: Options, log: Log, res: TargetResult
+) -> None:
     if "cold-start" in scenarios:
         log(f"  cold start x{opts.cold_starts}...")
         try:
@@ -315,7 +248,7 @@ def run_target(target: Target, scenarios: list[str], opts: Options, log: Log) ->
             res.notes.append(f"cold-start: failed: {exc}")
             log(f"  cold start failed: {exc}")
     if not any(s == "idle-rss" or s in THROUGHPUT for s in scenarios):
-        return res
+        return
     with SpawnedBroker(opts.broker_cmd) as broker:
         try:
             broker.start()
@@ -323,7 +256,7 @@ def run_target(target: Target, scenarios: list[str], opts: Options, log: Log) ->
         except Exception as exc:
             res.notes.append(f"broker start failed: {exc}")
             log(f"  broker start failed: {exc}")
-            return res
+            return
         log(f"  broker pid {broker.pid} on port {broker.port}, ready in {ready_s:.3f}s")
         if "idle-rss" in scenarios:
             time.sleep(1.0)
@@ -333,4 +266,3 @@ def run_target(target: Target, scenarios: list[str], opts: Options, log: Log) ->
             res.details["rss_after_run_mb"] = tree_rss_mb(broker.pid)
         else:
             res.notes.append(f"broker died during the run; log tail:\n{broker.log_tail()}")
-    return res

@@ -35,12 +35,14 @@ from bench.amqp import (
     U32,
     U64,
     AMQPError,
+    AMQPUrl,
     Connection,
     describe_close,
     encode_message,
 )
 
 CHANNEL = 1
+MAX_BATCH_BYTES = 4 << 20
 CONSUMER_TAG = "bench"
 perf = time.perf_counter
 
@@ -49,7 +51,7 @@ perf = time.perf_counter
 class Job:
     """Picklable description of what one worker process must do."""
 
-    url: str
+    url: AMQPUrl | str
     queue: str
     messages: int
     size: int = 1024
@@ -86,8 +88,9 @@ def _fatal(data: bytes, off: int, size: int) -> AMQPError:
 
 def publish_plain(conn: Connection, job: Job) -> dict[str, Any]:
     """Publish ``job.messages`` messages in batches, then one synchronous round trip."""
-    sock, n, batch = conn.sock, job.messages, max(1, job.batch)
+    sock, n = conn.sock, job.messages
     payload = make_payload(job.size)
+    batch = max(1, min(job.batch, MAX_BATCH_BYTES // max(1, job.size)))
     result: dict[str, Any] = {"messages": n}
     if job.priorities:
         rng = random.Random(job.seed)
@@ -128,7 +131,7 @@ def publish_confirms(conn: Connection, job: Job) -> dict[str, Any]:
     conn.confirm_select(CHANNEL)
     sock, n = conn.sock, job.messages
     window = max(1, job.confirm_window)
-    step = max(1, min(job.batch, window // 5))
+    step = max(1, min(job.batch, window // 5, MAX_BATCH_BYTES // max(1, job.size)))
     payload = make_payload(job.size)
     msg = encode_message(CHANNEL, "", job.queue, payload, conn.frame_max, _properties(job))
     full = msg * step
@@ -250,7 +253,7 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
     prios = bytearray()
     count = count_first = 0
     t_first = t_last = 0.0
-    acks_sent = 0
+    acks_sent = body_bytes = expected_bytes = 0
     data = conn.buf[conn.pos :]
     now = perf()
     try:
@@ -271,15 +274,19 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
                             tags.append(unpack_tag(data, p + 1 + data[p])[0])
                     elif mid in FATAL_METHODS:
                         raise _fatal(data, off, size)
-                elif ftype == 2 and want_prio:
-                    prios.append(_priority_of(data, off + 7))
+                elif ftype == 3:
+                    body_bytes += size
+                elif ftype == 2:
+                    expected_bytes += unpack_tag(data, off + 11)[0]  # content body size
+                    if want_prio:
+                        prios.append(_priority_of(data, off + 7))
                 off = nxt
             if tags:
                 sock.sendall(b"".join([pack_ack(1, CHANNEL, 13, 60, 80, t, 0, 0xCE) for t in tags]))
                 acks_sent += len(tags)
             if count and not t_first:
                 t_first, count_first = now, count
-            if count >= n:
+            if count >= n and body_bytes >= expected_bytes:  # last body complete too
                 t_last = now
                 conn.buf, conn.pos = data[off:], 0
                 break
@@ -295,6 +302,7 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
     result: dict[str, Any] = {
         "messages": count,
         "acks_sent": acks_sent,
+        "body_bytes": body_bytes,
         "t_first": t_first,
         "t_last": t_last,
         "rate": (count - count_first) / span if span > 0 else 0.0,
@@ -310,6 +318,7 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
 
 def run_worker(role: str, job: Job, results: Queue[Any], ready: Event) -> None:
     """Process target: run ``role`` ("publisher" or "consumer") and report via ``results``."""
+    cpu0, wall0 = time.process_time(), perf()
     try:
         conn = Connection(job.url, timeout=job.timeout, product=f"bench-{role}")
         conn.channel_open(CHANNEL)
@@ -320,6 +329,9 @@ def run_worker(role: str, job: Job, results: Queue[Any], ready: Event) -> None:
         else:
             result = publish_plain(conn, job)
         conn.close()
+        # Client-side cost, to check the bench client is not the bottleneck.
+        result["cpu_s"] = time.process_time() - cpu0
+        result["wall_s"] = perf() - wall0
     except BaseException as exc:  # report every failure to the parent
         result = {"error": f"{type(exc).__name__}: {exc}"}
     finally:

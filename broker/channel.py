@@ -20,6 +20,7 @@ from pamqp import commands as C
 from protocol import codec
 from protocol.errors import (
     AccessRefused,
+    CommandInvalid,
     NotAllowed,
     NotFound,
     NotImplemented_,
@@ -88,7 +89,6 @@ class Channel(TopologyHandlers):
         name = HANDLER_NAMES.get(type(method))
         handler = getattr(self, name, None) if name else None
         if handler is None:
-            from protocol.errors import CommandInvalid
             raise CommandInvalid("unimplemented method")
         handler(method)
 

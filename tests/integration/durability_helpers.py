@@ -1,0 +1,532 @@
+"""Helpers for the durability tests (not a test module).
+
+- ``BrokerProcess``: ``python -m broker`` as a subprocess on an ephemeral port with a given data
+  directory; SIGKILL / SIGTERM it, start it again on the same directory, read its log.
+- ``InProcessBroker``: a ``Server`` on its own loop thread that can be stopped and started again
+  on the same data directory (vhosts and policies can only be set through the server object).
+- ``PipelinedPublisher`` / ``AckingConsumer``: raw pamqp clients (in threads) that publish
+  numbered persistent messages with a window of unconfirmed publishes, and consume with manual
+  acks, recording exactly what the broker confirmed, delivered and what was acked.
+- Message bodies encode their number: ``body_for(n)`` / ``number_of(body)``.
+
+Every wait has a deadline; nothing here can hang a test run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pika
+from pamqp import body as pbody
+from pamqp import commands as C
+from pamqp import frame as pframe
+from pamqp import header as pheader
+
+from broker.config import Config
+from broker.server import Server
+
+REPO = Path(__file__).resolve().parents[2]
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def body_for(number: int) -> bytes:
+    """Message ``number``'s body: its number, then a deterministic filler of varying length."""
+    head = f"{number:010d}:".encode()
+    return head + bytes((number + i) & 0xFF for i in range((number * 7919) % 1500))
+
+
+def number_of(body: bytes) -> int:
+    number = int(body[:10])
+    assert body == body_for(number), f"body of message {number} is corrupt"
+    return number
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except FileNotFoundError:
+                pass
+    return total
+
+
+SLOW_FSYNC_MAIN = """
+import os, sys, time
+delay = float(sys.argv[1])
+real_fsync = os.fsync
+def slow_fsync(fd):
+    time.sleep(delay)
+    return real_fsync(fd)
+os.fsync = slow_fsync
+from broker.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+# ---- broker subprocess ---------------------------------------------------------------------
+class BrokerProcess:
+    """``python -m broker`` on a fresh ephemeral port each time it is started."""
+
+    def __init__(self, data_dir: Path, log_dir: Path, *extra: str,
+                 slow_fsync: float = 0.0) -> None:
+        self.data_dir = data_dir
+        self.log_dir = log_dir
+        self.extra = list(extra)
+        self.slow_fsync = slow_fsync  # fault injection: every os.fsync sleeps this long first
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log_path: Path | None = None
+        self._starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def params(self, **overrides) -> pika.URLParameters:  # type: ignore[no-untyped-def]
+        params = pika.URLParameters(self.url)
+        params.socket_timeout = 5
+        params.blocked_connection_timeout = None
+        for key, value in overrides.items():
+            setattr(params, key, value)
+        return params
+
+    def connect(self, **overrides) -> pika.BlockingConnection:  # type: ignore[no-untyped-def]
+        return pika.BlockingConnection(self.params(**overrides))
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to listen."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self._starts += 1
+        self.port = free_port()
+        self.log_path = self.log_dir / f"broker-{id(self):x}-{self._starts}.log"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--data-dir",
+                str(self.data_dir), *self.extra]
+        if self.slow_fsync:
+            command = [sys.executable, "-c", SLOW_FSYNC_MAIN, str(self.slow_fsync), *args]
+        else:
+            command = [sys.executable, "-m", "broker", *args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self.proc
+
+    def start(self, timeout: float = 15.0) -> BrokerProcess:
+        proc = self.spawn()
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"broker exited with {proc.returncode} while starting:\n"
+                                     f"{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"broker not listening after {timeout} s:\n{self.log()}")
+            time.sleep(0.02)
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"broker still running after {timeout} s:\n{self.log()[-4000:]}") from None
+
+    def kill(self) -> None:
+        """SIGKILL (idempotent)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> None:
+        """SIGTERM, a clean stop: must exit 0 within ``timeout``."""
+        assert self.proc is not None and self.proc.poll() is None, "not running"
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait_exit(timeout)
+        assert code == 0, f"broker exited with {code} on SIGTERM:\n{self.log()}"
+
+    def restart(self, how: str = "term") -> BrokerProcess:
+        if how == "kill":
+            self.kill()
+        else:
+            self.terminate()
+        return self.start()
+
+    def log(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def queue_dir(self, name: str, vhost: str = "/") -> Path:
+        from storage.datadir import queue_dir_name
+        return self.data_dir / "queues" / queue_dir_name(vhost, name)
+
+
+class BrokerPool:
+    """Brokers started by one test; ``close`` SIGKILLs whatever still runs."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[BrokerProcess] = []
+
+    def __call__(self, *extra: str, data_dir: Path | None = None, start: bool = True,
+                 slow_fsync: float = 0.0) -> BrokerProcess:
+        data = data_dir if data_dir is not None else self.tmp_path / "data"
+        if "--disk-free-limit" not in extra:
+            extra = (*extra, "--disk-free-limit", "0")
+        broker = BrokerProcess(data, self.tmp_path, *extra, slow_fsync=slow_fsync)
+        self.started.append(broker)
+        return broker.start() if start else broker
+
+    def close(self) -> None:
+        for broker in self.started:
+            try:
+                broker.kill()
+            except Exception:  # noqa: BLE001 - finalizer: kill the rest anyway
+                pass
+
+
+def saved_definitions(data_dir: Path) -> dict:
+    """The definitions document on disk ({} when absent or unreadable). Read without side
+    effects: ``definitions.load`` removes a save's temporary file (racing a save in flight)."""
+    from storage import definitions
+    try:
+        return definitions.decode((data_dir / "definitions.bin").read_bytes())
+    except (OSError, definitions.DefinitionsError):
+        return {}
+
+
+def wait_saved(data_dir: Path, *, exchanges: tuple[str, ...] = (),
+               queues: tuple[str, ...] = (), bindings: int = 0, timeout: float = 3.0) -> None:
+    """Wait until the definitions file holds these exchanges, queues and that many bindings.
+
+    The restart tests call it before SIGTERM so that they check what a restart restores, not
+    whether a stop right after a declaration loses it (that race has its own test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = saved_definitions(data_dir)
+        have_x = {x["name"] for x in doc.get("exchanges", [])}
+        have_q = {q["name"] for q in doc.get("queues", [])}
+        if set(exchanges) <= have_x and set(queues) <= have_q and \
+                len(doc.get("bindings", [])) >= bindings:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"definitions not saved within {timeout} s: missing exchanges "
+                f"{sorted(set(exchanges) - have_x)}, queues {sorted(set(queues) - have_q)}, "
+                f"{len(doc.get('bindings', []))} of {bindings} bindings")
+        time.sleep(0.02)
+
+
+# ---- broker in this process ----------------------------------------------------------------
+class InProcessBroker:
+    """A Server on a loop thread; ``stop`` then a new instance reopens the same data dir."""
+
+    def __init__(self, data_dir: Path, **overrides) -> None:  # type: ignore[no-untyped-def]
+        cfg = replace(Config(host="127.0.0.1", port=0, data_dir=str(data_dir),
+                             disk_free_limit=0), **overrides)
+        self.server = Server(cfg)
+        self.loop = asyncio.new_event_loop()
+        self.stopped = False
+        ready = threading.Event()
+        box: dict = {}
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            try:
+                box["port"] = self.loop.run_until_complete(self.server.start())
+            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+                box["error"] = exc
+                ready.set()
+                self.loop.close()
+                return
+            ready.set()
+            self.loop.run_forever()
+            self.loop.close()
+
+        self.thread = threading.Thread(target=run, name="broker", daemon=True)
+        self.thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("broker did not start")
+        if "error" in box:
+            self.stopped = True
+            raise box["error"]
+        self.port = box["port"]
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def connect(self, vhost: str = "/") -> pika.BlockingConnection:
+        params = pika.ConnectionParameters("127.0.0.1", self.port, vhost,
+                                           pika.PlainCredentials("guest", "guest"),
+                                           socket_timeout=5)
+        return pika.BlockingConnection(params)
+
+    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run fn(*args) on the broker's loop; its result (or its exception)."""
+        done = threading.Event()
+        box: dict = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                box["error"] = exc
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        if not done.wait(10):
+            raise AssertionError("broker loop did not run the call within 10 s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def stop(self) -> None:
+        """Stop once the group commit is idle: ``Server.stop`` raises "a batch is in flight"
+        when an fsync batch is running (covered by test_sigterm_under_load_...; waiting here
+        keeps the vhost / policy tests about vhosts and policies)."""
+        if self.stopped:
+            return
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not self.call(
+                lambda: self.server.stores is None or self.server.stores.group is None
+                or self.server.stores.group.idle):
+            time.sleep(0.02)
+        self.stopped = True
+        fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
+        fut.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+# ---- raw AMQP clients ----------------------------------------------------------------------
+class RawConnection:
+    """A bare-socket AMQP connection: send frames, read decoded frames; OSError when gone."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = bytearray()
+        self.send_raw(PROTOCOL_HEADER)
+        self.expect(C.Connection.Start)
+        self.send(0, C.Connection.StartOk(client_properties={"product": "durability-test"},
+                                          mechanism="PLAIN", response="\0guest\0guest",
+                                          locale="en_US"))
+        tune = self.expect(C.Connection.Tune)
+        self.frame_max = tune.frame_max
+        self.send(0, C.Connection.TuneOk(channel_max=tune.channel_max,
+                                         frame_max=tune.frame_max, heartbeat=0))
+        self.send(0, C.Connection.Open(virtual_host="/"))
+        self.expect(C.Connection.OpenOk)
+        self.send(1, C.Channel.Open())
+        self.expect(C.Channel.OpenOk)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, channel: int, method) -> None:  # type: ignore[no-untyped-def]
+        self.sock.sendall(pframe.marshal(method, channel))
+
+    def recv(self):  # type: ignore[no-untyped-def]
+        """The next frame (pamqp object); ConnectionError when the peer is gone."""
+        buf = self.buf
+        while True:
+            if len(buf) >= 7:
+                size = struct.unpack_from(">I", buf, 3)[0]
+                if len(buf) >= size + 8:
+                    data = bytes(buf[:size + 8])
+                    del buf[:size + 8]
+                    return pframe.unmarshal(data)[2]
+            chunk = self.sock.recv(262144)
+            if not chunk:
+                raise ConnectionError("broker closed the connection")
+            buf += chunk
+
+    def expect(self, kind: type):  # type: ignore[no-untyped-def]
+        got = self.recv()
+        assert isinstance(got, kind), f"expected {kind.__name__}, got {got!r}"
+        return got
+
+
+def publish_frames(routing_key: str, number: int, exchange: str = "") -> bytes:
+    body = body_for(number)
+    props = C.Basic.Properties(delivery_mode=2, message_id=str(number))
+    return (pframe.marshal(C.Basic.Publish(exchange=exchange, routing_key=routing_key), 1)
+            + pframe.marshal(pheader.ContentHeader(0, len(body), props), 1)
+            + pframe.marshal(pbody.ContentBody(body), 1))
+
+
+@dataclass
+class PublishLog:
+    sent: int = 0  # messages 1..sent were written to the socket
+    confirmed: set[int] = field(default_factory=set)
+    nacked: set[int] = field(default_factory=set)
+    error: str = ""
+    started: threading.Event = field(default_factory=threading.Event)
+
+
+class PipelinedPublisher(threading.Thread):
+    """Publishes messages 1, 2, ... (persistent, confirm mode) to ``queue`` through the default
+    exchange, with at most ``window`` unconfirmed, until the connection dies or ``limit``."""
+
+    def __init__(self, port: int, queue: str, window: int = 100, limit: int = 200_000) -> None:
+        super().__init__(name="publisher", daemon=True)
+        self.port = port
+        self.queue = queue
+        self.window = window
+        self.limit = limit
+        self.result = PublishLog()
+
+    def run(self) -> None:
+        res = self.result
+        conn = None
+        try:
+            conn = RawConnection(self.port)
+            conn.send(1, C.Confirm.Select())
+            conn.expect(C.Confirm.SelectOk)
+            pending: dict[int, None] = {}
+            while True:
+                if res.sent < self.limit and len(pending) < self.window:
+                    batch = []
+                    while res.sent < self.limit and len(pending) < self.window:
+                        number = res.sent + 1
+                        batch.append(publish_frames(self.queue, number))
+                        pending[number] = None
+                        res.sent = number
+                    conn.send_raw(b"".join(batch))
+                    res.started.set()
+                if not pending:
+                    return
+                frame = conn.recv()
+                if isinstance(frame, C.Basic.Ack | C.Basic.Nack):
+                    into = res.confirmed if isinstance(frame, C.Basic.Ack) else res.nacked
+                    tag = frame.delivery_tag
+                    if frame.multiple:
+                        while pending and next(iter(pending)) <= tag:
+                            into.add(_pop_first(pending))
+                    elif tag in pending:
+                        del pending[tag]
+                        into.add(tag)
+        except (OSError, ConnectionError) as exc:
+            res.error = repr(exc)
+        finally:
+            res.started.set()
+            if conn is not None:
+                conn.close()
+
+
+def _pop_first(d: dict[int, None]) -> int:
+    key = next(iter(d))
+    del d[key]
+    return key
+
+
+@dataclass
+class ConsumeLog:
+    delivered: list[int] = field(default_factory=list)  # in delivery order
+    redelivered_during_run: list[int] = field(default_factory=list)
+    acked: set[int] = field(default_factory=set)  # an ack was written to the socket
+    held: set[int] = field(default_factory=set)  # delivered, deliberately never acked
+    error: str = ""
+
+
+class AckingConsumer(threading.Thread):
+    """Consumes ``queue`` with manual acks; holds back (never acks) messages whose number
+    ``hold(number)`` says, acks the rest one by one as they arrive."""
+
+    def __init__(self, port: int, queue: str, hold, prefetch: int = 1000) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(name="consumer", daemon=True)
+        self.port = port
+        self.queue = queue
+        self.hold = hold
+        self.prefetch = prefetch
+        self.result = ConsumeLog()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        res = self.result
+        conn = None
+        try:
+            conn = RawConnection(self.port)
+            conn.send(1, C.Basic.Qos(prefetch_count=self.prefetch))
+            conn.expect(C.Basic.QosOk)
+            conn.send(1, C.Basic.Consume(queue=self.queue, consumer_tag="durability"))
+            conn.expect(C.Basic.ConsumeOk)
+            self.ready.set()
+            while True:
+                deliver = conn.recv()
+                if not isinstance(deliver, C.Basic.Deliver):
+                    continue
+                head = conn.expect(pheader.ContentHeader)
+                body = b""
+                while len(body) < head.body_size:
+                    body += conn.expect(pbody.ContentBody).value
+                number = number_of(body)
+                res.delivered.append(number)
+                if deliver.redelivered:
+                    res.redelivered_during_run.append(number)
+                if self.hold(number):
+                    res.held.add(number)
+                    continue
+                conn.send(1, C.Basic.Ack(delivery_tag=deliver.delivery_tag))
+                res.acked.add(number)
+        except (OSError, ConnectionError) as exc:
+            res.error = repr(exc)
+        finally:
+            self.ready.set()
+            if conn is not None:
+                conn.close()
+
+
+# ---- draining with pika --------------------------------------------------------------------
+def drain_all(conn: pika.BlockingConnection, queue: str,
+              timeout: float = 20.0) -> list[tuple[int, bool, pika.BasicProperties]]:
+    """Consume (auto-ack) every message of ``queue``: (number, redelivered, properties) in
+    delivery order. Ends when the queue reports the count it had at the start."""
+    ch = conn.channel()
+    expected = ch.queue_declare(queue, passive=True).method.message_count
+    got: list[tuple[int, bool, pika.BasicProperties]] = []
+    deadline = time.monotonic() + timeout
+    if expected:
+        for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=3):
+            if method is None:
+                break
+            got.append((number_of(body), method.redelivered, props))
+            if len(got) >= expected or time.monotonic() > deadline:
+                break
+        ch.cancel()
+    assert len(got) == expected, f"queue {queue} said {expected} messages, got {len(got)}"
+    left = ch.queue_declare(queue, passive=True).method.message_count
+    assert left == 0, f"{left} messages left in {queue} after draining"
+    ch.close()
+    return got
