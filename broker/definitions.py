@@ -154,13 +154,13 @@ def import_vhosts(server: Server, vhosts: list[dict]) -> None:
         server.add_vhost(item["name"], item.get("description", meta.get("description", "")),
                          _tags(item.get("tags", meta.get("tags"))),
                          item.get("default_queue_type",
-                                  meta.get("default_queue_type", "classic")))
+                                  meta.get("default_queue_type", "classic")), acting_user="")
 
 
 def import_policies(server: Server, policies: list[dict], vhost: str | None = None) -> None:
     for item in policies:
         name = vhost or item["vhost"]
-        server.add_vhost(name)
+        server.add_vhost(name, acting_user="")
         server.set_policy(name, item["name"], {
             "pattern": item["pattern"], "apply-to": item.get("apply-to", "all"),
             "priority": int(item.get("priority", 0)), "definition": item.get("definition", {})})
@@ -168,14 +168,14 @@ def import_policies(server: Server, policies: list[dict], vhost: str | None = No
 
 def import_topology(server: Server, data: dict, vhost: str | None = None) -> None:
     for item in data.get("exchanges", []):
-        vh = server.add_vhost(vhost or item["vhost"])
+        vh = server.add_vhost(vhost or item["vhost"], acting_user="")
         vh.declare_exchange(item["name"], item.get("type", "direct"),
                             durable=item.get("durable", True),
                             auto_delete=item.get("auto_delete", False),
                             internal=item.get("internal", False),
                             arguments=item.get("arguments") or {})
     for item in data.get("queues", []):
-        vh = server.add_vhost(vhost or item["vhost"])
+        vh = server.add_vhost(vhost or item["vhost"], acting_user="")
         vh.declare_queue(item["name"], durable=item.get("durable", True),
                          auto_delete=item.get("auto_delete", False),
                          arguments=item.get("arguments") or {})
@@ -194,7 +194,7 @@ def import_all(server: Server, data: dict) -> None:
         import_users(server, data.get("users", []))
         import_vhosts(server, data.get("vhosts", []))
         for item in data.get("permissions", []):
-            server.add_vhost(item["vhost"])
+            server.add_vhost(item["vhost"], acting_user="")
             server.auth.set_permissions(item["user"], item["vhost"], item.get("configure", ""),
                                         item.get("write", ""), item.get("read", ""))
         server.auth.topic_permissions.extend(data.get("topic_permissions", []))

@@ -62,6 +62,10 @@ class BrokerHandle:
         return asyncio.run_coroutine_threadsafe(_call(fn, *args), self.loop).result(10)
 
     def stop(self) -> None:
+        """Stop the broker (SIGTERM for a process); calling it again does nothing."""
+        if self._extra.get("stopped"):
+            return
+        self._extra["stopped"] = True
         if self._process is not None:
             stop_process(self._process)
         elif self.loop is not None and self.server is not None and self._thread is not None:

@@ -9,8 +9,13 @@ Invariants:
   the AMQP port already answers handshakes, so they cost cold start nothing.
 - ``stop`` closes every connection with 320 CONNECTION_FORCED, then calls ``flush_storage``
   (the storage engine's hook) before the HTTP listeners go.
-- Users and permissions live in ``auth`` (``broker.auth.AuthStore``); vhost metadata in
-  ``vhost_meta``; policies in ``policies[vhost]`` (the same dict as ``vhost.policies``).
+- Users and permissions live in ``auth`` (``broker.auth.AuthStore``) and are saved with the
+  durable topology (the same definitions document), so they survive a restart; the default
+  user is created only on a node that has none (a blank node), as in RabbitMQ. Vhost metadata
+  is in ``vhost_meta``; ``policies[vhost]`` is the vhost's own policies dict.
+- A vhost created at runtime grants its creator (``acting_user``; by default the default user)
+  full permissions, as RabbitMQ does for the user who creates it; vhosts restored from disk or
+  imported from definitions grant nothing.
 """
 
 from __future__ import annotations
@@ -72,12 +77,15 @@ class Server:
         self.running = False
         self._stopped: asyncio.Event | None = None
         self.stores: Stores = None  # type: ignore[assignment]
+        self._restoring = False
+        self.auth.watch(self)
         self.alarms = Alarms(self)
         self.add_vhost(config.default_vhost, description="Default virtual host")
 
     # ---- state -------------------------------------------------------------------------
     def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None,
-                  default_queue_type: str = "classic") -> VirtualHost:
+                  default_queue_type: str = "classic",
+                  acting_user: str | None = None) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = VirtualHost(name, self.make_store, self)
@@ -88,7 +96,24 @@ class Server:
             if self.stores is not None:
                 vhost.on_durable_change = self.stores.definitions_changed
                 self.stores.definitions_changed()
+            grantee = self.config.default_user if acting_user is None else acting_user
+            if not self._restoring and grantee in self.auth.users:
+                self.auth.set_permissions(grantee, name, ".*", ".*", ".*")
         return vhost
+
+    def invalidate(self) -> None:
+        """Users or permissions changed: save them with the durable topology."""
+        if self.stores is not None and self.loop is not None and self.loop.is_running():
+            self.stores.definitions_changed()
+
+    def snapshot(self) -> dict:
+        """The durable definitions document: topology plus users and permissions."""
+        from . import definitions
+
+        doc = persistence.snapshot(self)
+        doc["users"] = [u.as_json() for u in self.auth.users.values()]
+        doc["permissions"] = definitions.permissions_json(self)
+        return doc
 
     def delete_vhost(self, name: str) -> None:
         vhost = self.vhosts.pop(name)
@@ -112,12 +137,16 @@ class Server:
 
         cfg = self.config
         data = definitions.read_file(cfg.load_definitions) if cfg.load_definitions else {}
-        if not data.get("users"):
+        if not data.get("users") and not self.auth.users:
             self.auth.add_user(cfg.default_user, cfg.default_pass, list(cfg.default_user_tags))
             self.auth.set_permissions(cfg.default_user, cfg.default_vhost,
                                       *cfg.default_permissions)
         if data:
-            definitions.import_all(self, data)
+            self._restoring = True
+            try:
+                definitions.import_all(self, data)
+            finally:
+                self._restoring = False
             log.info("imported definitions from %s", cfg.load_definitions)
 
     def reset(self) -> None:
@@ -125,6 +154,7 @@ class Server:
         for name in list(self.vhosts):
             self.delete_vhost(name)
         self.auth = AuthStore(self.config.loopback_users)
+        self.auth.watch(self)
         self.retired = Counters()
         self.add_vhost(self.config.default_vhost, description="Default virtual host")
         self.boot_definitions()
@@ -203,7 +233,7 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self.stores = Stores(self.config.data_dir, self.now)
-        self.stores.start(self.loop, lambda: persistence.snapshot(self))
+        self.stores.start(self.loop, self.snapshot)
         self._recover()
         self.boot_definitions()
         self.alarms.start()
@@ -230,7 +260,19 @@ class Server:
                  self.port)
 
     def _recover(self) -> None:
-        persistence.restore(self, self.stores.load_definitions())
+        from . import definitions
+
+        doc = self.stores.load_definitions()
+        self._restoring = True
+        try:
+            persistence.restore(self, doc)
+            definitions.import_users(self, doc.get("users", []))
+            for item in doc.get("permissions", []):
+                if item["user"] in self.auth.users and item["vhost"] in self.vhosts:
+                    self.auth.set_permissions(item["user"], item["vhost"], item["configure"],
+                                              item["write"], item["read"])
+        finally:
+            self._restoring = False
         known = {(v.name, q.name) for v in self.vhosts.values() for q in v.queues.values()}
         for path, owner in self.stores.data.queue_dirs().items():
             if owner not in known:

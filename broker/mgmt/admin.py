@@ -12,6 +12,7 @@ from .. import auth, definitions
 from ..auth import UnknownUser
 from . import fmt
 from .util import (
+    USER_KEY,
     bad_request,
     body_json,
     list_reply,
@@ -62,7 +63,7 @@ async def put_vhost(request: web.Request) -> web.Response:
     tags = body.get("tags", [])
     tags = [t for t in tags.split(",") if t] if isinstance(tags, str) else list(tags)
     server.add_vhost(name, body.get("description", ""), tags,
-                     body.get("default_queue_type", "classic"))
+                     body.get("default_queue_type", "classic"), acting_user=request[USER_KEY])
     if existed:
         meta = server.vhost_meta[name]
         meta.update({k: v for k, v in (("description", body.get("description")),

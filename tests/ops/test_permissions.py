@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pika
 import pytest
 from ops_helpers import Api, amqp_url, connect
@@ -141,3 +143,28 @@ def test_imported_hash_logs_in(burrowmq) -> None:  # type: ignore[no-untyped-def
     assert user == {"name": "imp", "password_hash": digest,
                     "hashing_algorithm": "rabbit_password_hashing_sha256",
                     "tags": ["monitoring"], "limits": {}}
+
+
+def test_users_permissions_and_vhosts_survive_restart(burrowmq_factory, tmp_path) -> None:  # type: ignore  # noqa: E501
+    data = str(tmp_path / "node")
+    first = burrowmq_factory(data_dir=data)
+    api = Api(first.management_port)
+    assert api.put("/api/vhosts/team", {}) == 201  # the creator (guest) gets full access
+    assert api.get("/api/permissions/team/guest")["configure"] == ".*"
+    assert api.put("/api/users/svc", {"password": "pw", "tags": "monitoring"}) == 201
+    assert api.put("/api/permissions/team/svc",
+                   {"configure": "^svc", "write": ".*", "read": ".*"}) == 201
+    assert api.delete("/api/users/guest") == 204
+    api = api.as_user("svc", "pw")
+    time.sleep(0.3)  # the definitions document is saved asynchronously
+    first.stop()
+    second = burrowmq_factory(data_dir=data)
+    api = Api(second.management_port, "svc", "pw")
+    assert api.get("/api/whoami") == {"name": "svc", "tags": ["monitoring"],
+                                      "is_internal_user": True}
+    conn = connect(amqp_url(second, "svc", "pw", "team"))
+    refused(lambda: conn.channel().queue_declare("other"),
+            "configure access to queue 'other' in vhost 'team' refused for user 'svc'")
+    conn.close()
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        connect(second.url)  # not a blank node: the default user is not re-created
