@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ./data
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint venv clean acceptance
+.PHONY: run test bench lint venv clean acceptance soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker protocol storage tests bench
+
+# Slow tests only: 1,000 connections, the soak (SOAK_SECONDS, default 600) and the fuzzers with a
+# bigger budget (FUZZ_EXAMPLES per property, LIVE_FUZZ_SOAK_CONNECTIONS bad connections).
+FUZZ_EXAMPLES ?= 10000
+soak: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -m slow tests/load tests/fuzz
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -210,9 +210,11 @@ class Channel(TopologyHandlers):
                                        msg.exchange_raw, msg.routing_key_raw))
         out.append(codec.content_frames(number, props, msg.body, self.machine.frame_max))
         if consumer.no_ack:
+            self.session.stats.deliver_no_ack += 1
             if consumer.queue is not None:
                 consumer.queue.ack(entry)
         else:
+            self.session.stats.deliver += 1
             self.unacked[tag] = (entry, consumer.queue, consumer)
             consumer.unacked += 1
         self.session.wake()
@@ -230,6 +232,7 @@ class Channel(TopologyHandlers):
             self.reply(C.Basic.GetEmpty())
             return
         self.next_tag += 1
+        self.session.stats.get += 1
         tag = self.next_tag
         msg = entry.message
         out = self.machine.out
@@ -291,6 +294,7 @@ class Channel(TopologyHandlers):
             if requeue:
                 queue.requeue(entry)
             elif requeue is None:
+                self.session.stats.ack += 1
                 queue.ack(entry)
             else:
                 queue.reject(entry)
@@ -358,7 +362,9 @@ class Channel(TopologyHandlers):
                 queues = (None,)
         confirms = self.confirms
         if not queues:
+            self.session.stats.drop_unroutable += not mandatory
             if mandatory:
+                self.session.stats.return_unroutable += 1
                 self.machine.out.append(codec.return_frame(
                     self.number, 312, "NO_ROUTE", message.exchange_raw,
                     message.routing_key_raw))

@@ -12,6 +12,7 @@ loop turn when ``wake`` is called from outside a read (a delivery caused by anot
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
@@ -30,7 +31,9 @@ from protocol.events import (
     Publish,
 )
 
+from .access import Authorizer
 from .channel import Channel
+from .stats import Counters
 
 if TYPE_CHECKING:
     from .message import Message
@@ -42,10 +45,16 @@ log = logging.getLogger("broker.connection")
 
 
 class Session:
-    def __init__(self, server: Server, adapter: Any, peer: str) -> None:
+    def __init__(self, server: Server, adapter: Any, peer: str, local: str = "") -> None:
         self.server = server
         self.adapter = adapter
         self.peer = peer
+        self.pid = server.next_pid()
+        self.name = f"{peer} -> {local}" if local else peer
+        self.label = f"{self.pid} ({self.name})"
+        self.connected_at = int(time.time() * 1000)
+        self.stats = Counters()
+        self.authz: Authorizer | None = None
         cfg = server.config
         self.machine = ConnectionMachine(server.server_properties(), frame_max=cfg.frame_max,
                                          channel_max=cfg.channel_max, heartbeat=cfg.heartbeat)
@@ -58,7 +67,6 @@ class Session:
         self.closed = False
         self.published = False
         self.blocked = False
-        self.name = peer
 
     # ---- input -------------------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
@@ -70,6 +78,9 @@ class Session:
             try:
                 if type(event) is Publish:
                     channel = event.channel
+                    self.stats.publish += 1
+                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore
+                        self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
                     if not self.published:
                         self.published = True
                     channels[channel].on_publish(event)
@@ -103,6 +114,8 @@ class Session:
         channel = self.channels.get(number)
         if channel is None:
             channel = self.channels[number] = Channel(self, number)
+            self.stats.channels_opened += 1
+        self.authz.check_method(event.method, channel.last_queue)  # type: ignore[union-attr]
         channel.handle(event.method)
 
     def _on_control(self, event: object) -> None:
@@ -112,6 +125,7 @@ class Session:
         elif kind is OpenVhost:
             self._open_vhost(event.vhost)  # type: ignore[attr-defined]
         elif kind is PeerClosed:
+            log.info("closing AMQP connection %s", self.describe())
             self.teardown()
             self.adapter.close_transport(0.0)
         elif kind is CloseTransport:
@@ -121,12 +135,13 @@ class Session:
             raise event.error  # type: ignore[attr-defined]
 
     def _login(self, event: LoginAttempt) -> None:
-        if self.server.authenticate(event.username, event.password):
+        host = self.peer.rpartition(":")[0]
+        if self.server.authenticate(event.username, event.password, host):
             self.user = event.username
-            self.name = f"{self.peer} -> {event.username}"
             self.machine.accept_login()
             return
-        log.warning("login refused for user '%s' from %s", event.username, self.peer)
+        log.warning("Error on AMQP connection %s: access_refused, login refused for user "
+                    "'%s'", self.label, event.username)
         if self.machine.client_capability("authentication_failure_close"):
             raise LoginRefused(f"Login was refused using authentication mechanism "
                                f"{event.mechanism}. For details see the broker logfile.")
@@ -135,29 +150,41 @@ class Session:
 
     def _open_vhost(self, name: str) -> None:
         vhost = self.server.vhosts.get(name)
-        if vhost is None or not self.server.may_access(self.user, name):
+        if vhost is None:
             raise NotAllowed(f"vhost {name} not found", 10, 40)
+        if not self.server.may_access(self.user, name):
+            raise NotAllowed(f"access to vhost '{name}' refused for user '{self.user}'", 10, 40)
         self.vhost = vhost
+        self.authz = Authorizer(self.server.auth, self.user, name)
         self.machine.open_ok()
         self.server.sessions.add(self)
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
-                 self.peer, self.user, name)
+                 self.label, self.user, name)
+
+    def describe(self) -> str:
+        """RabbitMQ's way of naming a connection in logs, with vhost and user once known."""
+        if self.vhost is None:
+            return self.label
+        return f"{self.pid} ({self.name}, vhost: '{self.vhost.name}', user: '{self.user}')"
 
     # ---- errors ------------------------------------------------------------------------
     def fail(self, err: AMQPError, channel: int) -> None:
         if err.connection_scope or channel == 0:
-            log.warning("closing connection %s: %s", self.peer, err.reply_text)
+            log.warning("Error on AMQP connection %s: %s", self.label, err.reply_text)
             self.machine.close_connection(err)
             self.teardown()
             self.adapter.close_transport(3.0 if isinstance(err, FrameError) else 30.0)
             return
-        log.info("channel %d on %s closed: %s", channel, self.peer, err.reply_text)
+        log.info("Channel error on connection %s, channel %d: %s", self.describe(), channel,
+                 err.reply_text)
         self.drop_channel(channel)
         self.machine.close_channel(channel, err)
 
     def drop_channel(self, number: int) -> None:
         channel = self.channels.pop(number, None)
         if channel is not None:
+            self.stats.channels_closed += 1
+            self.stats.confirm += channel.confirms.seq if channel.confirms is not None else 0
             self.confirms_pending.discard(channel)
             channel.teardown()
 
@@ -206,7 +233,8 @@ class Session:
         """Heartbeat duty; False when the peer has been silent too long."""
         machine = self.machine
         if machine.peer_timed_out(now):
-            log.warning("missed heartbeats from client %s, closing it", self.peer)
+            log.warning("closing AMQP connection %s:\nmissed heartbeats from client, "
+                        "timeout: %ds", self.describe(), machine.heartbeat)
             return False
         if machine.heartbeat and machine.is_open:
             from protocol.codec import HEARTBEAT_FRAME
@@ -224,11 +252,24 @@ class Session:
                 self.vhost.remove_queue(queue)
         self.exclusive_queues.clear()
         self.server.sessions.discard(self)
+        self.server.retire(self)
 
     def connection_lost(self) -> None:
         if not self.closed:
-            log.info("connection %s closed by peer", self.peer)
+            log.warning("closing AMQP connection %s:\nclient unexpectedly closed TCP "
+                        "connection", self.describe())
         self.teardown()
+
+    def force_close(self, text: str, delay: float = 1.0) -> None:
+        """320 CONNECTION_FORCED (management, rabbitmqctl close_connection, shutdown)."""
+        from protocol.errors import ConnectionForced
+
+        if self.closed:
+            return
+        log.info("closing AMQP connection %s: %s", self.describe(), text)
+        self.machine.close_connection(ConnectionForced(text))
+        self.teardown()
+        self.adapter.close_transport(delay)
 
 
 def validate_expiration(value: str) -> None:

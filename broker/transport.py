@@ -24,6 +24,13 @@ log = logging.getLogger("broker.connection")
 HIGH_WATER = 4 * 1024 * 1024
 
 
+def address_text(addr: object) -> str:
+    """``127.0.0.1:5672`` (IPv4), ``::1:5672`` (IPv6, as RabbitMQ prints it)."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
 class AMQPProtocol(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -45,10 +52,10 @@ class AMQPProtocol(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        peer = transport.get_extra_info("peername")
-        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        log.info("accepting AMQP connection %s", peer_text)
-        self.session = Session(self.server, self, peer_text)
+        peer = address_text(transport.get_extra_info("peername"))
+        local = address_text(transport.get_extra_info("sockname"))
+        self.session = Session(self.server, self, peer, local)
+        log.info("accepting AMQP connection %s", self.session.label)
         self.session.machine.last_received = self.loop.time()
         timeout = self.server.config.handshake_timeout
         self._handshake_timer = self.loop.call_later(timeout, self._handshake_deadline)
@@ -58,6 +65,9 @@ class AMQPProtocol(asyncio.Protocol):
         if session is None or self._closing:
             return
         self._in_read = True
+        stats = session.stats
+        stats.recv_oct += len(data)
+        stats.recv_cnt += 1
         try:
             session.data_received(data, self.loop.time())
         except Exception:
@@ -101,6 +111,8 @@ class AMQPProtocol(asyncio.Protocol):
         data = session.machine.data_to_send()
         if data:
             self.server.before_send()
+            session.stats.send_oct += len(data)
+            session.stats.send_cnt += 1
             transport.write(data)
 
     def close_transport(self, delay: float) -> None:

@@ -1,0 +1,89 @@
+"""The broker's HTTP side: the management API + UI and the Prometheus endpoint.
+
+``start`` runs after the AMQP listener is bound. aiohttp and prometheus_client are imported in
+a worker thread so the event loop keeps answering AMQP handshakes meanwhile (importing them
+takes ~150 ms, longer than the broker's whole cold start). A port that cannot be bound is
+logged and skipped: AMQP service does not depend on the HTTP side. Bound ports are published
+on ``Server.management_port`` / ``Server.prometheus_port`` (useful with port 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("broker.http")
+
+
+def _import_all() -> None:
+    for name in ("aiohttp.web", "prometheus_client", "broker.mgmt.app", "broker.metrics"):
+        importlib.import_module(name)
+
+
+class HttpListeners:
+    def __init__(self) -> None:
+        self.runners: list[Any] = []
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+        self.runners.clear()
+
+
+async def _serve(app: Any, host: str, port: int, what: str) -> tuple[Any, int] | None:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("%s: could not listen on %s:%d: %s", what, host, port, exc)
+        await runner.cleanup()
+        return None
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
+    return runner, bound
+
+
+def metrics_app(server: Server) -> Any:
+    from aiohttp import web
+
+    from . import metrics
+
+    async def scrape(request: web.Request) -> web.Response:
+        per_object = request.path.endswith("/per-object")
+        return web.Response(body=metrics.render(server, per_object),
+                            headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/metrics/per-object", scrape)
+    return app
+
+
+async def start(server: Server) -> HttpListeners:
+    cfg = server.config
+    listeners = HttpListeners()
+    await asyncio.get_running_loop().run_in_executor(None, _import_all)
+    from .mgmt.app import build_app
+
+    if cfg.management_port is not None:
+        found = await _serve(build_app(server), cfg.management_host or cfg.host,
+                             cfg.management_port, "Management plugin")
+        if found is not None:
+            listeners.runners.append(found[0])
+            server.management_port = found[1]
+    if cfg.prometheus_port is not None:
+        found = await _serve(metrics_app(server), cfg.prometheus_host or cfg.host,
+                             cfg.prometheus_port, "Prometheus metrics")
+        if found is not None:
+            listeners.runners.append(found[0])
+            server.prometheus_port = found[1]
+    return listeners

@@ -1,0 +1,56 @@
+"""Prometheus /metrics: rabbitmq_prometheus names, values that follow real AMQP traffic."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from ops_helpers import connect
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(port: int, path: str = "/metrics") -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items())
+                              if k != "protocol")
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return out
+
+
+def test_metrics_follow_traffic(burrowmq_factory) -> None:  # type: ignore[no-untyped-def]
+    handle = burrowmq_factory(prometheus_port=0)
+    conn = connect(handle.url)
+    ch = conn.channel()
+    ch.queue_declare("m1")
+    for i in range(5):
+        ch.basic_publish("", "m1", str(i).encode())
+    method, _props, _body = ch.basic_get("m1")
+    ch.basic_ack(method.delivery_tag)
+    ch.basic_get("m1")
+    conn.process_data_events(0.1)
+    m = scrape(handle.prometheus_port)
+    assert m["rabbitmq_connections"] == 1 and m["rabbitmq_channels"] == 1
+    assert m["rabbitmq_queues"] == 1
+    assert m["rabbitmq_queue_messages_ready"] == 3
+    assert m["rabbitmq_queue_messages_unacked"] == 1
+    assert m["rabbitmq_global_messages_received_total"] == 5
+    assert m["rabbitmq_global_messages_delivered_total"] == 2
+    assert m["rabbitmq_global_messages_acknowledged_total"] == 1
+    assert m["rabbitmq_process_resident_memory_bytes"] > 1_000_000
+    assert m["rabbitmq_disk_space_available_bytes"] > 0
+    identity = [k for k in m if k.startswith("rabbitmq_identity_info{")]
+    assert len(identity) == 1 and "rabbitmq_node=rabbit@" in identity[0]
+    conn.close()
+    m = scrape(handle.prometheus_port)
+    assert m["rabbitmq_connections"] == 0
+    assert m["rabbitmq_global_messages_received_total"] == 5  # survives the connection
+    per_queue = scrape(handle.prometheus_port, "/metrics/per-object")
+    assert per_queue["rabbitmq_detailed_queue_messages_ready{queue=m1,vhost=/}"] == 4
+
+
+def test_prometheus_off_by_default_in_embedding(burrowmq) -> None:  # type: ignore
+    assert burrowmq.prometheus_port is None and burrowmq.management_port
