@@ -10,6 +10,7 @@ from storage.datadir import DataDirError
 
 from .config import parse_args
 from .server import Server
+from .tls import TLSConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         runner(Server(cfg).serve_forever())
     except KeyboardInterrupt:
         pass
-    except DataDirError as exc:
+    except (DataDirError, TLSConfigError) as exc:
         logging.getLogger("broker").error("cannot start: %s", exc)
         return 1
     return 0

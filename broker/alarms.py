@@ -3,8 +3,9 @@
 RabbitMQ's rule: a connection that publishes gets connection.blocked (when it announced the
 connection.blocked capability) and the broker stops reading from it; connections that only
 consume keep going, so queues can drain. When the last alarm clears, blocked connections get
-connection.unblocked and reading resumes. The disk alarm compares the data directory's free
-space with ``disk_free_limit`` on a timer.
+connection.unblocked and reading resumes. On a timer, the disk alarm compares the data
+directory's free space with ``disk_free_limit`` and the memory alarm compares resident memory
+with the high watermark (relative to the cgroup limit when there is one, as RabbitMQ does).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .server import Server
     from .session import Session
+
+from . import sysinfo
 
 log = logging.getLogger("broker.alarms")
 
@@ -45,8 +48,11 @@ class Alarms:
         if server.stores is None:
             return
         free = server.stores.data.disk_free()
-        limit = server.config.disk_free_limit
+        limit = sysinfo.disk_free_limit(server.config)
         self.set("disk", free < limit, f"free disk space {free} is below the limit {limit}")
+        rss, watermark = sysinfo.rss_bytes(), sysinfo.memory_limit(server.config)
+        self.set("memory", rss > watermark,
+                 f"memory use {rss} is above the high watermark {watermark}")
         self._timer = server.loop.call_later(CHECK_INTERVAL, self._check)
 
     def set(self, name: str, raised: bool, detail: str = "") -> None:

@@ -108,9 +108,15 @@ SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cluster_name": ("cluster_name", str),
     "log.console.level": ("log_level", lambda v: {"warn": "warning"}.get(v, v)),
     "log.default.level": ("log_level", lambda v: {"warn": "warning"}.get(v, v)),
+    "ssl_options.certfile": ("ssl_certfile", str),
+    "ssl_options.keyfile": ("ssl_keyfile", str),
+    "ssl_options.cacertfile": ("ssl_cacertfile", str),
+    "ssl_options.verify": ("ssl_verify", str),
+    "ssl_options.fail_if_no_peer_cert": ("ssl_fail_if_no_peer_cert", _bool),
+    "connection_max": ("connection_max", lambda v: None if v == "infinity" else int(v)),
 }
-IGNORED_PREFIXES = ("definitions.import_backend", "log.", "management.", "listeners.ssl",
-                    "ssl_options", "cluster_formation", "queue_master_locator",
+IGNORED_PREFIXES = ("definitions.import_backend", "log.", "management.", "ssl_options",
+                    "cluster_formation", "queue_master_locator",
                     "collect_statistics_interval", "deprecated_features")
 
 
@@ -120,6 +126,11 @@ def apply_line(changes: dict, key: str, value: str) -> None:
         changes[field] = convert(value)
     elif key.startswith("listeners.tcp."):
         _listener(changes, value)
+    elif key.startswith("listeners.ssl."):
+        host, port = parse_listener(value)
+        changes["ssl_port"] = port
+        if host is not None:
+            changes["ssl_host"] = host
     elif key == "loopback_users" or key.startswith("loopback_users."):
         _loopback(changes, key, value)
     elif key.startswith("default_user_tags."):

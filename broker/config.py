@@ -54,6 +54,14 @@ class Config:
     management_port: int | None = None
     prometheus_host: str | None = None
     prometheus_port: int | None = None
+    ssl_host: str | None = None
+    ssl_port: int = 5671
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_cacertfile: str = ""
+    ssl_verify: str = "verify_none"
+    ssl_fail_if_no_peer_cert: bool = False
+    connection_max: int | None = None
 
 
 def from_file(base: Config, path: str) -> Config:
@@ -104,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Prometheus /metrics port (default {PROMETHEUS_PORT}; "
                              "0 disables)")
     parser.add_argument("--load-definitions", help="definitions JSON file imported at boot")
+    parser.add_argument("--tls-port", dest="ssl_port", type=int,
+                        help="AMQPS port (default 5671; the listener runs when a certificate "
+                             "and key are given)")
+    parser.add_argument("--tls-cert", dest="ssl_certfile", help="server certificate (PEM)")
+    parser.add_argument("--tls-key", dest="ssl_keyfile", help="server private key (PEM)")
+    parser.add_argument("--tls-ca", dest="ssl_cacertfile", help="CA bundle for client certs")
+    parser.add_argument("--tls-verify-peer", dest="ssl_verify", action="store_const",
+                        const="verify_peer", help="ask clients for a certificate")
+    parser.add_argument("--tls-require-peer-cert", dest="ssl_fail_if_no_peer_cert",
+                        action="store_const", const=True,
+                        help="refuse clients without a valid certificate")
+    parser.add_argument("--max-connections", dest="connection_max", type=int,
+                        help="refuse connections beyond this many")
     parser.add_argument("--disk-free-limit", type=int,
                         help="block publishers below this many free bytes (default 50 MB)")
     return parser

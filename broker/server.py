@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, deadletter, persistence
+from . import __version__, deadletter, persistence, tls
 from .alarms import Alarms
 from .auth import AuthStore
 from .config import Config
@@ -71,6 +71,8 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self.port = config.port
         self.management_port: int | None = None
+        self.tls_port: int | None = None
+        self.connection_count = 0
         self.prometheus_port: int | None = None
         self.http: Any = None
         self.started_at = time.time()
@@ -264,6 +266,16 @@ class Server:
         self.running = True
         log.info("burrowmq %s: started TCP listener on %s:%d", __version__, self.config.host,
                  self.port)
+        cfg = self.config
+        if tls.enabled(cfg):
+            host = cfg.ssl_host or cfg.host
+            srv = await self.loop.create_server(
+                lambda: AMQPProtocol(self), host, self.tls_port or cfg.ssl_port,
+                ssl=tls.server_context(cfg), reuse_address=True, backlog=1024,
+                ssl_handshake_timeout=cfg.handshake_timeout)
+            self._servers.append(srv)
+            self.tls_port = srv.sockets[0].getsockname()[1]
+            log.info("started TLS (SSL) listener on %s:%d", host, self.tls_port)
 
     def _recover(self) -> None:
         from . import definitions

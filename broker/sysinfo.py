@@ -25,11 +25,38 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def total_memory() -> int:
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max",  # cgroup v2
+                      "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # cgroup v1
+
+
+def host_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
+
+
+def cgroup_memory_limit(files: tuple[str, ...] = CGROUP_LIMIT_FILES) -> int | None:
+    """The container's memory limit, or None when there is none ("max", or v1's huge value)."""
+    for path in files:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            return int(text)
+        return None
+    return None
+
+
+def total_memory() -> int:
+    """The memory this process may use: the cgroup limit when there is one, not the host's."""
+    host = host_memory()
+    limit = cgroup_memory_limit()
+    if limit is not None and (not host or limit < host):
+        return limit
+    return host
 
 
 def memory_limit(cfg: Config) -> int:

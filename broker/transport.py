@@ -48,6 +48,14 @@ class AMQPProtocol(asyncio.Protocol):
     # ---- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        limit = self.server.config.connection_max
+        if limit is not None and self.server.connection_count >= limit:
+            log.warning("refusing a connection from %s: connection_max (%d) reached",
+                        address_text(transport.get_extra_info("peername")), limit)
+            self._closing = True
+            transport.close()
+            return
+        self.server.connection_count += 1
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -84,6 +92,7 @@ class AMQPProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         if self.session is not None:
+            self.server.connection_count -= 1
             self.session.connection_lost()
         self._closing = True
 
