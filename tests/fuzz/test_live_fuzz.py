@@ -896,3 +896,50 @@ def test_live_deep_table_memory(broker) -> None:  # type: ignore[no-untyped-def]
     gc.collect()
     grown = rss_bytes() - before
     assert grown < 10 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB for one 126 KB frame"
+
+
+@pytest.mark.parametrize("name", ["café", "очередь", "队列", "tab\there", "bell\x07"])
+def test_live_any_utf8_queue_name(broker, caplog, name) -> None:  # type: ignore[no-untyped-def]
+    """RabbitMQ takes any UTF-8 shortstr as a queue name; found by the live fuzzer: the
+    broker's queue.declare-ok goes through pamqp's constructor, whose client-side name check
+    refuses non-ASCII and control characters -> ValueError, internal error, socket dropped."""
+    caplog.set_level(logging.WARNING)
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        ch = conn.channel()
+        assert ch.queue_declare(name, exclusive=True).method.queue == name
+        ch.basic_publish("", name, b"hi")
+        method, _props, body = ch.basic_get(name, auto_ack=True)
+        assert body == b"hi"
+        assert ch.queue_delete(name).method.message_count == 0
+    finally:
+        if conn.is_open:
+            conn.close()
+    assert internal_errors(caplog) == []
+
+
+@pytest.mark.parametrize("flags,values", [
+    (0x0010, b""),                    # user_id flagged, no bytes at all
+    (0x0010, b"\x05gue"),             # user_id cut short
+    (0x0100, b"\x09600"),             # expiration cut short
+    (0x2000, b"\x00\x00\x00\x10\x01a"),  # headers table longer than the properties
+    (0x0110, b"\x0260"),              # expiration cut, user_id missing
+], ids=["user-id-missing", "user-id-cut", "expiration-cut", "headers-cut", "both-cut"])
+def test_live_truncated_properties(broker, caplog, flags, values) -> None:  # type: ignore[no-untyped-def]
+    """A content header whose property flags announce more than its bytes hold (found by the
+    live fuzzer: IndexError in protocol/properties.py peek_shortstr from
+    Session.check_publish -> internal error, socket dropped without a close). Expected: a
+    connection.close with a 5xx code (or the message is taken), never an internal error."""
+    caplog.set_level(logging.WARNING)
+    queue = "props-q"
+    declare = raw_frame(1, 1, declare_payload(queue, enc_table({}, random.Random())))
+    header = raw_frame(2, 1, struct.pack(">HHQH", 60, 0, 3, flags) + values)
+    payload = (declare + publish_frames(1, b"", FRAME_MAX, "", queue)[0] + header
+               + raw_frame(3, 1, b"abc")
+               + raw_frame(1, 1, struct.pack(">IH", 0x003C0046, 0) + sstr(queue.encode())
+                           + b"\x01"))
+    plan = Plan("truncated_properties", "channel", payload, frozenset({"clean", "close:5xx"}),
+                False)
+    out = run_bad_connection(broker.port, plan)
+    assert out.ok(plan.allowed), (out.kind, out.detail, out.replies)
+    assert internal_errors(caplog) == []
