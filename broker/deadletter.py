@@ -10,6 +10,7 @@ is part of it.
 from __future__ import annotations
 
 import datetime
+import struct
 from typing import TYPE_CHECKING
 
 from protocol import properties, tables
@@ -50,13 +51,19 @@ def with_death(message: Message, queue: Queue, reason: str, now: datetime.dateti
 
     Works on the raw property bytes so every other header keeps its wire type and order.
     """
-    fields = properties.split(message.properties) if message.properties[:2] != b"\x00\x00" \
-        else {}
-    headers = tables.split_table(properties.headers_body(fields))
+    try:
+        fields = properties.split(message.properties) \
+            if message.properties[:2] != b"\x00\x00" else {}
+        headers = tables.split_table(properties.headers_body(fields))
+    except (ValueError, IndexError, struct.error):
+        fields, headers = {}, []  # unreadable properties: dead-letter with ours only
     old = dict(headers)
-    deaths = [tables.split_table(tables.inner(v))
-              for v in tables.split_array(tables.inner(old["x-death"]))] \
-        if old.get("x-death", b"")[:1] == b"A" else []
+    try:
+        deaths = [tables.split_table(tables.inner(v))
+                  for v in tables.split_array(tables.inner(old["x-death"]))] \
+            if old.get("x-death", b"")[:1] == b"A" else []
+    except (ValueError, IndexError, struct.error):
+        deaths = []
     for i, death in enumerate(deaths):
         if _death_entry(death, queue.name, reason):
             deaths.insert(0, _bumped(deaths.pop(i), now))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
+from protocol import codec
 from protocol.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
 from .queue import Queue
@@ -19,6 +20,8 @@ from .replyto import REPLY_QUEUE
 from .vhost import DEFAULT_EXCHANGE_DENIED
 
 if TYPE_CHECKING:
+    from protocol.connection import ConnectionMachine
+
     from .session import Session
     from .vhost import VirtualHost
 
@@ -31,6 +34,8 @@ class TopologyHandlers:
     session: Session
     vhost: VirtualHost
     last_queue: str | None
+    number: int
+    machine: ConnectionMachine
     reply_address: str | None
 
     def reply(self, method: C.base.Frame) -> None:
@@ -99,7 +104,7 @@ class TopologyHandlers:
         name = m.queue
         if m.passive and name == REPLY_QUEUE:
             consuming = self.reply_address is not None
-            self.reply(C.Queue.DeclareOk(name, 0, int(consuming)))
+            self.machine.send_raw(codec.declare_ok_frame(self.number, name, 0, int(consuming)))
             return
         if m.passive:
             queue = vhost.queue(name)
@@ -125,8 +130,8 @@ class TopologyHandlers:
                 self.session.exclusive_queues.add(queue)
         self.last_queue = queue.name
         if not m.nowait:
-            self.reply(C.Queue.DeclareOk(queue.name, queue.message_count,
-                                         queue.consumer_count))
+            self.machine.send_raw(codec.declare_ok_frame(
+                self.number, queue.name, queue.message_count, queue.consumer_count))
 
     def on_queue_bind(self, m: C.Queue.Bind) -> None:
         if m.exchange == "":

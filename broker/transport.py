@@ -15,6 +15,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
+from protocol.errors import InternalError
+
 from .session import Session
 
 if TYPE_CHECKING:
@@ -80,7 +82,7 @@ class AMQPProtocol(asyncio.Protocol):
             session.data_received(data, self.loop.time())
         except Exception:
             log.exception("internal error on connection %s", session.peer)
-            self.close_transport(0.0)
+            session.fail(InternalError("internal error"), 0)
         finally:
             self._in_read = False
         self._flush()

@@ -93,6 +93,14 @@ def channel_open_ok_frame(channel: int) -> bytes:
     return _frame_head.pack(FRAME_METHOD, channel, 8) + b"\x00\x14\x00\x0b\x00\x00\x00\x00\xce"
 
 
+def declare_ok_frame(channel: int, queue: str, message_count: int,
+                     consumer_count: int) -> bytes:
+    """queue.declare-ok by hand: pamqp's constructor refuses names RabbitMQ accepts (UTF-8)."""
+    payload = b"".join((b"\x00\x32\x00\x0b", shortstr(queue),
+                        struct.pack(">II", message_count, consumer_count)))
+    return _frame_head.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END
+
+
 def get_ok_frame(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
                  routing_key: bytes, message_count: int) -> bytes:
     payload = b"".join((b"\x00\x3c\x00\x47", _get_ok_tail.pack(delivery_tag, redelivered),

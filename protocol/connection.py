@@ -32,7 +32,14 @@ from .events import (
     PeerClosed,
     Publish,
 )
-from .methods import AccessRequest, args_length, decode_credentials, ids, parse_publish
+from .methods import (
+    AccessRequest,
+    UnknownFieldType,
+    args_length,
+    decode_credentials,
+    ids,
+    parse_publish,
+)
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -281,7 +288,11 @@ class ConnectionMachine:
             if index == PUBLISH_INDEX:
                 if channel not in self.open_channels:
                     raise errors.ChannelErrorConn("expected 'channel.open'", 60, 40)
-                self._content[channel] = _Content(*parse_publish(payload))
+                args = parse_publish(payload)
+                if args is None:
+                    raise errors.FrameError(
+                        f"cannot decode {codec.erlang_binary(payload[4:])}", 60, 40)
+                self._content[channel] = _Content(*args)
                 return None
         method = self._decode(index, payload)
         if channel == 0:
@@ -322,21 +333,20 @@ class ConnectionMachine:
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
         method = cls()
+        cannot = errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
+                                   index >> 16, index & 0xFFFF)
+        try:
+            end = args_length(method, payload, 4)
+        except UnknownFieldType:
+            raise errors.SilentClose("unknown field type in a table") from None
+        except (ValueError, IndexError, struct.error):
+            raise cannot from None
+        if end != len(payload):
+            raise cannot
         try:
             method.unmarshal(payload[4:])
-        except ValueError as exc:
-            if str(exc).startswith("Unknown type"):
-                raise errors.SilentClose("unknown field type in a table") from None
-            raise errors.FrameError(
-                f"cannot decode {codec.erlang_binary(payload[4:])}",
-                index >> 16, index & 0xFFFF) from None
         except Exception:
-            raise errors.FrameError(
-                f"cannot decode {codec.erlang_binary(payload[4:])}",
-                index >> 16, index & 0xFFFF) from None
-        if args_length(method, payload, 4) != len(payload):
-            raise errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
-                                    index >> 16, index & 0xFFFF)
+            raise cannot from None
         return method
 
     def _on_connection_method(self, method: commands.base.Frame) -> object | None:

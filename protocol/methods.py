@@ -10,6 +10,8 @@ import struct
 
 from pamqp import commands, decode
 
+from . import tables
+
 _u32 = struct.Struct(">I")
 
 
@@ -34,16 +36,71 @@ class AccessRequestOk(commands.base.Frame):
         self.ticket = ticket
 
 
+MAX_TABLE_DEPTH = 64
 
 
-def parse_publish(payload: bytes) -> tuple[str, str, bool, bool]:
-    pos = 6
-    n = payload[pos]
-    exchange = payload[pos + 1:pos + 1 + n].decode()
-    pos += 1 + n
-    n = payload[pos]
-    routing_key = payload[pos + 1:pos + 1 + n].decode()
-    bits = payload[pos + 1 + n]
+class UnknownFieldType(ValueError):
+    """A table value with a type tag AMQP does not define: RabbitMQ drops the socket."""
+
+
+def table_depth_ok(data: bytes, pos: int, end: int, depth: int = 0) -> bool:
+    """A field table or array nested at most MAX_TABLE_DEPTH deep, every length in bounds.
+
+    pamqp's decoder copies the rest of the buffer at each level and recurses, so a small frame
+    nesting thousands deep costs a lot of memory or overflows the stack: refuse it first."""
+    if depth > MAX_TABLE_DEPTH:
+        return False
+    try:
+        while pos < end:
+            pos += 1 + data[pos]  # key
+            tag = data[pos:pos + 1]
+            size = tables.value_length(data, pos)
+            if tag in (b"F", b"A"):
+                inner_end = pos + size
+                if inner_end > end:
+                    return False
+                walker = table_depth_ok if tag == b"F" else _array_depth_ok
+                if not walker(data, pos + 5, inner_end, depth + 1):
+                    return False
+            pos += size
+    except tables.UnknownTag:
+        raise UnknownFieldType("unknown field type") from None
+    except (IndexError, ValueError, struct.error):
+        return False
+    return pos == end
+
+
+def _array_depth_ok(data: bytes, pos: int, end: int, depth: int) -> bool:
+    if depth > MAX_TABLE_DEPTH:
+        return False
+    while pos < end:
+        tag = data[pos:pos + 1]
+        size = tables.value_length(data, pos)
+        if tag in (b"F", b"A"):
+            walker = table_depth_ok if tag == b"F" else _array_depth_ok
+            if pos + size > end or not walker(data, pos + 5, pos + size, depth + 1):
+                return False
+        pos += size
+    return pos == end
+
+
+
+
+def parse_publish(payload: bytes) -> tuple[str, str, bool, bool] | None:
+    """basic.publish's arguments by hand (hot path); None when they do not decode exactly."""
+    try:
+        pos = 6
+        n = payload[pos]
+        exchange = payload[pos + 1:pos + 1 + n].decode()
+        pos += 1 + n
+        n = payload[pos]
+        routing_key = payload[pos + 1:pos + 1 + n].decode()
+        pos += 1 + n
+        bits = payload[pos]
+    except (IndexError, UnicodeDecodeError):
+        return None
+    if pos + 1 != len(payload):
+        return None
     return exchange, routing_key, bool(bits & 1), bool(bits & 2)
 
 
@@ -81,10 +138,17 @@ def args_length(method: commands.base.Frame, payload: bytes, pos: int) -> int:
         in_bits = 0
         if kind == "shortstr":
             pos += 1 + payload[pos]
-        elif kind in ("longstr", "table"):
+        elif kind == "longstr":
             pos += 4 + _u32.unpack_from(payload, pos)[0]
+        elif kind == "table":
+            end = pos + 4 + _u32.unpack_from(payload, pos)[0]
+            if end > len(payload) or not table_depth_ok(payload, pos + 4, end):
+                raise ValueError("malformed or too deeply nested table")
+            pos = end
         else:
             pos += _FIXED[kind]
+    if pos > len(payload):
+        raise ValueError("truncated arguments")
     return pos
 
 

@@ -11,6 +11,8 @@ import struct
 
 from pamqp import commands
 
+from .methods import UnknownFieldType, table_depth_ok
+
 Properties = commands.Basic.Properties
 
 _u16 = struct.Struct(">H")
@@ -29,7 +31,15 @@ EMPTY = b"\x00\x00"
 
 
 def _offset_of(raw: bytes, flag: int) -> int:
-    """Offset of a field's value in raw, or -1 when the flag is not set."""
+    """Offset of a field's value in raw, or -1 when the flag is not set (or the property
+    bytes are too short for what the flags announce: a broken header is not our crash)."""
+    try:
+        return _walk_to(raw, flag)
+    except (IndexError, struct.error):
+        return -1
+
+
+def _walk_to(raw: bytes, flag: int) -> int:
     flags = _u16.unpack_from(raw, 0)[0]
     if not flags & flag:
         return -1
@@ -50,19 +60,21 @@ def _offset_of(raw: bytes, flag: int) -> int:
     return -1
 
 
+def _byte_at(raw: bytes, pos: int) -> int:
+    return raw[pos] if 0 <= pos < len(raw) else 0
+
+
 def peek_delivery_mode(raw: bytes) -> int:
-    pos = _offset_of(raw, DELIVERY_MODE)
-    return raw[pos] if pos >= 0 else 0
+    return _byte_at(raw, _offset_of(raw, DELIVERY_MODE))
 
 
 def peek_priority(raw: bytes) -> int:
-    pos = _offset_of(raw, PRIORITY)
-    return raw[pos] if pos >= 0 else 0
+    return _byte_at(raw, _offset_of(raw, PRIORITY))
 
 
 def peek_shortstr(raw: bytes, flag: int) -> str | None:
     pos = _offset_of(raw, flag)
-    if pos < 0:
+    if pos < 0 or pos >= len(raw):
         return None
     return raw[pos + 1:pos + 1 + raw[pos]].decode("utf-8", "replace")
 
@@ -98,9 +110,20 @@ def encode(props: Properties) -> bytes:
 
 
 def headers(raw: bytes) -> dict:
+    """The headers table decoded; {} when absent, malformed or nested too deeply to decode
+    safely (routing then sees no headers rather than the connection dying)."""
     if not has_headers(raw):
         return {}
-    return decode(raw).headers or {}
+    pos = _offset_of(raw, HEADERS)
+    if pos < 0 or pos + 4 > len(raw):
+        return {}
+    end = pos + 4 + _u32.unpack_from(raw, pos)[0]
+    try:
+        if end > len(raw) or not table_depth_ok(raw, pos + 4, end):
+            return {}
+        return decode(raw).headers or {}
+    except (ValueError, IndexError, struct.error, RecursionError, UnknownFieldType):
+        return {}
 
 
 # ---- raw editing ------------------------------------------------------------------------------

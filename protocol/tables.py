@@ -18,6 +18,10 @@ _FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8
 _SIZED = frozenset((b"S", b"x", b"F", b"A"))
 
 
+class UnknownTag(ValueError):
+    """A field value whose type tag AMQP does not define."""
+
+
 def value_length(raw: bytes | memoryview, pos: int) -> int:
     """Length of the typed value starting at pos (tag byte included)."""
     tag = bytes(raw[pos:pos + 1])
@@ -25,7 +29,9 @@ def value_length(raw: bytes | memoryview, pos: int) -> int:
         return 1 + _FIXED[tag]
     if tag in _SIZED:
         return 5 + _u32.unpack_from(raw, pos + 1)[0]
-    raise ValueError(f"unknown field type {tag!r}")
+    if not tag:
+        raise IndexError("truncated table")
+    raise UnknownTag(f"unknown field type {tag!r}")
 
 
 def split_table(body: bytes) -> list[tuple[str, bytes]]:
