@@ -4,9 +4,10 @@
   directory; SIGKILL / SIGTERM it, start it again on the same directory, read its log.
 - ``InProcessBroker``: a ``Server`` on its own loop thread that can be stopped and started again
   on the same data directory (vhosts and policies can only be set through the server object).
-- ``PipelinedPublisher`` / ``AckingConsumer``: raw pamqp clients (in threads) that publish
-  numbered persistent messages with a window of unconfirmed publishes, and consume with manual
-  acks, recording exactly what the broker confirmed, delivered and what was acked.
+- ``PipelinedPublisher`` / ``AckingConsumer``: raw clients (raw_client.py, in threads) that
+  publish numbered persistent messages with a window of unconfirmed publishes, and consume with
+  manual acks, recording exactly what the broker confirmed, delivered and what was acked;
+  ``start_publisher`` / ``start_consumer`` start one and wait until it runs.
 - Message bodies encode their number: ``body_for(n)`` / ``number_of(body)``.
 
 Every wait has a deadline; nothing here can hang a test run.
@@ -18,7 +19,6 @@ import asyncio
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -29,14 +29,13 @@ from pathlib import Path
 import pika
 from pamqp import body as pbody
 from pamqp import commands as C
-from pamqp import frame as pframe
 from pamqp import header as pheader
+from raw_client import RawClient, content_frames
 
 from broker.config import Config
 from broker.server import Server
 
 REPO = Path(__file__).resolve().parents[2]
-PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
 
 def free_port() -> int:
@@ -325,65 +324,39 @@ class InProcessBroker:
 
 
 # ---- raw AMQP clients ----------------------------------------------------------------------
-class RawConnection:
-    """A bare-socket AMQP connection: send frames, read decoded frames; OSError when gone."""
-
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = bytearray()
-        self.send_raw(PROTOCOL_HEADER)
-        self.expect(C.Connection.Start)
-        self.send(0, C.Connection.StartOk(client_properties={"product": "durability-test"},
-                                          mechanism="PLAIN", response="\0guest\0guest",
-                                          locale="en_US"))
-        tune = self.expect(C.Connection.Tune)
-        self.frame_max = tune.frame_max
-        self.send(0, C.Connection.TuneOk(channel_max=tune.channel_max,
-                                         frame_max=tune.frame_max, heartbeat=0))
-        self.send(0, C.Connection.Open(virtual_host="/"))
-        self.expect(C.Connection.OpenOk)
-        self.send(1, C.Channel.Open())
-        self.expect(C.Channel.OpenOk)
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def send(self, channel: int, method) -> None:  # type: ignore[no-untyped-def]
-        self.sock.sendall(pframe.marshal(method, channel))
-
-    def recv(self):  # type: ignore[no-untyped-def]
-        """The next frame (pamqp object); ConnectionError when the peer is gone."""
-        buf = self.buf
-        while True:
-            if len(buf) >= 7:
-                size = struct.unpack_from(">I", buf, 3)[0]
-                if len(buf) >= size + 8:
-                    data = bytes(buf[:size + 8])
-                    del buf[:size + 8]
-                    return pframe.unmarshal(data)[2]
-            chunk = self.sock.recv(262144)
-            if not chunk:
-                raise ConnectionError("broker closed the connection")
-            buf += chunk
-
-    def expect(self, kind: type):  # type: ignore[no-untyped-def]
-        got = self.recv()
-        assert isinstance(got, kind), f"expected {kind.__name__}, got {got!r}"
-        return got
-
-
 def publish_frames(routing_key: str, number: int, exchange: str = "") -> bytes:
-    body = body_for(number)
     props = C.Basic.Properties(delivery_mode=2, message_id=str(number))
-    return (pframe.marshal(C.Basic.Publish(exchange=exchange, routing_key=routing_key), 1)
-            + pframe.marshal(pheader.ContentHeader(0, len(body), props), 1)
-            + pframe.marshal(pbody.ContentBody(body), 1))
+    return content_frames(1, C.Basic.Publish(exchange=exchange, routing_key=routing_key),
+                          body_for(number), props)
+
+
+class RawWorker(threading.Thread):
+    """A raw client on its own connection (channel 1 open) in a thread: ``work`` runs until
+    it returns or the connection dies (recorded in ``result.error``); ``done`` runs last."""
+
+    result: PublishLog | ConsumeLog
+
+    def __init__(self, name: str, port: int) -> None:
+        super().__init__(name=name, daemon=True)
+        self.port = port
+
+    def run(self) -> None:
+        conn = None
+        try:
+            conn = RawClient.open(self.port, client_properties={"product": "durability-test"})
+            self.work(conn)
+        except (OSError, ConnectionError) as exc:
+            self.result.error = repr(exc)
+        finally:
+            self.done()
+            if conn is not None:
+                conn.close()
+
+    def work(self, conn: RawClient) -> None:
+        raise NotImplementedError
+
+    def done(self) -> None:
+        pass
 
 
 @dataclass
@@ -395,54 +368,46 @@ class PublishLog:
     started: threading.Event = field(default_factory=threading.Event)
 
 
-class PipelinedPublisher(threading.Thread):
+class PipelinedPublisher(RawWorker):
     """Publishes messages 1, 2, ... (persistent, confirm mode) to ``queue`` through the default
     exchange, with at most ``window`` unconfirmed, until the connection dies or ``limit``."""
 
     def __init__(self, port: int, queue: str, window: int = 100, limit: int = 200_000) -> None:
-        super().__init__(name="publisher", daemon=True)
-        self.port = port
+        super().__init__("publisher", port)
         self.queue = queue
         self.window = window
         self.limit = limit
         self.result = PublishLog()
 
-    def run(self) -> None:
+    def work(self, conn: RawClient) -> None:
         res = self.result
-        conn = None
-        try:
-            conn = RawConnection(self.port)
-            conn.send(1, C.Confirm.Select())
-            conn.expect(C.Confirm.SelectOk)
-            pending: dict[int, None] = {}
-            while True:
-                if res.sent < self.limit and len(pending) < self.window:
-                    batch = []
-                    while res.sent < self.limit and len(pending) < self.window:
-                        number = res.sent + 1
-                        batch.append(publish_frames(self.queue, number))
-                        pending[number] = None
-                        res.sent = number
-                    conn.send_raw(b"".join(batch))
-                    res.started.set()
-                if not pending:
-                    return
-                frame = conn.recv()
-                if isinstance(frame, C.Basic.Ack | C.Basic.Nack):
-                    into = res.confirmed if isinstance(frame, C.Basic.Ack) else res.nacked
-                    tag = frame.delivery_tag
-                    if frame.multiple:
-                        while pending and next(iter(pending)) <= tag:
-                            into.add(_pop_first(pending))
-                    elif tag in pending:
-                        del pending[tag]
-                        into.add(tag)
-        except (OSError, ConnectionError) as exc:
-            res.error = repr(exc)
-        finally:
-            res.started.set()
-            if conn is not None:
-                conn.close()
+        conn.select()
+        pending: dict[int, None] = {}
+        while True:
+            if res.sent < self.limit and len(pending) < self.window:
+                batch = []
+                while res.sent < self.limit and len(pending) < self.window:
+                    number = res.sent + 1
+                    batch.append(publish_frames(self.queue, number))
+                    pending[number] = None
+                    res.sent = number
+                conn.send_raw(b"".join(batch))
+                res.started.set()
+            if not pending:
+                return
+            _, frame = conn.recv()
+            if isinstance(frame, C.Basic.Ack | C.Basic.Nack):
+                into = res.confirmed if isinstance(frame, C.Basic.Ack) else res.nacked
+                tag = frame.delivery_tag
+                if frame.multiple:
+                    while pending and next(iter(pending)) <= tag:
+                        into.add(_pop_first(pending))
+                elif tag in pending:
+                    del pending[tag]
+                    into.add(tag)
+
+    def done(self) -> None:
+        self.result.started.set()
 
 
 def _pop_first(d: dict[int, None]) -> int:
@@ -460,55 +425,70 @@ class ConsumeLog:
     error: str = ""
 
 
-class AckingConsumer(threading.Thread):
+class AckingConsumer(RawWorker):
     """Consumes ``queue`` with manual acks; holds back (never acks) messages whose number
     ``hold(number)`` says, acks the rest one by one as they arrive."""
 
     def __init__(self, port: int, queue: str, hold, prefetch: int = 1000) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(name="consumer", daemon=True)
-        self.port = port
+        super().__init__("consumer", port)
         self.queue = queue
         self.hold = hold
         self.prefetch = prefetch
         self.result = ConsumeLog()
         self.ready = threading.Event()
 
-    def run(self) -> None:
+    def work(self, conn: RawClient) -> None:
         res = self.result
-        conn = None
-        try:
-            conn = RawConnection(self.port)
-            conn.send(1, C.Basic.Qos(prefetch_count=self.prefetch))
-            conn.expect(C.Basic.QosOk)
-            conn.send(1, C.Basic.Consume(queue=self.queue, consumer_tag="durability"))
-            conn.expect(C.Basic.ConsumeOk)
-            self.ready.set()
-            while True:
-                deliver = conn.recv()
-                if not isinstance(deliver, C.Basic.Deliver):
-                    continue
-                head = conn.expect(pheader.ContentHeader)
-                body = b""
-                while len(body) < head.body_size:
-                    body += conn.expect(pbody.ContentBody).value
-                number = number_of(body)
-                res.delivered.append(number)
-                if deliver.redelivered:
-                    res.redelivered_during_run.append(number)
-                if self.hold(number):
-                    res.held.add(number)
-                    continue
-                conn.send(1, C.Basic.Ack(delivery_tag=deliver.delivery_tag))
-                res.acked.add(number)
-        except (OSError, ConnectionError) as exc:
-            res.error = repr(exc)
-        finally:
-            self.ready.set()
-            if conn is not None:
-                conn.close()
+        conn.send(1, C.Basic.Qos(prefetch_count=self.prefetch))
+        conn.expect(C.Basic.QosOk)
+        conn.send(1, C.Basic.Consume(queue=self.queue, consumer_tag="durability"))
+        conn.expect(C.Basic.ConsumeOk)
+        self.ready.set()
+        while True:
+            _, deliver = conn.recv()
+            if not isinstance(deliver, C.Basic.Deliver):
+                continue
+            head = conn.expect(pheader.ContentHeader)
+            body = b""
+            while len(body) < head.body_size:
+                body += conn.expect(pbody.ContentBody).value
+            number = number_of(body)
+            res.delivered.append(number)
+            if deliver.redelivered:
+                res.redelivered_during_run.append(number)
+            if self.hold(number):
+                res.held.add(number)
+                continue
+            conn.send(1, C.Basic.Ack(delivery_tag=deliver.delivery_tag))
+            res.acked.add(number)
+
+    def done(self) -> None:
+        self.ready.set()
 
 
-# ---- draining with pika --------------------------------------------------------------------
+def start_publisher(port: int, queue: str, window: int = 100) -> PipelinedPublisher:
+    publisher = PipelinedPublisher(port, queue, window=window)
+    publisher.start()
+    assert publisher.result.started.wait(10), "publisher never started"
+    return publisher
+
+
+def start_consumer(port: int, queue: str, hold, prefetch: int = 1000) -> AckingConsumer:  # type: ignore[no-untyped-def]
+    consumer = AckingConsumer(port, queue, hold=hold, prefetch=prefetch)
+    consumer.start()
+    assert consumer.ready.wait(10)
+    return consumer
+
+
+# ---- pika ----------------------------------------------------------------------------------
+def abandon(conn: pika.BlockingConnection) -> None:
+    """Drop a connection to a broker that was killed or stopped (closing it raises)."""
+    try:
+        conn.close()
+    except (pika.exceptions.AMQPError, OSError):
+        pass
+
+
 def drain_all(conn: pika.BlockingConnection, queue: str,
               timeout: float = 20.0) -> list[tuple[int, bool, pika.BasicProperties]]:
     """Consume (auto-ack) every message of ``queue``: (number, redelivered, properties) in

@@ -6,52 +6,16 @@ reject have no reply, so a channel error is surfaced by the next synchronous cal
 
 from __future__ import annotations
 
-import signal
-import time
-
-import pika
 import pytest
-from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def connect(broker) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(broker.url))
-
-
-def pump(conn, cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for the broker"
-        conn.process_data_events(time_limit=0.02)
-
-
-def settle(conn, seconds: float = 0.2) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        conn.process_data_events(time_limit=0.02)
-
-
-def fill(ch, queue: str, n: int) -> None:
-    ch.queue_declare(queue)
-    for i in range(n):
-        ch.basic_publish("", queue, f"m{i}".encode())
-
-
-def count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
+from pika_helpers import (
+    connect,
+    connection_closed,
+    count,
+    expect_channel_error,
+    fill,
+    pump,
+    settle,
+)
 
 
 def get(ch, queue: str, **kw):
@@ -68,12 +32,6 @@ def drain(ch, queue: str) -> list[tuple[bytes, bool]]:
         if method is None:
             return out
         out.append((body, method.redelivered))
-
-
-def expect_channel_error(ch, code: int, text: str) -> None:
-    with pytest.raises(ChannelClosedByBroker) as info:
-        ch.basic_qos(prefetch_count=0)  # any synchronous method surfaces the close
-    assert (info.value.reply_code, info.value.reply_text) == (code, text)
 
 
 # ---- unknown / stale delivery tags ------------------------------------------------------
@@ -107,26 +65,20 @@ def test_double_ack(broker):
     conn.close()
 
 
-def test_ack_multiple_beyond_outstanding(broker):
+@pytest.mark.parametrize("acks, unknown", [
+    ([(5, True)], 5),
+    ([(1, False), (1, True)], 1),
+], ids=["beyond-outstanding", "of-an-already-acked-tag"])
+def test_ack_multiple_of_an_unknown_tag(broker, acks, unknown):
+    """Two messages outstanding (tags 1 and 2); ``acks``: (tag, multiple) in order."""
     conn = connect(broker)
     ch = conn.channel()
     fill(ch, "q", 2)
     get(ch, "q")
     get(ch, "q")
-    ch.basic_ack(5, multiple=True)
-    expect_channel_error(ch, 406, "PRECONDITION_FAILED - unknown delivery tag 5")
-    conn.close()
-
-
-def test_ack_multiple_of_an_already_acked_tag(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    fill(ch, "q", 2)
-    get(ch, "q")
-    get(ch, "q")
-    ch.basic_ack(1)
-    ch.basic_ack(1, multiple=True)
-    expect_channel_error(ch, 406, "PRECONDITION_FAILED - unknown delivery tag 1")
+    for tag, multiple in acks:
+        ch.basic_ack(tag, multiple=multiple)
+    expect_channel_error(ch, 406, f"PRECONDITION_FAILED - unknown delivery tag {unknown}")
     conn.close()
 
 
@@ -337,10 +289,8 @@ def test_recover_requeue_after_get(broker):
 def test_recover_without_requeue_is_not_implemented(broker):
     conn = connect(broker)
     ch = conn.channel()
-    with pytest.raises(ConnectionClosedByBroker) as info:
+    with connection_closed(540, "NOT_IMPLEMENTED - requeue=false"):
         ch.basic_recover(requeue=False)
-    assert info.value.reply_code == 540
-    assert info.value.reply_text == "NOT_IMPLEMENTED - requeue=false"
     assert conn.is_closed
 
 

@@ -7,118 +7,18 @@ clients refuse to send (an empty consumer tag, a reused tag) go over raw pamqp f
 from __future__ import annotations
 
 import re
-import signal
-import socket
-import time
 
-import pika
-import pytest
 from pamqp import commands as C
-from pamqp import exceptions as pamqp_exc
-from pamqp import frame as pamqp_frame
-from pamqp import header as pamqp_header
-from pamqp import heartbeat as pamqp_heartbeat
-from pika.exceptions import ChannelClosedByBroker
+from pika_helpers import channel_closed, collect, connect, count, fill, pump, settle
+from raw_client import RawClient
 
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def connect(broker) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(broker.url))
-
-
-def pump(conn, cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for the broker"
-        conn.process_data_events(time_limit=0.02)
-
-
-def settle(conn, seconds: float = 0.2) -> None:
-    """Give the broker time to send anything else that it (wrongly) might."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        conn.process_data_events(time_limit=0.02)
-
-
-def fill(ch, queue: str, n: int) -> None:
-    ch.queue_declare(queue)
-    for i in range(n):
-        ch.basic_publish("", queue, f"m{i}".encode())
-
-
-def collect(ch, queue: str, **kw):
-    got: list = []
-    tag = ch.basic_consume(queue, lambda _c, m, p, b: got.append((m, p, b)), **kw)
-    return tag, got
-
-
-def count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
-
-
-class Raw:
-    """Minimal AMQP client over pamqp frames, for what pika/aio-pika will not send."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-        self.sock.sendall(pamqp_header.ProtocolHeader().marshal())
-        self.expect(C.Connection.Start)
-        self.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
-                                          response="\0guest\0guest"))
-        tune = self.expect(C.Connection.Tune)
-        self.send(0, C.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
-        self.send(0, C.Connection.Open("/"))
-        self.expect(C.Connection.OpenOk)
-
-    def send(self, channel: int, value) -> None:
-        self.sock.sendall(pamqp_frame.marshal(value, channel))
-
-    def recv(self):
-        while True:
-            try:
-                used, channel, value = pamqp_frame.unmarshal(self.buf)
-            except pamqp_exc.UnmarshalingException:
-                data = self.sock.recv(65536)
-                if not data:
-                    raise ConnectionError("socket closed by broker") from None
-                self.buf += data
-                continue
-            self.buf = self.buf[used:]
-            if not isinstance(value, pamqp_heartbeat.Heartbeat):
-                return channel, value
-
-    def expect(self, cls):
-        _, value = self.recv()
-        assert isinstance(value, cls), f"expected {cls.__name__}, got {value!r}"
-        return value
-
-    def open_channel(self, number: int) -> None:
-        self.send(number, C.Channel.Open())
-        self.expect(C.Channel.OpenOk)
-
-    def close(self) -> None:
-        self.sock.close()
+IN_EXCLUSIVE_USE = "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
 
 
 # ---- basic.consume / basic.cancel ------------------------------------------------------
 def test_server_generates_consumer_tag(broker):
-    raw = Raw(broker.port)
-    raw.open_channel(1)
-    raw.send(1, C.Queue.Declare(queue="q"))
-    raw.expect(C.Queue.DeclareOk)
+    raw = RawClient.open(broker.port)
+    raw.declare("q")
     tags = []
     for _ in range(2):
         raw.send(1, C.Basic.Consume(queue="q", consumer_tag=""))
@@ -141,19 +41,13 @@ def test_client_tag_with_amq_ctag_prefix_accepted(broker):
 
 
 def test_reused_consumer_tag_closes_the_connection(broker):
-    raw = Raw(broker.port)
-    raw.open_channel(1)
-    raw.send(1, C.Queue.Declare(queue="q"))
-    raw.expect(C.Queue.DeclareOk)
+    raw = RawClient.open(broker.port)
+    raw.declare("q")
     raw.send(1, C.Basic.Consume(queue="q", consumer_tag="dup"))
     assert raw.expect(C.Basic.ConsumeOk).consumer_tag == "dup"
     raw.send(1, C.Basic.Consume(queue="q", consumer_tag="dup"))
-    channel, close = raw.recv()
-    assert channel == 0
-    assert isinstance(close, C.Connection.Close), close
-    assert close.reply_code == 530
-    assert close.reply_text == "NOT_ALLOWED - attempt to reuse consumer tag 'dup'"
-    assert (close.class_id, close.method_id) == (60, 20)
+    raw.expect_close(530, "NOT_ALLOWED - attempt to reuse consumer tag 'dup'", (60, 20),
+                     channel=0)
     raw.send(0, C.Connection.CloseOk())
     raw.close()
 
@@ -177,15 +71,11 @@ def test_exclusive_consume_refused_when_another_consumer_exists(broker):
     ch1, ch2 = conn.channel(), conn.channel()
     ch1.queue_declare("q")
     collect(ch1, "q")
-    with pytest.raises(ChannelClosedByBroker) as info:
+    with channel_closed(403, IN_EXCLUSIVE_USE):
         ch2.basic_consume("q", lambda *a: None, exclusive=True)
-    assert info.value.reply_code == 403
-    assert info.value.reply_text == "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
     # same channel too
-    with pytest.raises(ChannelClosedByBroker) as info:
+    with channel_closed(403, IN_EXCLUSIVE_USE):
         ch1.basic_consume("q", lambda *a: None, exclusive=True)
-    assert info.value.reply_code == 403
-    assert info.value.reply_text == "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
     conn.close()
 
 
@@ -196,10 +86,8 @@ def test_consume_refused_while_exclusive_consumer_exists(broker):
     ch1.queue_declare("q")
     collect(ch1, "q", exclusive=True)
     ch2 = other.channel()
-    with pytest.raises(ChannelClosedByBroker) as info:
+    with channel_closed(403, IN_EXCLUSIVE_USE):
         ch2.basic_consume("q", lambda *a: None)
-    assert info.value.reply_code == 403
-    assert info.value.reply_text == "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
     # basic.get is still allowed
     ch3 = other.channel()
     assert ch3.basic_get("q") == (None, None, None)
@@ -223,12 +111,10 @@ def test_cancel_stops_deliveries(broker):
 
 
 def test_cancel_of_unknown_tag_is_ok(broker):
-    raw = Raw(broker.port)
-    raw.open_channel(1)
+    raw = RawClient.open(broker.port)
     raw.send(1, C.Basic.Cancel(consumer_tag="nope"))
     assert raw.expect(C.Basic.CancelOk).consumer_tag == "nope"
-    raw.send(1, C.Queue.Declare(queue="q"))  # channel still open
-    raw.expect(C.Queue.DeclareOk)
+    raw.declare("q")  # channel still open
     raw.close()
 
 
@@ -265,10 +151,8 @@ def test_round_robin_between_consumers(broker):
 def test_consume_on_missing_queue(broker):
     conn = connect(broker)
     ch = conn.channel()
-    with pytest.raises(ChannelClosedByBroker) as info:
+    with channel_closed(404, "NOT_FOUND - no queue 'cat-missing-q' in vhost '/'"):
         ch.basic_consume("cat-missing-q", lambda *a: None)
-    assert info.value.reply_code == 404
-    assert info.value.reply_text == "NOT_FOUND - no queue 'cat-missing-q' in vhost '/'"
     assert conn.is_open
     conn.close()
 
@@ -277,11 +161,9 @@ def test_consume_with_invalid_x_priority(broker):
     conn = connect(broker)
     ch = conn.channel()
     ch.queue_declare("q")
-    with pytest.raises(ChannelClosedByBroker) as info:
+    with channel_closed(406, "PRECONDITION_FAILED - invalid arg 'x-priority' for queue 'q' in "
+                             "vhost '/': \"expected integer, got longstr\""):
         ch.basic_consume("q", lambda *a: None, arguments={"x-priority": "abc"})
-    assert info.value.reply_code == 406
-    assert info.value.reply_text == ("PRECONDITION_FAILED - invalid arg 'x-priority' for queue "
-                                     "'q' in vhost '/': \"expected integer, got longstr\"")
     conn.close()
 
 

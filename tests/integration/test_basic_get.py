@@ -7,39 +7,10 @@ after this one; a no-ack get removes the message for good.
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import aio_pika
-import pika
-import pytest
 from pamqp import commands as C
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def connect(broker) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(broker.url))
-
-
-def fill(ch, queue: str, n: int) -> None:
-    ch.queue_declare(queue)
-    for i in range(n):
-        ch.basic_publish("", queue, f"m{i}".encode())
-
-
-def count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
+from pika_helpers import connect, count, fill
 
 
 async def test_get_on_empty_queue_is_get_empty(broker):

@@ -11,111 +11,17 @@ import asyncio
 import datetime
 import decimal
 import os
-import signal
-import socket
-import time
 
 import aio_pika
 import pika
 import pytest
 from pamqp import body as pamqp_body
 from pamqp import commands as C
-from pamqp import exceptions as pamqp_exc
-from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
-from pamqp import heartbeat as pamqp_heartbeat
-from pika.exceptions import ChannelClosedByBroker
+from pika_helpers import INVALID_EXPIRATIONS, connect, count, expect_channel_error, pump, settle
+from raw_client import RawClient
 
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 30 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def connect(broker) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(broker.url))
-
-
-def pump(conn, cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for the broker"
-        conn.process_data_events(time_limit=0.02)
-
-
-def settle(conn, seconds: float = 0.2) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        conn.process_data_events(time_limit=0.02)
-
-
-def count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
-
-
-def expect_channel_error(ch, code: int, text: str) -> None:
-    with pytest.raises(ChannelClosedByBroker) as info:
-        ch.basic_qos(prefetch_count=0)  # any synchronous method surfaces the close
-    assert (info.value.reply_code, info.value.reply_text) == (code, text)
-
-
-class Raw:
-    """Minimal AMQP client over pamqp frames, for what pika/aio-pika will not send."""
-
-    def __init__(self, port: int, frame_max: int = 0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-        self.sock.sendall(pamqp_header.ProtocolHeader().marshal())
-        self.expect(C.Connection.Start)
-        self.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
-                                          response="\0guest\0guest"))
-        tune = self.expect(C.Connection.Tune)
-        self.frame_max = frame_max or tune.frame_max
-        self.send(0, C.Connection.TuneOk(tune.channel_max, self.frame_max, 0))
-        self.send(0, C.Connection.Open("/"))
-        self.expect(C.Connection.OpenOk)
-        self.send(1, C.Channel.Open())
-        self.expect(C.Channel.OpenOk)
-
-    def send(self, channel: int, value) -> None:
-        self.sock.sendall(pamqp_frame.marshal(value, channel))
-
-    def publish(self, channel: int, method, body: bytes, props=None) -> None:
-        self.send(channel, method)
-        self.send(channel, pamqp_header.ContentHeader(0, len(body),
-                                                      props or C.Basic.Properties()))
-        if body:
-            self.send(channel, pamqp_body.ContentBody(body))
-
-    def recv(self):
-        while True:
-            try:
-                used, channel, value = pamqp_frame.unmarshal(self.buf)
-            except pamqp_exc.UnmarshalingException:
-                data = self.sock.recv(1 << 20)
-                if not data:
-                    raise ConnectionError("socket closed by broker") from None
-                self.buf += data
-                continue
-            self.buf = self.buf[used:]
-            if not isinstance(value, pamqp_heartbeat.Heartbeat):
-                return channel, value
-
-    def expect(self, cls):
-        _, value = self.recv()
-        assert isinstance(value, cls), f"expected {cls.__name__}, got {value!r}"
-        return value
-
-    def close(self) -> None:
-        self.sock.close()
+pytestmark = pytest.mark.deadline(30)
 
 
 HEADERS = {
@@ -157,16 +63,10 @@ def assert_same_properties(got: pika.BasicProperties, sent: pika.BasicProperties
 
 # ---- errors -----------------------------------------------------------------------------
 def test_immediate_is_not_implemented(broker):
-    raw = Raw(broker.port)
-    raw.send(1, C.Queue.Declare(queue="q"))
-    raw.expect(C.Queue.DeclareOk)
-    raw.publish(1, C.Basic.Publish(exchange="", routing_key="q", immediate=True), b"x")
-    channel, close = raw.recv()
-    assert channel == 0
-    assert isinstance(close, C.Connection.Close), close
-    assert close.reply_code == 540
-    assert close.reply_text == "NOT_IMPLEMENTED - immediate=true"
-    assert (close.class_id, close.method_id) == (60, 40)
+    raw = RawClient.open(broker.port)
+    raw.declare("q")
+    raw.publish("q", b"x", immediate=True)
+    raw.expect_close(540, "NOT_IMPLEMENTED - immediate=true", (60, 40), channel=0)
     raw.send(0, C.Connection.CloseOk())
     raw.close()
 
@@ -180,14 +80,7 @@ def test_publish_to_missing_exchange(broker):
     conn.close()
 
 
-@pytest.mark.parametrize("value, reason", [
-    ("abc", "no_integer"),
-    ("-1", "{value_negative,-1}"),
-    ("1.5", '{leftover_string,".5"}'),
-    (" 10", "no_integer"),
-    ("99999999999999999999",
-     "{value_too_large,\n" + " " * 44 + "99999999999999999999}"),
-])
+@pytest.mark.parametrize("value, reason", INVALID_EXPIRATIONS)
 def test_invalid_expiration(broker, value, reason):
     conn = connect(broker)
     ch = conn.channel()
@@ -333,9 +226,8 @@ def test_large_message_to_a_consumer(broker):
 
 
 def test_body_is_split_by_negotiated_frame_max(broker):
-    raw = Raw(broker.port, frame_max=4096)
-    raw.send(1, C.Queue.Declare(queue="q"))
-    raw.expect(C.Queue.DeclareOk)
+    raw = RawClient.open(broker.port, frame_max=4096)
+    raw.declare("q")
     payload = os.urandom(50_000)
     chunks = [payload[i:i + 4000] for i in range(0, len(payload), 4000)]
     raw.send(1, C.Basic.Publish(exchange="", routing_key="q"))

@@ -6,59 +6,8 @@ Reply codes, texts and semantics are from /work/shared/rabbitmq-behaviour.md sec
 
 from __future__ import annotations
 
-import signal
-import time
-
-import pika
 import pytest
-from pika.exceptions import ConnectionClosedByBroker
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def connect(broker) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(broker.url))
-
-
-def pump(conn, cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for the broker"
-        conn.process_data_events(time_limit=0.02)
-
-
-def settle(conn, seconds: float = 0.2) -> None:
-    """Give the broker time to send anything else that it (wrongly) might."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        conn.process_data_events(time_limit=0.02)
-
-
-def fill(ch, queue: str, n: int) -> None:
-    ch.queue_declare(queue)
-    for i in range(n):
-        ch.basic_publish("", queue, f"m{i}".encode())
-
-
-def collect(ch, queue: str, **kw):
-    got: list = []
-    tag = ch.basic_consume(queue, lambda _c, m, p, b: got.append((m, p, b)), **kw)
-    return tag, got
-
-
-def count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
+from pika_helpers import collect, connect, connection_closed, count, fill, pump, settle
 
 
 # ---- basic.qos ------------------------------------------------------------------------
@@ -165,10 +114,8 @@ def test_ack_releases_the_next_message(broker):
 def test_prefetch_size_is_not_implemented(broker):
     conn = connect(broker)
     ch = conn.channel()
-    with pytest.raises(ConnectionClosedByBroker) as info:
+    with connection_closed(540, "NOT_IMPLEMENTED - prefetch_size!=0 (1000)"):
         ch.basic_qos(prefetch_size=1000)
-    assert info.value.reply_code == 540
-    assert info.value.reply_text == "NOT_IMPLEMENTED - prefetch_size!=0 (1000)"
     assert conn.is_closed
 
 

@@ -8,21 +8,10 @@ import struct
 import pika
 import pytest
 from pamqp import commands as C
-from pika_helpers import RawClient, channel_closed, connect, connection_closed, drain, pump
+from pika_helpers import channel_closed, connect, connection_closed, drain, pump
+from raw_client import RawClient
 
 EXPECTED_OPEN = "CHANNEL_ERROR - expected 'channel.open'"
-
-
-def _raw_open(raw: RawClient, number: int) -> None:
-    raw.send(number, C.Channel.Open())
-    got = raw.recv_frame()
-    assert got is not None and got[0] == number and isinstance(got[1], C.Channel.OpenOk), got
-
-
-def _expect_conn_close(raw: RawClient, code: int, text: str, ids: tuple[int, int]) -> None:
-    close = raw.expect(C.Connection.Close)
-    assert (close.reply_code, close.reply_text) == (code, text)
-    assert (close.class_id, close.method_id) == ids
 
 
 # ---- pika ------------------------------------------------------------------------------
@@ -120,42 +109,40 @@ def test_method_on_unopened_channel(broker, method, ids):
     raw = RawClient(broker.port)
     raw.handshake()
     raw.send(5, method)
-    _expect_conn_close(raw, 504, EXPECTED_OPEN, ids)
+    raw.expect_close(504, EXPECTED_OPEN, ids)
     raw.close()
 
 
 def test_second_channel_open(broker):
     raw = RawClient(broker.port)
     raw.handshake()
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     raw.send(1, C.Channel.Open())
-    _expect_conn_close(raw, 504, "CHANNEL_ERROR - second 'channel.open' seen", (20, 10))
+    raw.expect_close(504, "CHANNEL_ERROR - second 'channel.open' seen", (20, 10))
     raw.close()
 
 
 def test_channel_number_reusable_after_close(broker):
     raw = RawClient(broker.port)
     raw.handshake()
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     raw.send(1, C.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0))
     raw.expect(C.Channel.CloseOk)
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     raw.close()
 
 
 def test_after_server_channel_close(broker):
     raw = RawClient(broker.port)
     raw.handshake()
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     raw.send(1, C.Queue.Declare(queue="nope-q", passive=True))
-    close = raw.expect(C.Channel.Close)
-    assert (close.reply_code, close.reply_text) == (
-        404, "NOT_FOUND - no queue 'nope-q' in vhost '/'")
-    assert (close.class_id, close.method_id) == (50, 10)
+    raw.expect_close(404, "NOT_FOUND - no queue 'nope-q' in vhost '/'", (50, 10),
+                     kind=C.Channel.Close)
     # before close-ok: methods are dropped silently
     raw.send(1, C.Queue.Declare(queue="dropped-q"))
     raw.send(1, C.Channel.CloseOk())
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     raw.send(1, C.Queue.Declare(queue="dropped-q", passive=True))
     close = raw.expect(C.Channel.Close)
     assert (close.reply_code, close.reply_text) == (
@@ -163,39 +150,30 @@ def test_after_server_channel_close(broker):
     raw.send(1, C.Channel.CloseOk())
     # after close-ok, without channel.open: connection error
     raw.send(1, C.Queue.Declare(queue="x"))
-    _expect_conn_close(raw, 504, EXPECTED_OPEN, (50, 10))
+    raw.expect_close(504, EXPECTED_OPEN, (50, 10))
     raw.close()
 
 
 def test_no_close_ok_other_channels_keep_working(broker):
     raw = RawClient(broker.port)
     raw.handshake()
-    _raw_open(raw, 1)
-    _raw_open(raw, 2)
+    raw.open_channel(1)
+    raw.open_channel(2)
     raw.send(1, C.Queue.Declare(queue="nope-q", passive=True))
     assert raw.expect(C.Channel.Close).reply_code == 404
     raw.send(2, C.Queue.Declare(queue="alive-q", exclusive=True))
-    got = raw.recv_frame()
-    assert got is not None and got[0] == 2 and isinstance(got[1], C.Queue.DeclareOk)
-    assert got[1].queue == "alive-q"
+    assert raw.expect(C.Queue.DeclareOk, channel=2).queue == "alive-q"
     raw.close()
 
 
 def test_channel_max_limits_open_count(broker):
     raw = RawClient(broker.port)
-    raw.send_raw(b"AMQP\x00\x00\x09\x01")
-    raw.expect(C.Connection.Start)
-    raw.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
-                                     response="\0guest\0guest", locale="en_US"))
-    tune = raw.expect(C.Connection.Tune)
-    raw.send(0, C.Connection.TuneOk(channel_max=2, frame_max=tune.frame_max, heartbeat=0))
-    raw.send(0, C.Connection.Open(virtual_host="/"))
-    raw.expect(C.Connection.OpenOk)
-    _raw_open(raw, 7)      # the channel *number* is not limited
-    _raw_open(raw, 2047)
+    raw.handshake(channel_max=2, client_properties={})
+    raw.open_channel(7)      # the channel *number* is not limited
+    raw.open_channel(2047)
     raw.send(3, C.Channel.Open())
-    _expect_conn_close(raw, 530, "NOT_ALLOWED - number of channels opened (2) has reached "
-                                 "the negotiated channel_max (2)", (0, 0))
+    raw.expect_close(530, "NOT_ALLOWED - number of channels opened (2) has reached "
+                          "the negotiated channel_max (2)", (0, 0))
     raw.close()
 
 
@@ -203,18 +181,18 @@ def test_high_channel_numbers_allowed(broker):
     raw = RawClient(broker.port)
     raw.handshake()
     for number in (2047, 2048, 65535):
-        _raw_open(raw, number)
+        raw.open_channel(number)
     raw.close()
 
 
 def test_flow_false_close_frame(broker):
     raw = RawClient(broker.port)
     raw.handshake()
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     raw.send(1, C.Channel.Flow(active=True))
     assert raw.expect(C.Channel.FlowOk).active is True
     raw.send(1, C.Channel.Flow(active=False))
-    _expect_conn_close(raw, 540, "NOT_IMPLEMENTED - active=false", (20, 20))
+    raw.expect_close(540, "NOT_IMPLEMENTED - active=false", (20, 20))
     raw.close()
 
 
@@ -225,9 +203,9 @@ def test_flow_false_close_frame(broker):
 def test_unimplemented_methods_on_channel(broker, method, ids):
     raw = RawClient(broker.port)
     raw.handshake()
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     raw.send(1, method)
-    _expect_conn_close(raw, 503, "COMMAND_INVALID - unimplemented method", ids)
+    raw.expect_close(503, "COMMAND_INVALID - unimplemented method", ids)
     raw.close()
 
 
@@ -235,7 +213,7 @@ def test_access_request(broker):
     # pamqp has no access class: build access.request (30/10) by hand
     raw = RawClient(broker.port)
     raw.handshake()
-    _raw_open(raw, 1)
+    raw.open_channel(1)
     payload = struct.pack(">HHB", 30, 10, 5) + b"/data" + b"\x00"
     raw.send_raw(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
     frame = raw.recv_frame_bytes()

@@ -7,113 +7,18 @@ Reply codes and texts are from /work/shared/rabbitmq-behaviour.md section 6. Fra
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
-import time
 
 import aio_pika
 import pika
 import pytest
 from pamqp import body as pamqp_body
 from pamqp import commands as C
-from pamqp import exceptions as pamqp_exc
-from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
-from pamqp import heartbeat as pamqp_heartbeat
-from pika.exceptions import ChannelClosedByBroker, UnroutableError
+from pika.exceptions import UnroutableError
+from pika_helpers import channel_closed, connect, count, expect_channel_error, settle
+from raw_client import RawClient, content_frames
 
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 30 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def connect(broker) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(broker.url))
-
-
-def settle(conn, seconds: float = 0.2) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        conn.process_data_events(time_limit=0.02)
-
-
-def count(ch, queue: str) -> int:
-    return ch.queue_declare(queue, passive=True).method.message_count
-
-
-class Raw:
-    """Minimal AMQP client over pamqp frames, to check the order of frames."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-        self.sock.sendall(pamqp_header.ProtocolHeader().marshal())
-        self.expect(C.Connection.Start)
-        self.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
-                                          response="\0guest\0guest"))
-        tune = self.expect(C.Connection.Tune)
-        self.send(0, C.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
-        self.send(0, C.Connection.Open("/"))
-        self.expect(C.Connection.OpenOk)
-        self.send(1, C.Channel.Open())
-        self.expect(C.Channel.OpenOk)
-
-    def send(self, channel: int, value) -> None:
-        self.sock.sendall(pamqp_frame.marshal(value, channel))
-
-    def publish(self, rk: str, body: bytes, exchange: str = "", mandatory: bool = False,
-                props=None) -> None:
-        self.send(1, C.Basic.Publish(exchange=exchange, routing_key=rk, mandatory=mandatory))
-        self.send(1, pamqp_header.ContentHeader(0, len(body), props or C.Basic.Properties()))
-        if body:
-            self.send(1, pamqp_body.ContentBody(body))
-
-    def recv(self):
-        while True:
-            try:
-                used, channel, value = pamqp_frame.unmarshal(self.buf)
-            except pamqp_exc.UnmarshalingException:
-                data = self.sock.recv(65536)
-                if not data:
-                    raise ConnectionError("socket closed by broker") from None
-                self.buf += data
-                continue
-            self.buf = self.buf[used:]
-            if not isinstance(value, pamqp_heartbeat.Heartbeat):
-                return channel, value
-
-    def expect(self, cls):
-        _, value = self.recv()
-        assert isinstance(value, cls), f"expected {cls.__name__}, got {value!r}"
-        return value
-
-    def acked_upto(self, last: int) -> None:
-        """Read basic.ack frames until one covers ``last``; only acks may arrive."""
-        seen = 0
-        while seen < last:
-            ack = self.expect(C.Basic.Ack)
-            assert ack.delivery_tag > seen
-            assert ack.multiple or ack.delivery_tag == seen + 1
-            seen = ack.delivery_tag
-        assert seen == last
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def expect_channel_error(call, code: int, text: str) -> None:
-    with pytest.raises(ChannelClosedByBroker) as info:
-        call()
-    assert (info.value.reply_code, info.value.reply_text) == (code, text)
+pytestmark = pytest.mark.deadline(30)
 
 
 # ---- confirms ---------------------------------------------------------------------------
@@ -147,12 +52,10 @@ def test_pika_mandatory_unroutable_in_confirm_mode(broker):
 
 
 def test_confirm_tags_count_only_publishes_after_select(broker):
-    raw = Raw(broker.port)
-    raw.send(1, C.Queue.Declare(queue="q"))
-    raw.expect(C.Queue.DeclareOk)
+    raw = RawClient.open(broker.port)
+    raw.declare("q")
     raw.publish("q", b"before")  # not counted
-    raw.send(1, C.Confirm.Select())
-    raw.expect(C.Confirm.SelectOk)
+    raw.select()
     for i in range(3):
         raw.publish("q", f"m{i}".encode())
     raw.acked_upto(3)
@@ -168,29 +71,21 @@ def test_confirm_tags_count_only_publishes_after_select(broker):
 
 
 def test_many_publishes_in_one_go_are_all_confirmed(broker):
-    raw = Raw(broker.port)
-    raw.send(1, C.Queue.Declare(queue="q"))
-    raw.expect(C.Queue.DeclareOk)
-    raw.send(1, C.Confirm.Select())
-    raw.expect(C.Confirm.SelectOk)
-    frames = b"".join(
-        pamqp_frame.marshal(C.Basic.Publish(exchange="", routing_key="q"), 1)
-        + pamqp_frame.marshal(pamqp_header.ContentHeader(0, 1, C.Basic.Properties()), 1)
-        + pamqp_frame.marshal(pamqp_body.ContentBody(b"x"), 1)
-        for _ in range(200))
-    raw.sock.sendall(frames)
+    raw = RawClient.open(broker.port)
+    raw.declare("q")
+    raw.select()
+    frames = b"".join(content_frames(1, C.Basic.Publish(exchange="", routing_key="q"), b"x")
+                      for _ in range(200))
+    raw.send_raw(frames)
     raw.acked_upto(200)
     raw.close()
 
 
 def test_confirm_select_twice_and_nowait(broker):
-    raw = Raw(broker.port)
-    raw.send(1, C.Confirm.Select())
-    raw.expect(C.Confirm.SelectOk)
-    raw.send(1, C.Confirm.Select())
-    raw.expect(C.Confirm.SelectOk)
-    raw.send(2, C.Channel.Open())
-    raw.expect(C.Channel.OpenOk)
+    raw = RawClient.open(broker.port)
+    raw.select()
+    raw.select()
+    raw.open_channel(2)
     raw.send(2, C.Confirm.Select(nowait=True))
     raw.send(2, C.Basic.Qos())
     channel, reply = raw.recv()
@@ -216,32 +111,28 @@ async def test_aio_pika_publisher_confirms_1000(broker):
         assert first.body == b"0"
 
 
-def test_confirm_then_tx_select(broker):
+@pytest.mark.parametrize("first, second, text", [
+    ("confirm_delivery", "tx_select", "cannot switch from confirm to tx mode"),
+    ("tx_select", "confirm_delivery", "cannot switch from tx to confirm mode"),
+], ids=["confirm-then-tx", "tx-then-confirm"])
+def test_switching_between_confirm_and_tx_mode(broker, first, second, text):
     conn = connect(broker)
     ch = conn.channel()
-    ch.confirm_delivery()
-    expect_channel_error(ch.tx_select, 406,
-                         "PRECONDITION_FAILED - cannot switch from confirm to tx mode")
-    assert conn.is_open
-    conn.close()
-
-
-def test_tx_then_confirm_select(broker):
-    conn = connect(broker)
-    ch = conn.channel()
-    ch.tx_select()
-    expect_channel_error(ch.confirm_delivery, 406,
-                         "PRECONDITION_FAILED - cannot switch from tx to confirm mode")
+    getattr(ch, first)()
+    with channel_closed(406, f"PRECONDITION_FAILED - {text}"):
+        getattr(ch, second)()
+    assert conn.is_open  # only the channel is closed (conn.close() would raise otherwise)
     conn.close()
 
 
 def test_commit_and_rollback_without_select(broker):
     conn = connect(broker)
     ch = conn.channel()
-    expect_channel_error(ch.tx_commit, 406, "PRECONDITION_FAILED - channel is not transactional")
+    with channel_closed(406, "PRECONDITION_FAILED - channel is not transactional"):
+        ch.tx_commit()
     ch = conn.channel()
-    expect_channel_error(ch.tx_rollback, 406,
-                         "PRECONDITION_FAILED - channel is not transactional")
+    with channel_closed(406, "PRECONDITION_FAILED - channel is not transactional"):
+        ch.tx_rollback()
     conn.close()
 
 
@@ -336,8 +227,8 @@ def test_ack_is_applied_at_commit(broker):
     ch.basic_ack(method.delivery_tag)
     ch.tx_commit()
     ch.basic_ack(method.delivery_tag)  # committed: the tag is gone now
-    expect_channel_error(ch.tx_commit, 406,
-                         f"PRECONDITION_FAILED - unknown delivery tag {method.delivery_tag}")
+    with channel_closed(406, f"PRECONDITION_FAILED - unknown delivery tag {method.delivery_tag}"):
+        ch.tx_commit()
     conn.close()
 
 
@@ -347,13 +238,12 @@ def test_unknown_tag_in_tx_fails_at_the_ack(broker):
     ch.tx_select()
     ch.basic_ack(99)
     # the error comes from the ack itself: a qos (not a commit) already sees the close
-    expect_channel_error(lambda: ch.basic_qos(prefetch_count=0), 406,
-                         "PRECONDITION_FAILED - unknown delivery tag 99")
+    expect_channel_error(ch, 406, "PRECONDITION_FAILED - unknown delivery tag 99")
     conn.close()
 
 
 def test_mandatory_unroutable_in_tx_returned_at_commit(broker):
-    raw = Raw(broker.port)
+    raw = RawClient.open(broker.port)
     raw.send(1, C.Tx.Select())
     raw.expect(C.Tx.SelectOk)
     raw.publish("nowhere", b"tx-lost", exchange="amq.direct", mandatory=True)

@@ -11,7 +11,8 @@ import pika
 import pytest
 from pamqp import commands as C
 from pamqp import heartbeat as pheartbeat
-from pika_helpers import PROTOCOL_HEADER, RawClient, connect, drain
+from pika_helpers import connect, drain
+from raw_client import PROTOCOL_HEADER, RawClient
 
 LOGIN_REFUSED = ("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. "
                  "For details see the broker logfile.")
@@ -54,14 +55,9 @@ def test_bad_credentials_are_refused_with_403(broker, user, password):
 
 def test_bad_password_close_frame_raw(broker):
     raw = RawClient(broker.port)
-    raw.send_raw(PROTOCOL_HEADER)
-    raw.expect(C.Connection.Start)
-    raw.send(0, C.Connection.StartOk(
-        client_properties={"capabilities": {"authentication_failure_close": True}},
-        mechanism="PLAIN", response="\0guest\0nope", locale="en_US"))
-    close = raw.expect(C.Connection.Close)
-    assert (close.reply_code, close.reply_text) == (403, LOGIN_REFUSED)
-    assert (close.class_id, close.method_id) == (0, 0)
+    raw.start_ok(response="\0guest\0nope",
+                 client_properties={"capabilities": {"authentication_failure_close": True}})
+    raw.expect_close(403, LOGIN_REFUSED, (0, 0))
     raw.send(0, C.Connection.CloseOk())
     assert raw.recv_frame() is None
     raw.close()
@@ -78,16 +74,10 @@ def test_unknown_vhost_is_530(broker):
                                         ("", "NOT_ALLOWED - vhost  not found")])
 def test_unknown_vhost_close_frame_raw(broker, vhost, text):
     raw = RawClient(broker.port)
-    raw.send_raw(PROTOCOL_HEADER)
-    raw.expect(C.Connection.Start)
-    raw.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
-                                     response="\0guest\0guest", locale="en_US"))
-    tune = raw.expect(C.Connection.Tune)
-    raw.send(0, C.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+    raw.start_ok(client_properties={})
+    raw.tune_ok()
     raw.send(0, C.Connection.Open(virtual_host=vhost))
-    close = raw.expect(C.Connection.Close)
-    assert (close.reply_code, close.reply_text) == (530, text)
-    assert (close.class_id, close.method_id) == (10, 40)
+    raw.expect_close(530, text, (10, 40))
     raw.close()
 
 
@@ -113,13 +103,10 @@ def test_negotiated_limits(broker):
 
 def test_start_and_tune_raw(broker):
     raw = RawClient(broker.port)
-    raw.send_raw(PROTOCOL_HEADER)
-    start = raw.expect(C.Connection.Start)
+    start = raw.start_ok(client_properties={})
     assert (start.version_major, start.version_minor) == (0, 9)
     assert start.mechanisms.split() == ["AMQPLAIN", "PLAIN"]
     assert start.locales == "en_US"
-    raw.send(0, C.Connection.StartOk(client_properties={}, mechanism="PLAIN",
-                                     response="\0guest\0guest", locale="en_US"))
     tune = raw.expect(C.Connection.Tune)
     assert (tune.channel_max, tune.frame_max, tune.heartbeat) == (2047, 131072, 60)
     raw.close()

@@ -8,44 +8,13 @@ section 4 (x-single-active-consumer validation).
 from __future__ import annotations
 
 import asyncio
-import signal
-import time
 import uuid
 
 import aio_pika
 import pika
-import pytest
-from pika_helpers import channel_closed, connect, pump
+from pika_helpers import aio_get_within, channel_closed, connect, get_within, pump, settle
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-@pytest.fixture
-def conn(broker):  # type: ignore[no-untyped-def]
-    c = connect(broker)
-    yield c
-    if c.is_open:
-        c.close()
-
-
-def settle(conn, seconds: float = 0.2) -> None:  # type: ignore[no-untyped-def]
-    """Give the broker time to send anything else that it (wrongly) might."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        conn.process_data_events(time_limit=0.02)
 
 
 def consumer(conn, queue: str, prefetch: int = 0, **kw):  # type: ignore[no-untyped-def]
@@ -202,13 +171,7 @@ def test_direct_reply_to_round_trip(broker, conn):
         server.queue_declare("rpc")
         client.basic_publish("", "rpc", b"ping",
                              pika.BasicProperties(reply_to=REPLY_TO, correlation_id="c-1"))
-        deadline = time.monotonic() + 3
-        while True:
-            method, props, body = server.basic_get("rpc", auto_ack=True)
-            if method is not None:
-                break
-            assert time.monotonic() < deadline, "request never arrived"
-            time.sleep(0.02)
+        method, props, body = get_within(server, "rpc")
         assert body == b"ping"
         assert props.reply_to.startswith(REPLY_TO + "."), props.reply_to
         assert props.correlation_id == "c-1"
@@ -259,15 +222,7 @@ async def test_direct_reply_to_round_trip_aio_pika(broker):
         corr = str(uuid.uuid4())
         await client.default_exchange.publish(
             aio_pika.Message(b"ping", reply_to=REPLY_TO, correlation_id=corr), "rpc")
-
-        async def next_request() -> aio_pika.abc.AbstractIncomingMessage:
-            while True:
-                msg = await rpc.get(no_ack=True, fail=False)
-                if msg is not None:
-                    return msg
-                await asyncio.sleep(0.02)
-
-        request = await asyncio.wait_for(next_request(), 5)
+        request = await aio_get_within(rpc, 5)
         assert request.reply_to.startswith(REPLY_TO + ".")
         await server.default_exchange.publish(
             aio_pika.Message(b"pong", correlation_id=request.correlation_id), request.reply_to)

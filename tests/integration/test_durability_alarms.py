@@ -10,25 +10,15 @@ import time
 
 import pika
 import pytest
-from durability_helpers import BrokerPool
+from durability_helpers import abandon
 from pika.exceptions import NackError
-from pika_helpers import connect, pump
+from pika_helpers import BlockWatch, connect, count, pump
 
 import storage.sync
 
+pytestmark = pytest.mark.deadline(None)  # every wait here has its own bound
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 NEVER_ENOUGH = 10**18
-
-
-@pytest.fixture
-def brokers(tmp_path):  # type: ignore[no-untyped-def]
-    pool = BrokerPool(tmp_path)
-    yield pool
-    pool.close()
-
-
-def count(ch, queue: str) -> int:  # type: ignore[no-untyped-def]
-    return ch.queue_declare(queue, passive=True).method.message_count
 
 
 def stays(ch, queue: str, expected: int, seconds: float) -> None:  # type: ignore[no-untyped-def]
@@ -36,20 +26,6 @@ def stays(ch, queue: str, expected: int, seconds: float) -> None:  # type: ignor
     while time.monotonic() < deadline:
         assert count(ch, queue) == expected
         time.sleep(0.05)
-
-
-class BlockWatch:
-    """Records connection.blocked / connection.unblocked on a pika connection."""
-
-    def __init__(self, conn: pika.BlockingConnection) -> None:
-        self.blocked: list[str] = []
-        self.unblocked = 0
-        conn.add_on_connection_blocked_callback(
-            lambda _conn, frame: self.blocked.append(frame.method.reason))
-        conn.add_on_connection_unblocked_callback(lambda _conn, _frame: self._unblock())
-
-    def _unblock(self) -> None:
-        self.unblocked += 1
 
 
 def block_publisher(pub: pika.BlockingConnection, watch: BlockWatch, queue: str) -> None:
@@ -82,10 +58,7 @@ def test_disk_alarm_blocks_publishers_but_not_consumers(brokers) -> None:
     finally:
         broker.kill()  # the publisher's connection is not being read: do not wait on it
         for conn in (pub, consumer):
-            try:
-                conn.close()
-            except (pika.exceptions.AMQPError, OSError):
-                pass
+            abandon(conn)
 
 
 def test_disk_alarm_clears_and_the_held_publishes_land(broker_factory) -> None:

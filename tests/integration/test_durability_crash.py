@@ -15,37 +15,23 @@ from collections import Counter
 import pika
 import pytest
 from durability_helpers import (
-    AckingConsumer,
-    BrokerPool,
-    PipelinedPublisher,
+    abandon,
     body_for,
     drain_all,
     number_of,
+    start_consumer,
+    start_publisher,
     wait_saved,
 )
 
+pytestmark = pytest.mark.deadline(None)  # every wait here has its own bound
 SEEDS = [20240601, 7, 1234]
-
-
-@pytest.fixture
-def brokers(tmp_path):  # type: ignore[no-untyped-def]
-    pool = BrokerPool(tmp_path)
-    yield pool
-    pool.close()
 
 
 def declare(broker, queue: str, **arguments) -> None:  # type: ignore[no-untyped-def]
     with broker.connect() as conn:
         conn.channel().queue_declare(queue, durable=True, arguments=arguments or None)
     wait_saved(broker.data_dir, queues=(queue,))
-
-
-def abandon(conn: pika.BlockingConnection) -> None:
-    """Drop a connection to a broker that was killed (closing it raises)."""
-    try:
-        conn.close()
-    except (pika.exceptions.AMQPError, OSError):
-        pass
 
 
 def kill_point(seed: int) -> float:
@@ -66,9 +52,7 @@ def test_kill_while_publishing_keeps_every_confirmed_message(brokers, seed: int)
     delay = kill_point(seed)
     broker = brokers()
     declare(broker, "crash")
-    publisher = PipelinedPublisher(broker.port, "crash", window=100)
-    publisher.start()
-    assert publisher.result.started.wait(10), "publisher never started"
+    publisher = start_publisher(broker.port, "crash")
     time.sleep(delay)
     broker.kill()
     publisher.join(10)
@@ -98,12 +82,8 @@ def test_kill_while_publishing_and_consuming_is_at_least_once(brokers, seed: int
     delay = kill_point(seed)
     broker = brokers()
     declare(broker, "crash")
-    consumer = AckingConsumer(broker.port, "crash", hold=lambda n: n % 10 == 3, prefetch=1000)
-    consumer.start()
-    assert consumer.ready.wait(10)
-    publisher = PipelinedPublisher(broker.port, "crash", window=100)
-    publisher.start()
-    assert publisher.result.started.wait(10), "publisher never started"
+    consumer = start_consumer(broker.port, "crash", hold=lambda n: n % 10 == 3)
+    publisher = start_publisher(broker.port, "crash")
     time.sleep(delay)
     broker.kill()
     publisher.join(10)

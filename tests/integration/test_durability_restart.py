@@ -10,46 +10,27 @@ directory.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import signal
 import time
-from collections.abc import Iterator
 
 import pika
 import pytest
 from durability_helpers import (
-    AckingConsumer,
-    BrokerPool,
     InProcessBroker,
-    PipelinedPublisher,
+    abandon,
     drain_all,
     saved_definitions,
+    start_consumer,
+    start_publisher,
     wait_saved,
 )
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
+from pika_helpers import channel_closed, drain, fanout_pair
 
+pytestmark = pytest.mark.deadline(None)  # every wait here has its own bound
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 TRANSIENT = pika.BasicProperties(delivery_mode=1)
-
-
-@pytest.fixture
-def brokers(tmp_path):  # type: ignore[no-untyped-def]
-    pool = BrokerPool(tmp_path)
-    yield pool
-    pool.close()
-
-
-@contextlib.contextmanager
-def refused(code: int, text: str, exact: bool = True) -> Iterator[None]:
-    """The block must end in a channel.close with ``code`` and that text (or text prefix)."""
-    with pytest.raises(ChannelClosedByBroker) as info:
-        yield
-    got = (info.value.reply_code, info.value.reply_text)
-    if exact:
-        assert got == (code, text)
-    else:
-        assert got[0] == code and got[1].startswith(text), got
 
 
 def count(conn: pika.BlockingConnection, queue: str) -> int:
@@ -57,23 +38,6 @@ def count(conn: pika.BlockingConnection, queue: str) -> int:
     n = ch.queue_declare(queue, passive=True).method.message_count
     ch.close()
     return n
-
-
-def bodies(ch, queue: str) -> list[bytes]:  # type: ignore[no-untyped-def]
-    out = []
-    for _ in range(1000):
-        method, _props, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
-    raise AssertionError("queue never drained")
-
-
-def abandon(conn: pika.BlockingConnection) -> None:
-    try:
-        conn.close()
-    except (pika.exceptions.AMQPError, OSError):
-        pass
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -121,19 +85,19 @@ def test_durable_exchanges_come_back_with_their_properties(brokers) -> None:
                             arguments={"alternate-exchange": "ae"})
         ch.exchange_declare("x.topic", "topic", durable=True, auto_delete=True)
         ch.exchange_declare("x.internal", "headers", durable=True, internal=True)
-        with refused(404, not_found("exchange", "x.transient")):
+        with channel_closed(404, not_found("exchange", "x.transient")):
             conn.channel().exchange_declare("x.transient", passive=True)
-        with refused(406, inequivalent("exchange", "x.direct", "type")
-                     + "received 'fanout' but current is 'direct'"):
+        with channel_closed(406, inequivalent("exchange", "x.direct", "type")
+                            + "received 'fanout' but current is 'direct'"):
             conn.channel().exchange_declare("x.direct", "fanout", durable=True)
-        with refused(406, inequivalent("exchange", "x.direct", "alternate-exchange"),
-                     exact=False):
+        with channel_closed(406, inequivalent("exchange", "x.direct", "alternate-exchange"),
+                            prefix=True):
             conn.channel().exchange_declare("x.direct", "direct", durable=True)
-        with refused(406, inequivalent("exchange", "x.topic", "auto_delete")
-                     + "received 'false' but current is 'true'"):
+        with channel_closed(406, inequivalent("exchange", "x.topic", "auto_delete")
+                            + "received 'false' but current is 'true'"):
             conn.channel().exchange_declare("x.topic", "topic", durable=True)
-        with refused(406, inequivalent("exchange", "x.internal", "internal")
-                     + "received 'false' but current is 'true'"):
+        with channel_closed(406, inequivalent("exchange", "x.internal", "internal")
+                            + "received 'false' but current is 'true'"):
             conn.channel().exchange_declare("x.internal", "headers", durable=True)
 
         # behaviour: the alternate exchange, internal, auto-delete
@@ -141,15 +105,15 @@ def test_durable_exchanges_come_back_with_their_properties(brokers) -> None:
         ch.confirm_delivery()
         ch.basic_publish("x.direct", "nowhere", b"to-ae", PERSISTENT, mandatory=True)
         ch.basic_publish("x.topic", "a.b", b"to-t", PERSISTENT, mandatory=True)
-        assert bodies(ch, "ae.q") == [b"to-ae"]
-        assert bodies(ch, "t.q") == [b"to-t"]
-        with refused(403, "ACCESS_REFUSED - cannot publish to internal exchange 'x.internal' "
-                          "in vhost '/'"):
+        assert drain(ch, "ae.q") == [b"to-ae"]
+        assert drain(ch, "t.q") == [b"to-t"]
+        with channel_closed(403, "ACCESS_REFUSED - cannot publish to internal exchange "
+                                 "'x.internal' in vhost '/'"):
             bad = conn.channel()
             bad.basic_publish("x.internal", "", b"no")
             bad.queue_declare("ae.q", passive=True)
         ch.queue_unbind("t.q", "x.topic", "a.#")  # the last binding: the exchange goes
-        with refused(404, not_found("exchange", "x.topic")):
+        with channel_closed(404, not_found("exchange", "x.topic")):
             conn.channel().exchange_declare("x.topic", passive=True)
 
 
@@ -167,9 +131,7 @@ def test_durable_queues_come_back_with_their_arguments(brokers) -> None:
     broker = brokers()
     with broker.connect() as conn:
         ch = conn.channel()
-        ch.exchange_declare("dlx", "fanout", durable=True)
-        ch.queue_declare("dead", durable=True)
-        ch.queue_bind("dead", "dlx")
+        fanout_pair(ch, queue="dead", durable=True)
         for name, args in QUEUES.items():
             ch.queue_declare(name, durable=True, arguments=args)
         ch.confirm_delivery()
@@ -187,10 +149,10 @@ def test_durable_queues_come_back_with_their_arguments(brokers) -> None:
             ch.queue_declare(name, passive=True)
             ch.queue_declare(name, durable=True, arguments=args)  # equivalent
         for name in QUEUES:
-            with refused(406, "PRECONDITION_FAILED - inequivalent arg 'x-", exact=False):
+            with channel_closed(406, "PRECONDITION_FAILED - inequivalent arg 'x-", prefix=True):
                 conn.channel().queue_declare(name, durable=True)  # no arguments: inequivalent
-        with refused(406, inequivalent("queue", "q.lazy", "durable")
-                     + "received 'false' but current is 'true'"):
+        with channel_closed(406, inequivalent("queue", "q.lazy", "durable")
+                            + "received 'false' but current is 'true'"):
             conn.channel().queue_declare("q.lazy", durable=False,
                                          arguments=QUEUES["q.lazy"])
 
@@ -205,22 +167,22 @@ def test_durable_queues_come_back_with_their_arguments(brokers) -> None:
         assert body == b"expire-me-too"
         death = props.headers["x-death"][0]
         assert (death["queue"], death["reason"]) == ("q.ttl", "expired")
-        assert bodies(ch, "q.longttl") == [b"keep-me"]
+        assert drain(ch, "q.longttl") == [b"keep-me"]
 
         # x-max-length 2: the two newest survived, and the limit still holds
         assert count(conn, "q.maxlen") == 2
         for n in range(4, 7):
             ch.basic_publish("", "q.maxlen", f"m{n}".encode(), PERSISTENT)
-        assert bodies(ch, "q.maxlen") == [b"m5", b"m6"]
+        assert drain(ch, "q.maxlen") == [b"m5", b"m6"]
 
         # lazy: everything there, in order
-        assert bodies(ch, "q.lazy") == [b"l1", b"l2", b"l3"]
+        assert drain(ch, "q.lazy") == [b"l1", b"l2", b"l3"]
 
         # x-max-priority: still a priority queue
         for prio in (1, 5, 3, 0, 5):
             ch.basic_publish("", "q.prio", f"p{prio}".encode(),
                              pika.BasicProperties(delivery_mode=2, priority=prio))
-        assert bodies(ch, "q.prio") == [b"p5", b"p5", b"p3", b"p1", b"p0"]
+        assert drain(ch, "q.prio") == [b"p5", b"p5", b"p3", b"p1", b"p0"]
 
 
 def test_message_expired_across_restart_is_dead_lettered_without_a_consumer(brokers) -> None:
@@ -230,9 +192,7 @@ def test_message_expired_across_restart_is_dead_lettered_without_a_consumer(brok
     broker = brokers()
     with broker.connect() as conn:
         ch = conn.channel()
-        ch.exchange_declare("dlx", "fanout", durable=True)
-        ch.queue_declare("dead", durable=True)
-        ch.queue_bind("dead", "dlx")
+        fanout_pair(ch, queue="dead", durable=True)
         ch.queue_declare("q.ttl", durable=True, arguments=QUEUES["q.ttl"])
         ch.confirm_delivery()
         ch.basic_publish("", "q.ttl", b"expire-me", PERSISTENT)
@@ -299,9 +259,9 @@ def test_bindings_come_back(brokers) -> None:
         assert routes("b.src", "k2")  # b.src -k2-> b.direct -k2-> b.q1
         assert not routes("b.src", "k1")  # only b.direct has k1, and b.src binds k2 only
         assert [count(conn, q) for q in ("b.q1", "b.q2", "b.q3", "b.q4")] == [3, 1, 1, 1]
-        with refused(404, not_found("queue", "b.tmp")):
+        with channel_closed(404, not_found("queue", "b.tmp")):
             conn.channel().queue_declare("b.tmp", passive=True)
-        with refused(404, not_found("exchange", "b.nd")):
+        with channel_closed(404, not_found("exchange", "b.nd")):
             conn.channel().exchange_declare("b.nd", passive=True)
         # unbinding with exactly the saved arguments removes the binding
         ch.queue_unbind("b.q3", "b.headers", "",
@@ -370,11 +330,11 @@ def test_non_durable_things_do_not_come_back(brokers, how: str) -> None:
 
     with broker.connect() as conn:
         ch = conn.channel()
-        assert bodies(ch, "keep") == [b"k1", b"k3"]  # transient messages are gone
+        assert drain(ch, "keep") == [b"k1", b"k3"]  # transient messages are gone
         for queue in ("gone", "excl"):
-            with refused(404, not_found("queue", queue)):
+            with channel_closed(404, not_found("queue", queue)):
                 conn.channel().queue_declare(queue, passive=True)
-        with refused(404, not_found("exchange", "tx")):
+        with channel_closed(404, not_found("exchange", "tx")):
             conn.channel().exchange_declare("tx", passive=True)
     on_disk = sorted(p.name for p in (broker.data_dir / "queues").iterdir())
     assert on_disk == [broker.queue_dir("keep").name]
@@ -427,12 +387,8 @@ def test_sigterm_under_load_stops_cleanly_and_keeps_everything(brokers) -> None:
     with broker.connect() as conn:
         conn.channel().queue_declare("busy", durable=True)
     wait_saved(broker.data_dir, queues=("busy",), timeout=5)
-    consumer = AckingConsumer(broker.port, "busy", hold=lambda n: n % 10 == 3, prefetch=1000)
-    consumer.start()
-    assert consumer.ready.wait(10)
-    publisher = PipelinedPublisher(broker.port, "busy", window=100)
-    publisher.start()
-    assert publisher.result.started.wait(10)
+    consumer = start_consumer(broker.port, "busy", hold=lambda n: n % 10 == 3)
+    publisher = start_publisher(broker.port, "busy")
     time.sleep(0.7)
     assert broker.proc is not None
     broker.proc.send_signal(signal.SIGTERM)
@@ -482,8 +438,8 @@ def test_policy_comes_back(tmp_path) -> None:
         for queue in ("pol.a", "pol.b"):
             for n in range(3):
                 ch.basic_publish("", queue, f"{queue}-{n}".encode(), PERSISTENT)
-        assert bodies(ch, "pol.a") == [b"pol.a-2"]  # the policy applies to the old queue
-        assert bodies(ch, "pol.b") == [b"pol.b-2"]  # and to new ones
+        assert drain(ch, "pol.a") == [b"pol.a-2"]  # the policy applies to the old queue
+        assert drain(ch, "pol.b") == [b"pol.b-2"]  # and to new ones
         conn.close()
     finally:
         second.stop()
@@ -518,9 +474,9 @@ def test_vhost_added_at_runtime_comes_back_with_its_queues(tmp_path) -> None:
         ch = conn.channel()
         ch.confirm_delivery()
         ch.queue_declare("v2.q", passive=True)
-        assert bodies(ch, "v2.q") == [b"in-v2"]
+        assert drain(ch, "v2.q") == [b"in-v2"]
         ch.basic_publish("v2.x", "k", b"again", PERSISTENT, mandatory=True)
-        assert bodies(ch, "v2.q") == [b"again"]
+        assert drain(ch, "v2.q") == [b"again"]
         conn.close()
     finally:
         second.stop()

@@ -8,18 +8,12 @@ import time
 
 import pika
 import pytest
-from durability_helpers import BrokerPool, dir_size
+from durability_helpers import dir_size
 
 MESSAGE = 8 * 1024
 TOTAL = 20 * 1024 * 1024
 LEFT_BEHIND = 256 * 1024  # "near zero": the QUEUE file, an index or an ack file at most
-
-
-@pytest.fixture
-def brokers(tmp_path):  # type: ignore[no-untyped-def]
-    pool = BrokerPool(tmp_path)
-    yield pool
-    pool.close()
+pytestmark = pytest.mark.deadline(None)  # every wait here has its own bound
 
 
 def wait_count(ch, queue: str, expected: int, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

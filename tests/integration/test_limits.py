@@ -9,98 +9,23 @@ dead-lettering: drop-head dead-letters the oldest, reject-publish-dlx the new me
 from __future__ import annotations
 
 import asyncio
-import datetime
-import signal
-import time
 
 import aio_pika
 import pika
 import pytest
-from pamqp import body as pamqp_body
 from pamqp import commands as C
-from pamqp import header as pamqp_header
 from pika.exceptions import NackError
-from pika_helpers import RawClient, channel_closed, connect, drain
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-@pytest.fixture
-def conn(broker):  # type: ignore[no-untyped-def]
-    c = connect(broker)
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn):  # type: ignore[no-untyped-def]
-    return conn.channel()
-
-
-def count(ch, queue: str) -> int:  # type: ignore[no-untyped-def]
-    return ch.queue_declare(queue, passive=True).method.message_count
-
-
-def get_within(ch, queue: str, timeout: float = 3.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(queue, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        assert time.monotonic() < deadline, f"nothing arrived in '{queue}' within {timeout} s"
-        time.sleep(0.02)
-
-
-class ConfirmingRaw(RawClient):
-    """Raw client on channel 1 in confirm mode that records every ack / nack frame."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(port)
-        self.handshake()
-        self.send(1, C.Channel.Open())
-        self.expect(C.Channel.OpenOk)
-
-    def declare(self, queue: str, arguments: dict | None = None) -> None:
-        self.send(1, C.Queue.Declare(queue=queue, arguments=arguments))
-        self.expect(C.Queue.DeclareOk)
-
-    def select(self) -> None:
-        self.send(1, C.Confirm.Select())
-        self.expect(C.Confirm.SelectOk)
-
-    def publish(self, rk: str, body: bytes, exchange: str = "", mandatory: bool = False) -> None:
-        self.send(1, C.Basic.Publish(exchange=exchange, routing_key=rk, mandatory=mandatory))
-        self.send(1, pamqp_header.ContentHeader(0, len(body), C.Basic.Properties()))
-        self.send(1, pamqp_body.ContentBody(body))
-
-    def confirms(self, last: int) -> tuple[set[int], set[int], list]:
-        """Read frames until tag ``last`` is settled: (acked, nacked, every frame read)."""
-        acked: set[int] = set()
-        nacked: set[int] = set()
-        frames = []
-        while len(acked | nacked) < last:
-            got = self.recv_frame()
-            assert got is not None, "socket closed while waiting for confirms"
-            frame = got[1]
-            frames.append(frame)
-            if isinstance(frame, C.Basic.Ack | C.Basic.Nack):
-                settled = acked | nacked
-                tags = ({t for t in range(1, frame.delivery_tag + 1) if t not in settled}
-                        if frame.multiple else {frame.delivery_tag})
-                (acked if isinstance(frame, C.Basic.Ack) else nacked).update(tags)
-        return acked, nacked, frames
+from pika_helpers import (
+    PROPS,
+    assert_single_death,
+    channel_closed,
+    count,
+    drain,
+    fanout_pair,
+    get_within,
+    publish_numbered,
+)
+from raw_client import RawClient
 
 
 def _invalid(arg: str, suffix: str) -> str:
@@ -129,8 +54,7 @@ def test_overflow_values_accepted(ch, overflow):
 
 def test_max_length_drops_the_head(ch):
     ch.queue_declare("q", arguments={"x-max-length": 2})
-    for i in range(5):
-        ch.basic_publish("", "q", f"m{i}".encode())
+    publish_numbered(ch, "q", 5)
     assert count(ch, "q") == 2
     assert drain(ch, "q") == [b"m3", b"m4"]
 
@@ -161,7 +85,7 @@ def test_drop_head_publishes_are_acked_under_confirms(ch):
 
 
 def test_drop_head_raw_confirms_are_acks_only(broker):
-    raw = ConfirmingRaw(broker.port)
+    raw = RawClient.open(broker.port)
     raw.declare("q", {"x-max-length": 1})
     raw.select()
     raw.publish("q", b"1")
@@ -203,7 +127,7 @@ def test_reject_publish_max_length_bytes(ch):
 
 
 def test_reject_publish_raw_confirm_frames(broker):
-    raw = ConfirmingRaw(broker.port)
+    raw = RawClient.open(broker.port)
     raw.declare("q", {"x-max-length": 1, "x-overflow": "reject-publish"})
     raw.select()
     for i in range(3):
@@ -216,7 +140,7 @@ def test_reject_publish_raw_confirm_frames(broker):
 
 
 def test_reject_publish_mandatory_is_nacked_not_returned(broker):
-    raw = ConfirmingRaw(broker.port)
+    raw = RawClient.open(broker.port)
     raw.declare("q", {"x-max-length": 1, "x-overflow": "reject-publish"})
     raw.select()
     raw.publish("q", b"kept")
@@ -258,9 +182,7 @@ def test_fanout_with_one_full_reject_publish_queue_is_nacked(ch):
 
 
 def test_reject_publish_dlx_nacks_and_dead_letters(ch):
-    ch.exchange_declare("dlx", "fanout")
-    ch.queue_declare("dlq")
-    ch.queue_bind("dlq", "dlx")
+    fanout_pair(ch)
     ch.queue_declare("q", arguments={"x-max-length": 1, "x-overflow": "reject-publish-dlx",
                                      "x-dead-letter-exchange": "dlx"})
     ch.confirm_delivery()
@@ -275,49 +197,26 @@ def test_reject_publish_dlx_nacks_and_dead_letters(ch):
 
 # ---- maxlen dead-lettering (section 10) -------------------------------------------------
 
-PROPS = dict(headers={"h": "v"}, message_id="mid-1", content_type="text/plain",
-             delivery_mode=2)
-
-
-def assert_maxlen_death(props) -> None:  # type: ignore[no-untyped-def]
-    headers = {k: v for k, v in props.headers.items() if not k.startswith("x-last-death-")}
-    (entry,) = headers.pop("x-death")
-    stamp = entry.pop("time")
-    assert isinstance(stamp, datetime.datetime)
-    assert abs((stamp - datetime.datetime.now(datetime.UTC)).total_seconds()) < 10
-    assert entry == {"count": 1, "reason": "maxlen", "queue": "src", "exchange": "",
-                     "routing-keys": ["src"]}
-    assert headers == {"h": "v", "x-first-death-exchange": "", "x-first-death-queue": "src",
-                       "x-first-death-reason": "maxlen"}
-    assert (props.message_id, props.content_type, props.delivery_mode) == \
-        ("mid-1", "text/plain", 2)
-
-
 @pytest.mark.parametrize("overflow, dead, kept", [
     ("drop-head", b"first", b"second"),
     ("reject-publish-dlx", b"second", b"first"),
 ])
 def test_maxlen_dead_letters(ch, overflow, dead, kept):
-    ch.exchange_declare("dlx", "fanout")
-    ch.queue_declare("dlq")
-    ch.queue_bind("dlq", "dlx")
+    fanout_pair(ch)
     ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx", "x-max-length": 1,
                                        "x-overflow": overflow})
     ch.basic_publish("", "src", b"first", pika.BasicProperties(**PROPS))
     ch.basic_publish("", "src", b"second", pika.BasicProperties(**PROPS))
     method, props, body = get_within(ch, "dlq")
     assert (method.exchange, method.routing_key, body) == ("dlx", "src", dead)
-    assert_maxlen_death(props)
+    assert_single_death(props, "maxlen", "src", "", ["src"])
     assert drain(ch, "src") == [kept]
     assert count(ch, "dlq") == 0
 
 
 def test_drop_head_dead_letters_each_dropped_message_in_order(ch):
-    ch.exchange_declare("dlx", "fanout")
-    ch.queue_declare("dlq")
-    ch.queue_bind("dlq", "dlx")
+    fanout_pair(ch)
     ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx", "x-max-length": 2})
-    for i in range(5):
-        ch.basic_publish("", "src", f"m{i}".encode())
+    publish_numbered(ch, "src", 5)
     assert drain(ch, "src") == [b"m3", b"m4"]
     assert drain(ch, "dlq") == [b"m0", b"m1", b"m2"]

@@ -9,39 +9,12 @@ overflow) take the x-argument; ha-* keys are accepted and ignored.
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pika
 import pytest
 from pika.exceptions import NackError
-from pika_helpers import channel_closed, connect, drain
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-@pytest.fixture
-def conn(broker):  # type: ignore[no-untyped-def]
-    c = connect(broker)
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn):  # type: ignore[no-untyped-def]
-    return conn.channel()
+from pika_helpers import channel_closed, drain, fanout_pair, get_within, publish_numbered
 
 
 def set_policy(broker, name: str, pattern: str, definition: dict, priority: int = 0,
@@ -52,21 +25,6 @@ def set_policy(broker, name: str, pattern: str, definition: dict, priority: int 
 
 def clear_policy(broker, name: str) -> None:  # type: ignore[no-untyped-def]
     broker.call(broker.server.vhosts["/"].clear_policy, name)
-
-
-def get_within(ch, queue: str, timeout: float = 3.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(queue, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        assert time.monotonic() < deadline, f"nothing arrived in '{queue}' within {timeout} s"
-        time.sleep(0.02)
-
-
-def fill(ch, queue: str, n: int) -> None:  # type: ignore[no-untyped-def]
-    for i in range(n):
-        ch.basic_publish("", queue, f"m{i}".encode())
 
 
 # ---- message-ttl / expires --------------------------------------------------------------
@@ -116,7 +74,7 @@ def test_max_length_policy_on_existing_and_new_queues(broker, ch):
     set_policy(broker, "lim", r"^lim\.", {"max-length": 2})
     ch.queue_declare("lim.new")
     for q in ("lim.old", "lim.new"):
-        fill(ch, q, 5)
+        publish_numbered(ch, q, 5)
         assert drain(ch, q) == [b"m3", b"m4"], q
 
 
@@ -124,14 +82,14 @@ def test_max_length_policy_on_existing_and_new_queues(broker, ch):
 def test_max_length_is_the_minimum_of_policy_and_argument(broker, ch, arg, policy):
     set_policy(broker, "lim", "^q$", {"max-length": policy})
     ch.queue_declare("q", arguments={"x-max-length": arg})
-    fill(ch, "q", 5)
+    publish_numbered(ch, "q", 5)
     assert drain(ch, "q") == [b"m4"]
 
 
 def test_max_length_bytes_policy(broker, ch):
     set_policy(broker, "lim", "^q$", {"max-length-bytes": 4})
     ch.queue_declare("q")
-    fill(ch, "q", 3)  # 2 bytes each
+    publish_numbered(ch, "q", 3)  # 2 bytes each
     assert drain(ch, "q") == [b"m1", b"m2"]
 
 
@@ -157,10 +115,10 @@ def test_overflow_argument_wins_over_policy(broker, ch):
 def test_clearing_a_policy_lifts_its_limit(broker, ch):
     set_policy(broker, "lim", "^q$", {"max-length": 1})
     ch.queue_declare("q")
-    fill(ch, "q", 3)
+    publish_numbered(ch, "q", 3)
     assert drain(ch, "q") == [b"m2"]
     clear_policy(broker, "lim")
-    fill(ch, "q", 3)
+    publish_numbered(ch, "q", 3)
     assert drain(ch, "q") == [b"m0", b"m1", b"m2"]
 
 
@@ -189,9 +147,7 @@ def test_dead_letter_policy_with_routing_key(broker, ch):
 
 
 def test_dead_letter_policy_with_ttl_policy_on_new_queue(broker, ch):
-    ch.exchange_declare("dlx", "fanout")
-    ch.queue_declare("dlq")
-    ch.queue_bind("dlq", "dlx")
+    fanout_pair(ch)
     set_policy(broker, "dl", "^src$", {"dead-letter-exchange": "dlx", "message-ttl": 50})
     ch.queue_declare("src")
     ch.basic_publish("", "src", b"body")
@@ -215,18 +171,21 @@ def test_dead_letter_exchange_argument_wins_over_policy(broker, ch):
 
 # ---- apply-to and priority --------------------------------------------------------------
 
+def _ae_and_x(ch) -> None:  # type: ignore[no-untyped-def]
+    """A fanout "ae" bound to queue "aeq", and a direct exchange "x" with no bindings."""
+    fanout_pair(ch, "ae", "aeq")
+    ch.exchange_declare("x", "direct")
+
+
 def test_apply_to_exchanges_does_not_touch_queues(broker, ch):
     set_policy(broker, "ex-only", "^q$", {"max-length": 1}, 0, "exchanges")
     ch.queue_declare("q")
-    fill(ch, "q", 3)
+    publish_numbered(ch, "q", 3)
     assert drain(ch, "q") == [b"m0", b"m1", b"m2"]
 
 
 def test_apply_to_queues_does_not_touch_exchanges(broker, ch):
-    ch.exchange_declare("ae", "fanout")
-    ch.queue_declare("aeq")
-    ch.queue_bind("aeq", "ae")
-    ch.exchange_declare("x", "direct")
+    _ae_and_x(ch)
     set_policy(broker, "q-only", "^x$", {"alternate-exchange": "ae"}, 0, "queues")
     ch.basic_publish("x", "nowhere", b"lost")
     assert ch.basic_get("aeq") == (None, None, None)
@@ -236,7 +195,7 @@ def test_higher_priority_policy_wins_and_is_not_merged(broker, ch):
     set_policy(broker, "low", "^q", {"message-ttl": 50, "max-length": 1}, 1)
     set_policy(broker, "high", "^q$", {"max-length": 3}, 10)
     ch.queue_declare("q")
-    fill(ch, "q", 5)
+    publish_numbered(ch, "q", 5)
     time.sleep(0.2)
     # only "high" applies: max-length 3 and no TTL from "low"
     assert drain(ch, "q") == [b"m2", b"m3", b"m4"]
@@ -246,15 +205,12 @@ def test_priority_order_is_by_number_not_by_definition_time(broker, ch):
     set_policy(broker, "high", "^q$", {"max-length": 3}, 10)
     set_policy(broker, "low", "^q", {"max-length": 1}, 1)
     ch.queue_declare("q")
-    fill(ch, "q", 5)
+    publish_numbered(ch, "q", 5)
     assert drain(ch, "q") == [b"m2", b"m3", b"m4"]
 
 
 def test_alternate_exchange_via_policy(broker, ch):
-    ch.exchange_declare("ae", "fanout")
-    ch.queue_declare("aeq")
-    ch.queue_bind("aeq", "ae")
-    ch.exchange_declare("x", "direct")
+    _ae_and_x(ch)
     set_policy(broker, "ae", "^x$", {"alternate-exchange": "ae"}, 0, "exchanges")
     ch.confirm_delivery()
     ch.basic_publish("x", "nowhere", b"rerouted", mandatory=True)  # no basic.return
@@ -264,10 +220,7 @@ def test_alternate_exchange_via_policy(broker, ch):
 
 def test_alternate_exchange_policy_on_exchange_declared_later(broker, ch):
     set_policy(broker, "ae", "^x$", {"alternate-exchange": "ae"}, 0, "exchanges")
-    ch.exchange_declare("ae", "fanout")
-    ch.queue_declare("aeq")
-    ch.queue_bind("aeq", "ae")
-    ch.exchange_declare("x", "direct")
+    _ae_and_x(ch)
     ch.basic_publish("x", "nowhere", b"rerouted")
     assert get_within(ch, "aeq")[2] == b"rerouted"
 
@@ -279,9 +232,9 @@ def test_ha_mode_is_accepted_and_ignored(broker, ch):
                                      "max-length": 2})
     ok = ch.queue_declare("ha.q")
     assert ok.method.queue == "ha.q"
-    fill(ch, "ha.q", 3)
+    publish_numbered(ch, "ha.q", 3)
     assert drain(ch, "ha.q") == [b"m1", b"m2"]  # the other keys of the policy still apply
     set_policy(broker, "ha-only", "^hx", {"ha-mode": "exactly", "ha-params": 2})
     ch.queue_declare("hx.q")
-    fill(ch, "hx.q", 3)
+    publish_numbered(ch, "hx.q", 3)
     assert drain(ch, "hx.q") == [b"m0", b"m1", b"m2"]

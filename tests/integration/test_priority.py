@@ -8,39 +8,12 @@ the max, no priority property counts as 0, and requeued messages go back to thei
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import aio_pika
 import pika
 import pytest
-from pika_helpers import channel_closed, connect, drain, pump
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-@pytest.fixture
-def conn(broker):  # type: ignore[no-untyped-def]
-    c = connect(broker)
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn):  # type: ignore[no-untyped-def]
-    return conn.channel()
+from pika_helpers import channel_closed, drain, pump
 
 
 def _invalid(suffix: str, q: str = "q") -> str:
@@ -127,27 +100,24 @@ async def test_seventeen_message_order_with_aio_pika(broker):
         assert got == SEVENTEEN_ORDER
 
 
-def test_priority_above_max_counts_as_max(ch):
-    ch.queue_declare("q", arguments={"x-max-priority": 5})
-    for body, prio in (("a", 255), ("b", 4), ("c", 5), ("d", 9), ("e", 6)):
-        publish(ch, "q", body, prio)
+FIFO = (("a", 1), ("b", 9), ("c", None), ("d", 5))
+
+
+@pytest.mark.parametrize("arguments, sent, expected", [
     # 255, 5, 9, 6 share the top bucket (FIFO); 4 comes after all of them
-    assert drain(ch, "q") == [b"a", b"c", b"d", b"e", b"b"]
-
-
-def test_missing_priority_is_priority_zero(ch):
-    ch.queue_declare("q", arguments={"x-max-priority": 3})
-    for body, prio in (("a", None), ("b", 0), ("c", 1), ("d", None), ("e", 0)):
-        publish(ch, "q", body, prio)
-    assert drain(ch, "q") == [b"c", b"a", b"b", b"d", b"e"]
-
-
-@pytest.mark.parametrize("arguments", [None, {"x-max-priority": 0}])
-def test_without_max_priority_order_is_fifo(ch, arguments):
+    pytest.param({"x-max-priority": 5}, (("a", 255), ("b", 4), ("c", 5), ("d", 9), ("e", 6)),
+                 [b"a", b"c", b"d", b"e", b"b"], id="above-max-counts-as-max"),
+    pytest.param({"x-max-priority": 3}, (("a", None), ("b", 0), ("c", 1), ("d", None), ("e", 0)),
+                 [b"c", b"a", b"b", b"d", b"e"], id="missing-is-priority-zero"),
+    pytest.param(None, FIFO, [b"a", b"b", b"c", b"d"], id="no-max-priority-is-fifo"),
+    pytest.param({"x-max-priority": 0}, FIFO, [b"a", b"b", b"c", b"d"],
+                 id="max-priority-0-is-fifo"),
+])
+def test_delivery_order(ch, arguments, sent, expected):
     ch.queue_declare("q", arguments=arguments)
-    for body, prio in (("a", 1), ("b", 9), ("c", None), ("d", 5)):
+    for body, prio in sent:
         publish(ch, "q", body, prio)
-    assert drain(ch, "q") == [b"a", b"b", b"c", b"d"]
+    assert drain(ch, "q") == expected
 
 
 def test_fifo_within_priority_after_nack_requeue(ch):

@@ -11,40 +11,13 @@ basic.consume with a 540 connection error; they count returns in x-delivery-coun
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import aio_pika
 import pytest
-from pika_helpers import channel_closed, connect, connection_closed, drain, pump
+from pika_helpers import channel_closed, connection_closed, drain, pump
 
 QUORUM = {"x-queue-type": "quorum"}
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-@pytest.fixture
-def conn(broker):  # type: ignore[no-untyped-def]
-    c = connect(broker)
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn):  # type: ignore[no-untyped-def]
-    return conn.channel()
 
 
 def _property(prop: str, q: str = "q") -> str:

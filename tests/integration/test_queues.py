@@ -20,19 +20,6 @@ def _invalid(arg: str, q: str, suffix: str) -> str:
     return f"PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '/': {suffix}"
 
 
-@pytest.fixture
-def conn(broker):  # type: ignore[no-untyped-def]
-    c = connect(broker)
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn):  # type: ignore[no-untyped-def]
-    return conn.channel()
-
-
 # ---- declare -----------------------------------------------------------------------------
 
 def test_server_named_queue(ch):
@@ -59,9 +46,11 @@ def test_declare_ok_counts(conn, ch):
         assert (ok.method.message_count, ok.method.consumer_count) == (3, 1)
 
 
-def test_passive_declare_missing(ch):
-    with channel_closed(404, "NOT_FOUND - no queue 'cat-missing-q' in vhost '/'"):
-        ch.queue_declare("cat-missing-q", passive=True)
+@pytest.mark.parametrize("name", ["cat-missing-q", "amq.q"], ids=["missing", "reserved"])
+def test_passive_declare_missing_is_404(ch, name):
+    """A passive declare only looks the name up, a reserved one too."""
+    with channel_closed(404, f"NOT_FOUND - no queue '{name}' in vhost '/'"):
+        ch.queue_declare(name, passive=True)
 
 
 def test_passive_declare_empty_name_has_no_shortcut(ch):
@@ -74,11 +63,6 @@ def test_reserved_prefix(ch):
     with channel_closed(403, "ACCESS_REFUSED - queue name 'amq.q' contains reserved prefix "
                              "'amq.*'"):
         ch.queue_declare("amq.q")
-
-
-def test_passive_reserved_missing_is_404(ch):
-    with channel_closed(404, "NOT_FOUND - no queue 'amq.q' in vhost '/'"):
-        ch.queue_declare("amq.q", passive=True)
 
 
 @pytest.mark.parametrize("first,second,arg,detail", [

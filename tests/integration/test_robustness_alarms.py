@@ -8,27 +8,13 @@ import dataclasses
 import time
 
 import pika
-from pika_helpers import connect, pump
+from pika_helpers import BlockWatch, connect, pump
 
 from broker import sysinfo
 from broker.config import Config
 
 GiB = 1024**3
 HUGE = 10**15
-
-
-class BlockWatch:
-    """Records connection.blocked reasons and connection.unblocked on a pika connection."""
-
-    def __init__(self, conn: pika.BlockingConnection) -> None:
-        self.blocked: list[str] = []
-        self.unblocked = 0
-        conn.add_on_connection_blocked_callback(
-            lambda _conn, frame: self.blocked.append(frame.method.reason))
-        conn.add_on_connection_unblocked_callback(lambda _conn, _frame: self._unblock())
-
-    def _unblock(self) -> None:
-        self.unblocked += 1
 
 
 def set_watermark(broker, absolute: int) -> None:  # type: ignore[no-untyped-def]

@@ -8,9 +8,7 @@ may add and 3.10 does not.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import signal
 import struct
 import time
 
@@ -18,122 +16,51 @@ import aio_pika
 import pika
 import pytest
 from pamqp import commands as C
-from pika_helpers import RawClient, channel_closed, connect, pump
+from pika_helpers import (
+    INVALID_EXPIRATIONS,
+    PROPS,
+    aio_get_within,
+    assert_single_death,
+    channel_closed,
+    check_time,
+    count,
+    death_headers,
+    fanout_pair,
+    get_within,
+    pump,
+)
+from raw_client import RawClient
 
 NOT_FOUND_Q = "NOT_FOUND - no queue '{}' in vhost '/'"
 FIRST_KEYS = ["count", "reason", "queue", "time", "exchange", "routing-keys"]
 
 
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A hang fails the test instead of stalling the run."""
-    def boom(signum, frame):  # noqa: ARG001
-        raise TimeoutError("test exceeded its 20 s deadline")
-
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-@pytest.fixture
-def conn(broker):  # type: ignore[no-untyped-def]
-    c = connect(broker)
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn):  # type: ignore[no-untyped-def]
-    return conn.channel()
-
-
-def get_within(ch, queue: str, timeout: float = 3.0,
-               auto_ack: bool = True):  # type: ignore[no-untyped-def]
-    """basic.get until a message arrives; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(queue, auto_ack=auto_ack)
-        if method is not None:
-            return method, props, body
-        assert time.monotonic() < deadline, f"nothing arrived in '{queue}' within {timeout} s"
-        time.sleep(0.02)
-
-
-def count(ch, queue: str) -> int:  # type: ignore[no-untyped-def]
-    return ch.queue_declare(queue, passive=True).method.message_count
-
-
-def dlx_pair(ch, dlx: str = "dlx", dlq: str = "dlq") -> None:  # type: ignore[no-untyped-def]
-    """A fanout DLX bound to a DLQ, as in section 10."""
-    ch.exchange_declare(dlx, "fanout")
-    ch.queue_declare(dlq)
-    ch.queue_bind(dlq, dlx)
-
-
-PROPS = dict(headers={"h": "v"}, message_id="mid-1", content_type="text/plain",
-             delivery_mode=2)
-
-
-def check_time(value) -> None:  # type: ignore[no-untyped-def]
-    assert isinstance(value, datetime.datetime), f"time is {type(value).__name__}, not T"
-    now = datetime.datetime.now(datetime.UTC)
-    assert abs((value - now).total_seconds()) < 10
-
-
-def death_headers(headers: dict) -> dict:
-    """The headers minus x-last-death-* (a 3.13 addition not covered here)."""
-    return {k: v for k, v in headers.items() if not k.startswith("x-last-death-")}
-
-
-def assert_single_death(props, reason: str, queue: str, exchange: str, rks: list[str],
-                        **extra) -> dict:  # type: ignore[no-untyped-def]
-    headers = death_headers(props.headers)
-    deaths = headers.pop("x-death")
-    assert len(deaths) == 1, deaths
-    entry = deaths[0]
-    check_time(entry["time"])
-    assert {k: v for k, v in entry.items() if k != "time"} == {
-        "count": 1, "reason": reason, "queue": queue, "exchange": exchange,
-        "routing-keys": rks, **extra}
-    assert headers == {"h": "v", "x-first-death-exchange": exchange,
-                       "x-first-death-queue": queue, "x-first-death-reason": reason}
-    assert (props.message_id, props.content_type, props.delivery_mode) == \
-        ("mid-1", "text/plain", 2)
-    return entry
-
-
 # ---- argument and property validation ---------------------------------------------------
 
-@pytest.mark.parametrize("value, suffix", [
-    (-1, "{value_negative,-1}"),
-    ("abc", '"expected integer, got longstr"'),
+@pytest.mark.parametrize("arg, value, suffix", [
+    ("x-message-ttl", -1, "{value_negative,-1}"),
+    ("x-message-ttl", "abc", '"expected integer, got longstr"'),
+    ("x-expires", 0, "{value_zero,0}"),
+    ("x-expires", -1, "{value_negative,-1}"),
 ])
-def test_invalid_message_ttl(conn, value, suffix):
-    with channel_closed(406, "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' "
-                             f"in vhost '/': {suffix}"):
-        conn.channel().queue_declare("q", arguments={"x-message-ttl": value})
+def test_invalid_ttl_argument(conn, arg, value, suffix):
+    with channel_closed(406, f"PRECONDITION_FAILED - invalid arg '{arg}' for queue 'q' in "
+                             f"vhost '/': {suffix}"):
+        conn.channel().queue_declare("q", arguments={arg: value})
 
 
 def test_message_ttl_as_double_is_refused(broker):
     """pika and pamqp cannot encode a 'd' (double) field value, so the frame is built here."""
-    raw = RawClient(broker.port)
+    raw = RawClient.open(broker.port)
     try:
-        raw.handshake()
-        raw.send(1, C.Channel.Open())
-        raw.expect(C.Channel.OpenOk)
         key = b"x-message-ttl"
         table = bytes([len(key)]) + key + b"d" + struct.pack(">d", 1.5)
         payload = (b"\x00\x32\x00\x0a\x00\x00\x01q\x00" + struct.pack(">I", len(table))
                    + table)
         raw.send_raw(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
-        close = raw.expect(C.Channel.Close)
-        assert (close.reply_code, close.reply_text) == (
-            406, "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': "
-                 '"expected integer, got double"')
-        assert (close.class_id, close.method_id) == (50, 10)
+        raw.expect_close(406, "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in "
+                              "vhost '/': \"expected integer, got double\"", (50, 10),
+                         kind=C.Channel.Close)
     finally:
         raw.close()
 
@@ -143,20 +70,7 @@ def test_message_ttl_accepted(ch, value):
     ch.queue_declare("q", arguments={"x-message-ttl": value})
 
 
-@pytest.mark.parametrize("value, suffix", [(0, "{value_zero,0}"), (-1, "{value_negative,-1}")])
-def test_invalid_expires(conn, value, suffix):
-    with channel_closed(406, "PRECONDITION_FAILED - invalid arg 'x-expires' for queue 'q' in "
-                             f"vhost '/': {suffix}"):
-        conn.channel().queue_declare("q", arguments={"x-expires": value})
-
-
-@pytest.mark.parametrize("expiration, suffix", [
-    ("abc", "no_integer"),
-    ("-1", "{value_negative,-1}"),
-    ("1.5", '{leftover_string,".5"}'),
-    (" 10", "no_integer"),
-    ("99999999999999999999", "{value_too_large,\n" + " " * 44 + "99999999999999999999}"),
-])
+@pytest.mark.parametrize("expiration, suffix", INVALID_EXPIRATIONS)
 def test_invalid_expiration_property(conn, expiration, suffix):
     ch = conn.channel()
     ch.queue_declare("q")
@@ -242,7 +156,7 @@ def test_x_expires_spares_a_queue_with_a_consumer(conn):
 
 @pytest.mark.parametrize("how", ["reject", "nack"])
 def test_rejected_message_is_dead_lettered_with_x_death(ch, how):
-    dlx_pair(ch)
+    fanout_pair(ch)
     ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
     ch.basic_publish("", "src", b"body", pika.BasicProperties(**PROPS))
     method, _, _ = ch.basic_get("src")
@@ -258,7 +172,7 @@ def test_rejected_message_is_dead_lettered_with_x_death(ch, how):
 
 
 def test_queue_ttl_expiry_is_dead_lettered(ch):
-    dlx_pair(ch)
+    fanout_pair(ch)
     ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx", "x-message-ttl": 50})
     ch.basic_publish("", "src", b"body", pika.BasicProperties(**PROPS))
     method, props, body = get_within(ch, "dlq")
@@ -268,7 +182,7 @@ def test_queue_ttl_expiry_is_dead_lettered(ch):
 
 
 def test_per_message_expiry_records_original_expiration(ch):
-    dlx_pair(ch)
+    fanout_pair(ch)
     ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
     ch.basic_publish("", "src", b"body", pika.BasicProperties(expiration="50", **PROPS))
     method, props, body = get_within(ch, "dlq")
@@ -282,7 +196,7 @@ def test_per_message_expiry_records_original_expiration(ch):
 def test_first_x_death_entry_key_order(ch, expiration, keys):
     """Section 10: the first entry written is count, reason, queue, time, exchange,
     routing-keys[, original-expiration] - in that order, not sorted."""
-    dlx_pair(ch)
+    fanout_pair(ch)
     ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
     ch.basic_publish("", "src", b"body", pika.BasicProperties(expiration=expiration))
     if expiration is None:
@@ -293,7 +207,7 @@ def test_first_x_death_entry_key_order(ch, expiration, keys):
 
 
 def test_quorum_delivery_limit_dead_letters(ch):
-    dlx_pair(ch)
+    fanout_pair(ch)
     ch.queue_declare("src", durable=True, arguments={
         "x-queue-type": "quorum", "x-delivery-limit": 1, "x-dead-letter-exchange": "dlx"})
     ch.basic_publish("", "src", b"body", pika.BasicProperties(**PROPS))
@@ -365,7 +279,7 @@ def test_expiry_cycle_back_into_the_same_queue_is_dropped(ch):
 
 
 def test_original_headers_and_properties_are_preserved(ch):
-    dlx_pair(ch)
+    fanout_pair(ch)
     ch.queue_declare("src", arguments={"x-dead-letter-exchange": "dlx"})
     stamp = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
     headers = {"s": "str", "i": 7, "big": 2**40, "neg": -3, "b": True, "f": {"k": "v"},
@@ -400,15 +314,7 @@ async def test_aio_pika_dead_letter_headers(broker):
         await ch.default_exchange.publish(
             aio_pika.Message(b"body", headers={"h": "v"}, message_id="mid-1"),
             routing_key=src.name)
-
-        async def wait_dead() -> aio_pika.abc.AbstractIncomingMessage:
-            while True:
-                msg = await dlq.get(no_ack=True, fail=False)
-                if msg is not None:
-                    return msg
-                await asyncio.sleep(0.02)
-
-        msg = await asyncio.wait_for(wait_dead(), 3)
+        msg = await aio_get_within(dlq, 3)
         assert (msg.exchange, msg.routing_key, msg.body) == ("dlx", "src", b"body")
         assert msg.message_id == "mid-1"
         deaths = msg.headers["x-death"]
