@@ -16,7 +16,10 @@ from broker.message import Entry
 from .message_store import SegmentQueueStore
 from .store import MemoryQueueStore
 
-WINDOWS = {"default": (1024, 4 * 1024 * 1024), "lazy": (0, 0)}
+# A transient queue stays in RAM up to this many messages / bytes before it pages out: large
+# enough that a consumer briefly falling behind never pays for disk, small enough that memory
+# stays bounded per queue whatever the backlog.
+WINDOWS = {"default": (32768, 32 * 1024 * 1024), "lazy": (0, 0)}
 
 
 class PagingStore:
