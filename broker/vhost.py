@@ -19,8 +19,10 @@ from .queue import Queue, QueueContext
 
 SYSTEM_EXCHANGES = (
     ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
-    ("amq.headers", "headers"), ("amq.match", "headers"),
+    ("amq.headers", "headers"), ("amq.match", "headers"), ("amq.rabbitmq.trace", "topic"),
 )
+# Predeclared but not publishable by clients (RabbitMQ's firehose tracer publishes to it).
+INTERNAL_SYSTEM_EXCHANGES = frozenset({"amq.rabbitmq.trace"})
 DEFAULT_EXCHANGE_DENIED = "operation not permitted on the default exchange"
 
 
@@ -49,7 +51,8 @@ class VirtualHost:
         self.default_exchange = DefaultExchange(self)
         self.exchanges[""] = self.default_exchange
         for ex_name, ex_type in SYSTEM_EXCHANGES:
-            self.exchanges[ex_name] = EXCHANGE_TYPES[ex_type](name, ex_name, durable=True)
+            self.exchanges[ex_name] = EXCHANGE_TYPES[ex_type](
+                name, ex_name, durable=True, internal=ex_name in INTERNAL_SYSTEM_EXCHANGES)
 
     # ---- lookups -----------------------------------------------------------------------
     def exchange(self, name: str) -> Exchange:
