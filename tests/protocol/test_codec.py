@@ -9,15 +9,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from frames_helpers import SERVER_PROPERTIES as HANDSHAKE_SERVER_PROPERTIES
+from frames_helpers import sstr
 from pamqp import body, encode, frame, header, heartbeat
 from pamqp import commands as C
 
 from protocol import codec
-
-
-def sstr(value: str) -> bytes:
-    raw = value.encode()
-    return bytes((len(raw),)) + raw
 
 
 def unmarshal_all(data: bytes) -> list[tuple[int, object]]:
@@ -280,25 +277,8 @@ def test_content_frames_accept_memoryview_compatible_bytes():
 
 # ---- method frames ---------------------------------------------------------------------
 
-SERVER_PROPERTIES = {
-    "capabilities": {
-        "publisher_confirms": True,
-        "exchange_exchange_bindings": True,
-        "basic.nack": True,
-        "consumer_cancel_notify": True,
-        "connection.blocked": True,
-        "consumer_priorities": True,
-        "authentication_failure_close": True,
-        "per_consumer_qos": True,
-        "direct_reply_to": True,
-    },
-    "cluster_name": "rabbit@vm",
-    "copyright": "Copyright (c) 2007-2022 VMware, Inc. or its affiliates.",
-    "information": "Licensed under the MPL 2.0. Website: https://rabbitmq.com",
-    "platform": "Erlang/OTP 25.2.3",
-    "product": "RabbitMQ",
-    "version": "3.10.8",
-}
+# the connection.start properties of the handshake tests, under this file's own cluster name
+SERVER_PROPERTIES = dict(HANDSHAKE_SERVER_PROPERTIES, cluster_name="rabbit@vm")
 
 METHODS = [
     C.Connection.Start(0, 9, SERVER_PROPERTIES, "AMQPLAIN PLAIN", "en_US"),
