@@ -206,9 +206,9 @@ class Channel(TopologyHandlers):
         number = self.number
         out = self.machine.out
         props = _delivered_properties(entry)
-        out.append(codec.deliver_frame(number, consumer.tag_raw, tag, entry.redelivered,
-                                       msg.exchange_raw, msg.routing_key_raw))
-        out.append(codec.content_frames(number, props, msg.body, self.machine.frame_max))
+        out.append(codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
+                                         msg.exchange_raw, msg.routing_key_raw, props, msg.body,
+                                         self.machine.frame_max))
         if consumer.no_ack:
             self.session.stats.deliver_no_ack += 1
             if consumer.queue is not None:
@@ -343,7 +343,8 @@ class Channel(TopologyHandlers):
             if self.reply_address is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
             props = replyto.with_reply_to(props, self.reply_address)
-        message = Message(ev.exchange, ev.routing_key, props, ev.body)
+        message = Message(ev.exchange, ev.routing_key, props, ev.body, ev.exchange_raw,
+                          ev.routing_key_raw)
         self.session.check_publish(self, message)
         if self.confirms is not None:
             self.confirms.next()

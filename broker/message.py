@@ -15,7 +15,8 @@ class Message:
     __slots__ = ("exchange", "routing_key", "properties", "body", "persistent", "_ex_raw",
                  "_rk_raw", "size")
 
-    def __init__(self, exchange: str, routing_key: str, props: bytes, body: bytes) -> None:
+    def __init__(self, exchange: str, routing_key: str, props: bytes, body: bytes,
+                 exchange_raw: bytes | None = None, routing_key_raw: bytes | None = None) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.properties = props
@@ -23,8 +24,8 @@ class Message:
         self.size = len(body)
         self.persistent = properties.peek_delivery_mode(props) == 2 if props[:2] != b"\x00\x00" \
             else False
-        self._ex_raw: bytes | None = None
-        self._rk_raw: bytes | None = None
+        self._ex_raw = exchange_raw or None
+        self._rk_raw = routing_key_raw or None
 
     @property
     def exchange_raw(self) -> bytes:

@@ -21,6 +21,8 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 _frame_head = struct.Struct(">BHI")
 _deliver_tail = struct.Struct(">QB")
 _header_head = struct.Struct(">BHIHHQ")
+_header_end_head = struct.Struct(">BBHIHHQ")  # the previous frame's end octet, then a header
+_body_head = struct.Struct(">BBHI")  # the previous frame's end octet, then a body frame head
 _ack = struct.Struct(">BHIIQBB")
 _get_ok_tail = struct.Struct(">QB")
 _u32 = struct.Struct(">I")
@@ -99,6 +101,22 @@ def declare_ok_frame(channel: int, queue: str, message_count: int,
     payload = b"".join((b"\x00\x32\x00\x0b", shortstr(queue),
                         struct.pack(">II", message_count, consumer_count)))
     return _frame_head.pack(FRAME_METHOD, channel, len(payload)) + payload + FRAME_END
+
+
+def deliver_message(channel: int, consumer_tag: bytes, delivery_tag: int, redelivered: bool,
+                    exchange: bytes, routing_key: bytes, props: bytes, body: bytes,
+                    frame_max: int) -> bytes:
+    """basic.deliver plus its content in one buffer (the hot path: one join per message)."""
+    size = len(body)
+    if not size or size > frame_max - 8:
+        return deliver_frame(channel, consumer_tag, delivery_tag, redelivered, exchange,
+                             routing_key) + content_frames(channel, props, body, frame_max)
+    method_size = 13 + len(consumer_tag) + len(exchange) + len(routing_key)
+    return b"".join((
+        _frame_head.pack(FRAME_METHOD, channel, method_size), b"\x00\x3c\x00\x3c",
+        consumer_tag, _deliver_tail.pack(delivery_tag, redelivered), exchange, routing_key,
+        _header_end_head.pack(0xCE, FRAME_HEADER, channel, 12 + len(props), 60, 0, size),
+        props, _body_head.pack(0xCE, FRAME_BODY, channel, size), body, FRAME_END))
 
 
 def get_ok_frame(channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,

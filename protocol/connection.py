@@ -81,14 +81,17 @@ _HEADERS = {
 class _Content:
     """A publish waiting for its header and body frames."""
 
-    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "props", "size", "parts",
-                 "received", "have_header")
+    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "exchange_raw",
+                 "routing_key_raw", "props", "size", "parts", "received", "have_header")
 
-    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool) -> None:
+    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool,
+                 exchange_raw: bytes, routing_key_raw: bytes) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.mandatory = mandatory
         self.immediate = immediate
+        self.exchange_raw = exchange_raw
+        self.routing_key_raw = routing_key_raw
         self.props = b""
         self.size = 0
         self.parts: list[bytes] = []
@@ -473,6 +476,7 @@ class ConnectionMachine:
     def _complete(self, channel: int, content: _Content, body: bytes) -> Publish:
         del self._content[channel]
         return Publish(channel, content.exchange, content.routing_key, content.mandatory,
-                       content.immediate, content.props, body)
+                       content.immediate, content.props, body, content.exchange_raw,
+                       content.routing_key_raw)
 
 

@@ -41,6 +41,10 @@ class Publish:
     immediate: bool
     properties: bytes
     body: bytes
+    # The same two names as the shortstrs they arrived as (empty when not known): derived
+    # data, so not part of equality.
+    exchange_raw: bytes = field(default=b"", compare=False)
+    routing_key_raw: bytes = field(default=b"", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,22 +86,27 @@ def _array_depth_ok(data: bytes, pos: int, end: int, depth: int) -> bool:
 
 
 
-def parse_publish(payload: bytes) -> tuple[str, str, bool, bool] | None:
-    """basic.publish's arguments by hand (hot path); None when they do not decode exactly."""
+def parse_publish(payload: bytes) -> tuple[str, str, bool, bool, bytes, bytes] | None:
+    """basic.publish's arguments by hand (hot path); None when they do not decode exactly.
+
+    Also returns the exchange and routing key as the raw shortstrs they arrived as, which the
+    deliver frames reuse instead of encoding them again."""
     try:
         pos = 6
         n = payload[pos]
-        exchange = payload[pos + 1:pos + 1 + n].decode()
+        exchange_raw = payload[pos:pos + 1 + n]
+        exchange = exchange_raw[1:].decode()
         pos += 1 + n
         n = payload[pos]
-        routing_key = payload[pos + 1:pos + 1 + n].decode()
+        routing_key_raw = payload[pos:pos + 1 + n]
+        routing_key = routing_key_raw[1:].decode()
         pos += 1 + n
         bits = payload[pos]
     except (IndexError, UnicodeDecodeError):
         return None
     if pos + 1 != len(payload):
         return None
-    return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+    return exchange, routing_key, bool(bits & 1), bool(bits & 2), exchange_raw, routing_key_raw
 
 
 def decode_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:

@@ -411,3 +411,14 @@ def test_encode_table_matches_pamqp(table):
 ])
 def test_erlang_binary(data, text):
     assert codec.erlang_binary(data) == text
+
+
+@pytest.mark.parametrize("props", PROPS)
+@pytest.mark.parametrize("size", [0, 1, 4088, 4089, 10000])
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_deliver_message_equals_pamqp_deliver_header_and_bodies(props, size, redelivered):
+    payload = bytes(i % 251 for i in range(size))
+    got = codec.deliver_message(5, sstr("ctag"), 9, redelivered, sstr("ex"), sstr("rk"),
+                                props.marshal(), payload, 4096)
+    method = frame.marshal(C.Basic.Deliver("ctag", 9, redelivered, "ex", "rk"), 5)
+    assert got == method + pamqp_content(5, props, payload, 4096)
