@@ -1,7 +1,8 @@
 """Dead-lettering: the x-death bookkeeping and re-publishing a message to its queue's DLX.
 
 RabbitMQ's rules kept here: one x-death entry per (queue, reason), its count bumped when the
-same pair repeats, newest entry first; ``x-first-death-*`` set once; a per-message
+same pair repeats, newest entry first; ``x-first-death-*`` set once and ``x-last-death-*``
+(3.13) set on every death; a per-message
 ``expiration`` moves into ``original-expiration`` and is removed from the properties; a cycle
 (the message would return to a queue it already died in) is dropped unless a ``rejected`` death
 is part of it.
@@ -85,6 +86,10 @@ def with_death(message: Message, queue: Queue, reason: str, now: datetime.dateti
                        ("x-first-death-reason", reason)):
         if key not in old:
             added[key] = tables.str_value(value)
+    for key, value in (("x-last-death-exchange", message.exchange),
+                       ("x-last-death-queue", queue.name),
+                       ("x-last-death-reason", reason)):
+        added[key] = tables.str_value(value)  # 3.13: always the newest death
     items = [(k, added.pop(k, v)) for k, v in headers]
     items.extend(added.items())
     properties.set_headers_body(fields, tables.join_table(items))

@@ -270,6 +270,23 @@ def test_two_hops_newest_entry_first(ch):
                        "x-first-death-reason": "expired"}
 
 
+def test_last_death_headers_name_the_newest_death(ch):
+    """RabbitMQ 3.13 adds x-last-death-*: the newest death, while x-first-death-* stays."""
+    ch.queue_declare("final")
+    ch.queue_declare("hop1", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "",
+                                        "x-dead-letter-routing-key": "final"})
+    ch.queue_declare("src", arguments={"x-dead-letter-exchange": "",
+                                       "x-dead-letter-routing-key": "hop1"})
+    ch.basic_publish("", "src", b"body")
+    method, _props, _body = get_within(ch, "src", auto_ack=False)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    _method, props, _body = get_within(ch, "final")
+    deaths = {k: v for k, v in props.headers.items() if k.startswith("x-") and "death-" in k}
+    assert deaths == {"x-first-death-exchange": "", "x-first-death-queue": "src",
+                      "x-first-death-reason": "rejected", "x-last-death-exchange": "",
+                      "x-last-death-queue": "hop1", "x-last-death-reason": "expired"}
+
+
 def test_expiry_cycle_back_into_the_same_queue_is_dropped(ch):
     ch.queue_declare("q", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": ""})
     ch.basic_publish("", "q", b"loop")
