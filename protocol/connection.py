@@ -115,8 +115,11 @@ class ConnectionMachine:
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
         self._content: dict[int, _Content] = {}
-        self._buf = b""
-        self._pending: bytearray | None = None
+        # Unparsed input: chunks as received, joined only once they hold the next whole frame
+        # (``_need`` bytes), so a large message arriving over many reads is copied once.
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 0
         self.last_received = 0.0
         self.version = (0, 9)
 
@@ -184,31 +187,32 @@ class ConnectionMachine:
     # ---- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
         self.last_received = now
-        if self._pending is not None:
-            self._pending += data
-        elif self._buf:
-            self._pending = bytearray(self._buf)
-            self._pending += data
-            self._buf = b""
-        else:
-            self._buf = data
+        self._chunks.append(data)
+        self._have += len(data)
 
     def peer_timed_out(self, now: float) -> bool:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
 
     def events(self) -> Iterator[object]:
-        buf: bytes | bytearray = self._pending if self._pending is not None else self._buf
-        self._pending = None
-        self._buf = b""
+        if not self._chunks or self._have < self._need:
+            return
+        chunks = self._chunks
+        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._have = self._need = 0
         pos, end = 0, len(buf)
+        need = 0
         try:
             if self.state is State.AWAIT_HEADER:
                 if end < 8:
-                    self._buf = bytes(buf)
+                    self._keep(buf, 0, 8)
                     return
-                yield from self._on_protocol_header(bytes(buf[:8]))
+                yield from self._on_protocol_header(buf[:8])
                 pos = 8
-            while end - pos >= 7 and self.state is not State.CLOSED:
+            while self.state is not State.CLOSED:
+                if end - pos < 7:
+                    need = 7
+                    break
                 ftype, channel, size = _head.unpack_from(buf, pos)
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
                     raise errors.FrameError(
@@ -216,8 +220,9 @@ class ConnectionMachine:
                         f"{{frame_too_large,{size},{self.frame_max - 8}}}")
                 stop = pos + 7 + size
                 if stop >= end:
+                    need = size + 8
                     break
-                payload = bytes(buf[pos + 7:stop])
+                payload = buf[pos + 7:stop]
                 if buf[stop] != 0xCE:
                     raise errors.FrameError(codec.erlang_tuple(
                         f"type {ftype}, all octets = {codec.erlang_binary(payload)}: ",
@@ -234,14 +239,14 @@ class ConnectionMachine:
             self._to(State.CLOSED)
             yield CloseTransport(exc.reason, exc.delay)
         if pos < end and self.state is not State.CLOSED:
-            rest = bytes(buf[pos:])
-            if self._buf or self._pending is not None:
-                # The session fed more data while we were yielding; keep order.
-                newer = bytes(self._pending) if self._pending is not None else self._buf
-                self._pending = bytearray(rest + newer)
-                self._buf = b""
-            else:
-                self._buf = rest
+            self._keep(buf, pos, need)
+
+    def _keep(self, buf: bytes, pos: int, need: int) -> None:
+        """Keep the unparsed tail ahead of anything fed while events were being handled."""
+        rest = buf[pos:] if pos else buf
+        self._chunks.insert(0, rest)
+        self._have += len(rest)
+        self._need = need
 
     def _on_protocol_header(self, header: bytes) -> Iterator[object]:
         known = _HEADERS.get(header)
