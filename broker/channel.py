@@ -21,6 +21,7 @@ from protocol import codec
 from protocol.errors import (
     AccessRefused,
     CommandInvalid,
+    InternalError,
     NotAllowed,
     NotFound,
     NotImplemented_,
@@ -71,6 +72,7 @@ class Channel(TopologyHandlers):
         self.confirms: Confirms | None = None
         self.tx: list[Callable[[], None]] | None = None
         self.reply_address: str | None = None
+        self._tx_wrote_to_disk = False
         self.closed = False
 
     # ---- plumbing ----------------------------------------------------------------------
@@ -383,6 +385,8 @@ class Channel(TopologyHandlers):
         else:
             for queue in queues:
                 queue.publish(message)
+                if self.tx is not None and message.persistent and queue.persists:
+                    self._tx_wrote_to_disk = True
         if confirms is not None:
             self.session.confirms_pending.add(self)
 
@@ -419,9 +423,24 @@ class Channel(TopologyHandlers):
         if self.tx is None:
             raise PreconditionFailed("channel is not transactional")
         actions, self.tx = self.tx, []
+        self._tx_wrote_to_disk = False
         for action in actions:
             action()
-        self.reply(C.Tx.CommitOk())
+        if not self._tx_wrote_to_disk:
+            self.reply(C.Tx.CommitOk())
+            return
+        # As in RabbitMQ, commit-ok means the persistent messages are on disk.
+        self.session.server.stores.when_durable(self._commit_durable)
+
+    def _commit_durable(self, ok: bool) -> None:
+        if self.closed or not self.machine.channel_usable(self.number):
+            return
+        if not ok:
+            self.session.fail(InternalError("could not write the transaction to disk")
+                              .at(90, 20), self.number)
+        else:
+            self.reply(C.Tx.CommitOk())
+        self.session.wake()
 
     def on_tx_rollback(self, m: C.Tx.Rollback) -> None:
         if self.tx is None:

@@ -272,3 +272,34 @@ def test_pika_return_in_tx_only_after_commit(broker):
     settle(conn)
     assert returned == [(312, b"x")]
     conn.close()
+
+
+def test_commit_ok_waits_for_the_disk_when_persistent_messages_went_to_durable_queues(broker):
+    """As in RabbitMQ, commit-ok means the persistent messages are on disk: it waits for the
+    group commit; a commit of transient messages does not."""
+    held: list = []
+    stores = broker.server.stores
+    real = stores.when_durable
+    broker.call(setattr, stores, "when_durable", held.append)
+    try:
+        raw = RawClient.open(broker.port, timeout=2.0)
+        raw.send(1, C.Queue.Declare(queue="tx-durable-q", durable=True))
+        raw.expect(C.Queue.DeclareOk)
+        raw.send(1, C.Tx.Select())
+        raw.expect(C.Tx.SelectOk)
+        raw.publish("tx-durable-q", b"transient")
+        raw.send(1, C.Tx.Commit())
+        raw.expect(C.Tx.CommitOk)  # nothing persistent: no wait
+        assert held == []
+        raw.publish("tx-durable-q", b"persistent", props=C.Basic.Properties(delivery_mode=2))
+        raw.send(1, C.Tx.Commit())
+        raw.send(1, C.Basic.Qos())
+        # The qos-ok must not be preceded by commit-ok: the commit is still waiting.
+        _number, frame = raw.recv("qos-ok")
+        assert isinstance(frame, C.Basic.QosOk), frame
+        assert len(held) == 1
+        broker.call(held[0], True)
+        raw.expect(C.Tx.CommitOk)
+        raw.close()
+    finally:
+        broker.call(setattr, stores, "when_durable", real)
