@@ -32,7 +32,6 @@ from protocol.errors import AccessRefused
 if TYPE_CHECKING:
     from .auth import AuthStore
 
-SERVER_NAMED_PLACEHOLDER = "amq.gen-"
 
 
 class Authorizer:
@@ -81,11 +80,16 @@ def _exchange_delete(a: Authorizer, m: C.Exchange.Delete, _lq: str) -> None:
 
 
 def _queue_declare(a: Authorizer, m: C.Queue.Declare, _lq: str) -> None:
-    if m.passive:
-        return
-    name = m.queue or SERVER_NAMED_PLACEHOLDER
+    if m.passive or not m.queue:
+        return  # a server-named queue is checked once it has its name (check_new_queue)
+    check_new_queue(a, m.queue, m.arguments)
+
+
+def check_new_queue(a: Authorizer, name: str, arguments: dict | None) -> None:
+    """configure on the queue (by its final name, as RabbitMQ checks a server-named one);
+    write on its dead-letter exchange and read on the queue when it has one."""
     a.require("configure", "queue", name)
-    dlx = (m.arguments or {}).get("x-dead-letter-exchange")
+    dlx = (arguments or {}).get("x-dead-letter-exchange")
     if isinstance(dlx, str):
         a.require("write", "exchange", dlx)
         a.require("read", "queue", name)

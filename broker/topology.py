@@ -15,6 +15,7 @@ from pamqp import commands as C
 from protocol import codec
 from protocol.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
+from .access import check_new_queue
 from .queue import Queue
 from .replyto import REPLY_QUEUE
 from .vhost import DEFAULT_EXCHANGE_DENIED
@@ -117,6 +118,8 @@ class TopologyHandlers:
                     raise PreconditionFailed("Cannot declare a server-named queue for type "
                                              f"rabbit_{kind}_queue")
                 name = random_name("amq.gen-")
+                if self.session.authz is not None:
+                    check_new_queue(self.session.authz, name, m.arguments)
             existing = vhost.queues.get(name)
             if existing is not None:
                 self._check_lock(existing)

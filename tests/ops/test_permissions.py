@@ -168,3 +168,24 @@ def test_users_permissions_and_vhosts_survive_restart(burrowmq_factory, tmp_path
     conn.close()
     with pytest.raises(pika.exceptions.ProbableAuthenticationError):
         connect(second.url)  # not a blank node: the default user is not re-created
+
+
+def test_server_named_queue_is_checked_by_its_generated_name(node) -> None:  # type: ignore[no-untyped-def]
+    """RabbitMQ checks configure on the name it generated, so a pattern for the full
+    amq.gen-<22 chars> form allows it and the refusal names the generated queue."""
+    handle, api = node
+    grant(api, r"^amq\.gen-[A-Za-z0-9_-]{22}$", ".*", ".*")
+    conn = connect(amqp_url(handle, "u", "pw"))
+    ch = conn.channel()
+    name = ch.queue_declare("", exclusive=True).method.queue
+    assert name.startswith("amq.gen-") and len(name) == 30
+    grant(api, "^own-", ".*", ".*")
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        ch.queue_declare("", exclusive=True)
+    assert info.value.reply_code == 403
+    text = info.value.reply_text
+    assert text.startswith("ACCESS_REFUSED - configure access to queue 'amq.gen-")
+    assert text.endswith("' in vhost '/' refused for user 'u'")
+    assert len(text.split("'")[1]) == 30
+    conn.close()
