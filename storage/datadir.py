@@ -30,6 +30,8 @@ from pathlib import Path
 
 import msgpack
 
+from .sync import fsync_dir
+
 LOCK_NAME = "LOCK"
 DEFINITIONS_NAME = "definitions.bin"
 QUEUES_NAME = "queues"
@@ -57,14 +59,6 @@ def queue_dir_name(vhost: str, name: str) -> str:
     digest = hashlib.sha256(f"{vhost}\0{name}".encode("utf-8", "surrogatepass")).hexdigest()
     prefix = _UNSAFE.sub("_", name)[:40].strip("_")
     return f"{prefix}-{digest[:24]}" if prefix else digest[:24]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DataDir:
@@ -135,7 +129,7 @@ class DataDir:
         if not path.exists():
             path.mkdir()
             (path / QUEUE_META).write_bytes(msgpack.packb([vhost, name], use_bin_type=True))
-            _fsync_dir(self.queues_path)
+            fsync_dir(self.queues_path)
         return path
 
     def queue_dirs(self) -> dict[Path, tuple[str, str] | None]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import msgpack
 
+from .sync import fsync_dir
+
 MAGIC = b"BMQD"
 VERSION = 1
 _HEADER = struct.Struct("<4sB3xI")
@@ -67,14 +69,6 @@ def decode(data: bytes, path: str | os.PathLike[str] = "definitions") -> dict[st
     return doc
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
     """Atomically replace ``path`` with ``doc`` (write temp, fsync, rename, fsync dir)."""
     path = Path(path)
@@ -93,7 +87,7 @@ def save(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:

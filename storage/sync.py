@@ -37,6 +37,15 @@ class Flushable(Protocol):
     def fileno(self) -> int: ...
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a directory's entries durable (a created, renamed or removed name)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class DirectoryHandle:
     """A directory as a ``Flushable``: touch it after creating a file in it, so the new name is
     fsynced with the data. The descriptor is opened on first use."""

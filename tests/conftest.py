@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
+from loop_call import call_on_loop
 
 from broker.config import Config
 from broker.server import Server
@@ -30,21 +31,7 @@ class RunningBroker:
 
     def call(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run fn(*args) on the broker's loop and return its result."""
-        done = threading.Event()
-        box: dict = {}
-
-        def run() -> None:
-            try:
-                box["value"] = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                box["error"] = exc
-            done.set()
-
-        self.loop.call_soon_threadsafe(run)
-        done.wait(10)
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return call_on_loop(self.loop, fn, *args)
 
     def stop(self) -> None:
         fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)

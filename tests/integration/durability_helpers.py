@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pika
+from loop_call import call_on_loop
 from pamqp import body as pbody
 from pamqp import commands as C
 from pamqp import header as pheader
@@ -288,22 +289,7 @@ class InProcessBroker:
 
     def call(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run fn(*args) on the broker's loop; its result (or its exception)."""
-        done = threading.Event()
-        box: dict = {}
-
-        def run() -> None:
-            try:
-                box["value"] = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                box["error"] = exc
-            done.set()
-
-        self.loop.call_soon_threadsafe(run)
-        if not done.wait(10):
-            raise AssertionError("broker loop did not run the call within 10 s")
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return call_on_loop(self.loop, fn, *args)
 
     def stop(self) -> None:
         """Stop once the group commit is idle: ``Server.stop`` raises "a batch is in flight"
