@@ -8,9 +8,9 @@ import sys
 
 from storage.datadir import DataDirError
 
-from .config import parse_args
-from .server import Server
-from .tls import TLSConfigError
+from .core.server import Server
+from .node.config import parse_args
+from .node.tls import TLSConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from broker.message import Entry, Message
-
 from .acks import read_acks
+from .message import Entry, Message
 from .record import F_EXPIRES, F_PERSISTENT, Decoded
 from .recovery import Seg
 from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter, Source, segment_name

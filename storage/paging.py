@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from broker.message import Entry
-
+from .message import Entry
 from .message_store import SegmentQueueStore
 from .store import MemoryQueueStore
 

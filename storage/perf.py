@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from broker.message import Entry, Message
-
+from .message import Entry, Message
 from .message_store import SegmentQueueStore
 from .sync import GroupCommit
 

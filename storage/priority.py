@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from broker.message import Entry
 from protocol.properties import peek_priority
 
+from .message import Entry
 from .store import QueueStore
 
 

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
 
-from broker.message import Entry
+from .message import Entry
 
 
 class QueueStore(Protocol):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import pytest
 from loop_call import call_on_loop
 
-from broker.config import Config
-from broker.server import Server
+from broker.core.server import Server
+from broker.node.config import Config
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pamqp import commands as C
 from protocol.errors import AccessRefused
 
 if TYPE_CHECKING:
-    from .auth import AuthStore
+    from broker.core.users import AuthStore
 
 
 

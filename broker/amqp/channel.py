@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
+from broker.core import arguments as qargs
+from broker.core import replyto
+from broker.core.queue import Consumer, Queue
 from protocol import codec
 from protocol.errors import (
     AccessRefused,
@@ -29,13 +32,10 @@ from protocol.errors import (
 )
 from protocol.events import Publish
 from protocol.methods import AccessRequest, AccessRequestOk
+from storage.message import Entry, Message
 
-from . import arguments as qargs
-from . import replyto
+from .channel_topology import TopologyHandlers, random_name
 from .confirms import Confirms
-from .message import Entry, Message
-from .queue import Consumer, Queue
-from .topology import TopologyHandlers, random_name
 
 if TYPE_CHECKING:
     from .session import Session

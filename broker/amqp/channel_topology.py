@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
+from broker.core.queue import Queue
+from broker.core.replyto import REPLY_QUEUE
+from broker.core.vhost import DEFAULT_EXCHANGE_DENIED
 from protocol import codec
 from protocol.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 
 from .access import check_new_queue
-from .queue import Queue
-from .replyto import REPLY_QUEUE
-from .vhost import DEFAULT_EXCHANGE_DENIED
 
 if TYPE_CHECKING:
+    from broker.core.vhost import VirtualHost
     from protocol.connection import ConnectionMachine
 
     from .session import Session
-    from .vhost import VirtualHost
 
 
 def random_name(prefix: str) -> str:

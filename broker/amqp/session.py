@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
+from broker.core.stats import Counters
 from protocol import properties
 from protocol.codec import erlang_tuple
 from protocol.connection import ConnectionMachine
@@ -33,13 +34,12 @@ from protocol.events import (
 
 from .access import Authorizer
 from .channel import Channel
-from .stats import Counters
 
 if TYPE_CHECKING:
-    from .message import Message
-    from .queue import Queue
-    from .server import Server
-    from .vhost import VirtualHost
+    from broker.core.queue import Queue
+    from broker.core.server import Server
+    from broker.core.vhost import VirtualHost
+    from storage.message import Message
 
 log = logging.getLogger("broker.connection")
 

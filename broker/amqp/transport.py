@@ -20,7 +20,7 @@ from protocol.errors import InternalError
 from .session import Session
 
 if TYPE_CHECKING:
-    from .server import Server
+    from broker.core.server import Server
 
 log = logging.getLogger("broker.connection")
 HIGH_WATER = 4 * 1024 * 1024

@@ -15,8 +15,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from protocol import properties, tables
-
-from .message import Message
+from storage.message import Message
 
 if TYPE_CHECKING:
     from .queue import Queue

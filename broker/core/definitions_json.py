@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import auth
+from . import users
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -137,12 +137,12 @@ def _tags(value: Any) -> list[str]:
     return [str(t) for t in value or []]
 
 
-def import_users(server: Server, users: list[dict]) -> None:
-    for item in users:
-        algorithm = item.get("hashing_algorithm") or auth.HASHING_ALGORITHM
+def import_users(server: Server, items: list[dict]) -> None:
+    for item in items:
+        algorithm = item.get("hashing_algorithm") or users.HASHING_ALGORITHM
         if "password_hash" in item:
             server.auth.add_user(item["name"], tags=_tags(item.get("tags")),
-                                 password_hash=auth.decode_hash(item["password_hash"]),
+                                 password_hash=users.decode_hash(item["password_hash"]),
                                  algorithm=algorithm)
         else:
             server.auth.add_user(item["name"], item.get("password", ""), _tags(item.get("tags")))
@@ -200,7 +200,7 @@ def import_all(server: Server, data: dict) -> None:
         server.auth.topic_permissions.extend(data.get("topic_permissions", []))
         import_policies(server, data.get("policies", []))
         import_topology(server, data)
-    except (KeyError, TypeError, auth.UnknownUser) as exc:
+    except (KeyError, TypeError, users.UnknownUser) as exc:
         raise DefinitionsError(f"malformed definitions: missing or wrong {exc}") from None
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import codec, properties
+from storage.message import Entry, Message
 
-from .message import Entry, Message
 from .policies import combine
 
 if TYPE_CHECKING:

@@ -30,21 +30,24 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, deadletter, persistence, tls
-from .alarms import Alarms
-from .auth import AuthStore
-from .config import Config
+from broker import __version__
+from broker.node import tls
+from broker.node.alarms import Alarms
+from broker.node.config import Config
+from broker.node.stores import Stores
+
+from . import deadletter, durable_topology
 from .replyto import ReplyRegistry
 from .stats import Counters
-from .stores import Stores
+from .users import AuthStore
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
+    from broker.amqp.session import Session
+    from storage.message import Message
     from storage.store import QueueStore
 
-    from .message import Message
     from .queue import Queue
-    from .session import Session
 
 log = logging.getLogger("broker")
 
@@ -111,11 +114,11 @@ class Server:
 
     def snapshot(self) -> dict:
         """The durable definitions document: topology plus users and permissions."""
-        from . import definitions
+        from . import definitions_json
 
-        doc = persistence.snapshot(self)
+        doc = durable_topology.snapshot(self)
         doc["users"] = [u.as_json() for u in self.auth.users.values()]
-        doc["permissions"] = definitions.permissions_json(self)
+        doc["permissions"] = definitions_json.permissions_json(self)
         return doc
 
     def delete_vhost(self, name: str) -> None:
@@ -136,10 +139,10 @@ class Server:
         As in RabbitMQ, a definitions file that lists users replaces the default user; unlike
         RabbitMQ, one that lists none keeps it (so importing only topology cannot lock
         everyone out)."""
-        from . import definitions
+        from . import definitions_json
 
         cfg = self.config
-        data = definitions.read_file(cfg.load_definitions) if cfg.load_definitions else {}
+        data = definitions_json.read_file(cfg.load_definitions) if cfg.load_definitions else {}
         if not data.get("users") and not self.auth.users:
             self.auth.add_user(cfg.default_user, cfg.default_pass, list(cfg.default_user_tags))
             self.auth.set_permissions(cfg.default_user, cfg.default_vhost,
@@ -147,7 +150,7 @@ class Server:
         if data:
             self._restoring = True
             try:
-                definitions.import_all(self, data)
+                definitions_json.import_all(self, data)
             finally:
                 self._restoring = False
             log.info("imported definitions from %s", cfg.load_definitions)
@@ -248,14 +251,14 @@ class Server:
         await self.start_app()
         cfg = self.config
         if cfg.management_port is not None or cfg.prometheus_port is not None:
-            from . import http
+            from broker.ops import http
 
             self.http = await http.start(self)
         return self.port
 
     async def start_app(self) -> None:
         """Open the AMQP listener (``rabbitmqctl start_app``)."""
-        from .transport import AMQPProtocol
+        from broker.amqp.transport import AMQPProtocol
 
         if self._servers:
             return
@@ -278,13 +281,13 @@ class Server:
             log.info("started TLS (SSL) listener on %s:%d", host, self.tls_port)
 
     def _recover(self) -> None:
-        from . import definitions
+        from . import definitions_json
 
         doc = self.stores.load_definitions()
         self._restoring = True
         try:
-            persistence.restore(self, doc)
-            definitions.import_users(self, doc.get("users", []))
+            durable_topology.restore(self, doc)
+            definitions_json.import_users(self, doc.get("users", []))
             for item in doc.get("permissions", []):
                 if item["user"] in self.auth.users and item["vhost"] in self.vhosts:
                     self.auth.set_permissions(item["user"], item["vhost"], item["configure"],

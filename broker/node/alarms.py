@@ -14,8 +14,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .server import Server
-    from .session import Session
+    from broker.amqp.session import Session
+    from broker.core.server import Server
 
 from . import sysinfo
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from storage import definitions
+from storage import definitions_file
 from storage.datadir import DataDir
 from storage.message_store import SegmentQueueStore
 from storage.paging import PagingStore
@@ -40,7 +40,7 @@ class Stores:
         self._snapshot = snapshot
 
     def load_definitions(self) -> dict:
-        return definitions.load(self.data.definitions_path)
+        return definitions_file.load(self.data.definitions_path)
 
     # ---- queue stores ------------------------------------------------------------------
     def make(self, vhost: str, name: str, arguments: dict, durable: bool) -> QueueStore:
@@ -95,7 +95,7 @@ class Stores:
         assert self._snapshot is not None
         doc = self._snapshot()
         self._dirty = False
-        future = loop.run_in_executor(None, definitions.save, self.data.definitions_path, doc)
+        future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc)
         future.add_done_callback(self._saved)
 
     def _saved(self, future: asyncio.Future[Any]) -> None:
@@ -107,7 +107,7 @@ class Stores:
 
     def save_now(self) -> None:
         if self._snapshot is not None:
-            definitions.save(self.data.definitions_path, self._snapshot())
+            definitions_file.save(self.data.definitions_path, self._snapshot())
 
     def write_through(self) -> None:
         group = self.group

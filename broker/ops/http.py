@@ -15,13 +15,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .server import Server
+    from broker.core.server import Server
 
 log = logging.getLogger("broker.http")
 
 
 def _import_all() -> None:
-    for name in ("aiohttp.web", "prometheus_client", "broker.mgmt.app", "broker.metrics"):
+    for name in ("aiohttp.web", "prometheus_client", "broker.ops.mgmt.app", "broker.ops.metrics"):
         importlib.import_module(name)
 
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from . import sysinfo
-from .server import RABBITMQ_VERSION
+from broker.core.server import RABBITMQ_VERSION
+from broker.node import sysinfo
 
 if TYPE_CHECKING:
-    from .server import Server
+    from broker.core.server import Server
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GLOBAL_COUNTERS = (
@@ -120,7 +120,7 @@ class BrokerCollector:
         ident = GaugeMetricFamily("rabbitmq_identity_info", "RabbitMQ node & cluster identity "
                                   "info", labels=["rabbitmq_node", "rabbitmq_cluster",
                                                   "rabbitmq_cluster_permanent_id"])
-        from .naming import cluster_name, node_name
+        from broker.core.naming import cluster_name, node_name
 
         ident.add_metric([node_name(), cluster_name(self.server),
                           f"rabbitmq-cluster-id-{cluster_name(self.server)}"], 1)

@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from .config import Config
-from .server import Server
+from broker.core.server import Server
+from broker.node.config import Config
 
 
 @dataclass

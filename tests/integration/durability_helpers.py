@@ -33,8 +33,8 @@ from pamqp import commands as C
 from pamqp import header as pheader
 from raw_client import RawClient, content_frames
 
-from broker.config import Config
-from broker.server import Server
+from broker.core.server import Server
+from broker.node.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -212,11 +212,11 @@ class BrokerPool:
 
 def saved_definitions(data_dir: Path) -> dict:
     """The definitions document on disk ({} when absent or unreadable). Read without side
-    effects: ``definitions.load`` removes a save's temporary file (racing a save in flight)."""
-    from storage import definitions
+    effects: ``definitions_file.load`` removes a save's temporary file (racing a save in flight)."""
+    from storage import definitions_file
     try:
-        return definitions.decode((data_dir / "definitions.bin").read_bytes())
-    except (OSError, definitions.DefinitionsError):
+        return definitions_file.decode((data_dir / "definitions.bin").read_bytes())
+    except (OSError, definitions_file.DefinitionsError):
         return {}
 
 

@@ -10,8 +10,8 @@ import time
 import pika
 from pika_helpers import BlockWatch, connect, pump
 
-from broker import sysinfo
-from broker.config import Config
+from broker.node import sysinfo
+from broker.node.config import Config
 
 GiB = 1024**3
 HUGE = 10**15

@@ -17,9 +17,9 @@ from pamqp import frame as pframe
 from pika_helpers import PROTOCOL_HEADER, connect
 from tls_certs import PKI, make_pki
 
-from broker import config as config_module
-from broker import tls
-from broker.config import Config
+from broker.node import config as config_module
+from broker.node import tls
+from broker.node.config import Config
 
 DEADLINE = 10.0
 # how pika reports a refused TLS connection: the ssl error itself, or a connection error

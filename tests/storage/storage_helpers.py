@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from broker.message import Entry, Message
+from storage.message import Entry, Message
 from storage.message_store import SegmentQueueStore
 
 PERSISTENT = b"\x10\x00\x02"  # property flags: delivery-mode present; delivery_mode = 2

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import auth, definitions
-from ..auth import UnknownUser
+from broker.core import definitions_json, users
+from broker.core.users import UnknownUser
+
 from . import fmt
 from .util import (
     USER_KEY,
@@ -32,7 +33,7 @@ routes = web.RouteTableDef()
 # ---- vhosts ------------------------------------------------------------------------------
 def vhost_json(request: web.Request, name: str) -> dict:
     server = server_of(request)
-    body = definitions.vhost_json(server, name)
+    body = definitions_json.vhost_json(server, name)
     vhost = server.vhosts[name]
     ready = sum(q.message_count for q in vhost.queues.values())
     unacked = sum(len(c.unacked) for s in server.sessions if s.vhost is vhost
@@ -118,13 +119,13 @@ async def put_user(request: web.Request) -> web.Response:
     tags = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) \
         else [str(t) for t in tags]
     existed = name in store.users
-    algorithm = body.get("hashing_algorithm") or auth.HASHING_ALGORITHM
-    if algorithm not in auth.DIGESTS:
+    algorithm = body.get("hashing_algorithm") or users.HASHING_ALGORITHM
+    if algorithm not in users.DIGESTS:
         raise bad_request(f"unknown hashing algorithm {algorithm}")
     if "password" in body:
         store.add_user(name, body["password"], tags, algorithm=algorithm)
     elif "password_hash" in body:
-        store.add_user(name, tags=tags, password_hash=auth.decode_hash(body["password_hash"]),
+        store.add_user(name, tags=tags, password_hash=users.decode_hash(body["password_hash"]),
                        algorithm=algorithm)
     elif existed:
         store.set_tags(name, tags)
@@ -155,7 +156,7 @@ async def bulk_delete_users(request: web.Request) -> web.Response:
 
 # ---- permissions -------------------------------------------------------------------------
 def _perms(request: web.Request, user: str | None = None, vhost: str | None = None) -> list:
-    return [p for p in definitions.permissions_json(server_of(request))
+    return [p for p in definitions_json.permissions_json(server_of(request))
             if (user is None or p["user"] == user) and (vhost is None or p["vhost"] == vhost)]
 
 
@@ -198,7 +199,7 @@ async def put_permission(request: web.Request) -> web.Response:
     body = await body_json(request)
     existed = (user, vhost) in server.auth.permissions
     try:
-        server.auth.set_permissions(user, vhost, *(str(body[k]) for k in auth.PERMISSIONS))
+        server.auth.set_permissions(user, vhost, *(str(body[k]) for k in users.PERMISSIONS))
     except KeyError as exc:
         raise bad_request(f"[{{key_missing,{exc.args[0]}}}]") from None
     return no_content() if existed else web.Response(status=201)
@@ -229,13 +230,13 @@ async def list_policies(request: web.Request) -> web.Response:
     names = [vhost_of(request).name] if "vhost" in request.match_info \
         else visible_vhosts(request)
     return list_reply(request, [p for name in names
-                                for p in definitions.policies_json(server, name)])
+                                for p in definitions_json.policies_json(server, name)])
 
 
 @routes.get("/api/policies/{vhost}/{name}")
 async def show_policy(request: web.Request) -> web.Response:
     vhost = vhost_of(request).name
-    for policy in definitions.policies_json(server_of(request), vhost):
+    for policy in definitions_json.policies_json(server_of(request), vhost):
         if policy["name"] == request.match_info["name"]:
             return reply(policy)
     raise not_found()
@@ -286,13 +287,13 @@ async def empty_lists(request: web.Request) -> web.Response:
 @routes.get("/api/all-configuration")
 async def get_definitions(request: web.Request) -> web.Response:
     require_admin(request)
-    return _download(request, definitions.export_all(server_of(request)))
+    return _download(request, definitions_json.export_all(server_of(request)))
 
 
 @routes.get("/api/definitions/{vhost}")
 async def get_vhost_definitions(request: web.Request) -> web.Response:
     require_admin(request)
-    return _download(request, definitions.export_vhost(server_of(request),
+    return _download(request, definitions_json.export_vhost(server_of(request),
                                                        vhost_of(request).name))
 
 
@@ -312,10 +313,10 @@ async def post_definitions(request: web.Request) -> web.Response:
     body = await body_json(request)
     try:
         if "vhost" in request.match_info:
-            definitions.import_vhost(server, vhost_of(request).name, body)
+            definitions_json.import_vhost(server, vhost_of(request).name, body)
         else:
-            definitions.import_all(server, body)
-    except definitions.DefinitionsError as exc:
+            definitions_json.import_all(server, body)
+    except definitions_json.DefinitionsError as exc:
         raise bad_request(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - AMQP rule violations in the document
         raise bad_request(getattr(exc, "text", str(exc))) from None

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .. import __version__, sysinfo
-from ..server import RABBITMQ_VERSION
+from broker import __version__
+from broker.core.server import RABBITMQ_VERSION
+from broker.node import sysinfo
+
 from . import fmt
 from .util import (
     RATES_KEY,
@@ -28,7 +30,7 @@ from .util import (
 )
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from broker.core.server import Server
 
 routes = web.RouteTableDef()
 RATE_FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "ack", "confirm", "redeliver",
@@ -220,7 +222,7 @@ def failed(reason: str, **details: object) -> web.Response:
 @routes.get("/api/aliveness-test/{vhost}")
 async def aliveness(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
-    from ..message import Message
+    from storage.message import Message
 
     queue = vhost.declare_queue("aliveness-test")
     queue.publish(Message("", "aliveness-test", b"\x00\x00", b"test_message"))

@@ -12,11 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.core.queue import Queue
 from protocol import properties as props_codec
 from protocol.errors import AMQPError
+from storage.message import Message
 
-from ..message import Message
-from ..queue import Queue
 from . import fmt
 from .util import (
     bad_request,

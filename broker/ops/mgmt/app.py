@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import admin, conns, control, node, topology
+from . import api_admin, api_node, api_topology, conns, control
 from .util import RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from broker.core.server import Server
 
 log = logging.getLogger("broker.management")
 WWW = Path(__file__).parent / "www"
@@ -46,8 +46,9 @@ async def index(request: web.Request) -> web.FileResponse:
 def build_app(server: Server) -> web.Application:
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
     app[SERVER_KEY] = server
-    app[RATES_KEY] = node.Rates(server)
-    for table in (node.routes, admin.routes, conns.routes, topology.routes, control.routes):
+    app[RATES_KEY] = api_node.Rates(server)
+    for table in (api_node.routes, api_admin.routes, conns.routes, api_topology.routes,
+                  control.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)

@@ -27,7 +27,7 @@ from .util import (
 )
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from broker.amqp.session import Session
 
 routes = web.RouteTableDef()
 

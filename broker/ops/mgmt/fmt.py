@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from broker.core import definitions_json
+from broker.core.naming import cluster_name, node_name
 from protocol import properties as props_codec
 
-from .. import definitions
-from ..naming import cluster_name, node_name
-
 if TYPE_CHECKING:
-    from ..channel import Channel
-    from ..queue import Consumer, Queue
-    from ..server import Server
-    from ..session import Session
+    from broker.amqp.channel import Channel
+    from broker.amqp.session import Session
+    from broker.core.queue import Consumer, Queue
+    from broker.core.server import Server
 
 EXCHANGE_TYPES = [
     {"name": "direct", "description": "AMQP direct exchange, as per the AMQP specification",
@@ -135,7 +134,7 @@ def properties_key(routing_key: str, arguments: dict) -> str:
 
 
 def binding(vhost: str, b: Any) -> dict:
-    out = definitions.binding_json(vhost, b)
+    out = definitions_json.binding_json(vhost, b)
     out["properties_key"] = properties_key(b.routing_key, b.arguments)
     return out
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..server import Server
-    from ..vhost import VirtualHost
+    from broker.core.server import Server
+    from broker.core.vhost import VirtualHost
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
