@@ -135,7 +135,8 @@ class LogCursor:
 
     def entry(self, record: Decoded, seq: int, redelivered: bool) -> Entry:
         _, flags, _, expires, exchange, routing_key, props, body = record
-        entry = Entry(seq, Message(exchange, routing_key, props, body), redelivered)
+        entry = Entry(seq, Message(exchange, routing_key, props, body,
+                                   bool(flags & F_PERSISTENT)), redelivered)
         if flags & F_EXPIRES:
             entry.expires = expires - time.time() + self._clock()
         return entry

@@ -1,14 +1,22 @@
-"""Messages as routed and queued.
+"""Messages as routed and queued: the value types every layer above storage shares.
 
 ``Message`` is the publisher's content, shared by every queue it is routed to; treat it as
 immutable. It is a plain slotted class rather than a frozen dataclass because one is built per
 publish on the hot path. ``Entry`` is one queue's hold on a message: its sequence number (the
 queue position requeues go back to) and whether it has been delivered before.
+
+Storage knows nothing of AMQP: the caller says whether the message is ``persistent`` (the
+broker reads delivery-mode once per publish) and, when it already has them, passes the
+exchange and routing key in their wire form (shortstr: length byte + UTF-8) so that a delivery
+or a disk record does not encode them again.
 """
 
 from __future__ import annotations
 
-from protocol import codec, properties
+
+def _shortstr(value: str) -> bytes:
+    raw = value.encode()
+    return bytes((len(raw),)) + raw
 
 
 class Message:
@@ -16,14 +24,14 @@ class Message:
                  "_rk_raw", "size")
 
     def __init__(self, exchange: str, routing_key: str, props: bytes, body: bytes,
-                 exchange_raw: bytes | None = None, routing_key_raw: bytes | None = None) -> None:
+                 persistent: bool, exchange_raw: bytes | None = None,
+                 routing_key_raw: bytes | None = None) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.properties = props
         self.body = body
         self.size = len(body)
-        self.persistent = properties.peek_delivery_mode(props) == 2 if props[:2] != b"\x00\x00" \
-            else False
+        self.persistent = persistent
         self._ex_raw = exchange_raw or None
         self._rk_raw = routing_key_raw or None
 
@@ -31,23 +39,15 @@ class Message:
     def exchange_raw(self) -> bytes:
         raw = self._ex_raw
         if raw is None:
-            raw = self._ex_raw = codec.shortstr(self.exchange)
+            raw = self._ex_raw = _shortstr(self.exchange)
         return raw
 
     @property
     def routing_key_raw(self) -> bytes:
         raw = self._rk_raw
         if raw is None:
-            raw = self._rk_raw = codec.shortstr(self.routing_key)
+            raw = self._rk_raw = _shortstr(self.routing_key)
         return raw
-
-    def headers(self) -> dict:
-        return properties.headers(self.properties)
-
-    def with_properties(self, props: bytes, exchange: str | None = None,
-                        routing_key: str | None = None) -> Message:
-        return Message(self.exchange if exchange is None else exchange,
-                       self.routing_key if routing_key is None else routing_key, props, self.body)
 
 
 class Entry:

@@ -19,6 +19,7 @@ from pamqp import commands as C
 
 from broker.core import arguments as qargs
 from broker.core import replyto
+from broker.core.messages import persistent_of
 from broker.core.queue import Consumer, Queue
 from protocol import codec
 from protocol.errors import (
@@ -345,8 +346,8 @@ class Channel(TopologyHandlers):
             if self.reply_address is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
             props = replyto.with_reply_to(props, self.reply_address)
-        message = Message(ev.exchange, ev.routing_key, props, ev.body, ev.exchange_raw,
-                          ev.routing_key_raw)
+        message = Message(ev.exchange, ev.routing_key, props, ev.body, persistent_of(props),
+                          ev.exchange_raw, ev.routing_key_raw)
         self.session.check_publish(self, message)
         if self.confirms is not None:
             self.confirms.next()

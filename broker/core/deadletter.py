@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from protocol import properties, tables
 from storage.message import Message
 
+from .messages import new_message
+
 if TYPE_CHECKING:
     from .queue import Queue
     from .vhost import VirtualHost
@@ -92,14 +94,14 @@ def with_death(message: Message, queue: Queue, reason: str, now: datetime.dateti
     items = [(k, added.pop(k, v)) for k, v in headers]
     items.extend(added.items())
     properties.set_headers_body(fields, tables.join_table(items))
-    return Message(message.exchange, routing_key, properties.join(fields), message.body)
+    return new_message(message.exchange, routing_key, properties.join(fields), message.body)
 
 
 def is_cycle(message: Message, target_queues: set, reason: str) -> bool:
     """True when re-publishing would loop with no rejection in the loop."""
     if reason == "rejected":
         return False
-    deaths = message.headers().get("x-death") or []
+    deaths = properties.headers(message.properties).get("x-death") or []
     names = {q.name for q in target_queues}
     hit = [d for d in deaths if isinstance(d, dict) and d.get("queue") in names]
     return bool(hit) and all(d.get("reason") != "rejected" for d in deaths)
@@ -119,6 +121,6 @@ def dead_letter(vhost: VirtualHost, queue: Queue, message: Message, reason: str)
     queues = vhost.route(exchange, routing_key, dead.properties)
     if not queues or is_cycle(dead, set(queues), reason):
         return
-    dead = Message(dlx_name, routing_key, dead.properties, dead.body)
+    dead = new_message(dlx_name, routing_key, dead.properties, dead.body)
     for target_queue in queues:
         target_queue.publish(dead)

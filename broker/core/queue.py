@@ -84,7 +84,7 @@ class Queue:
         self.bindings: set = set()
         self._scheduled = False
         self._rr = 0
-        self._seq = getattr(store, "last_seq", 0)
+        self._seq = store.last_seq
         self.persists = durable and exclusive_owner is None
         self._expiry_timer: Any = None
         self._idle_timer: Any = None
@@ -117,7 +117,7 @@ class Queue:
         self.single_active = self.setting("single-active-consumer") is True
         self.is_quorum = self.queue_type == "quorum"
         mode = self.setting("queue-mode")
-        if mode in ("default", "lazy") and hasattr(self.store, "set_mode"):
+        if mode in ("default", "lazy"):
             self.store.set_mode(mode)
         self.touch()
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from broker.core.messages import priority_of
 from storage import definitions_file
 from storage.datadir import DataDir
 from storage.message_store import SegmentQueueStore
@@ -53,7 +54,7 @@ class Stores:
                 return self._durable_priority(root, max_priority, mode)
             return self._segment(root, mode)
         if isinstance(max_priority, int) and max_priority > 0:
-            return PriorityQueueStore(max_priority, lambda _p: self._paging(mode))
+            return PriorityQueueStore(max_priority, lambda _p: self._paging(mode), priority_of)
         return self._paging(mode)
 
     def _segment(self, directory: Path, mode: str, first_seq: int = 0) -> SegmentQueueStore:
@@ -75,7 +76,7 @@ class Stores:
                 existing[priority] = store
         return PriorityQueueStore(max_priority, lambda p: self._segment(root / f"p{p}", mode,
                                                                          first_seq=0),
-                                  existing)
+                                  priority_of, existing)
 
     # ---- durability --------------------------------------------------------------------
     def when_durable(self, callback: Callable[[bool], None]) -> None:

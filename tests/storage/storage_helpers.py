@@ -24,7 +24,7 @@ class Factory:
         if isinstance(body, str):
             body = body.encode()
         props = PERSISTENT if persistent else TRANSIENT
-        return Entry(self.seq, Message(exchange, key, props, body))
+        return Entry(self.seq, Message(exchange, key, props, body, persistent))
 
 
 def crash(store: SegmentQueueStore) -> None:

@@ -222,10 +222,10 @@ def failed(reason: str, **details: object) -> web.Response:
 @routes.get("/api/aliveness-test/{vhost}")
 async def aliveness(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
-    from storage.message import Message
+    from broker.core.messages import new_message
 
     queue = vhost.declare_queue("aliveness-test")
-    queue.publish(Message("", "aliveness-test", b"\x00\x00", b"test_message"))
+    queue.publish(new_message("", "aliveness-test", b"\x00\x00", b"test_message"))
     entry = queue.get()
     if entry is None:
         return failed("aliveness-test queue is empty")

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.core.messages import new_message
 from broker.core.queue import Queue
 from protocol import properties as props_codec
 from protocol.errors import AMQPError
-from storage.message import Message
 
 from . import fmt
 from .util import (
@@ -93,7 +93,7 @@ async def publish(request: web.Request) -> web.Response:
             raise bad_request(f"{key} missing")
     raw_props = encode_properties(body["properties"] or {})
     data = decode_payload(body["payload"], body["payload_encoding"])
-    message = Message(ex.name, body["routing_key"], raw_props, data)
+    message = new_message(ex.name, body["routing_key"], raw_props, data)
     queues = vhost.route(ex, message.routing_key, raw_props)
     for queue in queues:
         queue.publish(message)
