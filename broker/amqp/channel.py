@@ -39,7 +39,7 @@ from .channel_topology import TopologyHandlers, random_name
 from .confirms import Confirms
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .ports import ChannelOwner
 
 
 def _handler_name(pamqp_name: str) -> str:
@@ -59,7 +59,7 @@ def _delivered_properties(entry: Entry) -> bytes:
 
 
 class Channel(TopologyHandlers):
-    def __init__(self, session: Session, number: int) -> None:
+    def __init__(self, session: ChannelOwner, number: int) -> None:
         self.session = session
         self.number = number
         self.vhost = session.vhost
@@ -331,7 +331,7 @@ class Channel(TopologyHandlers):
     def on_publish(self, ev: Publish) -> None:
         if ev.immediate:
             raise NotImplemented_("immediate=true")
-        limit = self.session.server.config.max_message_size
+        limit = self.session.host.config.max_message_size
         if len(ev.body) > limit:
             raise PreconditionFailed(f"message size {len(ev.body)} is larger than configured "
                                      f"max size {limit}")
@@ -397,7 +397,7 @@ class Channel(TopologyHandlers):
         if confirms is None or not self.machine.channel_usable(self.number):
             return
         confirms.flush(self.number, self.machine.out)
-        confirms.request_sync(self.session.server.stores.when_durable, self._on_synced)
+        confirms.request_sync(self.session.host.durability.when_durable, self._on_synced)
 
     def _on_synced(self) -> None:
         if self.confirms is not None and not self.closed:
@@ -431,7 +431,7 @@ class Channel(TopologyHandlers):
             self.reply(C.Tx.CommitOk())
             return
         # As in RabbitMQ, commit-ok means the persistent messages are on disk.
-        self.session.server.stores.when_durable(self._commit_durable)
+        self.session.host.durability.when_durable(self._commit_durable)
 
     def _commit_durable(self, ok: bool) -> None:
         if self.closed or not self.machine.channel_usable(self.number):

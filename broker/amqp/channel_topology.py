@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from broker.core.vhost import VirtualHost
     from protocol.connection import ConnectionMachine
 
-    from .session import Session
+    from .ports import ChannelOwner
 
 
 def random_name(prefix: str) -> str:
@@ -32,7 +32,7 @@ def random_name(prefix: str) -> str:
 
 
 class TopologyHandlers:
-    session: Session
+    session: ChannelOwner
     vhost: VirtualHost
     last_queue: str | None
     number: int

@@ -7,6 +7,8 @@ the connection. Handlers elsewhere only raise.
 The session never touches the socket: it reads events from the ConnectionMachine and leaves
 frames in ``machine.out``; the transport (the adapter) writes them once per read, or on the next
 loop turn when ``wake`` is called from outside a read (a delivery caused by another connection).
+What the session needs from the node (settings, durability, alarms) comes through
+``ports.AMQPHost``; the server (``broker.core.server.Server``) is the state it serves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
+from broker.core.naming import server_properties
 from broker.core.stats import Counters
 from protocol import properties
 from protocol.codec import erlang_tuple
@@ -41,12 +44,21 @@ if TYPE_CHECKING:
     from broker.core.vhost import VirtualHost
     from storage.message import Message
 
+    from .ports import AMQPHost
+
 log = logging.getLogger("broker.connection")
 
 
+def open_sessions(server: Server) -> list[Session]:
+    """The server's connection registry as sessions (every handle in it is one)."""
+    return [s for s in server.sessions if isinstance(s, Session)]
+
+
 class Session:
-    def __init__(self, server: Server, adapter: Any, peer: str, local: str = "") -> None:
-        self.server = server
+    def __init__(self, host: AMQPHost, adapter: Any, peer: str, local: str = "") -> None:
+        self.host = host
+        self.server = server = host.server
+        self.alarms = host.alarms
         self.adapter = adapter
         self.peer = peer
         self.pid = server.next_pid()
@@ -55,8 +67,8 @@ class Session:
         self.connected_at = int(time.time() * 1000)
         self.stats = Counters()
         self.authz: Authorizer | None = None
-        cfg = server.config
-        self.machine = ConnectionMachine(server.server_properties(), frame_max=cfg.frame_max,
+        cfg = host.config
+        self.machine = ConnectionMachine(server_properties(), frame_max=cfg.frame_max,
                                          channel_max=cfg.channel_max, heartbeat=cfg.heartbeat)
         self.vhost: VirtualHost = None  # type: ignore[assignment]
         self.user = ""
@@ -96,8 +108,8 @@ class Session:
                     err.at(event.method.index >> 16, event.method.index & 0xFFFF)
                 self.fail(err, channel)
         self.flush_confirms()
-        if self.published and self.server.alarms.active and not self.blocked:
-            self.server.alarms.on_publish(self)
+        if self.published and self.alarms.active and not self.blocked:
+            self.alarms.on_publish(self)
 
     def flush_confirms(self) -> None:
         if self.confirms_pending:
@@ -187,6 +199,9 @@ class Session:
             self.stats.confirm += channel.confirms.seq if channel.confirms is not None else 0
             self.confirms_pending.discard(channel)
             channel.teardown()
+
+    def confirms_issued(self) -> int:
+        return sum(c.confirms.seq for c in self.channels.values() if c.confirms is not None)
 
     # ---- broker hooks ------------------------------------------------------------------
     def check_publish(self, channel: Channel, message: Message) -> None:

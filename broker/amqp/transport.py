@@ -20,7 +20,7 @@ from protocol.errors import InternalError
 from .session import Session
 
 if TYPE_CHECKING:
-    from broker.core.server import Server
+    from .ports import AMQPHost
 
 log = logging.getLogger("broker.connection")
 HIGH_WATER = 4 * 1024 * 1024
@@ -34,9 +34,11 @@ def address_text(addr: object) -> str:
 
 
 class AMQPProtocol(asyncio.Protocol):
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.loop = server.loop
+    def __init__(self, host: AMQPHost) -> None:
+        self.host = host
+        self.server = host.server
+        self.durability = host.durability
+        self.loop = host.loop
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self._in_read = False
@@ -50,7 +52,7 @@ class AMQPProtocol(asyncio.Protocol):
     # ---- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        limit = self.server.config.connection_max
+        limit = self.host.config.connection_max
         if limit is not None and self.server.connection_count >= limit:
             log.warning("refusing a connection from %s: connection_max (%d) reached",
                         address_text(transport.get_extra_info("peername")), limit)
@@ -64,10 +66,10 @@ class AMQPProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=HIGH_WATER)
         peer = address_text(transport.get_extra_info("peername"))
         local = address_text(transport.get_extra_info("sockname"))
-        self.session = Session(self.server, self, peer, local)
+        self.session = Session(self.host, self, peer, local)
         log.info("accepting AMQP connection %s", self.session.label)
         self.session.machine.last_received = self.loop.time()
-        timeout = self.server.config.handshake_timeout
+        timeout = self.host.config.handshake_timeout
         self._handshake_timer = self.loop.call_later(timeout, self._handshake_deadline)
 
     def data_received(self, data: bytes) -> None:
@@ -121,7 +123,7 @@ class AMQPProtocol(asyncio.Protocol):
         session.flush_confirms()
         data = session.machine.data_to_send()
         if data:
-            self.server.before_send()
+            self.durability.write_through()
             session.stats.send_oct += len(data)
             session.stats.send_cnt += 1
             transport.write(data)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import users
+from .naming import RABBITMQ_VERSION
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -96,8 +97,6 @@ def topology_json(vhost: VirtualHost) -> tuple[list[dict], list[dict], list[dict
 
 
 def export_all(server: Server) -> dict:
-    from .server import RABBITMQ_VERSION
-
     queues: list[dict] = []
     exchanges: list[dict] = []
     bindings: list[dict] = []
@@ -118,8 +117,6 @@ def export_all(server: Server) -> dict:
 
 
 def export_vhost(server: Server, name: str) -> dict:
-    from .server import RABBITMQ_VERSION
-
     queues, exchanges, bindings = topology_json(server.vhosts[name])
 
     def strip(items: list[dict]) -> list[dict]:

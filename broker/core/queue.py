@@ -9,7 +9,9 @@ Invariants:
   one step.
 - Expiry happens at the head, as in RabbitMQ's classic queues: an expired message is never
   delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX.
-- The queue talks to the rest of the broker only through its ``QueueContext``.
+- The queue talks to the rest of the broker only through its ``QueueContext`` (clock, timers,
+  deferred dispatch, dead-lettering, x-expires) and to a consumer's channel only through
+  ``ConsumerChannel`` (the AMQP channel implements both ends of a delivery).
 """
 
 from __future__ import annotations
@@ -35,12 +37,25 @@ class QueueContext(Protocol):
     def expire_queue(self, queue: Queue) -> None: ...
 
 
+class ConsumerChannel(Protocol):
+    """What a queue (and its vhost) call on the channel a consumer belongs to."""
+
+    @property
+    def can_deliver(self) -> bool: ...
+    @property
+    def global_prefetch(self) -> int: ...
+    @property
+    def unacked_count(self) -> int: ...
+    def deliver(self, consumer: Consumer, entry: Entry) -> None: ...
+    def consumer_cancelled_by_server(self, consumer: Consumer) -> None: ...
+
+
 class Consumer:
     __slots__ = ("tag", "tag_raw", "channel", "queue", "no_ack", "prefetch", "unacked",
                  "exclusive", "priority", "arguments")
 
-    def __init__(self, tag: str, channel: Any, queue: Queue | None, no_ack: bool, prefetch: int,
-                 exclusive: bool, arguments: dict) -> None:
+    def __init__(self, tag: str, channel: ConsumerChannel, queue: Queue | None, no_ack: bool,
+                 prefetch: int, exclusive: bool, arguments: dict) -> None:
         self.tag = tag
         self.tag_raw = codec.shortstr(tag)
         self.channel = channel

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from protocol import properties, tables
+
+if TYPE_CHECKING:
+    from storage.message import Message
 
 REPLY_QUEUE = "amq.rabbitmq.reply-to"
 PREFIX = REPLY_QUEUE + "."
 
 
+class ReplyTarget(Protocol):
+    """A channel consuming ``amq.rabbitmq.reply-to``."""
+
+    def deliver_reply(self, message: Message) -> None: ...
+
+
 class ReplyRegistry:
     def __init__(self) -> None:
-        self._channels: dict[str, Any] = {}
+        self._channels: dict[str, ReplyTarget] = {}
 
-    def register(self, channel: Any) -> str:
+    def register(self, channel: ReplyTarget) -> str:
         address = PREFIX + base64.b64encode(os.urandom(48)).decode()
         self._channels[address] = channel
         return address
@@ -30,7 +39,7 @@ class ReplyRegistry:
     def unregister(self, address: str) -> None:
         self._channels.pop(address, None)
 
-    def lookup(self, address: str) -> Any:
+    def lookup(self, address: str) -> ReplyTarget | None:
         return self._channels.get(address)
 
 

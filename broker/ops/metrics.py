@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from broker.core.server import RABBITMQ_VERSION
+from broker.amqp.session import open_sessions
+from broker.core.naming import RABBITMQ_VERSION, cluster_name, node_name
 from broker.node import sysinfo
 
 if TYPE_CHECKING:
-    from broker.core.server import Server
+    from broker.node.node import Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GLOBAL_COUNTERS = (
@@ -52,14 +53,15 @@ GLOBAL_COUNTERS = (
 
 
 class BrokerCollector:
-    def __init__(self, server: Server, per_object: bool = False) -> None:
-        self.server = server
+    def __init__(self, node: Node, per_object: bool = False) -> None:
+        self.node = node
+        self.server = node.server
         self.per_object = per_object
 
     def collect(self) -> Iterator[Metric]:
         server = self.server
         yield from self._process()
-        sessions = [s for s in server.sessions if s.vhost is not None]
+        sessions = [s for s in open_sessions(server) if s.vhost is not None]
         queues = [q for v in server.vhosts.values() for q in v.queues.values()]
         unacked: dict[int, int] = {}
         for s in sessions:
@@ -94,7 +96,7 @@ class BrokerCollector:
             yield from self._per_queue(queues, unacked)
 
     def _process(self) -> Iterator[Metric]:
-        cfg = self.server.config
+        cfg = self.node.config
         yield _gauge("process_resident_memory_bytes", "Memory used in bytes",
                      sysinfo.rss_bytes())
         yield _gauge("resident_memory_limit_bytes", "Memory high watermark in bytes",
@@ -107,7 +109,7 @@ class BrokerCollector:
         yield _gauge("process_max_fds", "Open file descriptors limit", sysinfo.fd_total())
         yield _gauge("erlang_uptime_seconds", "Node uptime",
                      time.time() - self.server.started_at)
-        alarms = self.server.alarms.active
+        alarms = self.node.alarms.active
         yield _gauge("alarms_memory_used_watermark", "is 1 if VM memory watermark alarm is in "
                      "effect", int("memory" in alarms))
         yield _gauge("alarms_free_disk_space_watermark", "is 1 if free disk space watermark "
@@ -120,8 +122,6 @@ class BrokerCollector:
         ident = GaugeMetricFamily("rabbitmq_identity_info", "RabbitMQ node & cluster identity "
                                   "info", labels=["rabbitmq_node", "rabbitmq_cluster",
                                                   "rabbitmq_cluster_permanent_id"])
-        from broker.core.naming import cluster_name, node_name
-
         ident.add_metric([node_name(), cluster_name(self.server),
                           f"rabbitmq-cluster-id-{cluster_name(self.server)}"], 1)
         yield ident
@@ -155,7 +155,7 @@ def _counter(name: str, doc: str, value: float,
     return metric
 
 
-def render(server: Server, per_object: bool = False) -> bytes:
+def render(node: Node, per_object: bool = False) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(server, per_object))  # type: ignore[arg-type]
+    registry.register(BrokerCollector(node, per_object))  # type: ignore[arg-type]
     return generate_latest(registry)

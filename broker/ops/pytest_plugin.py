@@ -3,13 +3,14 @@
 Fixtures:
 - ``burrowmq`` — a broker on an ephemeral port with a temporary data dir, run in-process on a
   background thread, with the management API on an ephemeral port; stopped after the test.
-- ``burrowmq_factory(**config)`` — start brokers with ``broker.config.Config`` overrides
+- ``burrowmq_factory(**config)`` — start brokers with ``broker.node.config.Config`` overrides
   (``heartbeat=5``, ``prometheus_port=0``, ``default_user="app"`` ...).
 - ``burrowmq_process`` — the same broker as a subprocess (``python -m broker``), for tests
   that want process isolation or signals; stopped with SIGTERM.
 
 Each handle has ``url`` (an ``amqp://`` URL), ``port``, ``management_port``,
-``management_url`` and ``prometheus_port`` (None when off).
+``management_url`` and ``prometheus_port`` (None when off); an in-process one also has
+``node`` (``broker.node.node.Node``) and ``server`` (its state, ``broker.core.server.Server``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ import pytest
 
 from broker.core.server import Server
 from broker.node.config import Config
+from broker.node.node import Node
+
+from .launch import make_node
 
 
 @dataclass
@@ -40,11 +44,15 @@ class BrokerHandle:
     prometheus_port: int | None = None
     user: str = "guest"
     password: str = "guest"
-    server: Server | None = None
+    node: Node | None = None
     loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _process: subprocess.Popen | None = None
     _extra: dict = field(default_factory=dict)
+
+    @property
+    def server(self) -> Server | None:
+        return self.node.server if self.node is not None else None
 
     @property
     def url(self) -> str:
@@ -68,8 +76,8 @@ class BrokerHandle:
         self._extra["stopped"] = True
         if self._process is not None:
             stop_process(self._process)
-        elif self.loop is not None and self.server is not None and self._thread is not None:
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        elif self.loop is not None and self.node is not None and self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
 
@@ -79,7 +87,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def start_in_thread(config: Config) -> BrokerHandle:
-    server = Server(config)
+    node = make_node(config)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     failure: list[BaseException] = []
@@ -87,7 +95,7 @@ def start_in_thread(config: Config) -> BrokerHandle:
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(server.start())
+            loop.run_until_complete(node.start())
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             failure.append(exc)
             ready.set()
@@ -100,8 +108,8 @@ def start_in_thread(config: Config) -> BrokerHandle:
     thread.start()
     if not ready.wait(15) or failure:
         raise RuntimeError(f"burrowmq did not start: {failure[0] if failure else 'timeout'}")
-    return BrokerHandle(server.port, server.management_port, server.prometheus_port,
-                        config.default_user, config.default_pass, server, loop, thread)
+    return BrokerHandle(node.port, node.management_port, node.prometheus_port,
+                        config.default_user, config.default_pass, node, loop, thread)
 
 
 def free_port() -> int:

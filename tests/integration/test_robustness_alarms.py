@@ -19,8 +19,8 @@ HUGE = 10**15
 
 def set_watermark(broker, absolute: int) -> None:  # type: ignore[no-untyped-def]
     def change() -> None:
-        server = broker.server
-        server.config = dataclasses.replace(server.config,
+        node = broker.node
+        node.config = dataclasses.replace(node.config,
                                             vm_memory_high_watermark_absolute=absolute,
                                             vm_memory_high_watermark_relative=None)
     broker.call(change)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from broker.amqp.session import open_sessions
 from broker.core import definitions_json, users
 from broker.core.users import UnknownUser
 
@@ -36,7 +37,7 @@ def vhost_json(request: web.Request, name: str) -> dict:
     body = definitions_json.vhost_json(server, name)
     vhost = server.vhosts[name]
     ready = sum(q.message_count for q in vhost.queues.values())
-    unacked = sum(len(c.unacked) for s in server.sessions if s.vhost is vhost
+    unacked = sum(len(c.unacked) for s in open_sessions(server) if s.vhost is vhost
                   for c in s.channels.values())
     body.update({"cluster_state": {fmt.node_name(): "running"}, "tracing": False,
                  **fmt.with_details({"messages": ready + unacked, "messages_ready": ready,

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from broker import __version__
-from broker.core.server import RABBITMQ_VERSION
+from broker.amqp.session import open_sessions
+from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION
 from broker.node import sysinfo
 
 from . import fmt
@@ -22,6 +22,7 @@ from .util import (
     RATES_KEY,
     USER_KEY,
     error,
+    node_of,
     reply,
     require_admin,
     server_of,
@@ -31,6 +32,7 @@ from .util import (
 
 if TYPE_CHECKING:
     from broker.core.server import Server
+    from broker.node.node import Node
 
 routes = web.RouteTableDef()
 RATE_FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "ack", "confirm", "redeliver",
@@ -56,24 +58,24 @@ class Rates:
         return counts, rates
 
 
-def listeners(server: Server) -> list[dict]:
-    node = fmt.node_name()
+def listeners(node: Node) -> list[dict]:
+    name = fmt.node_name()
+    cfg = node.config
     out = []
-    if server.running:
-        out.append(("amqp", server.config.host, server.port))
-    if server.management_port:
-        out.append(("http", server.config.management_host or server.config.host,
-                    server.management_port))
-    if server.prometheus_port:
-        out.append(("http/prometheus", server.config.prometheus_host or server.config.host,
-                    server.prometheus_port))
-    return [{"node": node, "protocol": proto, "ip_address": host, "port": port,
+    if node.running:
+        out.append(("amqp", cfg.host, node.port))
+    if node.management_port:
+        out.append(("http", cfg.management_host or cfg.host, node.management_port))
+    if node.prometheus_port:
+        out.append(("http/prometheus", cfg.prometheus_host or cfg.host, node.prometheus_port))
+    return [{"node": name, "protocol": proto, "ip_address": host, "port": port,
              "socket_opts": {}} for proto, host, port in out]
 
 
 def object_totals(server: Server, vhosts: list[str]) -> dict:
     vhs = [server.vhosts[v] for v in vhosts]
-    sessions = [s for s in server.sessions if s.vhost is not None and s.vhost.name in vhosts]
+    sessions = [s for s in open_sessions(server)
+                if s.vhost is not None and s.vhost.name in vhosts]
     return {"channels": sum(len(s.channels) for s in sessions), "connections": len(sessions),
             "consumers": sum(len(q.consumers) for v in vhs for q in v.queues.values()),
             "exchanges": sum(len(v.exchanges) for v in vhs),
@@ -82,7 +84,7 @@ def object_totals(server: Server, vhosts: list[str]) -> dict:
 
 def queue_totals(server: Server, vhosts: list[str]) -> dict:
     ready = sum(q.message_count for v in vhosts for q in server.vhosts[v].queues.values())
-    unacked = sum(len(c.unacked) for s in server.sessions for c in s.channels.values()
+    unacked = sum(len(c.unacked) for s in open_sessions(server) for c in s.channels.values()
                   if s.vhost is not None and s.vhost.name in vhosts)
     return fmt.with_details({"messages": ready + unacked, "messages_ready": ready,
                              "messages_unacknowledged": unacked})
@@ -90,7 +92,7 @@ def queue_totals(server: Server, vhosts: list[str]) -> dict:
 
 @routes.get("/api/overview")
 async def overview(request: web.Request) -> web.Response:
-    server = server_of(request)
+    node, server = node_of(request), server_of(request)
     counts, rates = request.app[RATES_KEY].sample()
     vhosts = visible_vhosts(request)
     body = {
@@ -100,7 +102,7 @@ async def overview(request: web.Request) -> web.Response:
         "exchange_types": fmt.EXCHANGE_TYPES, "product_version": RABBITMQ_VERSION,
         "product_name": "RabbitMQ", "rabbitmq_version": RABBITMQ_VERSION,
         "cluster_name": fmt.cluster_name(server), "erlang_version": "26.2.5",
-        "erlang_full_version": f"burrowmq {__version__} on Python",
+        "erlang_full_version": f"burrowmq {BURROWMQ_VERSION} on Python",
         "release_series_support_status": "supported", "disable_stats": False,
         "is_op_policy_updating_enabled": True, "enable_queue_totals": False,
         "message_stats": fmt.message_stats(counts, rates),
@@ -108,11 +110,11 @@ async def overview(request: web.Request) -> web.Response:
         "queue_totals": queue_totals(server, vhosts),
         "object_totals": object_totals(server, vhosts),
         "statistics_db_event_queue": 0, "node": fmt.node_name(),
-        "listeners": listeners(server),
+        "listeners": listeners(node),
         "contexts": [{"ssl_opts": [], "node": fmt.node_name(),
                       "description": "RabbitMQ Management", "path": "/",
                       "cowboy_opts": "[{sendfile,false}]",
-                      "port": str(server.management_port or "")}],
+                      "port": str(node.management_port or "")}],
     }
     return reply(body)
 
@@ -124,13 +126,14 @@ def churn_rates(counts: dict[str, int]) -> dict:
                              "queue_created": 0, "queue_declared": 0, "queue_deleted": 0})
 
 
-def node_json(server: Server) -> dict:
-    cfg = server.config
+def node_json(node: Node) -> dict:
+    server = node.server
+    cfg = node.config
     mem = sysinfo.rss_bytes()
     limit = sysinfo.memory_limit(cfg)
     free = sysinfo.disk_free(cfg.data_dir)
     free_limit = sysinfo.disk_free_limit(cfg)
-    alarms = alarm_names(server)
+    alarms = alarm_names(node)
     return {
         "name": fmt.node_name(), "type": "disc", "running": True,
         "mem_used": mem, "mem_used_details": fmt.rate(), "mem_limit": limit,
@@ -143,7 +146,7 @@ def node_json(server: Server) -> dict:
         "processors": os.cpu_count() or 1, "os_pid": str(os.getpid()),
         "uptime": int((time.time() - server.started_at) * 1000), "rates_mode": "basic",
         "being_drained": False, "partitions": [], "net_ticktime": 60,
-        "enabled_plugins": enabled_plugins(server),
+        "enabled_plugins": enabled_plugins(node),
         "exchange_types": fmt.EXCHANGE_TYPES,
         "auth_mechanisms": [{"name": "PLAIN", "description": "SASL PLAIN authentication "
                              "mechanism", "enabled": True},
@@ -157,30 +160,30 @@ def node_json(server: Server) -> dict:
     }
 
 
-def enabled_plugins(server: Server) -> list[str]:
+def enabled_plugins(node: Node) -> list[str]:
     plugins = []
-    if server.management_port:
+    if node.management_port:
         plugins.append("rabbitmq_management")
-    if server.prometheus_port:
+    if node.prometheus_port:
         plugins.append("rabbitmq_prometheus")
     return plugins
 
 
-def alarm_names(server: Server) -> set[str]:
-    """Resource alarms in effect (``broker.alarms.Alarms.active``: memory, disk)."""
-    return set(server.alarms.active)
+def alarm_names(node: Node) -> set[str]:
+    """Resource alarms in effect (``broker.node.alarms.Alarms.active``: memory, disk)."""
+    return set(node.alarms.active)
 
 
 @routes.get("/api/nodes")
 async def nodes(request: web.Request) -> web.Response:
-    return reply([node_json(server_of(request))])
+    return reply([node_json(node_of(request))])
 
 
 @routes.get("/api/nodes/{node}")
 async def node(request: web.Request) -> web.Response:
     if request.match_info["node"] != fmt.node_name():
         raise error(404, "Object Not Found", "Not Found")
-    return reply(node_json(server_of(request)))
+    return reply(node_json(node_of(request)))
 
 
 @routes.get("/api/cluster-name")
@@ -198,8 +201,8 @@ async def set_cluster_name(request: web.Request) -> web.Response:
     name = (await body_json(request)).get("name")
     if not isinstance(name, str) or not name:
         raise error(400, "bad_request", "name is required")
-    server = server_of(request)
-    server.config = replace(server.config, cluster_name=name)
+    node = node_of(request)
+    node.config = replace(node.config, cluster_name=name)
     return no_content()
 
 
@@ -236,8 +239,7 @@ async def aliveness(request: web.Request) -> web.Response:
 @routes.get("/api/healthchecks/node")
 @routes.get("/api/healthchecks/node/{node}")
 async def healthcheck_node(request: web.Request) -> web.Response:
-    server = server_of(request)
-    if not server.running:
+    if not node_of(request).running:
         return reply({"status": "failed", "reason": "rabbit app is not running"})
     return reply({"status": "ok"})
 
@@ -245,7 +247,7 @@ async def healthcheck_node(request: web.Request) -> web.Response:
 @routes.get("/api/health/checks/alarms")
 @routes.get("/api/health/checks/local-alarms")
 async def alarms(request: web.Request) -> web.Response:
-    names = sorted(alarm_names(server_of(request)))
+    names = sorted(alarm_names(node_of(request)))
     if names:
         found = [{"node": fmt.node_name(), "resource": n} for n in names]
         local = request.path.endswith("local-alarms")
@@ -261,7 +263,7 @@ async def port_listener(request: web.Request) -> web.Response:
         port = int(request.match_info["port"])
     except ValueError:
         raise error(400, "bad_request", "Invalid port") from None
-    ports = [item["port"] for item in listeners(server_of(request))]
+    ports = [item["port"] for item in listeners(node_of(request))]
     if port not in ports:
         return failed("No active listener", missing=port, ports=ports)
     return reply({"status": "ok", "port": port})
@@ -273,7 +275,7 @@ async def protocol_listener(request: web.Request) -> web.Response:
     wanted = {"amqp091": "amqp", "amqp0.9.1": "amqp", "amqp0-9-1": "amqp",
               "https": "http", "management": "http", "prometheus": "http/prometheus"}.get(
         wanted, wanted)
-    protocols = [item["protocol"] for item in listeners(server_of(request))]
+    protocols = [item["protocol"] for item in listeners(node_of(request))]
     if wanted not in protocols:
         return failed("No active listener", missing=wanted, protocols=protocols)
     return reply({"status": "ok", "protocol": wanted})
@@ -293,9 +295,9 @@ async def trivially_ok(request: web.Request) -> web.Response:
 
 @routes.get("/api/health/checks/ready-to-serve-clients")
 async def ready_to_serve(request: web.Request) -> web.Response:
-    server = server_of(request)
-    if not server.running:
+    node = node_of(request)
+    if not node.running:
         return failed("node is not running")
-    if alarm_names(server):
+    if alarm_names(node):
         return failed("There are alarms in effect on the node")
     return reply({"status": "ok"})

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import api_admin, api_node, api_topology, conns, control
-from .util import RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
+from .util import NODE_KEY, RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
-    from broker.core.server import Server
+    from broker.node.node import Node
 
 log = logging.getLogger("broker.management")
 WWW = Path(__file__).parent / "www"
@@ -43,10 +43,11 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WWW / "index.html")
 
 
-def build_app(server: Server) -> web.Application:
+def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
-    app[SERVER_KEY] = server
-    app[RATES_KEY] = api_node.Rates(server)
+    app[NODE_KEY] = node
+    app[SERVER_KEY] = node.server
+    app[RATES_KEY] = api_node.Rates(node.server)
     for table in (api_node.routes, api_admin.routes, conns.routes, api_topology.routes,
                   control.routes):
         app.router.add_routes(table)

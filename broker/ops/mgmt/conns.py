@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from broker.amqp.session import open_sessions
+
 from . import fmt
 from .util import (
     USER_KEY,
@@ -35,7 +37,7 @@ routes = web.RouteTableDef()
 def sessions(request: web.Request, vhost: str | None = None) -> list[Session]:
     server = server_of(request)
     mine = not is_monitor(request)
-    return sorted((s for s in server.sessions if s.vhost is not None
+    return sorted((s for s in open_sessions(server) if s.vhost is not None
                    and (vhost is None or s.vhost.name == vhost)
                    and (not mine or s.user == request[USER_KEY])),
                   key=lambda s: s.connected_at)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from broker.amqp.session import open_sessions
 from broker.core import definitions_json
 from broker.core.naming import cluster_name, node_name
 from protocol import properties as props_codec
@@ -70,7 +71,7 @@ def iso(ts: float) -> str:
 # ---- queues ----------------------------------------------------------------------------
 def unacked_by_queue(server: Server) -> dict[int, int]:
     counts: dict[int, int] = {}
-    for session in server.sessions:
+    for session in open_sessions(server):
         for channel in session.channels.values():
             for _entry, queue, _consumer in channel.unacked.values():
                 counts[id(queue)] = counts.get(id(queue), 0) + 1

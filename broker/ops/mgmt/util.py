@@ -19,9 +19,11 @@ from aiohttp import web
 if TYPE_CHECKING:
     from broker.core.server import Server
     from broker.core.vhost import VirtualHost
+    from broker.node.node import Node
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
+NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type]
 RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
 USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 
@@ -66,7 +68,13 @@ def no_content() -> web.Response:
 
 
 def server_of(request: web.Request) -> Server:
+    """The state: vhosts, users, connections."""
     return request.app[SERVER_KEY]
+
+
+def node_of(request: web.Request) -> Node:
+    """The running node: listeners and ports, settings, alarms, start / stop."""
+    return request.app[NODE_KEY]
 
 
 # ---- authentication --------------------------------------------------------------------
