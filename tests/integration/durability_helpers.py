@@ -293,7 +293,7 @@ class InProcessBroker:
         return call_on_loop(self.loop, fn, *args)
 
     def stop(self) -> None:
-        """Stop once the group commit is idle: ``Server.stop`` raises "a batch is in flight"
+        """Stop once the group commit is idle: ``Node.stop`` raises "a batch is in flight"
         when an fsync batch is running (covered by test_sigterm_under_load_...; waiting here
         keeps the vhost / policy tests about vhosts and policies)."""
         if self.stopped:

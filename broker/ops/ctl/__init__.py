@@ -1,4 +1,4 @@
-"""``burrowctl`` / ``python -m broker.ctl``: rabbitmqctl's commands, flags and output layout,
+"""``burrowctl`` / ``python -m broker.ops.ctl``: rabbitmqctl's commands, flags and output layout,
 talking to the running broker through its management HTTP API (stdlib urllib, so the tool
 starts fast and needs nothing the broker does not already ship).
 

@@ -1,4 +1,4 @@
-"""``burrowctl <command> [args]`` / ``python -m broker.ctl``: parse rabbitmqctl's flags and
+"""``burrowctl <command> [args]`` / ``python -m broker.ops.ctl``: parse rabbitmqctl's flags and
 run one command against the broker's management API."""
 
 from __future__ import annotations
