@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from broker.amqp.session import open_sessions
+from broker.core.messages import new_message
 from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION
 from broker.node import sysinfo
 
@@ -225,8 +226,6 @@ def failed(reason: str, **details: object) -> web.Response:
 @routes.get("/api/aliveness-test/{vhost}")
 async def aliveness(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
-    from broker.core.messages import new_message
-
     queue = vhost.declare_queue("aliveness-test")
     queue.publish(new_message("", "aliveness-test", b"\x00\x00", b"test_message"))
     entry = queue.get()

@@ -8,7 +8,7 @@ reading them keep working.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from broker.amqp.session import open_sessions
 from broker.core import definitions_json
@@ -181,7 +181,7 @@ def channel_name(s: Session, number: int) -> str:
 
 
 def channel(ch: Channel) -> dict:
-    s = ch.session
+    s = cast("Session", ch.session)  # a channel's owner is always a Session
     host, _, port = s.peer.rpartition(":")
     return {
         "acks_uncommitted": 0, "confirm": ch.confirms is not None,
@@ -201,8 +201,8 @@ def channel(ch: Channel) -> dict:
 
 
 def consumer(c: Consumer) -> dict:
-    ch = c.channel
-    s = ch.session
+    ch = cast("Channel", c.channel)  # consumers are made by AMQP channels
+    s = cast("Session", ch.session)
     host, _, port = s.peer.rpartition(":")
     return {
         "ack_required": not c.no_ack, "active": True, "activity_status": "up",
