@@ -12,6 +12,18 @@ Invariants:
 - After a server channel.close, frames on that channel are dropped until channel.close-ok.
 - After a server connection.close, everything but connection.close(-ok) is dropped.
 - Time is an argument (``now``); the machine keeps no clock.
+
+Content limits are enforced where the bytes arrive, before any body is buffered:
+- A content header announcing more than ``max_message_size`` closes the channel with RabbitMQ's
+  406 ``message size N is larger than configured max size M``; the body frames that follow are
+  dropped as they arrive (the channel is closing), never held.
+- A body frame running past the size its header announced is a connection error: RabbitMQ's
+  501 ``content body frame exceeds remaining content size``.
+- The bodies held for unfinished messages of one connection never exceed ``partial_limit``
+  bytes (default: ``max_message_size``): a header whose announced size would take the sum of
+  the announced sizes of the connection's unfinished messages past it closes its channel with
+  406 before a byte of its body is kept. Memory for partial content is therefore bounded by
+  ``partial_limit + frame_max`` per connection, whatever the number of channels.
 """
 
 from __future__ import annotations
@@ -102,12 +114,15 @@ class _Content:
 class ConnectionMachine:
     def __init__(self, server_properties: dict, *, frame_max: int = 131072,
                  channel_max: int = 2047, heartbeat: int = 60,
-                 max_message_size: int = 134217728) -> None:
+                 max_message_size: int = 134217728, partial_limit: int | None = None) -> None:
         self.server_properties = server_properties
         self.frame_max = frame_max
         self.channel_max = channel_max
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size
+        self.partial_limit = max_message_size if partial_limit is None else partial_limit
+        # Sum of the sizes announced by the content headers of unfinished messages.
+        self.partial_announced = 0
         self.state = State.AWAIT_HEADER
         self.out: list[bytes] = []
         self.client_properties: dict = {}
@@ -162,7 +177,7 @@ class ConnectionMachine:
 
     def close_channel(self, channel: int, error: errors.AMQPError) -> None:
         """Server-initiated channel.close; the channel stays reserved until close-ok."""
-        self._content.pop(channel, None)
+        self._drop_content(channel)
         self.closing_channels.add(channel)
         self.send_method(channel, C.Channel.Close(error.code, error.reply_text[:255],
                                                   error.class_id, error.method_id))
@@ -182,7 +197,17 @@ class ConnectionMachine:
     def _forget_channel(self, channel: int) -> None:
         self.open_channels.discard(channel)
         self.closing_channels.discard(channel)
-        self._content.pop(channel, None)
+        self._drop_content(channel)
+
+    def _drop_content(self, channel: int) -> None:
+        content = self._content.pop(channel, None)
+        if content is not None and content.have_header:
+            self.partial_announced -= content.size
+
+    @property
+    def has_partial_content(self) -> bool:
+        """A publish is under way (its header or body not complete yet)."""
+        return bool(self._content)
 
     # ---- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
@@ -194,6 +219,8 @@ class ConnectionMachine:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
 
     def events(self) -> Iterator[object]:
+        """Parse what was received, one event at a time. The caller may stop early (close
+        the generator): what was not parsed yet is kept for the next call."""
         if not self._chunks or self._have < self._need:
             return
         chunks = self._chunks
@@ -205,10 +232,10 @@ class ConnectionMachine:
         try:
             if self.state is State.AWAIT_HEADER:
                 if end < 8:
-                    self._keep(buf, 0, 8)
+                    need = 8
                     return
-                yield from self._on_protocol_header(buf[:8])
                 pos = 8
+                yield from self._on_protocol_header(buf[:8])
             while self.state is not State.CLOSED:
                 if end - pos < 7:
                     need = 7
@@ -238,8 +265,10 @@ class ConnectionMachine:
             pos = end
             self._to(State.CLOSED)
             yield CloseTransport(exc.reason, exc.delay)
-        if pos < end and self.state is not State.CLOSED:
-            self._keep(buf, pos, need)
+        finally:
+            # Also reached when the caller stops early (GeneratorExit at a yield).
+            if pos < end and self.state is not State.CLOSED:
+                self._keep(buf, pos, need)
 
     def _keep(self, buf: bytes, pos: int, need: int) -> None:
         """Keep the unparsed tail ahead of anything fed while events were being handled."""
@@ -450,11 +479,21 @@ class ConnectionMachine:
         if class_id != 60:
             raise errors.UnexpectedFrame(f"expected content header for class 60, got one for "
                                          f"class {class_id} instead", 60, 40)
+        if size > self.max_message_size:
+            return Fault(errors.PreconditionFailed(
+                f"message size {size} is larger than configured max size "
+                f"{self.max_message_size}", 60, 40), channel)
+        if size and self.partial_announced + size > self.partial_limit:
+            return Fault(errors.PreconditionFailed(
+                f"message size {size} would take the unfinished messages of this connection "
+                f"to {self.partial_announced + size} bytes, above the limit of "
+                f"{self.partial_limit}", 60, 40), channel)
         content.props = payload[12:]
         content.size = size
         content.have_header = True
         if size == 0:
             return self._complete(channel, content, b"")
+        self.partial_announced += size
         return None
 
     def _on_body(self, channel: int, payload: bytes) -> object | None:
@@ -470,12 +509,16 @@ class ConnectionMachine:
                 raise errors.UnexpectedFrame("expected content header for class 60, got non "
                                              "content header frame instead", 60, 40)
             raise errors.UnexpectedFrame("expected method frame, got non method frame instead")
-        content.received += len(payload)
-        if content.received == content.size and not content.parts:
-            return self._complete(channel, content, payload)
-        content.parts.append(payload)
-        if content.received == content.size:
+        received = content.received = content.received + len(payload)
+        if received == content.size:
+            self.partial_announced -= received
+            if not content.parts:
+                return self._complete(channel, content, payload)
+            content.parts.append(payload)
             return self._complete(channel, content, b"".join(content.parts))
+        if received > content.size:
+            raise errors.FrameError("content body frame exceeds remaining content size", 60, 40)
+        content.parts.append(payload)
         return None
 
     def _complete(self, channel: int, content: _Content, body: bytes) -> Publish:

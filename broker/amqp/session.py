@@ -47,6 +47,12 @@ if TYPE_CHECKING:
     from .ports import AMQPHost
 
 log = logging.getLogger("broker.connection")
+# Bytes of answers waiting to be written past which a read stops handling requests (the rest
+# waits in the machine until the socket drains): the transport's high-water mark.
+OUTPUT_LIMIT = 4 * 1024 * 1024
+# After connection.close-ok the socket stays open (read and discarded) until the client closes
+# it, at most this long, or the heartbeat interval when that is shorter, as RabbitMQ does.
+CLOSING_TIMEOUT = 30.0
 
 
 def open_sessions(server: Server) -> list[Session]:
@@ -69,7 +75,8 @@ class Session:
         self.authz: Authorizer | None = None
         cfg = host.config
         self.machine = ConnectionMachine(server_properties(), frame_max=cfg.frame_max,
-                                         channel_max=cfg.channel_max, heartbeat=cfg.heartbeat)
+                                         channel_max=cfg.channel_max, heartbeat=cfg.heartbeat,
+                                         max_message_size=cfg.max_message_size)
         self.vhost: VirtualHost = None  # type: ignore[assignment]
         self.user = ""
         self.channels: dict[int, Channel] = {}
@@ -79,35 +86,61 @@ class Session:
         self.closed = False
         self.published = False
         self.blocked = False
+        self.input_held = False
 
     # ---- input -------------------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
+        self.machine.receive_data(data, now)
+        self.process_input()
+
+    def process_input(self) -> None:
+        """Handle what the machine can parse. Stops early, keeping the rest of the input in
+        the machine (``input_held``), once more than ``OUTPUT_LIMIT`` bytes wait to be
+        written: a client that pipelines requests with large answers (basic.get, mandatory
+        returns) and reads nothing cannot make the broker buffer without bound."""
         machine = self.machine
-        machine.receive_data(data, now)
         channels = self.channels
-        for event in machine.events():
-            channel = 0
-            try:
-                if type(event) is Publish:
-                    channel = event.channel
-                    self.stats.publish += 1
-                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore
-                        self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
-                    if not self.published:
-                        self.published = True
-                    channels[channel].on_publish(event)
-                elif type(event) is Method:
-                    channel = event.channel
-                    self._on_method(event)
-                else:
-                    self._on_control(event)
-            except AMQPError as err:
-                if type(event) is Publish:
-                    err.at(60, 40)
-                elif type(event) is Method:
-                    err.at(event.method.index >> 16, event.method.index & 0xFFFF)
-                self.fail(err, channel)
+        out = machine.out
+        check_at = 64  # sum the output's size only when its list doubles: amortised O(1)
+        self.input_held = False
+        events = machine.events()
+        try:
+            for event in events:
+                channel = 0
+                try:
+                    if type(event) is Publish:
+                        channel = event.channel
+                        self.stats.publish += 1
+                        if event.exchange not in self.authz.writable_exchanges:  # type: ignore
+                            self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
+                        if not self.published:
+                            self.published = True
+                        channels[channel].on_publish(event)
+                    elif type(event) is Method:
+                        channel = event.channel
+                        self._on_method(event)
+                    elif type(event) is Fault:
+                        channel = event.channel
+                        raise event.error
+                    else:
+                        self._on_control(event)
+                except AMQPError as err:
+                    if type(event) is Publish:
+                        err.at(60, 40)
+                    elif type(event) is Method:
+                        err.at(event.method.index >> 16, event.method.index & 0xFFFF)
+                    self.fail(err, channel)
+                if len(out) >= check_at:
+                    if sum(map(len, out)) > OUTPUT_LIMIT and not self.closed:
+                        self.input_held = True
+                        break
+                    check_at = len(out) * 2
+        finally:
+            events.close()
         self.flush_confirms()
+        if not self.published and machine.has_partial_content:
+            # A message under way counts as publishing: an alarm blocks it mid-message.
+            self.published = True
         if self.published and self.alarms.active and not self.blocked:
             self.alarms.on_publish(self)
 
@@ -139,12 +172,12 @@ class Session:
         elif kind is PeerClosed:
             log.info("closing AMQP connection %s", self.describe())
             self.teardown()
-            self.adapter.close_transport(0.0)
+            heartbeat = self.machine.heartbeat
+            self.adapter.linger(heartbeat if 0 < heartbeat < CLOSING_TIMEOUT
+                                else CLOSING_TIMEOUT)
         elif kind is CloseTransport:
             self.teardown()
             self.adapter.close_transport(event.delay)  # type: ignore[attr-defined]
-        elif kind is Fault:
-            raise event.error  # type: ignore[attr-defined]
 
     def _login(self, event: LoginAttempt) -> None:
         host = self.peer.rpartition(":")[0]
@@ -233,7 +266,7 @@ class Session:
         if self.machine.is_open and self.machine.client_capability("connection.blocked"):
             self.machine.send_method(0, C.Connection.Blocked(reason))
             self.wake()
-        self.adapter.pause_reading()
+        self.adapter.pause_reading("alarm")
 
     def unblock(self) -> None:
         if not self.blocked:
@@ -242,7 +275,7 @@ class Session:
         if self.machine.is_open and self.machine.client_capability("connection.blocked"):
             self.machine.send_method(0, C.Connection.Unblocked())
             self.wake()
-        self.adapter.resume_reading()
+        self.adapter.resume_reading("alarm")
 
     def tick(self, now: float) -> bool:
         """Heartbeat duty; False when the peer has been silent too long."""

@@ -5,7 +5,15 @@ Invariants:
 - Frames produced outside a read (deliveries caused by another connection, heartbeats) are
   written by one flush scheduled on the next loop turn, however many there were.
 - Backpressure is explicit: when the socket buffer passes the high-water mark the session stops
-  taking deliveries (``pause_writing``), and resumes when it drains.
+  taking deliveries (``pause_writing``) and the socket is no longer read, so a client that
+  never reads cannot make the broker queue answers for it without bound; both resume when it
+  drains. A read whose answers pass the session's output limit leaves the rest of its input in
+  the machine (``session.input_held``); it is handled once the socket drains.
+- Reading is paused for any of a set of reasons (``alarm``: a resource alarm blocked the
+  publisher; ``output``: answers wait to be written) and resumes when none is left.
+- After the close handshake the socket lingers: what the client still sends is read and
+  discarded until it closes its side (RabbitMQ waits up to 30 s), so its last writes do not
+  meet a reset.
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ class AMQPProtocol(asyncio.Protocol):
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._heartbeat_started = False
+        self._read_pauses: set[str] = set()
+        self._write_paused = False
+        self._lingering = False
+        self.discarded = 0  # bytes read and dropped while lingering
 
     # ---- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,22 +86,44 @@ class AMQPProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is None or self._closing:
+        if session is None or self._closing or self._lingering:
+            self.discarded += len(data)
             return
-        self._in_read = True
         stats = session.stats
         stats.recv_oct += len(data)
         stats.recv_cnt += 1
+        self._handle_input(session, data)
+        if not self._heartbeat_started and session.machine.is_open:
+            self._start_heartbeat()
+
+    def _handle_input(self, session: Session, data: bytes | None) -> None:
+        """Feed ``data`` (None: continue with the input held back earlier), write the answers
+        once, and hold reading while answers are backed up."""
+        self._in_read = True
         try:
-            session.data_received(data, self.loop.time())
+            if data is None:
+                session.process_input()
+            else:
+                session.data_received(data, self.loop.time())
         except Exception:
             log.exception("internal error on connection %s", session.peer)
             session.fail(InternalError("internal error"), 0)
         finally:
             self._in_read = False
         self._flush()
-        if not self._heartbeat_started and session.machine.is_open:
-            self._start_heartbeat()
+        if session.input_held and not session.closed:
+            self.pause_reading("output")
+            if not self._write_paused:
+                self.loop.call_soon(self._continue_input)
+        elif not self._write_paused:
+            self.resume_reading("output")
+
+    def _continue_input(self) -> None:
+        session = self.session
+        if session is None or self._closing or self._lingering or self._write_paused \
+                or not session.input_held:
+            return
+        self._handle_input(session, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._handshake_timer, self._heartbeat_timer, self._close_timer):
@@ -101,12 +135,19 @@ class AMQPProtocol(asyncio.Protocol):
         self._closing = True
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         if self.session is not None:
             self.session.set_writable(False)
+        self.pause_reading("output")
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         if self.session is not None:
             self.session.set_writable(True)
+            if self.session.input_held:
+                self.loop.call_soon(self._continue_input)
+                return
+        self.resume_reading("output")
 
     # ---- called by the session ---------------------------------------------------------
     def schedule_flush(self) -> None:
@@ -138,16 +179,39 @@ class AMQPProtocol(asyncio.Protocol):
             self._closing = True
             transport.close()
         else:
+            # Waiting for the client's close-ok: it must be read, whatever paused reading.
+            if self._read_pauses:
+                self._read_pauses.clear()
+                transport.resume_reading()
             if self._close_timer is None:
                 self._close_timer = self.loop.call_later(delay, self._abort)
 
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self._closing:
+    def pause_reading(self, reason: str) -> None:
+        if not self._read_pauses and self.transport is not None and not self._closing \
+                and not self._lingering:
             self.transport.pause_reading()
+        self._read_pauses.add(reason)
 
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self._closing:
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._read_pauses:
+            return
+        self._read_pauses.discard(reason)
+        if not self._read_pauses and self.transport is not None and not self._closing:
             self.transport.resume_reading()
+
+    def linger(self, timeout: float) -> None:
+        """The close handshake is done: flush, then read and discard until the client closes
+        the socket (EOF closes ours), for at most ``timeout`` seconds."""
+        self._flush()
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        self._lingering = True
+        if self._read_pauses:
+            self._read_pauses.clear()
+            transport.resume_reading()
+        if self._close_timer is None:
+            self._close_timer = self.loop.call_later(timeout, self._abort)
 
     def _abort(self) -> None:
         self._closing = True

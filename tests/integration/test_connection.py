@@ -184,9 +184,10 @@ def test_client_connection_close(broker):
 
 def test_client_connection_close_raw(broker):
     raw = RawClient(broker.port)
-    raw.handshake()
+    raw.handshake(heartbeat=1)
     raw.send(0, C.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
     raw.expect(C.Connection.CloseOk)
+    # the broker then waits for the client to close (heartbeat 1 s: 1 s, as RabbitMQ)
     assert raw.recv_frame() is None
     raw.close()
 

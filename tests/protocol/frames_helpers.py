@@ -153,9 +153,9 @@ def new_machine(**kwargs) -> ConnectionMachine:
 
 
 def open_machine(channel_max: int = 2047, frame_max: int = 131072,
-                 heartbeat: int = 60) -> ConnectionMachine:
+                 heartbeat: int = 60, **machine_kwargs) -> ConnectionMachine:
     """A machine taken through the whole handshake, with nothing queued."""
-    m = new_machine()
+    m = new_machine(**machine_kwargs)
     assert feed(m, HEADER) == []
     assert m.data_to_send()[7:13] == b"\x00\x0a\x00\x0a\x00\x09"  # connection.start 0-9
     events = feed(m, PLAIN_GUEST)
