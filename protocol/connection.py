@@ -137,6 +137,9 @@ class ConnectionMachine:
         self._need = 0
         self.last_received = 0.0
         self.version = (0, 9)
+        # After a frame too large or a bad frame end the stream cannot be followed any more:
+        # what arrives is dropped unparsed (RabbitMQ stops reading and closes after 3 s).
+        self.framing_lost = False
 
     # ---- state -------------------------------------------------------------------------
     def _to(self, state: State) -> None:
@@ -223,6 +226,10 @@ class ConnectionMachine:
         the generator): what was not parsed yet is kept for the next call."""
         if not self._chunks or self._have < self._need:
             return
+        if self.framing_lost:
+            self._chunks = []
+            self._have = 0
+            return
         chunks = self._chunks
         buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
@@ -242,6 +249,7 @@ class ConnectionMachine:
                     break
                 ftype, channel, size = _head.unpack_from(buf, pos)
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
+                    self.framing_lost = True
                     raise errors.FrameError(
                         f"type {ftype}, all octets = <<>>: "
                         f"{{frame_too_large,{size},{self.frame_max - 8}}}")
@@ -251,6 +259,7 @@ class ConnectionMachine:
                     break
                 payload = buf[pos + 7:stop]
                 if buf[stop] != 0xCE:
+                    self.framing_lost = True
                     raise errors.FrameError(codec.erlang_tuple(
                         f"type {ftype}, all octets = {codec.erlang_binary(payload)}: ",
                         "invalid_frame_end_marker", str(buf[stop])))

@@ -37,6 +37,7 @@ from storage.message import Entry, Message
 
 from .channel_topology import TopologyHandlers, random_name
 from .confirms import Confirms
+from .limits import CONSUMERS_PER_CONNECTION, OUTPUT_LIMIT
 
 if TYPE_CHECKING:
     from .ports import ChannelOwner
@@ -125,12 +126,16 @@ class Channel(TopologyHandlers):
 
     def _requeue_all(self) -> None:
         touched: set[Queue] = set()
+        freed = 0
         for entry, queue, consumer in self.unacked.values():
             queue.requeue(entry)
+            freed += entry.message.size
             if consumer is not None:
                 consumer.unacked -= 1
             touched.add(queue)
         self.unacked.clear()
+        if freed:
+            self.session.unacked_released(freed)
         for queue in touched:
             queue.wake()
 
@@ -150,6 +155,8 @@ class Channel(TopologyHandlers):
             queue.wake()
 
     def on_basic_consume(self, m: C.Basic.Consume) -> None:
+        if m.consumer_tag not in self.consumers:
+            self._check_consumer_limits()
         tag = m.consumer_tag or random_name("amq.ctag-")
         if m.queue == replyto.REPLY_QUEUE:
             self._consume_replies(m, tag)
@@ -170,6 +177,15 @@ class Channel(TopologyHandlers):
         if not m.nowait:
             self.reply(C.Basic.ConsumeOk(tag))
         queue.add_consumer(consumer)
+
+    def _check_consumer_limits(self) -> None:
+        limit = self.session.host.config.consumer_max_per_channel
+        if limit is not None and len(self.consumers) >= limit:
+            raise NotAllowed(f"reached maximum ({limit}) of consumers per channel")
+        if len(self.consumers) + sum(len(c.consumers) for c in self.session.channels.values()
+                                     if c is not self) >= CONSUMERS_PER_CONNECTION:
+            raise NotAllowed(f"reached maximum ({CONSUMERS_PER_CONNECTION}) of consumers per "
+                             "connection")
 
     def _consume_replies(self, m: C.Basic.Consume, tag: str) -> None:
         if not m.no_ack:
@@ -209,18 +225,26 @@ class Channel(TopologyHandlers):
         number = self.number
         out = self.machine.out
         props = _delivered_properties(entry)
-        out.append(codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
-                                         msg.exchange_raw, msg.routing_key_raw, props, msg.body,
-                                         self.machine.frame_max))
+        data = codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
+                                     msg.exchange_raw, msg.routing_key_raw, props, msg.body,
+                                     self.machine.frame_max)
+        out.append(data)
+        session = self.session
+        session.out_bytes += len(data)
+        if session.out_bytes > OUTPUT_LIMIT:
+            session.stall("output")  # until the transport has taken it
         if consumer.no_ack:
-            self.session.stats.deliver_no_ack += 1
+            session.stats.deliver_no_ack += 1
             if consumer.queue is not None:
                 consumer.queue.ack(entry)
         else:
-            self.session.stats.deliver += 1
+            session.stats.deliver += 1
             self.unacked[tag] = (entry, consumer.queue, consumer)
             consumer.unacked += 1
-        self.session.wake()
+            session.unacked_bytes += msg.size
+            if session.unacked_bytes >= session.unacked_limit:
+                session.stall("unacked")
+        session.wake()
 
     def deliver_reply(self, message: Message) -> None:
         for consumer in self.consumers.values():
@@ -230,6 +254,11 @@ class Channel(TopologyHandlers):
 
     def on_basic_get(self, m: C.Basic.Get) -> None:
         queue = self.usable_queue(m.queue)
+        session = self.session
+        if not m.no_ack and session.unacked_bytes >= session.unacked_limit:
+            # Flow control: the connection holds its bound of unacknowledged bodies.
+            self.reply(C.Basic.GetEmpty())
+            return
         entry = queue.get()
         if entry is None:
             self.reply(C.Basic.GetEmpty())
@@ -247,6 +276,7 @@ class Channel(TopologyHandlers):
             queue.ack(entry)
         else:
             self.unacked[tag] = (entry, queue, None)
+            self.session.unacked_bytes += msg.size
 
     # ---- basic: settlement -------------------------------------------------------------
     def _take(self, tag: int, multiple: bool) -> list[tuple[Entry, Queue, Consumer | None]]:
@@ -291,7 +321,9 @@ class Channel(TopologyHandlers):
                 return
             raise
         touched: set[Queue] = set()
+        freed = 0
         for entry, queue, consumer in taken:
+            freed += entry.message.size
             if consumer is not None:
                 consumer.unacked -= 1
             if requeue:
@@ -302,6 +334,7 @@ class Channel(TopologyHandlers):
             else:
                 queue.reject(entry)
             touched.add(queue)
+        self.session.unacked_released(freed)
         for queue in touched:
             queue.wake()
         if self.global_prefetch:

@@ -37,6 +37,7 @@ from protocol.events import (
 
 from .access import Authorizer
 from .channel import Channel
+from .limits import CLOSING_TIMEOUT, OUTPUT_LIMIT
 
 if TYPE_CHECKING:
     from broker.core.queue import Queue
@@ -47,12 +48,6 @@ if TYPE_CHECKING:
     from .ports import AMQPHost
 
 log = logging.getLogger("broker.connection")
-# Bytes of answers waiting to be written past which a read stops handling requests (the rest
-# waits in the machine until the socket drains): the transport's high-water mark.
-OUTPUT_LIMIT = 4 * 1024 * 1024
-# After connection.close-ok the socket stays open (read and discarded) until the client closes
-# it, at most this long, or the heartbeat interval when that is shorter, as RabbitMQ does.
-CLOSING_TIMEOUT = 30.0
 
 
 def open_sessions(server: Server) -> list[Session]:
@@ -83,6 +78,12 @@ class Session:
         self.exclusive_queues: set[Queue] = set()
         self.confirms_pending: set[Channel] = set()
         self.writable = True
+        self._stalls: set[str] = set()
+        # Bytes of deliveries queued since the last write, and of message bodies delivered
+        # and not settled yet; past their limits the connection takes no more deliveries.
+        self.out_bytes = 0
+        self.unacked_bytes = 0
+        self.unacked_limit = cfg.max_message_size
         self.closed = False
         self.published = False
         self.blocked = False
@@ -214,6 +215,8 @@ class Session:
 
     # ---- errors ------------------------------------------------------------------------
     def fail(self, err: AMQPError, channel: int) -> None:
+        if self.closed:
+            return  # the connection is already closing: nothing more to say
         if err.connection_scope or channel == 0:
             log.warning("Error on AMQP connection %s: %s", self.label, err.reply_text)
             self.machine.close_connection(err)
@@ -253,11 +256,42 @@ class Session:
         self.adapter.schedule_flush()
 
     def set_writable(self, writable: bool) -> None:
-        self.writable = writable
+        """The socket's write buffer crossed its high-water mark (False) or drained."""
         if writable:
-            for channel in self.channels.values():
-                for consumer in channel.consumers.values():
+            self.unstall("socket")
+        else:
+            self.stall("socket")
+
+    def stall(self, reason: str) -> None:
+        """Stop taking deliveries: ``socket`` (write buffer over high water), ``output``
+        (more than OUTPUT_LIMIT bytes of deliveries not written yet) or ``unacked`` (the
+        connection holds ``unacked_limit`` bytes of unacknowledged messages)."""
+        self._stalls.add(reason)
+        self.writable = False
+
+    def unstall(self, reason: str) -> None:
+        stalls = self._stalls
+        if reason not in stalls:
+            return
+        stalls.discard(reason)
+        if stalls:
+            return
+        self.writable = True
+        for channel in self.channels.values():
+            for consumer in channel.consumers.values():
+                if consumer.queue is not None:
                     consumer.queue.wake()
+
+    def output_written(self) -> None:
+        """The transport took everything queued: deliveries may fill the output again."""
+        self.out_bytes = 0
+        if "output" in self._stalls:
+            self.unstall("output")
+
+    def unacked_released(self, size: int) -> None:
+        self.unacked_bytes -= size
+        if self.unacked_bytes < self.unacked_limit and "unacked" in self._stalls:
+            self.unstall("unacked")
 
     def block(self, reason: str) -> None:
         if self.blocked or self.closed:

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING
 
 from protocol.errors import InternalError
 
+from .limits import OUTPUT_LIMIT
 from .session import Session
 
 if TYPE_CHECKING:
     from .ports import AMQPHost
 
 log = logging.getLogger("broker.connection")
-HIGH_WATER = 4 * 1024 * 1024
+HIGH_WATER = OUTPUT_LIMIT
 
 
 def address_text(addr: object) -> str:
@@ -168,6 +169,8 @@ class AMQPProtocol(asyncio.Protocol):
             session.stats.send_oct += len(data)
             session.stats.send_cnt += 1
             transport.write(data)
+        if session.out_bytes:
+            session.output_written()
 
     def close_transport(self, delay: float) -> None:
         """Flush what is queued, then close now or after ``delay`` seconds."""

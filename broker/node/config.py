@@ -62,6 +62,7 @@ class Config:
     ssl_verify: str = "verify_none"
     ssl_fail_if_no_peer_cert: bool = False
     connection_max: int | None = None
+    consumer_max_per_channel: int | None = None  # None: unlimited (RabbitMQ's default)
 
 
 def from_file(base: Config, path: str) -> Config:

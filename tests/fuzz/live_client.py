@@ -218,6 +218,8 @@ def run_bad_connection(port: int, plan: Plan) -> Outcome:
                     assert isinstance(end, tuple), f"no close-ok for our close: {end!r}"
                     out.kind = "clean"
                 if out.kind == "clean":
+                    # as RabbitMQ, the broker waits for the client to close its side first
+                    client.sock.shutdown(socket.SHUT_WR)
                     assert client.frame(5.0) == "eof", "socket open after close-ok"
                 break
     finally:

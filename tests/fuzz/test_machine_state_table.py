@@ -79,8 +79,10 @@ def driver_in(state: str) -> Driver:
         d.feed(method_frame(1, C.Queue.Declare(queue="missing", passive=True)))
         assert d.machine.closing_channels == {1}
     if state == "closing":
-        d.feed(raw_frame(1, 0, b"\x00\x14\x00\x0a", end=b"\x00"))  # bad frame end: 501
-        assert d.state is State.CLOSING and d.close_codes == [501]
+        # a body frame on channel 0: 505, the stream still readable (unlike a bad frame end,
+        # after which nothing more is read)
+        d.feed(raw_frame(3, 0, b"hello"))
+        assert d.state is State.CLOSING and d.close_codes == [505]
     d.out.clear()
     return d
 
