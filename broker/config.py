@@ -62,6 +62,7 @@ class Config:
     ssl_verify: str = "verify_none"
     ssl_fail_if_no_peer_cert: bool = False
     connection_max: int | None = None
+    control_socket: bool = False  # the CLI's ctl.sock in the data dir (on in python -m broker)
 
 
 def from_file(base: Config, path: str) -> Config:
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> Config:
     args = build_parser().parse_args(argv)
-    cfg = Config(management_port=MANAGEMENT_PORT, prometheus_port=PROMETHEUS_PORT)
+    cfg = Config(management_port=MANAGEMENT_PORT, prometheus_port=PROMETHEUS_PORT,
+                 control_socket=True)
     path = args.config_file or os.environ.get("RABBITMQ_CONFIG_FILE")
     if path:
         cfg = from_file(cfg, path)

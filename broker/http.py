@@ -28,8 +28,12 @@ def _import_all() -> None:
 class HttpListeners:
     def __init__(self) -> None:
         self.runners: list[Any] = []
+        self.control: Any = None
 
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         for runner in self.runners:
             await runner.cleanup()
         self.runners.clear()
@@ -86,4 +90,9 @@ async def start(server: Server) -> HttpListeners:
         if found is not None:
             listeners.runners.append(found[0])
             server.prometheus_port = found[1]
+    if cfg.control_socket:
+        from .control_socket import ControlChannel
+
+        listeners.control = ControlChannel(server)
+        await listeners.control.start()
     return listeners

@@ -247,7 +247,8 @@ class Server:
         self.alarms.start()
         await self.start_app()
         cfg = self.config
-        if cfg.management_port is not None or cfg.prometheus_port is not None:
+        if cfg.management_port is not None or cfg.prometheus_port is not None or \
+                cfg.control_socket:
             from . import http
 
             self.http = await http.start(self)

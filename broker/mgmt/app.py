@@ -3,6 +3,10 @@
 Every ``/api/*`` request is authenticated (HTTP basic, RabbitMQ's 401 bodies) before a handler
 runs; the UI's static files are public (the page asks for credentials itself). Unexpected
 exceptions become 500 ``internal_server_error`` with the exception's text and are logged.
+
+The same application serves the CLI's local control channel (``broker.control_socket``), built
+with ``cookie=``: there a request is authorised by the node's cookie only, and acts as the
+internal administrator ``rmq-cli``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import admin, conns, control, node, topology
-from .util import RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
+from .util import CONTROL_KEY, RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -29,7 +33,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
         return await handler(request)
-    request[USER_KEY] = authenticate(request)
+    cookie = request.app.get(CONTROL_KEY)
+    if cookie is None:
+        request[USER_KEY] = authenticate(request)
+    else:
+        from ..control_socket import CLI_USER, COOKIE_HEADER, cookie_matches
+
+        if not cookie_matches(cookie, request.headers.get(COOKIE_HEADER)):
+            raise error(401, "not_authorized", "the node's cookie did not match")
+        request[USER_KEY] = CLI_USER
     try:
         return await handler(request)
     except web.HTTPException:
@@ -43,9 +55,11 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WWW / "index.html")
 
 
-def build_app(server: Server) -> web.Application:
+def build_app(server: Server, cookie: str | None = None) -> web.Application:
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
     app[SERVER_KEY] = server
+    if cookie is not None:
+        app[CONTROL_KEY] = cookie
     app[RATES_KEY] = node.Rates(server)
     for table in (node.routes, admin.routes, conns.routes, topology.routes, control.routes):
         app.router.add_routes(table)

@@ -8,6 +8,7 @@ check's own detail fields, as RabbitMQ's do.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from .util import (
     reply,
     require_admin,
     server_of,
+    tags_of,
     vhost_of,
     visible_vhosts,
 )
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from ..server import Server
 
 routes = web.RouteTableDef()
+PYTHON = f"{platform.python_version()} ({platform.python_implementation()})"
 RATE_FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "ack", "confirm", "redeliver",
                "drop_unroutable", "return_unroutable")
 
@@ -59,6 +62,9 @@ def listeners(server: Server) -> list[dict]:
     out = []
     if server.running:
         out.append(("amqp", server.config.host, server.port))
+        if server.tls_port:
+            out.append(("amqp/ssl", server.config.ssl_host or server.config.host,
+                        server.tls_port))
     if server.management_port:
         out.append(("http", server.config.management_host or server.config.host,
                     server.management_port))
@@ -98,7 +104,8 @@ async def overview(request: web.Request) -> web.Response:
         "exchange_types": fmt.EXCHANGE_TYPES, "product_version": RABBITMQ_VERSION,
         "product_name": "RabbitMQ", "rabbitmq_version": RABBITMQ_VERSION,
         "cluster_name": fmt.cluster_name(server), "erlang_version": "26.2.5",
-        "erlang_full_version": f"burrowmq {__version__} on Python",
+        "erlang_full_version": f"burrowmq {__version__} on Python {PYTHON}",
+        "burrowmq_version": __version__, "python_version": PYTHON,
         "release_series_support_status": "supported", "disable_stats": False,
         "is_op_policy_updating_enabled": True, "enable_queue_totals": False,
         "message_stats": fmt.message_stats(counts, rates),
@@ -149,8 +156,8 @@ def node_json(server: Server) -> dict:
                              "enabled": True}],
         "applications": [{"name": "rabbit", "description": "RabbitMQ",
                           "version": RABBITMQ_VERSION}],
-        "config_files": [cfg.config_file] if cfg.config_file else [],
-        "log_files": ["<stdout>"], "db_dir": cfg.data_dir,
+        "config_files": [os.path.abspath(cfg.config_file)] if cfg.config_file else [],
+        "log_files": ["<stdout>"], "db_dir": os.path.abspath(cfg.data_dir),
         "cluster_links": [], "contexts": [],
     }
 
@@ -203,8 +210,8 @@ async def set_cluster_name(request: web.Request) -> web.Response:
 
 @routes.get("/api/whoami")
 async def whoami(request: web.Request) -> web.Response:
-    user = server_of(request).auth.users[request[USER_KEY]]
-    return reply({"name": user.name, "tags": list(user.tags), "is_internal_user": True})
+    return reply({"name": request[USER_KEY], "tags": sorted(tags_of(request)),
+                  "is_internal_user": True})
 
 
 @routes.get("/api/extensions")
