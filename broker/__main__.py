@@ -8,13 +8,17 @@ import sys
 
 from storage.datadir import DataDirError
 
-from .config import parse_args
+from .config import ConfigError, parse_args
 from .server import Server
 from .tls import TLSConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
+    try:
+        cfg = parse_args(argv)
+    except ConfigError as exc:
+        print(f"burrowmq: error: {exc}", file=sys.stderr)
+        return exc.code
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     try:
