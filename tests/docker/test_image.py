@@ -174,7 +174,7 @@ def test_compose_file(engine: Engine, image: str) -> None:
     if compose is None:
         missing("docker-compose is not installed (apt-get install docker-compose)")
     engine.run("tag", image, "burrowmq:latest")
-    from broker.pytest_plugin import free_port
+    from broker.ops.pytest_plugin import free_port
 
     env = {**engine.env(), "BURROWMQ_AMQP_PORT": str(free_port()),
            "BURROWMQ_MANAGEMENT_PORT": str(free_port()),

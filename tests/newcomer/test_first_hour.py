@@ -19,7 +19,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from broker.pytest_plugin import free_port
+from broker.ops.pytest_plugin import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -92,12 +92,12 @@ def run_cli(main: Any, *args: str) -> CliResult:
 
 
 def burrowctl(*args: str) -> CliResult:
-    from broker.ctl.__main__ import main
+    from broker.ops.ctl.__main__ import main
 
     return run_cli(main, *args)
 
 
 def burrowmqadmin(*args: str) -> CliResult:
-    from broker.ctl.admin import main
+    from broker.ops.ctl.rabbitmqadmin import main
 
     return run_cli(main, *args)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from ops_helpers import run_cli
 
-from broker import conffile
 from broker.__main__ import main
-from broker.config import origin, parse_args
+from broker.node import conffile
+from broker.node.config import origin, parse_args
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from ops_helpers import burrowctl
 
-from broker.ctl.__main__ import RUNNERS
-from broker.ctl.catalog import COMMANDS
-from broker.ctl.lists import LISTS
+from broker.ops.ctl.__main__ import RUNNERS
+from broker.ops.ctl.catalog import COMMANDS
+from broker.ops.ctl.lists import LISTS
 
 
 def test_every_command_has_help_and_every_help_entry_runs() -> None:

@@ -13,7 +13,7 @@ import pika
 import pytest
 from ops_helpers import Api, burrowctl, connect
 
-from broker import control_socket
+from broker.ops import localctl
 
 
 def local(handle, *args: str):  # type: ignore[no-untyped-def]
@@ -48,15 +48,15 @@ def test_http_fallback_names_the_way_out(burrowmq) -> None:  # type: ignore[no-u
 
 def test_socket_and_cookie_are_private_and_authenticated(burrowmq) -> None:  # type: ignore
     data = Path(burrowmq.data_dir)
-    for name in (control_socket.SOCKET_NAME, control_socket.COOKIE_NAME):
+    for name in (localctl.SOCKET_NAME, localctl.COOKIE_NAME):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     import http.client
 
     class Conn(http.client.HTTPConnection):
         def connect(self) -> None:
-            self.sock = control_socket.connect(data / control_socket.SOCKET_NAME, 5)
+            self.sock = localctl.connect(data / localctl.SOCKET_NAME, 5)
 
-    for headers in ({}, {control_socket.COOKIE_HEADER: "wrong"},
+    for headers in ({}, {localctl.COOKIE_HEADER: "wrong"},
                     {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}):  # guest:guest is not enough
         conn = Conn("localhost")
         conn.request("GET", "/api/overview", headers=headers)
@@ -65,24 +65,24 @@ def test_socket_and_cookie_are_private_and_authenticated(burrowmq) -> None:  # t
     # and the cookie is not a password for the TCP listener
     status, _ = Api(burrowmq.management_port, "x", "y").request(
         "GET", "/api/overview",
-        headers={control_socket.COOKIE_HEADER: (data / "ctl.cookie").read_text().strip()})
+        headers={localctl.COOKIE_HEADER: (data / "ctl.cookie").read_text().strip()})
     assert status == 401
 
 
 def test_cookie_survives_a_restart_and_is_tightened(tmp_path) -> None:  # type: ignore
-    first = control_socket.ensure_cookie(tmp_path)
-    (tmp_path / control_socket.COOKIE_NAME).chmod(0o644)
-    assert control_socket.ensure_cookie(tmp_path) == first
-    assert stat.S_IMODE((tmp_path / control_socket.COOKIE_NAME).stat().st_mode) == 0o600
+    first = localctl.ensure_cookie(tmp_path)
+    (tmp_path / localctl.COOKIE_NAME).chmod(0o644)
+    assert localctl.ensure_cookie(tmp_path) == first
+    assert stat.S_IMODE((tmp_path / localctl.COOKIE_NAME).stat().st_mode) == 0o600
 
 
 def test_stopped_node_is_reported_not_replaced_by_http(burrowmq_factory) -> None:  # type: ignore  # noqa: E501
     handle = burrowmq_factory()
-    sock = Path(handle.data_dir) / control_socket.SOCKET_NAME
+    sock = Path(handle.data_dir) / localctl.SOCKET_NAME
     handle.stop()
     assert not sock.exists()  # a clean stop removes it
     sock.touch()  # what a kill -9 leaves behind (a dead socket file)
-    (Path(handle.data_dir) / control_socket.COOKIE_NAME).write_text("c\n")
+    (Path(handle.data_dir) / localctl.COOKIE_NAME).write_text("c\n")
     result = local(handle, "ping")
     assert result.code == 69
     assert f"attempted to contact: control socket {sock}" in result.err
