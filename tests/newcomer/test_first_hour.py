@@ -74,6 +74,23 @@ def test_readme_first_steps(clone: Path, home: Path) -> None:
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_port(port, proc)
+        deadline = time.monotonic() + 20
+        while "Server startup complete" not in (clone.parent / "make-run.log").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # a second broker on the same port: one line, the port and the setting that chose it
+        second = sh(f"make run PORT={port} DATA_DIR=other", clone, run_env)
+        assert second.returncode != 0
+        assert f"burrowmq: error: cannot listen on 127.0.0.1:{port} for AMQP: address already "\
+               f"in use (another broker or program listens there); port {port} was set by " \
+               "--port" in second.stderr, second.stderr
+        (clone / "typo.conf").write_text("listners.tcp.default = 5673\n")
+        typo = sh(".venv/bin/burrowmq --config-file typo.conf", clone, env)
+        assert (typo.returncode, typo.stderr) == (
+            78, "burrowmq: error: typo.conf:1: You've tried to set listners.tcp.default, but "
+                "there is no setting with that name. Did you mean one of these? "
+                "listeners.tcp.default, listeners.ssl.default\n")
+        assert sh(".venv/bin/burrowmq --version", clone, env).stdout.startswith("burrowmq ")
         # README: ". .venv/bin/activate" puts the CLIs on PATH; the control socket in the
         # default data directory needs no password
         status = sh(". .venv/bin/activate && burrowctl await_startup --timeout 20 && "
@@ -107,6 +124,10 @@ def test_readme_first_steps(clone: Path, home: Path) -> None:
         log.close()
     text = (clone.parent / "make-run.log").read_text()
     assert "Traceback" not in text, text
+    for part in (" node           : rabbit@", f" data dir       : {home}/.local/share/burrowmq",
+                 "Created user 'guest'", f"started TCP listener on 127.0.0.1:{port}",
+                 "Server startup complete; 2 plugins started."):
+        assert part in text, (part, text)
     assert code in (0, 2, -signal.SIGINT), (code, text)  # make itself dies of the SIGINT
     assert "broker stopped" in text
 

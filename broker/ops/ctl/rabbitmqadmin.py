@@ -52,8 +52,8 @@ DELETABLE: dict[str, tuple[list, list[str]]] = {
     "vhost": (["name"], []), "user": (["name"], []), "permission": (["vhost", "user"], []),
     "policy": (["name"], []),
 }
-CLOSABLE = {"connection": (["name"], [])}
-PURGABLE = {"queue": (["name"], [])}
+CLOSABLE: dict[str, tuple[list, list[str]]] = {"connection": (["name"], [])}
+PURGABLE: dict[str, tuple[list, list[str]]] = {"queue": (["name"], [])}
 JSON_KEYS = ("arguments", "definition")
 
 
@@ -169,24 +169,24 @@ def run(client: Client, verb: str, rest: list[str], vhost: str | None, fmt: str)
         return render(rows, ["routing_key", "exchange", "message_count", "payload",
                              "payload_bytes", "payload_encoding", "redelivered"], fmt)
     if verb == "export":
-        path = file_argument(rest, "export")
+        target = file_argument(rest, "export")
         try:
-            path.write_text(json.dumps(client.get("/definitions")))
+            target.write_text(json.dumps(client.get("/definitions")))
         except OSError as exc:
-            raise CtlError(f"Could not write {path}: {exc.strerror or exc}", EX_DATAERR) \
+            raise CtlError(f"Could not write {target}: {exc.strerror or exc}", EX_DATAERR) \
                 from None
-        return f'Exported definitions for {client.host} to "{path}"'
+        return f'Exported definitions for {client.host} to "{target}"'
     if verb == "import":
-        path = file_argument(rest, "import")
+        source = file_argument(rest, "import")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(source.read_text())
         except OSError as exc:
-            raise CtlError(f"Could not read {path}: {exc.strerror or exc}", EX_DATAERR) \
+            raise CtlError(f"Could not read {source}: {exc.strerror or exc}", EX_DATAERR) \
                 from None
         except ValueError as exc:
-            raise CtlError(f"{path} is not a JSON document: {exc}", EX_DATAERR) from None
+            raise CtlError(f"{source} is not a JSON document: {exc}", EX_DATAERR) from None
         client.call("POST", "/definitions", data)
-        return f'Uploaded definitions from "{client.host}" to {path}. The import process ' \
+        return f'Uploaded definitions from "{client.host}" to {source}. The import process ' \
                "may take some time. Consult server logs to track progress."
     if verb == "help":
         if rest == ["subcommands"]:
