@@ -256,6 +256,7 @@ class IsrTracker:
                     return
                 log.info("%s joined the in-sync replicas", node)
             self._changed()
+            self._check()  # a waiter held for want of replicas may go now
         finally:
             self._joining.discard(node)
 

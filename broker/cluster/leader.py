@@ -122,6 +122,7 @@ class ReplicationServer:
         self._thread = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._pinger: asyncio.Task[None] | None = None
 
     # ---- lifetime ----------------------------------------------------------------------
@@ -140,12 +141,14 @@ class ReplicationServer:
             self._server.close()
         for session in list(self.sessions.values()):
             session.abort("leader stopping")
-        tasks = [t for t in (self._pinger, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for writer in list(self._writers):
+            writer.transport.abort()  # every connection handler ends on its own
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -233,6 +236,7 @@ class ReplicationServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]
+        self._writers.add(writer)
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
@@ -244,6 +248,7 @@ class ReplicationServer:
                 writer.write(wire.error(str(exc)))
         finally:
             self._tasks.discard(task)  # type: ignore[arg-type]
+            self._writers.discard(writer)
             writer.transport.abort()
 
     async def _handshake(self, reader: asyncio.StreamReader,

@@ -13,7 +13,6 @@ its own for blocking tests. Listens on an ephemeral loopback port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 
 MODES = ("pass", "blackhole", "drop")
@@ -29,6 +28,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self.connections = 0
 
     @property
@@ -60,15 +60,23 @@ class FaultProxy:
         for a, b in list(self._links):
             a.transport.abort()
             b.transport.abort()
+        if self._handlers:  # they end on their own once their links are reset
+            await asyncio.wait(list(self._handlers), timeout=5)
         for task in list(self._tasks):
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)  # type: ignore[arg-type]
+        try:
+            await self._link(reader, writer)
+        finally:
+            self._handlers.discard(handler)  # type: ignore[arg-type]
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._mode == "drop":
             writer.transport.abort()
             return
@@ -96,7 +104,10 @@ class FaultProxy:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            data = await reader.read(65536)
+            try:
+                data = await reader.read(65536)
+            except ConnectionError:
+                return
             if not data:
                 return
             if self._mode == "blackhole":
@@ -106,7 +117,10 @@ class FaultProxy:
             if self._mode != "pass":
                 continue
             writer.write(data)
-            await writer.drain()
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return
 
 
 class ThreadedFaultProxy:
