@@ -40,7 +40,7 @@ class EtcdMember:
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
 
-    def start(self, initial_cluster: str, state: str = "new") -> None:
+    def start(self, initial_cluster: str, token: str, state: str = "new") -> None:
         assert ETCD is not None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
@@ -51,7 +51,7 @@ class EtcdMember:
                  "--listen-peer-urls", self.peer_url,
                  "--initial-advertise-peer-urls", self.peer_url,
                  "--initial-cluster", initial_cluster, "--initial-cluster-state", state,
-                 "--initial-cluster-token", f"tok-{self.peer_port}",
+                 "--initial-cluster-token", token,
                  # fast raft ticks: leases may be 1 s and an etcd leader is re-elected quickly
                  "--heartbeat-interval", "20", "--election-timeout", "200",
                  "--unsafe-no-fsync", "--log-level", "warn", "--logger", "zap"],
@@ -104,8 +104,9 @@ class EtcdCluster:
 
     def start(self, timeout: float = 15.0) -> None:
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        token = f"burrowmq-test-{self.members[0].peer_port}"  # one per cluster, same for all
         for member in self.members:
-            member.start(initial)
+            member.start(initial, token)
         deadline = time.monotonic() + timeout
         while not all(m.healthy() for m in self.members):
             for member in self.members:

@@ -138,10 +138,11 @@ class ThreadedFaultProxy:
         return self.proxy.address
 
     def set_mode(self, mode: str, delay: float = 0.0) -> None:
-        def apply() -> None:
+        """Applied when this returns."""
+        async def apply() -> None:
             self.proxy.delay = delay
             self.proxy.mode = mode
-        self._loop.call_soon_threadsafe(apply)
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(5)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(5)

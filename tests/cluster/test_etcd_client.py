@@ -160,3 +160,32 @@ async def test_unreachable_endpoint_raises_and_a_second_endpoint_is_used(
         kv = await both.get(f"/t/{cluster_name}/ep")
         assert kv is not None and kv.value == b"ok"
         assert await both.health()
+
+
+async def test_three_member_etcd_survives_losing_its_raft_leader(etcd3: object) -> None:
+    """The client moves to another endpoint; a kept-alive lease outlives the failover."""
+    cluster = etcd3
+    async with EtcdClient(cluster.endpoints, timeout=1.0) as c:  # type: ignore[attr-defined]
+        lease = await Lease.grant(c, 3, margin=0.3)
+        await c.put("/t/etcd3/k", b"before", lease=lease.id)
+        leader = None
+        for member in cluster.members:  # type: ignore[attr-defined]
+            async with EtcdClient(member.url) as one:
+                status = await one.call("/v3/maintenance/status", {})
+            if status.get("leader") == status.get("header", {}).get("member_id"):
+                leader = member
+        assert leader is not None
+        leader.kill()
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # requests fail while the survivors elect a new raft leader
+            try:
+                await c.put("/t/etcd3/k", b"after", lease=lease.id)
+                break
+            except EtcdUnavailable:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+        kv = await c.get("/t/etcd3/k")
+        assert kv is not None and kv.value == b"after"
+        await asyncio.sleep(1.5)
+        assert not lease.lost.is_set()
+        await lease.revoke()
