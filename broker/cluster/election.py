@@ -16,7 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from .etcd import EtcdClient, Key, KeyValue
@@ -57,7 +57,7 @@ class Election:
         result = await self.client.range(self.prefix, prefix=True, limit=1, sort_by_create=True)
         return Leader.from_kv(self.name, result.kvs[0]) if result.kvs else None
 
-    async def observe(self) -> AsyncIterator[Leader | None]:
+    async def observe(self) -> AsyncGenerator[Leader | None, None]:
         """The leader now, then at every change (None while there is none)."""
         result = await self.client.range(self.prefix, prefix=True, limit=1, sort_by_create=True)
         current = Leader.from_kv(self.name, result.kvs[0]) if result.kvs else None

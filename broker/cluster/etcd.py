@@ -21,7 +21,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,7 +285,7 @@ class EtcdClient:
         finally:
             response.release()
         try:
-            answer = json.loads(raw)
+            answer: dict[str, Any] = json.loads(raw)
         except ValueError:
             raise EtcdError(f"{path}: HTTP {response.status}, not JSON: {raw[:200]!r}") from None
         if "result" in answer and isinstance(answer["result"], dict) and len(answer) == 1:
@@ -293,7 +293,8 @@ class EtcdClient:
         _raise_for(answer, response.status)
         return answer
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, path: str,
+                     body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """The messages of a streaming method, one JSON object per line, until it ends."""
         response = await self._open(path, body, None)
         try:
@@ -407,7 +408,7 @@ class EtcdClient:
     # ---- watch -----------------------------------------------------------------------
     async def watch(self, key: Key, prefix: bool = False, start_revision: int = 0,
                     prev_kv: bool = False,
-                    retry_delay: float = 0.2) -> AsyncIterator[tuple[int, list[WatchEvent]]]:
+                    retry_delay: float = 0.2) -> AsyncGenerator[tuple[int, list[WatchEvent]], None]:
         """(revision, events) for every change of ``key`` (or under the prefix) from
         ``start_revision`` (0: from now on), resuming across broken streams."""
         next_rev = start_revision

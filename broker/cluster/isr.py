@@ -26,8 +26,8 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 from .keyspace import Fenced
 
@@ -205,8 +205,8 @@ class IsrTracker:
                 await self._drop(node, f"no ack for {self.ack_deadline:g} s")
 
     # ---- changing the set --------------------------------------------------------------
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(_log_failure)
 
     async def _write(self, members: frozenset[str]) -> bool:

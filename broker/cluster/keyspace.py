@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +119,7 @@ class ClusterKeys:
             raise Fenced(f"{node} no longer leads epoch {leader.epoch}: ISR not written")
         return Isr(frozenset(ordered), leader.epoch, node, result.revision)
 
-    async def watch_isr(self) -> AsyncIterator[Isr | None]:
+    async def watch_isr(self) -> AsyncGenerator[Isr | None, None]:
         """The ISR now, then every change (None when the key is deleted)."""
         result = await self.client.range(self.isr_key)
         yield Isr.from_kv(result.kvs[0]) if result.kvs else None

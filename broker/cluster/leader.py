@@ -235,7 +235,7 @@ class ReplicationServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         self._writers.add(writer)
         try:
             await self._serve(reader, writer)
@@ -247,7 +247,7 @@ class ReplicationServer:
             with contextlib.suppress(Exception):
                 writer.write(wire.error(str(exc)))
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             self._writers.discard(writer)
             writer.transport.abort()
 
