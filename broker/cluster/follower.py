@@ -204,6 +204,8 @@ class ReplicationClient:
                 position, rel, size = r.u64(), r.str(), r.u64()
                 applier.truncate(rel, size)
             elif kind == Kind.PING:  # answered with an ACK even when idle: "still here"
+                if not self.streaming:
+                    continue  # a keepalive during the full sync
                 position = max(r.u64(), self.position)
                 self._pinged = True
             elif kind == Kind.ERROR:

@@ -342,6 +342,7 @@ class ReplicationServer:
                          theirs: dict[str, tuple[int, bytes]]) -> None:
         writer = session.writer
         loop = asyncio.get_running_loop()
+        hashed = 0  # bytes hashed on the loop since it last yielded
         for rel in sorted(theirs.keys() - caps.keys()):
             writer.write(wire.frame(Kind.S_DELETE, wire.s(rel)))
         for rel, cap in sorted(caps.items()):
@@ -361,8 +362,14 @@ class ReplicationServer:
                 offset = 0
                 if have is not None and have[0] <= cap:
                     size, digest = have
-                    mine = files.digest_fd(fd, size) if size <= SMALL else \
-                        await loop.run_in_executor(None, files.digest_fd, fd, size)
+                    if size <= SMALL:
+                        mine = files.digest_fd(fd, size)
+                        hashed += size
+                        if hashed > 16 * SMALL:  # many small files: let the loop breathe
+                            hashed = 0
+                            await asyncio.sleep(0)
+                    else:
+                        mine = await loop.run_in_executor(None, files.digest_fd, fd, size)
                     if mine == digest:
                         if size == cap:
                             continue
@@ -391,6 +398,8 @@ class ReplicationServer:
             now = loop.time()
             ping = wire.frame(Kind.PING, wire.u64(self.position))
             for session in list(self._live):
+                if session.state == "syncing":  # a long sync is not silence
+                    session.writer.write(ping)
                 if session.state != "streaming":
                     continue
                 if now - session.last_ack > self.dead_after:

@@ -8,10 +8,12 @@ byte-identical copies (sha256 of every replicated file).
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
-from replication_helpers import LeaderNode, caught_up, follower, identical
+from replication_helpers import SECRET, LeaderNode, caught_up, follower, identical
 
 from broker.cluster import files
 from broker.cluster.follower import AuthFailed, EpochRefused
@@ -241,4 +243,46 @@ async def test_changes_between_the_snapshot_and_the_read_are_neither_lost_nor_do
     identical(leader.data.path, client.root)
     assert client.sessions == 1
     await client.stop()
+    await leader.close()
+
+
+async def test_follower_process_sigkilled_mid_sync_then_restarted(tmp_path: Path) -> None:
+    """A real ``kill -9`` of a follower process in the middle of its full sync."""
+    leader = LeaderNode(tmp_path / "leader")
+    address = await leader.start()
+    fill(leader, 2, 1500, 4000)  # ~12 MB
+    await leader.sync()
+    root = tmp_path / "f1"
+    root.mkdir()
+    script = Path(__file__).with_name("follower_main.py")
+    args = [sys.executable, str(script), str(root), "rabbit@f1", SECRET.hex(), *map(str, address)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+
+    async def spawn() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    proc = await spawn()
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while sum(f.stat().st_size for f in root.rglob("*.seg")) < 2_000_000:
+            assert asyncio.get_running_loop().time() < deadline, "sync made no progress"
+            leader.publish("q0", b"during" * 100)  # the leader keeps writing
+            await asyncio.sleep(0.002)
+        assert "rabbit@f1" not in leader.server.tracker._followers or \
+            leader.server.tracker.acked_position("rabbit@f1") == 0  # not synced yet
+        proc.kill()
+        await proc.wait()
+        fill(leader, 1, 100, 3000)
+        proc = await spawn()
+        deadline = asyncio.get_running_loop().time() + 30
+        while leader.server.tracker.acked_position("rabbit@f1") < leader.server.position:
+            assert asyncio.get_running_loop().time() < deadline, "never caught up"
+            await leader.sync()
+            await asyncio.sleep(0.02)
+        identical(leader.data.path, root)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     await leader.close()
