@@ -32,10 +32,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from broker.message import Entry
-
 from .acks import AckLog
 from .cursor import LogCursor
+from .message import Entry
 from .record import F_EXPIRES, F_PERSISTENT, RecordError
 from .recovery import Seg, recover, unlink_segment_files
 from .segment import (

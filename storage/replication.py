@@ -19,7 +19,7 @@ Invariants:
   it byte for byte.
 - The default is no sink (``None``): storage tests ``is not None`` once per flushed buffer, so
   a node without replication pays nothing else.
-- ``rewrite`` from ``definitions.save`` runs on the thread that saves (an executor thread):
+- ``rewrite`` from ``definitions_file.save`` runs on the thread that saves (an executor thread):
   a sink must accept calls from any thread. Every other call comes from the event-loop thread.
 - Non-durable stores (scratch) never get a sink: their files are not replicated.
 """

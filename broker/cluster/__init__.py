@@ -14,7 +14,7 @@ How a node plugs them in:
   ``tracker = IsrTracker(node, keys.isr_writer(won, node), min_insync=..., ack_deadline=...,
   initial=<previous ISR>)`` and ``server = ReplicationServer(data_dir, node, won.epoch,
   await keys.secret(), tracker, host=..., port=...)``; set ``DataDir.sink = server`` and pass
-  ``sink=server`` to durable ``SegmentQueueStore``s and ``definitions.save``. A confirm waits
+  ``sink=server`` to durable ``SegmentQueueStore``s and ``definitions_file.save``. A confirm waits
   for the local fsync (``GroupCommit.when_durable``), then ``await
   server.wait_replicated(server.position, timeout)`` (taken after the fsync callback: the flush
   that fed the sink came first); ``NotReplicated`` -> nack, ``Fenced`` -> deposed: stop

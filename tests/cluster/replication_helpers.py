@@ -11,9 +11,9 @@ from broker.cluster.files import tree_digests
 from broker.cluster.follower import ReplicationClient
 from broker.cluster.isr import IsrTracker
 from broker.cluster.leader import ReplicationServer
-from broker.message import Entry, Message
-from storage import definitions
+from storage import definitions_file as definitions
 from storage.datadir import DataDir
+from storage.message import Entry, Message
 from storage.message_store import SegmentQueueStore
 from storage.sync import GroupCommit
 
@@ -49,7 +49,7 @@ class LeaderNode:
 
     def publish(self, name: str, body: bytes, persistent: bool = True) -> None:
         props = PERSISTENT if persistent else b"\x00\x00"
-        self.queue(name).push(Entry(next(self._seq), Message("ex", name, props, body)))
+        self.queue(name).push(Entry(next(self._seq), Message("ex", name, props, body, persistent)))
         self.published += 1
 
     def consume(self, name: str, count: int) -> int:

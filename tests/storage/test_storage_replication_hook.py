@@ -10,7 +10,7 @@ from pathlib import Path
 
 from storage_helpers import Factory, crash
 
-from storage import definitions
+from storage import definitions_file as definitions
 from storage.datadir import DataDir
 from storage.message_store import SegmentQueueStore
 
