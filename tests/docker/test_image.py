@@ -14,6 +14,7 @@ installed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -55,9 +56,14 @@ def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
     base = base_image(engine, tmp_path_factory.mktemp("base"))
     tag = "burrowmq-test:latest"
     began = time.monotonic()
-    engine.run("build", "-f", "docker/Dockerfile", "--build-arg", f"BASE={base}", "-t", tag,
-               ".", cwd=ROOT, timeout=900)
+    built = engine.run("build", "-f", "docker/Dockerfile", "--build-arg", f"BASE={base}", "-t",
+                       tag, ".", cwd=ROOT, timeout=900).stdout.decode()
     print(f"\nimage built in {time.monotonic() - began:.0f} s")
+    # .dockerignore keeps .venv/, data/ and the tests out of the build context
+    sent = re.search(r"Sending build context to Docker daemon\s+([\d.]+)([kMG]?B)", built)
+    assert sent, built[:2000]
+    size = float(sent.group(1)) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[sent.group(2)]
+    assert size < 3e6, sent.group(0)
     return tag
 
 
