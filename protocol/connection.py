@@ -59,6 +59,7 @@ _u16 = struct.Struct(">H")
 _u32 = struct.Struct(">I")
 _header_fields = struct.Struct(">HHQ")
 PUBLISH_INDEX = 0x003C0028
+PUBLISH_BYTES = b"\x00\x3c\x00\x28"
 MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
 
@@ -140,6 +141,10 @@ class ConnectionMachine:
         # After a frame too large or a bad frame end the stream cannot be followed any more:
         # what arrives is dropped unparsed (RabbitMQ stops reading and closes after 3 s).
         self.framing_lost = False
+        # Set by the session while a resource alarm is on: parsing stops before the first
+        # frame of a publish (method, header or body), which waits here (``content_held``).
+        self.hold_content = False
+        self.content_held = False
 
     # ---- state -------------------------------------------------------------------------
     def _to(self, state: State) -> None:
@@ -236,6 +241,7 @@ class ConnectionMachine:
         self._have = self._need = 0
         pos, end = 0, len(buf)
         need = 0
+        hold = self.hold_content
         try:
             if self.state is State.AWAIT_HEADER:
                 if end < 8:
@@ -256,6 +262,10 @@ class ConnectionMachine:
                 stop = pos + 7 + size
                 if stop >= end:
                     need = size + 8
+                    break
+                if hold and channel and (ftype == 2 or ftype == 3 or (
+                        ftype == 1 and buf[pos + 7:pos + 11] == PUBLISH_BYTES)):
+                    self.content_held = True
                     break
                 payload = buf[pos + 7:stop]
                 if buf[stop] != 0xCE:

@@ -16,8 +16,13 @@ runs unchanged. The table follows RabbitMQ's access-control guide:
 | basic.publish                       |           | exchange         |          |
 | basic.get, basic.consume, purge     |           |                  | queue    |
 
+Topic permissions (read on the binding key for bind / unbind with a topic source exchange,
+write on the routing key for a publish to a topic exchange) are checked through
+``broker.core.publishing``, as the management API's publish is.
+
 Publish answers are cached per connection (the auth store invalidates the cache on every
-change), so the publish path costs one set lookup.
+change), so the publish path costs one set lookup; a user without topic permissions in the
+vhost (``topic_rules`` false) pays nothing for them.
 """
 
 from __future__ import annotations
@@ -27,29 +32,34 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
-from protocol.errors import AccessRefused
+from broker.core import publishing
 
 if TYPE_CHECKING:
     from broker.core.users import AuthStore
+    from broker.core.vhost import VirtualHost
 
+TOPIC_CACHE = 1024  # (exchange, routing key) pairs remembered as allowed per connection
 
 
 class Authorizer:
-    def __init__(self, store: AuthStore, user: str, vhost: str) -> None:
+    def __init__(self, store: AuthStore, user: str, vhost: str,
+                 vhost_state: VirtualHost | None = None) -> None:
         self.store = store
         self.user = user
         self.vhost = vhost
+        self.vhost_state = vhost_state
         self.writable_exchanges: set[str] = set()
+        self.topic_rules = store.has_topic_permissions(user, vhost)
+        self._topics_allowed: set[tuple[str, str]] = set()
         store.watch(self)
 
     def invalidate(self) -> None:
         self.writable_exchanges.clear()
+        self._topics_allowed.clear()
+        self.topic_rules = self.store.has_topic_permissions(self.user, self.vhost)
 
     def require(self, what: str, kind: str, name: str) -> None:
-        if not self.store.allows(self.user, self.vhost, what, kind, name):
-            shown = "amq.default" if kind == "exchange" and name == "" else name
-            raise AccessRefused(f"{what} access to {kind} '{shown}' in vhost '{self.vhost}' "
-                                f"refused for user '{self.user}'")
+        publishing.require(self.store, self.user, self.vhost, what, kind, name)
 
     def check_publish(self, exchange: str) -> None:
         """The hot path: called for every publish whose exchange is not cached yet."""
@@ -57,6 +67,25 @@ class Authorizer:
             return
         self.require("write", "exchange", exchange)
         self.writable_exchanges.add(exchange)
+
+    def check_topic_write(self, exchange: Any, routing_key: str) -> None:
+        """Called for a publish only when ``topic_rules`` is set."""
+        key = (exchange.name, routing_key)
+        if key in self._topics_allowed:
+            return
+        publishing.require_topic(self.store, self.user, self.vhost, exchange, "write",
+                                 routing_key)
+        if len(self._topics_allowed) >= TOPIC_CACHE:
+            self._topics_allowed.clear()
+        self._topics_allowed.add(key)
+
+    def check_topic_read(self, exchange_name: str, binding_key: str) -> None:
+        if not self.topic_rules or self.vhost_state is None:
+            return
+        exchange = self.vhost_state.exchanges.get(exchange_name)
+        if exchange is not None:
+            publishing.require_topic(self.store, self.user, self.vhost, exchange, "read",
+                                     binding_key)
 
     def check_method(self, method: Any, last_queue: str | None) -> None:
         rule = RULES.get(type(method))
@@ -104,6 +133,7 @@ def _exchange_bind(a: Authorizer, m: C.Exchange.Bind | C.Exchange.Unbind, _lq: s
         return  # refused by the handler with RabbitMQ's default-exchange text
     a.require("write", "exchange", m.destination)
     a.require("read", "exchange", m.source)
+    a.check_topic_read(m.source, m.routing_key)
 
 
 def _queue_bind(a: Authorizer, m: C.Queue.Bind | C.Queue.Unbind, lq: str) -> None:
@@ -111,6 +141,8 @@ def _queue_bind(a: Authorizer, m: C.Queue.Bind | C.Queue.Unbind, lq: str) -> Non
         return
     a.require("write", "queue", m.queue or lq)
     a.require("read", "exchange", m.exchange)
+    # the binding key of ``queue.bind("", ..., "")`` is the last declared queue's name
+    a.check_topic_read(m.exchange, m.routing_key or ("" if m.queue else lq))
 
 
 def _read_queue(a: Authorizer, m: Any, lq: str) -> None:

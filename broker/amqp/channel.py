@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from broker.core import arguments as qargs
-from broker.core import replyto
+from broker.core import publishing, replyto
 from broker.core.messages import persistent_of
 from broker.core.queue import Consumer, Queue
 from protocol import codec
@@ -27,7 +27,6 @@ from protocol.errors import (
     CommandInvalid,
     InternalError,
     NotAllowed,
-    NotFound,
     NotImplemented_,
     PreconditionFailed,
 )
@@ -362,18 +361,14 @@ class Channel(TopologyHandlers):
 
     # ---- basic: publish ----------------------------------------------------------------
     def on_publish(self, ev: Publish) -> None:
+        """The rules of broker.core.publishing (the message size was checked on its header,
+        the write permission by the session), then routing."""
         if ev.immediate:
             raise NotImplemented_("immediate=true")
-        limit = self.session.host.config.max_message_size
-        if len(ev.body) > limit:
-            raise PreconditionFailed(f"message size {len(ev.body)} is larger than configured "
-                                     f"max size {limit}")
-        exchange = self.vhost.exchanges.get(ev.exchange)
-        if exchange is None:
-            raise NotFound(f"no exchange '{ev.exchange}' in vhost '{self.vhost.name}'")
-        if exchange.internal:
-            raise AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in vhost "
-                                f"'{self.vhost.name}'")
+        exchange = publishing.target_exchange(self.vhost, ev.exchange)
+        authz = self.session.authz
+        if authz is not None and authz.topic_rules:
+            authz.check_topic_write(exchange, ev.routing_key)
         props = ev.properties
         if props[0] & 0x02 and replyto.asks_direct_reply(props):
             if self.reply_address is None:
@@ -390,13 +385,7 @@ class Channel(TopologyHandlers):
         self._route(exchange, message, ev.mandatory)
 
     def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
-        queues = self.vhost.route(exchange, message.routing_key, message.properties)
-        if not queues and exchange is self.vhost.default_exchange and \
-                message.routing_key.startswith(replyto.PREFIX):
-            target = self.session.server.replies.lookup(message.routing_key)
-            if target is not None:
-                target.deliver_reply(message)
-                queues = (None,)
+        queues = publishing.route(self.vhost, exchange, message, self.session.server.replies)
         confirms = self.confirms
         if not queues:
             self.session.stats.drop_unroutable += not mandatory
@@ -407,7 +396,7 @@ class Channel(TopologyHandlers):
                     message.routing_key_raw))
                 self.machine.out.append(codec.content_frames(
                     self.number, message.properties, message.body, self.machine.frame_max))
-        elif queues == (None,):
+        elif queues is publishing.REPLIED:
             pass
         elif confirms is not None:
             seq = confirms.seq

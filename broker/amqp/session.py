@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
+from broker.core import publishing
 from broker.core.naming import server_properties
 from broker.core.stats import Counters
-from protocol import properties
-from protocol.codec import erlang_tuple
 from protocol.connection import ConnectionMachine
-from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed, PreconditionFailed
+from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed
 from protocol.events import (
     CloseTransport,
     Fault,
@@ -104,6 +103,9 @@ class Session:
         out = machine.out
         check_at = 64  # sum the output's size only when its list doubles: amortised O(1)
         self.input_held = False
+        # While an alarm is on, a publish waits unread in the machine (RabbitMQ blocks a
+        # connection at its first publish frame too, mid-message).
+        machine.hold_content = bool(self.alarms.active)
         events = machine.events()
         try:
             for event in events:
@@ -139,7 +141,10 @@ class Session:
         finally:
             events.close()
         self.flush_confirms()
-        if not self.published and machine.has_partial_content:
+        if machine.content_held:
+            machine.content_held = False
+            self.published = True
+        elif not self.published and machine.has_partial_content:
             # A message under way counts as publishing: an alarm blocks it mid-message.
             self.published = True
         if self.published and self.alarms.active and not self.blocked:
@@ -201,7 +206,7 @@ class Session:
         if not self.server.may_access(self.user, name):
             raise NotAllowed(f"access to vhost '{name}' refused for user '{self.user}'", 10, 40)
         self.vhost = vhost
-        self.authz = Authorizer(self.server.auth, self.user, name)
+        self.authz = Authorizer(self.server.auth, self.user, name, vhost)
         self.machine.open_ok()
         self.server.sessions.add(self)
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
@@ -241,15 +246,7 @@ class Session:
 
     # ---- broker hooks ------------------------------------------------------------------
     def check_publish(self, channel: Channel, message: Message) -> None:
-        props = message.properties
-        if props[:2] != b"\x00\x00":
-            expiration = properties.peek_expiration(props)
-            if expiration is not None:
-                validate_expiration(expiration)
-            user_id = properties.peek_shortstr(props, properties.USER_ID)
-            if user_id is not None and user_id != self.user:
-                raise PreconditionFailed(f"user_id property set to '{user_id}' but "
-                                         f"authenticated user was '{self.user}'")
+        publishing.check_properties(message.properties, self.user)
 
     # ---- output and flow ---------------------------------------------------------------
     def wake(self) -> None:
@@ -310,6 +307,8 @@ class Session:
             self.machine.send_method(0, C.Connection.Unblocked())
             self.wake()
         self.adapter.resume_reading("alarm")
+        self.input_held = True  # a publish may wait in the machine: handle it now
+        self.adapter.continue_input()
 
     def tick(self, now: float) -> bool:
         """Heartbeat duty; False when the peer has been silent too long."""
@@ -354,19 +353,3 @@ class Session:
         self.adapter.close_transport(delay)
 
 
-def validate_expiration(value: str) -> None:
-    digits = value
-    if not digits or not (digits[0].isdigit() or (digits[0] == "-" and digits[1:2].isdigit())):
-        raise PreconditionFailed(f"invalid expiration '{value}': no_integer")
-    end = 1
-    while end < len(digits) and digits[end].isdigit():
-        end += 1
-    number, rest = digits[:end], digits[end:]
-    if rest:
-        raise PreconditionFailed(f"invalid expiration '{value}': {{leftover_string,\"{rest}\"}}")
-    parsed = int(number)
-    if parsed < 0:
-        raise PreconditionFailed(f"invalid expiration '{value}': {{value_negative,{parsed}}}")
-    if parsed >= 2**32:
-        raise PreconditionFailed(erlang_tuple(f"invalid expiration '{value}': ",
-                                              "value_too_large", str(parsed)))

@@ -119,6 +119,11 @@ class AMQPProtocol(asyncio.Protocol):
         elif not self._write_paused:
             self.resume_reading("output")
 
+    def continue_input(self) -> None:
+        """Handle the input held in the machine on the next loop turn (after an unblock)."""
+        if not self._write_paused:
+            self.loop.call_soon(self._continue_input)
+
     def _continue_input(self) -> None:
         session = self.session
         if session is None or self._closing or self._lingering or self._write_paused \

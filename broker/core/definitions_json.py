@@ -15,9 +15,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import users
+from protocol.errors import AMQPError
+
+from . import users, validation
 from .naming import RABBITMQ_VERSION
 from .queue import Queue
+from .validation import Fields, InvalidInput
 
 if TYPE_CHECKING:
     from .server import Server
@@ -111,7 +114,7 @@ def export_all(server: Server) -> dict:
             "users": [u.as_json() for u in server.auth.users.values()],
             "vhosts": [vhost_json(server, name) for name in server.vhosts],
             "permissions": permissions_json(server),
-            "topic_permissions": list(server.auth.topic_permissions),
+            "topic_permissions": server.auth.topic_permissions_json(),
             "parameters": [], "global_parameters": [],
             "policies": policies_json(server),
             "queues": queues, "exchanges": exchanges, "bindings": bindings}
@@ -129,82 +132,117 @@ def export_vhost(server: Server, name: str) -> dict:
 
 
 # ---- import ----------------------------------------------------------------------------
-def _tags(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [t.strip() for t in value.split(",") if t.strip()]
-    return [str(t) for t in value or []]
-
-
-def import_users(server: Server, items: list[dict]) -> None:
+# Every section is checked as it is read (validation.Fields): a field of the wrong type, a
+# regex that does not compile, a broken password hash or an x-argument RabbitMQ would refuse
+# is a DefinitionsError naming the item, never an exception from deeper down. Import is not
+# atomic (neither is RabbitMQ's): what came before the bad item stays.
+def import_users(server: Server, items: list[Fields]) -> None:
     for item in items:
-        algorithm = item.get("hashing_algorithm") or users.HASHING_ALGORITHM
-        if "password_hash" in item:
-            server.auth.add_user(item["name"], tags=_tags(item.get("tags")),
-                                 password_hash=users.decode_hash(item["password_hash"]),
-                                 algorithm=algorithm)
+        name = item.str("name")
+        algorithm = item.str("hashing_algorithm", "") or users.HASHING_ALGORITHM
+        if algorithm not in users.DIGESTS:
+            raise InvalidInput(f"{item.where}: unknown hashing algorithm {algorithm}")
+        tags = item.tags()
+        if item.has("password_hash"):
+            try:
+                digest = users.decode_hash(item.str("password_hash"))
+            except ValueError:
+                raise InvalidInput(f"{item.where}.password_hash is not base64") from None
+            server.auth.add_user(name, tags=tags, password_hash=digest, algorithm=algorithm)
         else:
-            server.auth.add_user(item["name"], item.get("password", ""), _tags(item.get("tags")))
+            server.auth.add_user(name, item.str("password", ""), tags)
 
 
-def import_vhosts(server: Server, vhosts: list[dict]) -> None:
-    for item in vhosts:
-        meta = item.get("metadata") or {}
-        server.add_vhost(item["name"], item.get("description", meta.get("description", "")),
-                         _tags(item.get("tags", meta.get("tags"))),
-                         item.get("default_queue_type",
-                                  meta.get("default_queue_type", "classic")), acting_user="")
+def import_vhosts(server: Server, items: list[Fields]) -> None:
+    for item in items:
+        meta = Fields(item.dict("metadata"), f"{item.where}.metadata")
+        server.add_vhost(item.str("name"), item.str("description", meta.str("description", "")),
+                         item.tags() if item.has("tags") else meta.tags(),
+                         item.str("default_queue_type",
+                                  meta.str("default_queue_type", "classic")), acting_user="")
 
 
-def import_policies(server: Server, policies: list[dict], vhost: str | None = None) -> None:
-    for item in policies:
-        name = vhost or item["vhost"]
+def import_permissions(server: Server, items: list[Fields]) -> None:
+    for item in items:
+        user, vhost = item.str("user"), item.str("vhost")
+        perms = [item.regex(k, "") for k in ("configure", "write", "read")]
+        server.add_vhost(vhost, acting_user="")
+        server.auth.set_permissions(user, vhost, *perms)
+
+
+def import_topic_permissions(server: Server, items: list[Fields]) -> None:
+    for item in items:
+        user, vhost, exchange = item.str("user"), item.str("vhost"), item.str("exchange")
+        write, read = item.regex("write", ""), item.regex("read", "")
+        server.add_vhost(vhost, acting_user="")
+        server.auth.set_topic_permissions(user, vhost, exchange, write, read)
+
+
+def import_policies(server: Server, items: list[Fields], vhost: str | None = None) -> None:
+    for item in items:
+        name = vhost or item.str("vhost")
+        policy_name = item.str("name")
+        try:
+            pattern, definition, priority, apply_to = validation.check_policy(item)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{item.where}: {exc.reason}") from None
         server.add_vhost(name, acting_user="")
-        server.set_policy(name, item["name"], {
-            "pattern": item["pattern"], "apply-to": item.get("apply-to", "all"),
-            "priority": int(item.get("priority", 0)), "definition": item.get("definition", {})})
+        server.set_policy(name, policy_name, {"pattern": pattern, "apply-to": apply_to,
+                                              "priority": priority, "definition": definition})
 
 
 def import_topology(server: Server, data: dict, vhost: str | None = None) -> None:
-    for item in data.get("exchanges", []):
-        vh = server.add_vhost(vhost or item["vhost"], acting_user="")
-        vh.declare_exchange(item["name"], item.get("type", "direct"),
-                            durable=item.get("durable", True),
-                            auto_delete=item.get("auto_delete", False),
-                            internal=item.get("internal", False),
-                            arguments=item.get("arguments") or {})
-    for item in data.get("queues", []):
-        vh = server.add_vhost(vhost or item["vhost"], acting_user="")
-        vh.declare_queue(item["name"], durable=item.get("durable", True),
-                         auto_delete=item.get("auto_delete", False),
-                         arguments=item.get("arguments") or {})
-    for item in data.get("bindings", []):
-        vh = server.vhosts[vhost or item["vhost"]]
-        source = vh.exchange(item["source"])
-        if item.get("destination_type", "queue") == "queue":
-            dest: Any = vh.queue(item["destination"])
-        else:
-            dest = vh.exchange(item["destination"])
-        vh.bind(source, dest, item.get("routing_key", ""), item.get("arguments") or {})
+    for item in validation.items(data, "exchanges"):
+        vh = server.add_vhost(vhost or item.str("vhost"), acting_user="")
+        vh.declare_exchange(item.str("name"), item.str("type", "direct"),
+                            durable=item.bool("durable", True),
+                            auto_delete=item.bool("auto_delete", False),
+                            internal=item.bool("internal", False),
+                            arguments=item.dict("arguments"))
+    for item in validation.items(data, "queues"):
+        vh = server.add_vhost(vhost or item.str("vhost"), acting_user="")
+        vh.declare_queue(item.str("name"), durable=item.bool("durable", True),
+                         auto_delete=item.bool("auto_delete", False),
+                         arguments=item.dict("arguments"))
+    for item in validation.items(data, "bindings"):
+        vh = server.vhosts.get(vhost or item.str("vhost"))
+        if vh is None:
+            raise InvalidInput(f"{item.where}: no vhost '{item.str('vhost')}'")
+        source = vh.exchange(item.str("source"))
+        kind = item.choice("destination_type", "queue", ("queue", "exchange"),
+                           "destination type")
+        dest: Any = vh.queue(item.str("destination")) if kind == "queue" \
+            else vh.exchange(item.str("destination"))
+        vh.bind(source, dest, item.str("routing_key", ""), item.dict("arguments"))
 
 
+def _importing(fn: Any) -> Any:
+    """Any failure of an import becomes one DefinitionsError line."""
+    def run(*args: Any) -> None:
+        try:
+            fn(*args)
+        except DefinitionsError:
+            raise
+        except InvalidInput as exc:
+            raise DefinitionsError(str(exc.reason)) from None
+        except AMQPError as err:
+            raise DefinitionsError(err.text) from None
+        except (KeyError, TypeError, ValueError, users.UnknownUser) as exc:
+            raise DefinitionsError(f"malformed definitions: {exc}") from None
+    return run
+
+
+@_importing
 def import_all(server: Server, data: dict) -> None:
-    try:
-        import_users(server, data.get("users", []))
-        import_vhosts(server, data.get("vhosts", []))
-        for item in data.get("permissions", []):
-            server.add_vhost(item["vhost"], acting_user="")
-            server.auth.set_permissions(item["user"], item["vhost"], item.get("configure", ""),
-                                        item.get("write", ""), item.get("read", ""))
-        server.auth.topic_permissions.extend(data.get("topic_permissions", []))
-        import_policies(server, data.get("policies", []))
-        import_topology(server, data)
-    except (KeyError, TypeError, users.UnknownUser) as exc:
-        raise DefinitionsError(f"malformed definitions: missing or wrong {exc}") from None
+    import_users(server, validation.items(data, "users"))
+    import_vhosts(server, validation.items(data, "vhosts"))
+    import_permissions(server, validation.items(data, "permissions"))
+    import_topic_permissions(server, validation.items(data, "topic_permissions"))
+    import_policies(server, validation.items(data, "policies"))
+    import_topology(server, data)
 
 
+@_importing
 def import_vhost(server: Server, name: str, data: dict) -> None:
-    try:
-        import_policies(server, data.get("policies", []), name)
-        import_topology(server, data, name)
-    except (KeyError, TypeError) as exc:
-        raise DefinitionsError(f"malformed definitions: missing or wrong {exc}") from None
+    import_policies(server, validation.items(data, "policies"), name)
+    import_topology(server, data, name)

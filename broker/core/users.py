@@ -9,11 +9,18 @@ Invariants:
 - Permission checks on a resource named ``""`` of kind exchange use ``amq.default``.
 - Every change that can alter an authorization answer bumps ``generation`` and calls
   ``invalidate()`` on every watcher (the per-connection caches of ``access.Authorizer``).
+- Topic permissions (RabbitMQ 3.7+) are per user, vhost and exchange: a write and a read
+  regular expression matched against a routing key (write: basic.publish) or a binding key
+  (read: queue.bind / exchange.bind and unbind), for topic exchanges only. None set for that
+  exchange means allowed. Before matching, ``{username}``, ``{vhost}`` (and any other variable
+  the caller knows, e.g. an MQTT ``{client_id}``) are replaced in the pattern as plain text,
+  as RabbitMQ does (``expand_topic_permission``); an unknown variable stays as written.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -88,6 +95,32 @@ class Permission:
         return pattern.search(name) is not None
 
 
+@dataclass
+class TopicPermission:
+    write: str = ".*"
+    read: str = ".*"
+
+    def allows(self, what: str, routing_key: str, variables: dict[str, str]) -> bool:
+        source = getattr(self, what) or "^$"
+        for name, value in variables.items():
+            source = source.replace("{" + name + "}", value)
+        return compiled(source).search(routing_key) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled(source: str) -> re.Pattern[str]:
+    return re.compile(source)
+
+
+def check_regex(source: str) -> str | None:
+    """None when ``source`` compiles, else the reason (what RabbitMQ refuses at set time)."""
+    try:
+        re.compile(source)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return str(exc)
+    return None
+
+
 class UnknownUser(KeyError):
     """The named user does not exist."""
 
@@ -98,7 +131,8 @@ class AuthStore:
     def __init__(self, loopback_users: tuple[str, ...] = ("guest",)) -> None:
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
-        self.topic_permissions: list[dict] = []
+        # (user, vhost) -> exchange -> patterns
+        self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}
         self.loopback_users = set(loopback_users)
         self.generation = 0
         self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -128,6 +162,8 @@ class AuthStore:
             raise UnknownUser(name)
         for key in [k for k in self.permissions if k[0] == name]:
             del self.permissions[key]
+        for key in [k for k in self.topic_permissions if k[0] == name]:
+            del self.topic_permissions[key]
         self._changed()
 
     def user(self, name: str) -> User:
@@ -164,6 +200,8 @@ class AuthStore:
     def forget_vhost(self, vhost: str) -> None:
         for key in [k for k in self.permissions if k[1] == vhost]:
             del self.permissions[key]
+        for key in [k for k in self.topic_permissions if k[1] == vhost]:
+            del self.topic_permissions[key]
         self._changed()
 
     def may_access(self, user: str, vhost: str) -> bool:
@@ -176,3 +214,39 @@ class AuthStore:
         if kind == "exchange" and name == "":
             name = "amq.default"
         return perm.allows(what, name)
+
+    # ---- topic permissions -------------------------------------------------------------
+    def set_topic_permissions(self, user: str, vhost: str, exchange: str, write: str,
+                              read: str) -> None:
+        self.user(user)
+        self.topic_permissions.setdefault((user, vhost), {})[exchange] = \
+            TopicPermission(write, read)
+        self._changed()
+
+    def clear_topic_permissions(self, user: str, vhost: str, exchange: str | None = None) -> None:
+        """All of a user's topic permissions in a vhost, or those of one exchange."""
+        found = self.topic_permissions.get((user, vhost))
+        if found is None:
+            return
+        if exchange is None:
+            found.clear()
+        else:
+            found.pop(exchange, None)
+        if not found:
+            del self.topic_permissions[(user, vhost)]
+        self._changed()
+
+    def topic_permissions_json(self) -> list[dict]:
+        """Every topic permission in the management API's and definitions' shape."""
+        return [{"user": user, "vhost": vhost, "exchange": exchange, "write": p.write,
+                 "read": p.read}
+                for (user, vhost), by_exchange in sorted(self.topic_permissions.items())
+                for exchange, p in sorted(by_exchange.items())]
+
+    def has_topic_permissions(self, user: str, vhost: str) -> bool:
+        return (user, vhost) in self.topic_permissions
+
+    def topic_allows(self, user: str, vhost: str, exchange: str, what: str, routing_key: str,
+                     variables: dict[str, str]) -> bool:
+        perm = self.topic_permissions.get((user, vhost), {}).get(exchange)
+        return perm is None or perm.allows(what, routing_key, variables)

@@ -8,8 +8,8 @@ data directory, then apply the default user and the configured definitions file.
 - ``boot_definitions``: as in RabbitMQ, a definitions file that lists users replaces the
   default user; unlike RabbitMQ, one that lists none keeps it (so importing only topology
   cannot lock everyone out). The default user is created only on a node that has none.
-- ``snapshot`` is the durable definitions document the stores save: topology plus users and
-  permissions.
+- ``snapshot`` is the durable definitions document the stores save: topology plus users,
+  permissions and topic permissions.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import shutil
 from typing import TYPE_CHECKING
 
-from broker.core import definitions_json, durable_topology
+from broker.core import definitions_json, durable_topology, validation
 
 if TYPE_CHECKING:
     from broker.core.server import Server
@@ -33,6 +33,7 @@ def snapshot(server: Server) -> dict:
     doc = durable_topology.snapshot(server)
     doc["users"] = [u.as_json() for u in server.auth.users.values()]
     doc["permissions"] = definitions_json.permissions_json(server)
+    doc["topic_permissions"] = server.auth.topic_permissions_json()
     return doc
 
 
@@ -40,11 +41,15 @@ def recover(server: Server, stores: Stores) -> None:
     doc = stores.load_definitions()
     with server.restoring():
         durable_topology.restore(server, doc)
-        definitions_json.import_users(server, doc.get("users", []))
+        definitions_json.import_users(server, validation.items(doc, "users"))
         for item in doc.get("permissions", []):
             if item["user"] in server.auth.users and item["vhost"] in server.vhosts:
                 server.auth.set_permissions(item["user"], item["vhost"], item["configure"],
                                             item["write"], item["read"])
+        for item in doc.get("topic_permissions", []):
+            if item["user"] in server.auth.users and item["vhost"] in server.vhosts:
+                server.auth.set_topic_permissions(item["user"], item["vhost"], item["exchange"],
+                                                  item["write"], item["read"])
     known = {(v.name, q.name) for v in server.vhosts.values() for q in v.queues.values()}
     for path, owner in stores.data.queue_dirs().items():
         if owner not in known:

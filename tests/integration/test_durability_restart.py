@@ -10,6 +10,7 @@ directory.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -480,3 +481,31 @@ def test_vhost_added_at_runtime_comes_back_with_its_queues(tmp_path) -> None:
         conn.close()
     finally:
         second.stop()
+
+
+
+def test_topic_permissions_survive_a_restart(brokers, tmp_path) -> None:
+    defs = tmp_path / "defs.json"
+    defs.write_text(json.dumps({
+        "users": [{"name": "tp", "password": "tp", "tags": "administrator"}],
+        "vhosts": [{"name": "/"}],
+        "permissions": [{"user": "tp", "vhost": "/", "configure": ".*", "write": ".*",
+                         "read": ".*"}],
+        "topic_permissions": [{"user": "tp", "vhost": "/", "exchange": "amq.topic",
+                               "write": "^ok", "read": ".*"}]}))
+    broker = brokers("--load-definitions", str(defs))
+    deadline = time.monotonic() + 3
+    while not saved_definitions(broker.data_dir).get("topic_permissions"):
+        assert time.monotonic() < deadline, "topic permissions not saved"
+        time.sleep(0.05)
+    broker.terminate()
+    broker = brokers()  # no definitions file this time: what was saved comes back
+    params = pika.ConnectionParameters("127.0.0.1", broker.port,
+                                       credentials=pika.PlainCredentials("tp", "tp"))
+    with pika.BlockingConnection(params) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("amq.topic", "ok.1", b"allowed")
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+            ch.basic_publish("amq.topic", "no.1", b"refused")
+        assert info.value.reply_code == 403

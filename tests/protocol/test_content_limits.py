@@ -153,3 +153,33 @@ def test_size_0_message_is_not_counted():
     assert len(events) == 1 and isinstance(events[0], Publish)
     events = feed(m, queue_declare(2))
     assert isinstance(events[0], Method) and isinstance(events[0].method, C.Queue.Declare)
+
+
+def test_hold_content_stops_before_the_first_publish_frame():
+    m = open_machine()
+    open_channel(m, 1)
+    m.hold_content = True
+    data = queue_declare(1) + publish(1) + content_header(1, 3) + body(1, b"abc") \
+        + queue_declare(1)
+    events = feed(m, data)
+    # the declare before it is handled; the publish and what follows wait in the machine
+    assert len(events) == 1 and isinstance(events[0].method, C.Queue.Declare)
+    assert m.content_held and not m.has_partial_content
+    assert feed(m, b"") == [] and m.content_held  # still held while the alarm lasts
+    m.content_held = False
+    m.hold_content = False
+    events = feed(m, b"")
+    assert [type(e).__name__ for e in events] == ["Publish", "Method"]
+    assert events[0].body == b"abc"
+
+
+def test_hold_content_mid_message_keeps_the_rest_unread():
+    m = open_machine()
+    open_channel(m, 1)
+    assert feed(m, publish(1) + content_header(1, 6) + body(1, b"abc")) == []
+    m.hold_content = True
+    assert feed(m, body(1, b"def")) == [] and m.content_held
+    assert held(m) == 3  # only what arrived before the alarm
+    m.hold_content = False
+    events = feed(m, b"")
+    assert len(events) == 1 and events[0].body == b"abcdef"

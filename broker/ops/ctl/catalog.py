@@ -67,6 +67,17 @@ COMMANDS: dict[str, Spec] = {
     "list_vhosts": Spec("Access Control", "Lists virtual hosts", LIST_COLUMNS, 0, None),
     "set_permissions": Spec("Access Control", "Sets user permissions for a vhost",
                             "[--vhost <vhost>] <username> <conf> <write> <read>", 4, 4),
+    "clear_topic_permissions": Spec("Access Control", "Clears user topic permissions for a "
+                                    "vhost or exchange",
+                                    "[--vhost <vhost>] <username> [<exchange>]", 1, 2),
+    "list_topic_permissions": Spec("Access Control", "Lists topic permissions in a virtual "
+                                   "host", VHOST_LIST, 0, None),
+    "list_user_topic_permissions": Spec("Access Control", "Lists user topic permissions",
+                                        "[--no-table-headers] <username> "
+                                        "[--timeout <timeout>]", 1, 1),
+    "set_topic_permissions": Spec("Access Control", "Sets topic permissions for an exchange",
+                                  "[--vhost <vhost>] <username> <exchange> <write> <read>",
+                                  4, 4),
     # Monitoring, observability and health checks
     "list_bindings": Spec("Monitoring, observability and health checks",
                           "Lists all bindings on a vhost", VHOST_LIST, 0, None),

@@ -72,6 +72,32 @@ def clear_permissions(client: Client, out: Output, args: Any) -> None:
     client.call("DELETE", f"/permissions/{q(args.vhost)}/{q(user)}", missing="")
 
 
+def set_topic_permissions(client: Client, out: Output, args: Any) -> None:
+    user, exchange, write, read = args.positional[:4]
+    out.info(f'Setting topic permissions on "{exchange}" for user "{user}" in vhost '
+             f'"{args.vhost}" ...')
+    _check_user_and_vhost(client, user, args.vhost)
+    client.call("PUT", f"/topic-permissions/{q(args.vhost)}/{q(user)}",
+                {"exchange": exchange, "write": write, "read": read})
+
+
+def clear_topic_permissions(client: Client, out: Output, args: Any) -> None:
+    user, *exchange = args.positional
+    where = f'on "{exchange[0]}" ' if exchange else ""
+    out.info(f'Clearing topic permissions {where}for user "{user}" in vhost "{args.vhost}" ...')
+    _check_user_and_vhost(client, user, args.vhost)
+    path = f"/topic-permissions/{q(args.vhost)}/{q(user)}"
+    client.call("DELETE", path + (f"/{q(exchange[0])}" if exchange else ""), missing="")
+
+
+def _check_user_and_vhost(client: Client, user: str, vhost: str) -> None:
+    """rabbitmqctl's exit codes: 67 for a missing user, 69 for a missing vhost."""
+    if user not in {u["name"] for u in client.get("/users")}:
+        raise CtlError(f"User {user} does not exist", EX_NOUSER)
+    if vhost not in {v["name"] for v in client.get("/vhosts")}:
+        raise CtlError(f"Virtual host {vhost} does not exist", 69)
+
+
 def add_vhost(client: Client, out: Output, args: Any) -> None:
     vhost = args.positional[0]
     out.info(f'Adding vhost "{vhost}" ...')
@@ -190,6 +216,8 @@ COMMANDS: dict[str, Command] = {
     "add_user": add_user, "delete_user": delete_user, "change_password": change_password,
     "set_user_tags": set_user_tags, "authenticate_user": authenticate_user,
     "set_permissions": set_permissions, "clear_permissions": clear_permissions,
+    "set_topic_permissions": set_topic_permissions,
+    "clear_topic_permissions": clear_topic_permissions,
     "add_vhost": add_vhost, "delete_vhost": delete_vhost, "set_policy": set_policy,
     "clear_policy": clear_policy, "purge_queue": purge_queue, "delete_queue": delete_queue,
     "export_definitions": export_definitions, "import_definitions": import_definitions,

@@ -72,12 +72,19 @@ LISTS: dict[str, ListSpec] = {
     "list_user_permissions": ListSpec("/users/{user}/permissions",
                                       ("vhost", "configure", "write", "read"),
                                       'Listing permissions for user "{user}" ...'),
+    "list_topic_permissions": ListSpec("/vhosts/{vhost}/topic-permissions",
+                                       ("user", "exchange", "write", "read"),
+                                       'Listing topic permissions for vhost "{raw}" ...'),
+    "list_user_topic_permissions": ListSpec("/users/{user}/topic-permissions",
+                                            ("vhost", "exchange", "write", "read"),
+                                            'Listing topic permissions for user "{user}" ...'),
     "list_policies": ListSpec("/policies/{vhost}", ("vhost", "name", "pattern", "apply-to",
                                                     "definition", "priority"),
                               'Listing policies for vhost "{raw}" ...', _policy),
 }
 
 
+PER_USER = ("list_user_permissions", "list_user_topic_permissions")
 TIMED = ("list_queues", "list_exchanges", "list_bindings", "list_connections", "list_channels",
          "list_consumers")
 
@@ -86,7 +93,7 @@ def run_list(name: str, client: Client, out: Output, vhost: str, columns: list[s
     spec = LISTS[name]
     user = ""
     missing = f"Virtual host '{vhost}' does not exist"
-    if name == "list_user_permissions":  # the one list whose argument is not a column
+    if name in PER_USER:  # the lists whose argument is a user, not a column
         user, columns = columns[0], []
         out.info(spec.info.format(user=user))
         missing = f'User "{user}" does not exist'
@@ -98,6 +105,8 @@ def run_list(name: str, client: Client, out: Output, vhost: str, columns: list[s
             err.code = 69  # rabbitmqctl's code for {no_such_user, ...}
         raise
     if user:
+        if name == "list_user_topic_permissions":
+            out.headers = False  # rabbitmqctl prints this one without a header row
         out.table(list(spec.columns), rows)
         return
     chosen = columns or list(spec.columns)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.amqp.session import open_sessions
-from broker.core import definitions_json, users
+from broker.core import definitions_json, users, validation
 from broker.core.users import UnknownUser
 
 from . import fmt
 from .util import (
     USER_KEY,
     bad_request,
+    body_fields,
     body_json,
     list_reply,
     no_content,
@@ -60,16 +61,17 @@ async def put_vhost(request: web.Request) -> web.Response:
     require_admin(request)
     server = server_of(request)
     name = request.match_info["vhost"]
-    body = await body_json(request)
+    body = await body_fields(request)
     existed = name in server.vhosts
-    tags = body.get("tags", [])
-    tags = [t for t in tags.split(",") if t] if isinstance(tags, str) else list(tags)
-    server.add_vhost(name, body.get("description", ""), tags,
-                     body.get("default_queue_type", "classic"), acting_user=request[USER_KEY])
+    tags = body.tags()
+    description = body.str("description", "")
+    server.add_vhost(name, description, tags, body.str("default_queue_type", "classic"),
+                     acting_user=request[USER_KEY])
     if existed:
         meta = server.vhost_meta[name]
-        meta.update({k: v for k, v in (("description", body.get("description")),
-                                       ("tags", tags if "tags" in body else None))
+        meta.update({k: v for k, v in (("description", description if body.has("description")
+                                        else None),
+                                       ("tags", tags if body.has("tags") else None))
                      if v is not None})
     return no_content() if existed else web.Response(status=201)
 
@@ -115,19 +117,20 @@ async def put_user(request: web.Request) -> web.Response:
     require_admin(request)
     store = server_of(request).auth
     name = request.match_info["user"]
-    body = await body_json(request)
-    tags = body.get("tags", "")
-    tags = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) \
-        else [str(t) for t in tags]
+    body = await body_fields(request)
+    tags = body.tags()
     existed = name in store.users
-    algorithm = body.get("hashing_algorithm") or users.HASHING_ALGORITHM
+    algorithm = body.str("hashing_algorithm", "") or users.HASHING_ALGORITHM
     if algorithm not in users.DIGESTS:
         raise bad_request(f"unknown hashing algorithm {algorithm}")
-    if "password" in body:
-        store.add_user(name, body["password"], tags, algorithm=algorithm)
-    elif "password_hash" in body:
-        store.add_user(name, tags=tags, password_hash=users.decode_hash(body["password_hash"]),
-                       algorithm=algorithm)
+    if body.has("password"):
+        store.add_user(name, body.str("password"), tags, algorithm=algorithm)
+    elif body.has("password_hash"):
+        try:
+            digest = users.decode_hash(body.str("password_hash"))
+        except ValueError:
+            raise bad_request("password_hash is not base64") from None
+        store.add_user(name, tags=tags, password_hash=digest, algorithm=algorithm)
     elif existed:
         store.set_tags(name, tags)
     else:
@@ -149,8 +152,11 @@ async def delete_user(request: web.Request) -> web.Response:
 async def bulk_delete_users(request: web.Request) -> web.Response:
     require_admin(request)
     store = server_of(request).auth
-    for name in (await body_json(request)).get("users", []):
-        if name in store.users:
+    names = (await body_fields(request)).data.get("users") or []
+    if not isinstance(names, list):
+        raise bad_request("users should be a list of user names")
+    for name in names:
+        if isinstance(name, str) and name in store.users:
             store.delete_user(name)
     return no_content()
 
@@ -197,12 +203,10 @@ async def put_permission(request: web.Request) -> web.Response:
     vhost, user = request.match_info["vhost"], request.match_info["user"]
     if vhost not in server.vhosts or user not in server.auth.users:
         raise bad_request("vhost_or_user_not_found")
-    body = await body_json(request)
+    body = await body_fields(request)
     existed = (user, vhost) in server.auth.permissions
-    try:
-        server.auth.set_permissions(user, vhost, *(str(body[k]) for k in users.PERMISSIONS))
-    except KeyError as exc:
-        raise bad_request(f"[{{key_missing,{exc.args[0]}}}]") from None
+    body.missing(*users.PERMISSIONS)
+    server.auth.set_permissions(user, vhost, *(body.regex(k) for k in users.PERMISSIONS))
     return no_content() if existed else web.Response(status=201)
 
 
@@ -217,10 +221,71 @@ async def delete_permission(request: web.Request) -> web.Response:
     return no_content()
 
 
+# ---- topic permissions (RabbitMQ 3.13's rabbit_mgmt_wm_topic_permission*) ------------------
+def _topic_perms(request: web.Request, user: str | None = None,
+                 vhost: str | None = None) -> list[dict]:
+    return [p for p in server_of(request).auth.topic_permissions_json()
+            if (user is None or p["user"] == user) and (vhost is None or p["vhost"] == vhost)]
+
+
 @routes.get("/api/topic-permissions")
 async def topic_permissions(request: web.Request) -> web.Response:
     require_admin(request)
-    return list_reply(request, list(server_of(request).auth.topic_permissions))
+    return list_reply(request, _topic_perms(request))
+
+
+@routes.get("/api/users/{user}/topic-permissions")
+async def user_topic_permissions(request: web.Request) -> web.Response:
+    require_admin(request)
+    if request.match_info["user"] not in server_of(request).auth.users:
+        raise not_found()
+    return list_reply(request, _topic_perms(request, user=request.match_info["user"]))
+
+
+@routes.get("/api/vhosts/{vhost}/topic-permissions")
+async def vhost_topic_permissions(request: web.Request) -> web.Response:
+    require_admin(request)
+    vhost = vhost_of(request).name
+    return list_reply(request, [{"vhost": p["vhost"], "user": p["user"],
+                                 "exchange": p["exchange"], "write": p["write"],
+                                 "read": p["read"]}
+                                for p in _topic_perms(request, vhost=vhost)])
+
+
+@routes.get("/api/topic-permissions/{vhost}/{user}")
+async def show_topic_permission(request: web.Request) -> web.Response:
+    require_admin(request)
+    found = _topic_perms(request, request.match_info["user"], request.match_info["vhost"])
+    if not found:
+        raise not_found()
+    return reply(found)
+
+
+@routes.put("/api/topic-permissions/{vhost}/{user}")
+async def put_topic_permission(request: web.Request) -> web.Response:
+    require_admin(request)
+    server = server_of(request)
+    vhost, user = request.match_info["vhost"], request.match_info["user"]
+    if vhost not in server.vhosts or user not in server.auth.users:
+        raise bad_request("vhost_or_user_not_found")
+    body = await body_fields(request)
+    body.missing("exchange", "write", "read")
+    exchange, write, read = body.str("exchange"), body.regex("write"), body.regex("read")
+    existed = bool(_topic_perms(request, user, vhost))
+    server.auth.set_topic_permissions(user, vhost, exchange, write, read)
+    return no_content() if existed else web.Response(status=201)
+
+
+@routes.delete("/api/topic-permissions/{vhost}/{user}")
+@routes.delete("/api/topic-permissions/{vhost}/{user}/{exchange}")
+async def delete_topic_permission(request: web.Request) -> web.Response:
+    require_admin(request)
+    server = server_of(request)
+    user, vhost = request.match_info["user"], request.match_info["vhost"]
+    if not _topic_perms(request, user, vhost):
+        raise not_found()
+    server.auth.clear_topic_permissions(user, vhost, request.match_info.get("exchange"))
+    return no_content()
 
 
 # ---- policies ----------------------------------------------------------------------------
@@ -243,7 +308,6 @@ async def show_policy(request: web.Request) -> web.Response:
     raise not_found()
 
 
-APPLY_TO = ("all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams")
 
 
 @routes.put("/api/policies/{vhost}/{name}")
@@ -251,17 +315,11 @@ async def put_policy(request: web.Request) -> web.Response:
     require_policymaker(request)
     server = server_of(request)
     vhost, name = vhost_of(request).name, request.match_info["name"]
-    body = await body_json(request)
-    if "pattern" not in body or not isinstance(body.get("definition"), dict):
-        raise bad_request("[{key_missing,pattern}]" if "pattern" not in body
-                          else "[{key_missing,definition}]")
-    apply_to = body.get("apply-to", "all")
-    if apply_to not in APPLY_TO:
-        raise bad_request(f"Validation failed\n\n'{apply_to}' is not a valid apply-to value")
+    body = await body_fields(request)
+    pattern, definition, priority, apply_to = validation.check_policy(body)
     existed = name in server.policies.get(vhost, {})
-    server.set_policy(vhost, name, {"pattern": str(body["pattern"]), "apply-to": apply_to,
-                                    "priority": int(body.get("priority", 0)),
-                                    "definition": body["definition"]})
+    server.set_policy(vhost, name, {"pattern": pattern, "apply-to": apply_to,
+                                    "priority": priority, "definition": definition})
     return no_content() if existed else web.Response(status=201)
 
 
@@ -319,6 +377,4 @@ async def post_definitions(request: web.Request) -> web.Response:
             definitions_json.import_all(server, body)
     except definitions_json.DefinitionsError as exc:
         raise bad_request(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - AMQP rule violations in the document
-        raise bad_request(getattr(exc, "text", str(exc))) from None
     return no_content()

@@ -8,22 +8,29 @@ becomes 400 ``bad_request`` with the error's text (RabbitMQ's management API doe
 from __future__ import annotations
 
 import base64
+import struct
 from typing import Any
 
 from aiohttp import web
 
+from broker.core import publishing
 from broker.core.messages import new_message
 from broker.core.queue import Queue
+from broker.core.validation import Fields
 from protocol import properties as props_codec
 from protocol.errors import AMQPError
 
 from . import fmt
 from .util import (
+    USER_KEY,
     bad_request,
-    body_json,
+    body_fields,
+    error,
     list_reply,
     no_content,
+    node_of,
     not_found,
+    query_bool,
     reply,
     server_of,
     vhost_of,
@@ -68,64 +75,114 @@ async def show_exchange(request: web.Request) -> web.Response:
 async def declare_exchange(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     name = request.match_info["exchange"]
-    body = await body_json(request)
+    body = await body_fields(request)
     existed = name in vhost.exchanges
-    _amqp(vhost.declare_exchange, name, body.get("type", "direct"),
-          durable=bool(body.get("durable", True)), auto_delete=bool(body.get("auto_delete")),
-          internal=bool(body.get("internal")), arguments=body.get("arguments") or {})
+    _amqp(vhost.declare_exchange, name, body.str("type", "direct"),
+          durable=body.bool("durable", True), auto_delete=body.bool("auto_delete", False),
+          internal=body.bool("internal", False), arguments=body.dict("arguments"))
     return no_content() if existed else web.Response(status=201)
 
 
 @routes.delete("/api/exchanges/{vhost}/{exchange}")
 async def delete_exchange(request: web.Request) -> web.Response:
     ex = _exchange(request)
-    _amqp(vhost_of(request).delete_exchange, ex.name, request.query.get("if-unused") == "true")
+    _amqp(vhost_of(request).delete_exchange, ex.name, query_bool(request, "if-unused"))
     return no_content()
 
 
 @routes.post("/api/exchanges/{vhost}/{exchange}/publish")
 async def publish(request: web.Request) -> web.Response:
+    """basic.publish over HTTP, through broker.core.publishing as AMQP's: the user's write
+    permission, the exchange (404, internal 403), topic permission, max message size, the
+    user_id and expiration properties, resource alarms, then routing (alternate exchanges,
+    direct reply-to) and the queues' limits; counted as a publish. Errors are RabbitMQ's
+    ``400 {"reason": "<code> <text>"}``."""
     vhost = vhost_of(request)
-    ex = _exchange(request)
-    body = await body_json(request)
-    for key in ("routing_key", "payload", "payload_encoding", "properties"):
-        if key not in body:
-            raise bad_request(f"{key} missing")
-    raw_props = encode_properties(body["properties"] or {})
-    data = decode_payload(body["payload"], body["payload_encoding"])
-    message = new_message(ex.name, body["routing_key"], raw_props, data)
-    queues = vhost.route(ex, message.routing_key, raw_props)
-    for queue in queues:
-        queue.publish(message)
-    server_of(request).retired.publish += 1
+    name = request.match_info["exchange"]
+    name = "" if name == "amq.default" else name
+    body = await body_fields(request)
+    body.missing("routing_key", "properties", "payload", "payload_encoding")
+    routing_key = body.str("routing_key")
+    props = encode_properties(Fields(body.dict("properties"), "properties"))
+    data = decode_payload(body.data["payload"], body.data["payload_encoding"])
+    server, node = server_of(request), node_of(request)
+    user = request[USER_KEY]
+    try:
+        publishing.check_size(len(data), node.config.max_message_size)
+        publishing.require(server.auth, user, vhost.name, "write", "exchange", name)
+        exchange = publishing.target_exchange(vhost, name)
+        publishing.require_topic(server.auth, user, vhost.name, exchange, "write", routing_key)
+        publishing.check_properties(props, user)
+    except AMQPError as err:
+        raise bad_request(f"{err.code} {err.reply_text}") from None
+    if node.alarms.active:
+        # an AMQP publisher would be blocked (connection.blocked); HTTP cannot wait that long
+        raise error(503, "service_unavailable", f"publishing is blocked: "
+                    f"{node.alarms.reason}")
+    message = new_message(exchange.name, routing_key, props, data)
+    queues = publishing.route(vhost, exchange, message, server.replies)
+    if queues is not publishing.REPLIED:
+        for queue in queues:
+            queue.publish(message)
+    server.retired.publish += 1
+    if not queues:
+        server.retired.return_unroutable += 1  # RabbitMQ publishes mandatory=true here
     return reply({"routed": bool(queues)})
 
 
-def decode_payload(payload: Any, encoding: str) -> bytes:
+def decode_payload(payload: Any, encoding: Any) -> bytes:
+    if not isinstance(payload, str):
+        raise bad_request("payload_not_string")
     if encoding == "string":
-        return str(payload).encode()
+        return payload.encode()
     if encoding == "base64":
         try:
-            return base64.b64decode(payload)
+            return base64.b64decode(payload, validate=True)
         except ValueError:
-            raise bad_request("payload is not valid base64") from None
-    raise bad_request(f"payload_encoding must be string or base64, not {encoding!r}")
+            raise bad_request(["not_base64", payload]) from None
+    raise bad_request(["unsupported_encoding", encoding])
 
 
-def encode_properties(props: dict) -> bytes:
-    if not props:
+PROPERTY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "content_type": str, "content_encoding": str, "headers": dict, "delivery_mode": int,
+    "priority": int, "correlation_id": str, "reply_to": str, "expiration": str,
+    "message_id": str, "timestamp": int, "type": str, "user_id": str, "app_id": str,
+    "cluster_id": str}
+
+
+def encode_properties(props: Fields) -> bytes:
+    """The publish body's ``properties`` as AMQP property bytes; RabbitMQ's ``not_int`` for a
+    numeric one that is not a number, 400 for any other wrong type or unknown name."""
+    if not props.data:
         return props_codec.EMPTY
     import datetime
 
-    mapping = dict(props)
-    if "type" in mapping:
-        mapping["message_type"] = mapping.pop("type")
-    if isinstance(mapping.get("timestamp"), int):
-        mapping["timestamp"] = datetime.datetime.fromtimestamp(mapping["timestamp"],
-                                                               datetime.UTC)
+    mapping: dict[str, Any] = {}
+    for key, value in props.data.items():
+        kind = PROPERTY_TYPES.get(key)
+        if kind is None:
+            raise bad_request(f"unknown message property {key!r}")
+        if kind is int:
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise bad_request(["not_int", key])
+        elif not isinstance(value, kind):
+            raise bad_request(f"properties.{key} should be a "
+                              f"{'JSON object' if kind is dict else 'string'}")
+        mapping["message_type" if key == "type" else key] = value
+    if "timestamp" in mapping:
+        try:
+            mapping["timestamp"] = datetime.datetime.fromtimestamp(mapping["timestamp"],
+                                                                   datetime.UTC)
+        except (ValueError, OverflowError, OSError):
+            raise bad_request(["not_int", "timestamp"]) from None
+    for key in ("delivery_mode", "priority"):
+        if key in mapping and not 0 <= mapping[key] <= 255:
+            raise bad_request(["not_int", key])
     try:
         return props_codec.encode(props_codec.Properties(**mapping))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
         raise bad_request(f"invalid properties: {exc}") from None
 
 
@@ -161,10 +218,10 @@ async def show_queue(request: web.Request) -> web.Response:
 async def declare_queue(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     name = request.match_info["queue"]
-    body = await body_json(request)
+    body = await body_fields(request)
     existed = name in vhost.queues
-    _amqp(vhost.declare_queue, name, durable=bool(body.get("durable", True)),
-          auto_delete=bool(body.get("auto_delete")), arguments=body.get("arguments") or {})
+    _amqp(vhost.declare_queue, name, durable=body.bool("durable", True),
+          auto_delete=body.bool("auto_delete", False), arguments=body.dict("arguments"))
     return no_content() if existed else web.Response(status=201)
 
 
@@ -172,8 +229,8 @@ async def declare_queue(request: web.Request) -> web.Response:
 async def delete_queue(request: web.Request) -> web.Response:
     vhost = vhost_of(request)
     queue = _queue(request)
-    _amqp(vhost.check_delete, queue, request.query.get("if-unused") == "true",
-          request.query.get("if-empty") == "true")
+    _amqp(vhost.check_delete, queue, query_bool(request, "if-unused"),
+          query_bool(request, "if-empty"))
     vhost.remove_queue(queue)
     return no_content()
 
@@ -187,13 +244,12 @@ async def purge_queue(request: web.Request) -> web.Response:
 @routes.post("/api/queues/{vhost}/{queue}/get")
 async def get_messages(request: web.Request) -> web.Response:
     queue = _queue(request)
-    body = await body_json(request)
-    count, mode = body.get("count", 1), body.get("ackmode", "ack_requeue_true")
-    encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
-    if not isinstance(count, int) or count < 1 or mode not in ACK_MODES \
-            or encoding not in ("auto", "base64"):
-        raise bad_request("count must be a positive integer, ackmode one of "
-                          f"{', '.join(ACK_MODES)}, encoding auto or base64")
+    body = await body_fields(request)
+    body.missing("ackmode", "count", "encoding")
+    count = body.int("count", 1, minimum=1) or 1
+    mode = body.choice("ackmode", "ack_requeue_true", ACK_MODES, "ackmode")
+    encoding = body.choice("encoding", "auto", ("auto", "base64"), "encoding")
+    truncate = body.int("truncate", None, minimum=0)
     taken = []
     out = []
     for _ in range(count):
@@ -286,8 +342,10 @@ async def create_binding(request: web.Request) -> web.Response:
     vhost, source, dest, _ = _ends(request)
     if source.name == "":
         raise bad_request("operation not permitted on the default exchange")
-    body = await body_json(request)
-    key, args = body.get("routing_key", ""), body.get("arguments") or {}
+    body = await body_fields(request)
+    key, args = body.str("routing_key", ""), body.dict("arguments")
+    _amqp(publishing.require_topic, server_of(request).auth, request[USER_KEY], vhost.name,
+          source, "read", key)
     _amqp(vhost.bind, source, dest, key, args)
     location = fmt.properties_key(key, args)
     return web.Response(status=201, headers={"Location": location})

@@ -1,8 +1,11 @@
 """The management aiohttp application: routes, basic-auth middleware, static web UI.
 
 Every ``/api/*`` request is authenticated (HTTP basic, RabbitMQ's 401 bodies) before a handler
-runs; the UI's static files are public (the page asks for credentials itself). Unexpected
-exceptions become 500 ``internal_server_error`` with the exception's text and are logged.
+runs; the UI's static files are public (the page asks for credentials itself). Input of the
+wrong shape (``validation.InvalidInput``, raised by the typed field readers) is a 400
+``bad_request`` with RabbitMQ's reason; unexpected exceptions become 500
+``internal_server_error`` with the exception's text and are logged (the fuzz tests hold that
+none is reachable). Every route also answers with a trailing slash, as RabbitMQ's do.
 
 The same application serves the CLI's local control channel (``broker.ops.control_socket``), built
 with ``cookie=``: there a request is authorised by the node's cookie only, and acts as the
@@ -18,8 +21,19 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from broker.core.validation import InvalidInput
+
 from . import api_admin, api_node, api_topology, conns, control
-from .util import CONTROL_KEY, NODE_KEY, RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
+from .util import (
+    CONTROL_KEY,
+    NODE_KEY,
+    RATES_KEY,
+    SERVER_KEY,
+    USER_KEY,
+    authenticate,
+    bad_request,
+    error,
+)
 
 if TYPE_CHECKING:
     from broker.node.node import Node
@@ -46,6 +60,8 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except web.HTTPException:
         raise
+    except InvalidInput as exc:
+        raise bad_request(exc.reason) from None
     except Exception as exc:
         log.exception("management API %s %s failed", request.method, request.path)
         raise error(500, "internal_server_error", str(exc)) from None
@@ -65,6 +81,10 @@ def build_app(node: Node, cookie: str | None = None) -> web.Application:
     for table in (api_node.routes, api_admin.routes, conns.routes, api_topology.routes,
                   control.routes):
         app.router.add_routes(table)
+        # RabbitMQ's routes answer with a trailing slash too (no redirect: a PUT keeps its body)
+        for route in table:
+            if isinstance(route, web.RouteDef) and not route.path.endswith("/"):
+                app.router.add_route(route.method, route.path + "/", route.handler)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)
     app.router.add_route("*", "/api/{tail:.*}", not_found)

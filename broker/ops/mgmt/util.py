@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from broker.core.validation import Fields
+
 if TYPE_CHECKING:
     from broker.core.server import Server
     from broker.core.vhost import VirtualHost
@@ -150,17 +152,36 @@ def vhosts_in_scope(request: web.Request) -> list[VirtualHost]:
 
 
 async def body_json(request: web.Request) -> dict:
+    """The request's JSON object, as rabbit_mgmt_util:decode reads it: an empty body, ``null``
+    or ``undefined`` is {}; a JSON string is the doubly-encoded error; anything else that is
+    not an object is ``not_json``."""
     if not request.can_read_body:
         return {}
-    try:
-        data = await request.json(loads=json.loads)
-    except ValueError as exc:
-        raise bad_request(f"failed to decode json: {exc}") from None
-    if data is None:
+    raw = await request.read()
+    text = raw.strip()
+    if text in (b"", b"null", b"undefined"):
         return {}
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise bad_request("not_json") from None
+    if isinstance(data, str):
+        raise bad_request("invalid payload: the request body JSON-decoded to a string. Is the "
+                          "input doubly-JSON-encoded?")
     if not isinstance(data, dict):
-        raise bad_request("a JSON object was expected")
+        raise bad_request("not_json")
     return data
+
+
+async def body_fields(request: web.Request) -> Fields:
+    """The body as typed fields: a wrong type becomes a 400 (``InvalidInput`` is turned into
+    one by the middleware)."""
+    return Fields(await body_json(request))
+
+
+def query_bool(request: web.Request, key: str) -> bool:
+    """``?if-unused=true``: only ``true`` means yes, as in RabbitMQ."""
+    return request.query.get(key) == "true"
 
 
 # ---- list options ----------------------------------------------------------------------
@@ -186,7 +207,10 @@ def list_reply(request: web.Request, items: list[dict]) -> web.Response:
 
         needle = q["name"]
         if q.get("use_regex") == "true":
-            pattern = re.compile(needle)
+            try:
+                pattern = re.compile(needle)
+            except (re.error, RecursionError, OverflowError):
+                raise bad_request(f"invalid regular expression {needle!r}") from None
             items = [i for i in items if pattern.search(str(i.get("name", "")))]
         else:
             items = [i for i in items if needle in str(i.get("name", ""))]
@@ -210,9 +234,10 @@ def _page(items: list[dict], total: int, q: Any) -> dict:
     try:
         page, size = int(q.get("page", 1)), int(q.get("page_size", 100))
     except ValueError:
-        raise bad_request("page and page_size must be integers") from None
+        raise bad_request("Pagination parameters are invalid") from None
     if page < 1 or size < 1 or size > 500:
-        raise bad_request("page must be >= 1 and page_size within 1..500")
+        raise error(400, "invalid_pagination_parameters", f"Invalid pagination parameters: "
+                    f"page number {page}, page size {size}")
     chunk = items[(page - 1) * size: page * size]
     return {"filtered_count": len(items), "item_count": len(chunk), "items": chunk,
             "page": page, "page_count": max(1, math.ceil(len(items) / size)),
