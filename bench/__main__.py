@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="command template for our broker (placeholders {python} {host} "
                    "{port} {data_dir}); default: %(default)s")
     p.add_argument("--json", action="store_true", help="print JSON instead of the tables")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON document to FILE")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.duration <= args.warmup or args.warmup < 0:
         p.error("--rounds must be >= 1 and --duration > --warmup >= 0")
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted")
         return 130
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(to_json(run, opts, scenarios), fh, indent=2)
     if args.json:
         print(json.dumps(to_json(run, opts, scenarios), indent=2))
     else:

@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -166,8 +167,13 @@ def _cpu(pid: int | None) -> float | None:
         return None
 
 
-def run_round(broker: BrokerRef, spec: FloodSpec, opts: Options, log: Log) -> RoundResult:
-    """One timed round of ``spec`` against ``broker``."""
+def run_round(broker: BrokerRef, spec: FloodSpec, opts: Options, log: Log,
+              on_window: Callable[[float], None] | None = None) -> RoundResult:
+    """One timed round of ``spec`` against ``broker``.
+
+    ``on_window(seconds)`` is called when the measuring window opens (e.g. to start a
+    profiler on the broker for the window's length).
+    """
     res = RoundResult()
     base = f"bench.{spec.name}.{os.getpid()}.{next(_serial)}"
     exchange, queues = _declare(broker.url, spec, base)
@@ -190,6 +196,8 @@ def run_round(broker: BrokerRef, spec: FloodSpec, opts: Options, log: Log) -> Ro
         t_go.value = start = time.monotonic() + 0.05
         go.set()
         _sleep_until(start + opts.warmup)
+        if on_window is not None:
+            on_window(opts.duration - opts.warmup)
         t_a, cpu_a, busy_a = time.monotonic(), _cpu(broker.pid), machine_busy_seconds()
         _sleep_until(start + opts.duration)
         t_b, cpu_b, busy_b = time.monotonic(), _cpu(broker.pid), machine_busy_seconds()
