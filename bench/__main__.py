@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also start a RabbitMQ of our own (temp dir, free ports) to compare")
     p.add_argument("--rabbitmq-server", default=RABBITMQ_SERVER,
                    help="rabbitmq-server script for --rabbitmq (default %(default)s)")
+    p.add_argument("--with-asyncio", action="store_true",
+                   help="also run ours on asyncio's event loop instead of uvloop (ours-asyncio)")
     p.add_argument("--scenario", action="append", choices=[*ALL_SCENARIOS, "all", "default"],
                    help=f"repeatable; default: {' '.join(DEFAULT_SCENARIOS)}")
     p.add_argument("--rounds", type=int, default=3, help="rounds per flood scenario and broker")
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         backlog_kinds=tuple(args.backlog_kind or ("durable", "transient", "priority")),
     )
     plan = Plan(urls=args.url, compare_urls=args.compare_url, rabbitmq=args.rabbitmq,
-                rabbitmq_server=args.rabbitmq_server)
+                rabbitmq_server=args.rabbitmq_server, with_asyncio=args.with_asyncio)
     try:
         run = run_all(plan, scenarios, opts, log)
     except KeyboardInterrupt:

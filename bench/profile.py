@@ -144,20 +144,33 @@ def summarize(stacks: list[tuple[list[str], int]], figures: dict[str, Any] | Non
     return "\n".join(lines)
 
 
-def summarize_cprofile(path: Path, figures: dict[str, Any], top: int = 30) -> str:
-    """Top functions by tottime with calls per message and µs per message."""
+def summarize_cprofile(path: Path, top: int = 30) -> str:
+    """Top functions by own time, per publish and per delivery (cProfile counts every call).
+
+    The broker's own counts are the denominators: calls of ``Channel.on_publish`` (messages
+    published) and of ``Channel.deliver`` (deliveries), over the broker's whole life.
+    """
     stats = pstats.Stats(str(path))
-    window = figures.get("window_s") or 1.0
-    n = max(figures.get("in") or 0.0, figures.get("out") or 0.0) * window or 1.0
     rows = []
-    for (file, line, func), (_cc, ncalls, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append((tt, ct, ncalls, f"{func} ({_short(file)}:{line})"))
+    n_pub = n_del = 0
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (file, line, func), (_cc, ncalls, tt, ct, _callers) in raw.items():
+        name = f"{func} ({_short(file)}:{line})"
+        if func == "on_publish" and file.endswith("channel.py"):
+            n_pub = ncalls
+        if func == "deliver" and file.endswith("channel.py"):
+            n_del = ncalls
+        rows.append((tt, ct, ncalls, name))
     rows.sort(reverse=True)
-    out = [f"cProfile (whole broker life; costs are inflated ~2x by the profiler): "
-           f"per message = per max(in, out) of the window x {window:.1f} s = {n:,.0f}",
-           f"  {'tottime s':>9} {'cumtime s':>9} {'calls/msg':>9} {'µs/msg self':>11}  function"]
-    for tt, ct, ncalls, name in rows[:top]:
-        out.append(f"  {tt:9.2f} {ct:9.2f} {ncalls / n:9.2f} {tt / n * 1e6:11.2f}  {name}")
+    total = sum(r[0] for r in rows)
+    p, d = max(n_pub, 1), max(n_del, 1)
+    out = [f"cProfile, whole broker life ({total:.1f} s own time; the profiler roughly doubles "
+           f"every cost): {n_pub:,} publishes, {n_del:,} deliveries",
+           f"  {'own s':>6} {'share':>6} {'calls/pub':>9} {'µs/pub':>7} {'calls/del':>9} "
+           f"{'µs/del':>7}  function"]
+    for tt, _ct, ncalls, name in rows[:top]:
+        out.append(f"  {tt:6.2f} {tt / total:6.1%} {ncalls / p:9.2f} {tt / p * 1e6:7.2f} "
+                   f"{ncalls / d:9.2f} {tt / d * 1e6:7.2f}  {name}")
     return "\n".join(out)
 
 
@@ -202,7 +215,7 @@ def profile_scenario(name: str, opts: Options, out: Path, args: argparse.Namespa
     figures = _figures(res, opts)
     (out / f"{name}.json").write_text(json.dumps(figures, indent=2))
     if args.cprofile:
-        text = summarize_cprofile(out / f"{name}.prof", figures, args.top)
+        text = summarize_cprofile(out / f"{name}.prof", args.top)
     else:
         text = summarize(parse_raw(raw), figures, args.top)
     text = f"== {name} ({spec.title})\n{text}"
@@ -224,10 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).parent
                                                                    / "py-spy"))
     p.add_argument("--broker-cmd", default=DEFAULT_CMD)
-    p.add_argument("--summarize", metavar="RAW", help="only summarize this py-spy raw file")
+    p.add_argument("--summarize", metavar="FILE",
+                   help="only summarize this py-spy raw file (.txt) or cProfile file (.prof)")
     args = p.parse_args(argv)
     if args.summarize:
         raw = Path(args.summarize)
+        if raw.suffix == ".prof":
+            print(summarize_cprofile(raw, args.top))
+            return 0
         fig_path = raw.with_suffix(".json")
         figures = json.loads(fig_path.read_text()) if fig_path.exists() else None
         print(summarize(parse_raw(raw), figures, args.top))

@@ -16,6 +16,7 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.amqp import AMQPUrl
@@ -40,6 +41,7 @@ class Plan:
     compare_urls: list[str] = field(default_factory=list)
     rabbitmq: bool = False  # start a RabbitMQ of our own
     rabbitmq_server: str = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    with_asyncio: bool = False  # also ours on asyncio's loop instead of uvloop
 
 
 @dataclass
@@ -82,6 +84,13 @@ def _start_brokers(plan: Plan, opts: Options, stack: contextlib.ExitStack, log: 
         log(f"[ours] pid {ours.pid} on port {ours.port}, ready in {ready:.2f}s")
         out.brokers.append(BrokerRef("ours", ours.url, ours.pid, "ours", ours))
         taken.add("ours")
+    if plan.with_asyncio:
+        variant = stack.enter_context(SpawnedBroker(asyncio_cmd(opts.broker_cmd)))
+        variant.start()
+        variant.wait_ready(opts.ready_timeout)
+        log(f"[ours-asyncio] pid {variant.pid} on port {variant.port}")
+        out.brokers.append(BrokerRef("ours-asyncio", variant.url, variant.pid, "ours-asyncio",
+                                     variant))
     for raw in plan.urls:
         out.brokers.append(ref := _url_ref(raw, taken))
         taken.add(ref.name)
@@ -96,6 +105,12 @@ def _start_brokers(plan: Plan, opts: Options, stack: contextlib.ExitStack, log: 
     for raw in plan.compare_urls:
         out.brokers.append(ref := _url_ref(raw, taken))
         taken.add(ref.name)
+
+
+def asyncio_cmd(cmd: str) -> str:
+    """Our broker command run through ``bench/asyncio_broker.py`` (asyncio's loop)."""
+    shim = Path(__file__).with_name("asyncio_broker.py")
+    return cmd.replace("{python} -m broker", f"{{python}} {shim}")
 
 
 def _alive(broker: BrokerRef) -> bool:
@@ -161,6 +176,9 @@ def _backlog_rss(plan: Plan, opts: Options, log: Log, out: RunResult) -> None:
         if broker.kind == "ours":
             def fresh() -> SpawnedBroker:
                 return SpawnedBroker(opts.broker_cmd)
+        elif broker.kind == "ours-asyncio":
+            def fresh() -> SpawnedBroker:
+                return SpawnedBroker(asyncio_cmd(opts.broker_cmd))
         elif broker.kind == "rabbitmq":
             def fresh() -> SpawnedRabbit:  # type: ignore[misc]
                 return SpawnedRabbit(plan.rabbitmq_server)
