@@ -137,10 +137,15 @@ def summarize(stacks: list[tuple[list[str], int]], figures: dict[str, Any] | Non
     if cpu_s and (msgs_in or msgs_out):
         lines.append(f"  (all paths: {cpu_s / max(msgs_in or 0, msgs_out or 0, 1) * 1e6:.2f} "
                      "µs per message of the larger of in/out)")
+    per_in = cpu_s / msgs_in * 1e6 if cpu_s and msgs_in else None
+    per_out = cpu_s / msgs_out * 1e6 if cpu_s and msgs_out else None
     for title, counter in (("self", self_t), ("total", total_t)):
-        lines += ["", f"top {top} by {title} time:"]
+        lines += ["", f"top {top} by {title} time (µs per published / delivered message):"]
         for func, count in counter.most_common(top):
-            lines.append(f"  {count / total:6.1%}  {func}")
+            share = count / total
+            cost_in = f"{share * per_in:6.2f}" if per_in else "   n/a"
+            cost_out = f"{share * per_out:6.2f}" if per_out else "   n/a"
+            lines.append(f"  {share:6.1%} {cost_in} {cost_out}  {func}")
     return "\n".join(lines)
 
 
