@@ -35,6 +35,7 @@ from . import replyto
 from .confirms import Confirms
 from .message import Entry, Message
 from .queue import Consumer, Queue
+from .stats import Counters, retire_consumer
 from .topology import TopologyHandlers, random_name
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class Channel(TopologyHandlers):
         self.reply_address: str | None = None
         self._tx_wrote_to_disk = False
         self.closed = False
+        self.stats = Counters()  # publishes, gets, returns; consumers count their own
+        self.departed: list[Consumer] = []
 
     # ---- plumbing ----------------------------------------------------------------------
     @property
@@ -129,6 +132,7 @@ class Channel(TopologyHandlers):
             if consumer is not None:
                 consumer.unacked -= 1
             touched.add(queue)
+        self.stats.redeliver += len(self.unacked)
         self.unacked.clear()
         for queue in touched:
             queue.wake()
@@ -181,6 +185,7 @@ class Channel(TopologyHandlers):
             self.reply(C.Basic.ConsumeOk(tag))
 
     def _forget_consumer(self, consumer: Consumer) -> None:
+        retire_consumer(self, consumer)
         if consumer.queue is not None:
             consumer.queue.remove_consumer(consumer)
         elif self.reply_address is not None:
@@ -195,7 +200,8 @@ class Channel(TopologyHandlers):
             self._forget_consumer(consumer)
 
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
-        self.consumers.pop(consumer.tag, None)
+        if self.consumers.pop(consumer.tag, None) is not None:
+            retire_consumer(self, consumer)
         if self.machine.client_capability("consumer_cancel_notify") and \
                 self.machine.channel_usable(self.number):
             self.reply(C.Basic.Cancel(consumer.tag, True))
@@ -211,12 +217,11 @@ class Channel(TopologyHandlers):
         out.append(codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
                                          msg.exchange_raw, msg.routing_key_raw, props, msg.body,
                                          self.machine.frame_max))
+        consumer.delivered += 1
         if consumer.no_ack:
-            self.session.stats.deliver_no_ack += 1
             if consumer.queue is not None:
                 consumer.queue.ack(entry)
         else:
-            self.session.stats.deliver += 1
             self.unacked[tag] = (entry, consumer.queue, consumer)
             consumer.unacked += 1
         self.session.wake()
@@ -231,10 +236,17 @@ class Channel(TopologyHandlers):
         queue = self.usable_queue(m.queue)
         entry = queue.get()
         if entry is None:
+            self.stats.get_empty += 1
+            queue.stats.get_empty += 1
             self.reply(C.Basic.GetEmpty())
             return
         self.next_tag += 1
-        self.session.stats.get += 1
+        if m.no_ack:
+            self.stats.get_no_ack += 1
+            queue.stats.get_no_ack += 1
+        else:
+            self.stats.get += 1
+            queue.stats.get += 1
         tag = self.next_tag
         msg = entry.message
         out = self.machine.out
@@ -290,17 +302,23 @@ class Channel(TopologyHandlers):
                 return
             raise
         touched: set[Queue] = set()
+        acking = requeue is None
         for entry, queue, consumer in taken:
             if consumer is not None:
                 consumer.unacked -= 1
+                consumer.acked += acking
+            elif acking:  # a basic.get message: no consumer counts it
+                self.stats.ack += 1
+                queue.stats.ack += 1
             if requeue:
                 queue.requeue(entry)
-            elif requeue is None:
-                self.session.stats.ack += 1
+            elif acking:
                 queue.ack(entry)
             else:
                 queue.reject(entry)
             touched.add(queue)
+        if requeue:
+            self.stats.redeliver += len(taken)
         for queue in touched:
             queue.wake()
         if self.global_prefetch:
@@ -328,6 +346,7 @@ class Channel(TopologyHandlers):
 
     # ---- basic: publish ----------------------------------------------------------------
     def on_publish(self, ev: Publish) -> None:
+        self.stats.publish += 1
         if ev.immediate:
             raise NotImplemented_("immediate=true")
         limit = self.session.server.config.max_message_size
@@ -365,9 +384,9 @@ class Channel(TopologyHandlers):
                 queues = (None,)
         confirms = self.confirms
         if not queues:
-            self.session.stats.drop_unroutable += not mandatory
+            self.stats.drop_unroutable += not mandatory
             if mandatory:
-                self.session.stats.return_unroutable += 1
+                self.stats.return_unroutable += 1
                 self.machine.out.append(codec.return_frame(
                     self.number, 312, "NO_ROUTE", message.exchange_raw,
                     message.routing_key_raw))

@@ -114,10 +114,11 @@ SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ssl_options.verify": ("ssl_verify", str),
     "ssl_options.fail_if_no_peer_cert": ("ssl_fail_if_no_peer_cert", _bool),
     "connection_max": ("connection_max", lambda v: None if v == "infinity" else int(v)),
+    "collect_statistics_interval": ("collect_statistics_interval", int),
 }
 IGNORED_PREFIXES = ("definitions.import_backend", "log.", "management.", "ssl_options",
                     "cluster_formation", "queue_master_locator",
-                    "collect_statistics_interval", "deprecated_features")
+                    "deprecated_features")
 
 
 def apply_line(changes: dict, key: str, value: str) -> None:

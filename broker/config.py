@@ -62,6 +62,7 @@ class Config:
     ssl_verify: str = "verify_none"
     ssl_fail_if_no_peer_cert: bool = False
     connection_max: int | None = None
+    collect_statistics_interval: int = 5000  # ms between management samples, as RabbitMQ
 
 
 def from_file(base: Config, path: str) -> Config:

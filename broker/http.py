@@ -28,6 +28,7 @@ def _import_all() -> None:
 class HttpListeners:
     def __init__(self) -> None:
         self.runners: list[Any] = []
+        self.sampler: Any = None  # the management sampler (mgmt.sampler), when it runs
 
     async def stop(self) -> None:
         for runner in self.runners:
@@ -73,11 +74,14 @@ async def start(server: Server) -> HttpListeners:
     listeners = HttpListeners()
     await asyncio.get_running_loop().run_in_executor(None, _import_all)
     from .mgmt.app import build_app
+    from .mgmt.util import SAMPLER_KEY
 
     if cfg.management_port is not None:
-        found = await _serve(build_app(server), cfg.management_host or cfg.host,
+        app = build_app(server)
+        found = await _serve(app, cfg.management_host or cfg.host,
                              cfg.management_port, "Management plugin")
         if found is not None:
+            listeners.sampler = app[SAMPLER_KEY]
             listeners.runners.append(found[0])
             server.management_port = found[1]
     if cfg.prometheus_port is not None:

@@ -20,6 +20,7 @@ from protocol import codec, properties
 
 from .message import Entry, Message
 from .policies import combine
+from .stats import Counters, retire_consumer
 
 if TYPE_CHECKING:
     from storage.store import QueueStore
@@ -37,7 +38,7 @@ class QueueContext(Protocol):
 
 class Consumer:
     __slots__ = ("tag", "tag_raw", "channel", "queue", "no_ack", "prefetch", "unacked",
-                 "exclusive", "priority", "arguments")
+                 "exclusive", "priority", "arguments", "delivered", "acked")
 
     def __init__(self, tag: str, channel: Any, queue: Queue | None, no_ack: bool, prefetch: int,
                  exclusive: bool, arguments: dict) -> None:
@@ -48,6 +49,8 @@ class Consumer:
         self.no_ack = no_ack
         self.prefetch = prefetch
         self.unacked = 0
+        self.delivered = 0  # deliveries and acks, read by broker.stats (never reset)
+        self.acked = 0
         self.exclusive = exclusive
         self.arguments = arguments
         priority = arguments.get("x-priority", 0)
@@ -85,6 +88,9 @@ class Queue:
         self._scheduled = False
         self._rr = 0
         self._seq = getattr(store, "last_seq", 0)
+        self._seq_base = self._seq
+        self.stats = Counters()  # gets and requeues; consumers count their own (broker.stats)
+        self.departed: list[Consumer] = []
         self.persists = durable and exclusive_owner is None
         self._expiry_timer: Any = None
         self._idle_timer: Any = None
@@ -125,6 +131,11 @@ class Queue:
     @property
     def message_count(self) -> int:
         return len(self.store)
+
+    @property
+    def published(self) -> int:
+        """Messages accepted into this queue since it was created or recovered."""
+        return self._seq - self._seq_base
 
     @property
     def consumer_count(self) -> int:
@@ -238,6 +249,7 @@ class Queue:
                 self.store.ack(entry)
                 self._dead_letter(entry.message, "delivery_limit")
                 return
+        self.stats.redeliver += 1
         self.store.requeue(entry)
         if entry.expires is not None:
             self._expire_head()
@@ -292,6 +304,7 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             return
+        retire_consumer(self, consumer)
         self.touch()
         if not self.consumers and self.auto_delete and self.on_empty_consumers:
             self.on_empty_consumers(self)

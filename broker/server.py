@@ -35,7 +35,7 @@ from .alarms import Alarms
 from .auth import AuthStore
 from .config import Config
 from .replyto import ReplyRegistry
-from .stats import Counters
+from .stats import Counters, session_totals
 from .stores import Stores
 from .vhost import VirtualHost
 
@@ -66,6 +66,7 @@ class Server:
         self.auth = AuthStore(config.loopback_users)
         self.sessions: set[Session] = set()
         self.retired = Counters()
+        self.connections_closed = 0
         self._pids = itertools.count(1000)
         self.replies = ReplyRegistry()
         self._servers: list[asyncio.base_events.Server] = []
@@ -167,16 +168,17 @@ class Server:
         return f"<0.{next(self._pids)}.0>"
 
     def retire(self, session: Session) -> None:
+        """A closed session's counters (its channels already folded in) join the server's
+        and its vhost's totals."""
         self.retired.add(session.stats)
+        self.connections_closed += 1
+        if session.vhost is not None:
+            session.vhost.retired.add(session.stats)
         session.stats = Counters()
 
     def totals(self) -> Counters:
-        """Every counter since boot: closed connections plus live ones (and live confirms)."""
-        out = Counters.total([self.retired, *(s.stats for s in self.sessions)])
-        for session in self.sessions:
-            out.confirm += sum(c.confirms.seq for c in session.channels.values()
-                               if c.confirms is not None)
-        return out
+        """Every counter since boot: closed connections plus live ones (broker.stats)."""
+        return Counters.total([self.retired, *(session_totals(s) for s in self.sessions)])
 
     def set_policy(self, vhost: str, name: str, policy: dict) -> None:
         """Store a policy in the vhost, which applies it (``VirtualHost.set_policy``)."""

@@ -33,7 +33,7 @@ from protocol.events import (
 
 from .access import Authorizer
 from .channel import Channel
-from .stats import Counters
+from .stats import Counters, channel_totals
 
 if TYPE_CHECKING:
     from .message import Message
@@ -78,7 +78,6 @@ class Session:
             try:
                 if type(event) is Publish:
                     channel = event.channel
-                    self.stats.publish += 1
                     if event.exchange not in self.authz.writable_exchanges:  # type: ignore
                         self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
                     if not self.published:
@@ -184,9 +183,9 @@ class Session:
         channel = self.channels.pop(number, None)
         if channel is not None:
             self.stats.channels_closed += 1
-            self.stats.confirm += channel.confirms.seq if channel.confirms is not None else 0
             self.confirms_pending.discard(channel)
             channel.teardown()
+            self.stats.add(channel_totals(channel))
 
     # ---- broker hooks ------------------------------------------------------------------
     def check_publish(self, channel: Channel, message: Message) -> None:

@@ -16,6 +16,7 @@ from . import arguments as qargs
 from . import policies
 from .exchanges import EXCHANGE_TYPES, Binding, Exchange, args_key
 from .queue import Queue, QueueContext
+from .stats import Counters
 
 SYSTEM_EXCHANGES = (
     ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
@@ -48,6 +49,7 @@ class VirtualHost:
         self.ctx = ctx
         self.policies: dict[str, dict] = {}
         self.on_durable_change: Callable[[], None] | None = None
+        self.retired = Counters()  # closed sessions' counters (broker.stats)
         self.default_exchange = DefaultExchange(self)
         self.exchanges[""] = self.default_exchange
         for ex_name, ex_type in SYSTEM_EXCHANGES:

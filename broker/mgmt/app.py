@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import admin, conns, control, node, topology
-from .util import RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
+from .sampler import Sampler
+from .util import SAMPLER_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -46,7 +47,17 @@ async def index(request: web.Request) -> web.FileResponse:
 def build_app(server: Server) -> web.Application:
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
     app[SERVER_KEY] = server
-    app[RATES_KEY] = node.Rates(server)
+    sampler = Sampler(server, server.config.collect_statistics_interval / 1000.0)
+    app[SAMPLER_KEY] = sampler
+
+    async def start_sampler(app: web.Application) -> None:
+        sampler.start()
+
+    async def stop_sampler(app: web.Application) -> None:
+        sampler.stop()
+
+    app.on_startup.append(start_sampler)
+    app.on_cleanup.append(stop_sampler)
     for table in (node.routes, admin.routes, conns.routes, topology.routes, control.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)

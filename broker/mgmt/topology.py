@@ -17,10 +17,12 @@ from protocol.errors import AMQPError
 
 from ..message import Message
 from ..queue import Queue
+from ..stats import unacked_by_queue
 from . import fmt
 from .util import (
     bad_request,
     body_json,
+    details_of,
     list_reply,
     no_content,
     not_found,
@@ -98,6 +100,7 @@ async def publish(request: web.Request) -> web.Response:
     for queue in queues:
         queue.publish(message)
     server_of(request).retired.publish += 1
+    vhost.retired.publish += 1
     return reply({"routed": bool(queues)})
 
 
@@ -134,9 +137,10 @@ def encode_properties(props: dict) -> bytes:
 @routes.get("/api/queues/{vhost}")
 async def list_queues(request: web.Request) -> web.Response:
     server = server_of(request)
-    unacked = fmt.unacked_by_queue(server)
-    return list_reply(request, [fmt.queue(server, q, unacked) for v in vhosts_in_scope(request)
-                                for q in v.queues.values()])
+    unacked = unacked_by_queue(server.sessions)
+    details = details_of(request)
+    return list_reply(request, [fmt.queue(server, q, unacked, details)
+                                for v in vhosts_in_scope(request) for q in v.queues.values()])
 
 
 def _queue(request: web.Request) -> Queue:
@@ -150,7 +154,7 @@ def _queue(request: web.Request) -> Queue:
 async def show_queue(request: web.Request) -> web.Response:
     server = server_of(request)
     queue = _queue(request)
-    body = fmt.queue(server, queue, fmt.unacked_by_queue(server))
+    body = fmt.queue(server, queue, unacked_by_queue(server.sessions), details_of(request))
     body["consumer_details"] = [fmt.consumer(c) for c in queue.consumers]
     body["incoming"] = []
     body["deliveries"] = []
@@ -211,7 +215,11 @@ async def get_messages(request: web.Request) -> web.Response:
             queue.reject(entry)
     if taken:
         queue.wake()
-    server_of(request).retired.get += len(taken)
+    queue.stats.get += len(taken)
+    for counters in (server_of(request).retired, vhost_of(request).retired):
+        counters.get += len(taken)
+        if mode.endswith("requeue_true"):
+            counters.redeliver += len(taken)
     return reply(out)
 
 

@@ -19,10 +19,11 @@ from aiohttp import web
 if TYPE_CHECKING:
     from ..server import Server
     from ..vhost import VirtualHost
+    from .sampler import Details
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
-RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
+SAMPLER_KEY: web.AppKey[Any] = web.AppKey("sampler", object)
 USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 
 
@@ -67,6 +68,11 @@ def no_content() -> web.Response:
 
 def server_of(request: web.Request) -> Server:
     return request.app[SERVER_KEY]
+
+
+def details_of(request: web.Request) -> Details:
+    """Rates and samples for this answer, for the ranges its query string asks for."""
+    return request.app[SAMPLER_KEY].details(request.query)
 
 
 # ---- authentication --------------------------------------------------------------------
