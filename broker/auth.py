@@ -67,10 +67,12 @@ class User:
     password_hash: bytes = b""
     tags: list[str] = field(default_factory=list)
     algorithm: str = HASHING_ALGORITHM
+    limits: dict[str, int] = field(default_factory=dict)  # max-connections, max-channels
 
     def as_json(self) -> dict:
         return {"name": self.name, "password_hash": encode_hash(self.password_hash),
-                "hashing_algorithm": self.algorithm, "tags": list(self.tags), "limits": {}}
+                "hashing_algorithm": self.algorithm, "tags": list(self.tags),
+                "limits": dict(self.limits)}
 
 
 @dataclass
@@ -118,7 +120,9 @@ class AuthStore:
                  algorithm: str = HASHING_ALGORITHM) -> User:
         if password_hash is None:
             password_hash = hash_password(password, None, algorithm) if password else b""
-        user = User(name, password_hash, list(tags or []), algorithm)
+        old = self.users.get(name)
+        user = User(name, password_hash, list(tags or []), algorithm,
+                    dict(old.limits) if old is not None else {})
         self.users[name] = user
         self._changed()
         return user
@@ -128,6 +132,7 @@ class AuthStore:
             raise UnknownUser(name)
         for key in [k for k in self.permissions if k[0] == name]:
             del self.permissions[key]
+        self.topic_permissions = [p for p in self.topic_permissions if p.get("user") != name]
         self._changed()
 
     def user(self, name: str) -> User:
@@ -164,7 +169,29 @@ class AuthStore:
     def forget_vhost(self, vhost: str) -> None:
         for key in [k for k in self.permissions if k[1] == vhost]:
             del self.permissions[key]
+        self.topic_permissions = [p for p in self.topic_permissions if p.get("vhost") != vhost]
         self._changed()
+
+    # Topic permissions are stored and listed here; enforcing them is issue 12's work.
+    def set_topic_permission(self, user: str, vhost: str, exchange: str, write: str,
+                             read: str) -> None:
+        self.user(user)
+        self.clear_topic_permissions(user, vhost, exchange)
+        self.topic_permissions.append({"user": user, "vhost": vhost, "exchange": exchange,
+                                       "write": write, "read": read})
+        self._changed()
+
+    def clear_topic_permissions(self, user: str, vhost: str,
+                                exchange: str | None = None) -> int:
+        before = len(self.topic_permissions)
+        self.topic_permissions = [
+            p for p in self.topic_permissions if not (
+                p.get("user") == user and p.get("vhost") == vhost
+                and (exchange is None or p.get("exchange") == exchange))]
+        removed = before - len(self.topic_permissions)
+        if removed:
+            self._changed()
+        return removed
 
     def may_access(self, user: str, vhost: str) -> bool:
         return user in self.users and (user, vhost) in self.permissions

@@ -141,11 +141,16 @@ def import_users(server: Server, users: list[dict]) -> None:
     for item in users:
         algorithm = item.get("hashing_algorithm") or auth.HASHING_ALGORITHM
         if "password_hash" in item:
-            server.auth.add_user(item["name"], tags=_tags(item.get("tags")),
-                                 password_hash=auth.decode_hash(item["password_hash"]),
-                                 algorithm=algorithm)
+            user = server.auth.add_user(item["name"], tags=_tags(item.get("tags")),
+                                        password_hash=auth.decode_hash(item["password_hash"]),
+                                        algorithm=algorithm)
         else:
-            server.auth.add_user(item["name"], item.get("password", ""), _tags(item.get("tags")))
+            user = server.auth.add_user(item["name"], item.get("password", ""),
+                                        _tags(item.get("tags")))
+        limits = item.get("limits")
+        if isinstance(limits, dict):
+            user.limits = {k: int(v) for k, v in limits.items()
+                           if k in ("max-connections", "max-channels")}
 
 
 def import_vhosts(server: Server, vhosts: list[dict]) -> None:

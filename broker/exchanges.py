@@ -53,6 +53,7 @@ class Exchange:
         self.incoming: set[Binding] = set()  # e2e bindings where this is the destination
         self._cache: dict[str, frozenset] = {}
         self.policy: dict = {}
+        self.policy_name: str | None = None
 
     @property
     def alternate_exchange(self) -> str | None:

@@ -34,7 +34,7 @@ def _durable_destination(dest: Any) -> bool:
 
 def snapshot_vhost(vhost: VirtualHost, doc: dict) -> None:
     name = vhost.name
-    doc["vhosts"].append({"name": name})
+    doc["vhosts"].append({"name": name, "limits": dict(vhost.limits)})
     for ex in vhost.exchanges.values():
         if ex.durable and ex.name not in _SYSTEM:
             doc["exchanges"].append({
@@ -59,6 +59,8 @@ def snapshot_vhost(vhost: VirtualHost, doc: dict) -> None:
                 "routing_key": binding.routing_key, "arguments": binding.arguments})
     for pname, policy in vhost.policies.items():
         doc["policies"].append({"vhost": name, "name": pname, **policy})
+    for pname, policy in vhost.operator_policies.items():
+        doc.setdefault("operator_policies", []).append({"vhost": name, "name": pname, **policy})
 
 
 def snapshot(server: Server) -> dict:
@@ -71,7 +73,7 @@ def snapshot(server: Server) -> dict:
 
 def restore(server: Server, doc: dict) -> None:
     for item in doc.get("vhosts", []):
-        server.add_vhost(item["name"])
+        server.add_vhost(item["name"]).limits = dict(item.get("limits") or {})
     for item in doc.get("exchanges", []):
         vhost = server.add_vhost(item["vhost"])
         vhost.declare_exchange(item["name"], item["type"], durable=True,
@@ -96,3 +98,8 @@ def restore(server: Server, doc: dict) -> None:
         vhost = server.add_vhost(item["vhost"])
         vhost.set_policy(item["name"], item.get("pattern", ""), item.get("definition") or {},
                          int(item.get("priority", 0)), item.get("apply-to", "all"))
+    for item in doc.get("operator_policies", []):
+        vhost = server.add_vhost(item["vhost"])
+        vhost.set_operator_policy(item["name"], item.get("pattern", ""),
+                                  item.get("definition") or {}, int(item.get("priority", 0)),
+                                  item.get("apply-to", "queues"))

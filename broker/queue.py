@@ -80,7 +80,9 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = dict(arguments or {})
-        self.policy: dict = {}
+        self.policy: dict = {}  # the effective definition (policy + operator policy)
+        self.policy_name: str | None = None
+        self.operator_policy_name: str | None = None
         self.consumers: list[Consumer] = []
         self.had_consumer = False
         self.deleted = False

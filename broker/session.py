@@ -112,6 +112,7 @@ class Session:
             return
         channel = self.channels.get(number)
         if channel is None:
+            self._check_channel_limit()
             channel = self.channels[number] = Channel(self, number)
             self.stats.channels_opened += 1
         self.authz.check_method(event.method, channel.last_queue)  # type: ignore[union-attr]
@@ -153,12 +154,34 @@ class Session:
             raise NotAllowed(f"vhost {name} not found", 10, 40)
         if not self.server.may_access(self.user, name):
             raise NotAllowed(f"access to vhost '{name}' refused for user '{self.user}'", 10, 40)
+        self._check_connection_limits(vhost)
         self.vhost = vhost
         self.authz = Authorizer(self.server.auth, self.user, name)
         self.machine.open_ok()
         self.server.sessions.add(self)
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
                  self.label, self.user, name)
+
+    def _check_connection_limits(self, vhost: VirtualHost) -> None:
+        """RabbitMQ's vhost and user connection limits (a negative limit is no limit)."""
+        sessions = self.server.sessions
+        limit = vhost.limits.get("max-connections", -1)
+        if limit >= 0 and sum(1 for s in sessions if s.vhost is vhost) >= limit:
+            raise NotAllowed(f"access to vhost '{vhost.name}' refused for user '{self.user}': "
+                             f"connection limit ({limit}) is reached", 10, 40)
+        user = self.server.auth.users.get(self.user)
+        limit = user.limits.get("max-connections", -1) if user is not None else -1
+        if limit >= 0 and sum(1 for s in sessions if s.user == self.user) >= limit:
+            raise NotAllowed(f"connection refused for user '{self.user}': user connection "
+                             f"limit ({limit}) is reached", 10, 40)
+
+    def _check_channel_limit(self) -> None:
+        user = self.server.auth.users.get(self.user)
+        limit = user.limits.get("max-channels", -1) if user is not None else -1
+        if limit >= 0 and sum(len(s.channels) for s in self.server.sessions
+                              if s.user == self.user) >= limit:
+            raise NotAllowed(f"number of channels opened for user '{self.user}' has reached "
+                             f"the maximum allowed user limit of {limit}", 20, 10)
 
     def describe(self) -> str:
         """RabbitMQ's way of naming a connection in logs, with vhost and user once known."""

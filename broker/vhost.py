@@ -48,6 +48,8 @@ class VirtualHost:
         self._store_factory = store_factory
         self.ctx = ctx
         self.policies: dict[str, dict] = {}
+        self.operator_policies: dict[str, dict] = {}
+        self.limits: dict[str, int] = {}  # max-connections, max-queues (negative: no limit)
         self.on_durable_change: Callable[[], None] | None = None
         self.retired = Counters()  # closed sessions' counters (broker.stats)
         self.default_exchange = DefaultExchange(self)
@@ -93,7 +95,7 @@ class VirtualHost:
                                        arguments=arguments)
         self.exchanges[name] = ex
         if self.policies:
-            ex.policy = policies.effective(self.policies, name, "exchange")
+            ex.policy_name, ex.policy = policies.choose(self.policies, name, "exchange")
         if durable:
             self._changed()
         return ex
@@ -148,6 +150,10 @@ class VirtualHost:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         qargs.validate_queue_args(name, self.name, arguments)
         self._validate_queue_type(name, durable, exclusive_owner, auto_delete, arguments)
+        limit = self.limits.get("max-queues", -1)
+        if 0 <= limit <= len(self.queues):
+            raise PreconditionFailed(f"cannot declare queue '{name}': queue limit in vhost "
+                                     f"'{self.name}' ({limit}) is reached")
         persists = durable and exclusive_owner is None
         store = self._store_factory(self.name, name, arguments, persists)
         queue = Queue(self.name, name, store, self.ctx,
@@ -155,7 +161,7 @@ class VirtualHost:
                       auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
         self.queues[name] = queue
-        if self.policies:
+        if self.policies or self.operator_policies:
             self._apply_policy(queue)
         if durable and exclusive_owner is None:
             self._changed()
@@ -258,6 +264,16 @@ class VirtualHost:
         if self.policies.pop(name, None) is not None:
             self.on_policies_changed()
 
+    def set_operator_policy(self, name: str, pattern: str, definition: dict,
+                            priority: int = 0, apply_to: str = "queues") -> None:
+        self.operator_policies[name] = {"pattern": pattern, "definition": dict(definition),
+                                        "priority": priority, "apply-to": apply_to}
+        self.on_policies_changed()
+
+    def clear_operator_policy(self, name: str) -> None:
+        if self.operator_policies.pop(name, None) is not None:
+            self.on_policies_changed()
+
     def _changed(self) -> None:
         if self.on_durable_change is not None:
             self.on_durable_change()
@@ -268,10 +284,16 @@ class VirtualHost:
             self._apply_policy(queue)
         for ex in self.exchanges.values():
             if ex.name:
-                ex.policy = policies.effective(self.policies, ex.name, "exchange")
+                ex.policy_name, ex.policy = policies.choose(self.policies, ex.name, "exchange")
 
     def _apply_policy(self, queue: Queue) -> None:
-        queue.policy = policies.effective(self.policies, queue.name, "queue", queue.queue_type)
+        kind = queue.queue_type
+        queue.policy_name, definition = policies.choose(self.policies, queue.name, "queue",
+                                                        kind)
+        queue.operator_policy_name, operator = policies.choose(self.operator_policies,
+                                                               queue.name, "queue", kind)
+        queue.policy = policies.merge_operator(definition, operator) if operator \
+            else definition
         queue.refresh_settings()
 
     # ---- routing -----------------------------------------------------------------------

@@ -282,7 +282,6 @@ async def delete_policy(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.get("/api/operator-policies")
 @routes.get("/api/parameters")
 @routes.get("/api/global-parameters")
 async def empty_lists(request: web.Request) -> web.Response:

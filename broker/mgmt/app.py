@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import admin, conns, control, node, topology
+from . import admin, conns, control, limits, node, shovel, topology
 from .sampler import Sampler
 from .util import SAMPLER_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
@@ -58,7 +58,8 @@ def build_app(server: Server) -> web.Application:
 
     app.on_startup.append(start_sampler)
     app.on_cleanup.append(stop_sampler)
-    for table in (node.routes, admin.routes, conns.routes, topology.routes, control.routes):
+    for table in (node.routes, admin.routes, conns.routes, topology.routes, control.routes,
+                  limits.routes, shovel.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)

@@ -70,7 +70,7 @@ def queue(server: Server, q: Queue, unacked: dict[Any, int], details: Details) -
     ready = q.message_count
     pending = unacked.get(q, 0)
     persistent = sum(1 for e in q.store if e.message.persistent) if ready < 10000 else 0
-    policy = getattr(q, "policy_name", None)
+    policy = q.policy_name
     owner = q.exclusive_owner
     consumers = q.consumers
     return {
@@ -92,7 +92,8 @@ def queue(server: Server, q: Queue, unacked: dict[Any, int], details: Details) -
         "message_stats": message_stats(queue_totals(q), details, "queue", q),
         "messages_paged_out": 0, "messages_persistent": persistent, "messages_ram": ready,
         "messages_ready_ram": ready, "messages_unacknowledged_ram": pending,
-        "name": q.name, "node": node_name(), "operator_policy": None, "policy": policy,
+        "name": q.name, "node": node_name(), "operator_policy": q.operator_policy_name,
+        "policy": policy,
         "owner_pid_details": _owner(owner) if owner is not None else None,
         "recoverable_slaves": None, "reductions": 0, "reductions_details": rate(),
         "single_active_consumer_tag": None, "state": "running", "storage_version": 1,
@@ -107,10 +108,13 @@ def _owner(session: Session) -> dict:
 
 # ---- exchanges and bindings ------------------------------------------------------------
 def exchange(ex: Any) -> dict:
-    return {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
-            "durable": ex.durable, "internal": ex.internal, "name": ex.name,
-            "type": ex.type_name, "user_who_performed_action": "rmq-internal",
-            "vhost": ex.vhost}
+    out = {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
+           "durable": ex.durable, "internal": ex.internal, "name": ex.name,
+           "type": ex.type_name, "user_who_performed_action": "rmq-internal",
+           "vhost": ex.vhost}
+    if ex.policy_name:  # present only when a policy applies, as in RabbitMQ
+        out["policy"] = ex.policy_name
+    return out
 
 
 def properties_key(routing_key: str, arguments: dict) -> str:

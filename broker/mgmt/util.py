@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -173,21 +174,28 @@ def _pick(item: dict, columns: list[str]) -> dict:
 
 
 def list_reply(request: web.Request, items: list[dict]) -> web.Response:
-    """Apply ?name=&use_regex, ?sort=&sort_reverse=, ?columns= and ?page=&page_size=."""
+    """Apply ?name=&use_regex, ?sort=&sort_reverse=, ?columns= and ?page=&page_size=.
+
+    As RabbitMQ: the name filter ignores case (a substring, or a regex with use_regex=true; a
+    regex that does not compile matches nothing); ``sort`` may name a nested field
+    (``message_stats.publish_details.rate``)."""
     q = request.query
     total = len(items)
     if q.get("name"):
-        import re
-
         needle = q["name"]
         if q.get("use_regex") == "true":
-            pattern = re.compile(needle)
-            items = [i for i in items if pattern.search(str(i.get("name", "")))]
+            try:
+                pattern = re.compile(needle, re.IGNORECASE)
+            except re.error:
+                items = []
+            else:
+                items = [i for i in items if pattern.search(str(i.get("name", "")))]
         else:
-            items = [i for i in items if needle in str(i.get("name", ""))]
+            lowered = needle.lower()
+            items = [i for i in items if lowered in str(i.get("name", "")).lower()]
     if q.get("sort"):
-        key = q["sort"]
-        items = sorted(items, key=lambda i: _sort_key(i.get(key)),
+        path = q["sort"].split(".")
+        items = sorted(items, key=lambda i: _sort_key(_dig(i, path)),
                        reverse=q.get("sort_reverse") == "true")
     if q.get("columns"):
         columns = [c for c in q["columns"].split(",") if c]
@@ -197,8 +205,20 @@ def list_reply(request: web.Request, items: list[dict]) -> web.Response:
     return reply(_page(items, total, q))
 
 
+def _dig(item: Any, path: list[str]) -> Any:
+    for key in path:
+        if not isinstance(item, dict):
+            return None
+        item = item.get(key)
+    return item
+
+
 def _sort_key(value: Any) -> tuple:
-    return (0, value) if isinstance(value, int | float) else (1, str(value))
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (1, int(value))
+    return (1, value) if isinstance(value, int | float) else (2, str(value).lower())
 
 
 def _page(items: list[dict], total: int, q: Any) -> dict:
