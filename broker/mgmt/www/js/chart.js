@@ -6,12 +6,12 @@
 import { el } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const W = 640, H = 190, LEFT = 48, RIGHT = 8, TOP = 10, BOTTOM = 22;
+const H = 190, LEFT = 48, RIGHT = 10, TOP = 10, BOTTOM = 22;
 export const RANGES = [["60|5", "Last minute", 600], ["600|5", "Last ten minutes", 600],
   ["3600|60", "Last hour", 3600], ["28800|600", "Last eight hours", 28800],
   ["86400|1800", "Last day", 86400]];
 export const COLORS = ["#e8590c", "#1971c2", "#2f9e44", "#9c36b5", "#f08c00", "#0c8599",
-  "#c2255c", "#5c940d", "#495057", "#6741d9", "#d9480f"];
+  "#c2255c", "#5c940d", "#495057", "#6741d9", "#087f5b"];
 
 let retention = { global: [600, 3600, 28800, 86400], basic: [600, 3600] };
 export function setRetention(policies) { if (policies) retention = policies; }
@@ -56,7 +56,7 @@ function niceMax(value) {
 }
 
 const short = (v) => v >= 1e6 ? (v / 1e6).toFixed(1) + "M" : v >= 1e4 ? (v / 1e3).toFixed(0) + "k"
-  : String(Math.round(v * 10) / 10);
+  : String(Math.round(v * 100) / 100);
 
 function clock(ms) {
   const d = new Date(ms);
@@ -69,24 +69,37 @@ export class Chart {
   constructor(title, series, kind) {
     this.series = series.map((s, i) => ({ color: COLORS[i % COLORS.length], ...s }));
     this.kind = kind;
-    this.svg = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", class: "chart-svg",
-                            preserveAspectRatio: "none" });
+    this.svg = svg("svg", { role: "img", class: "chart-svg" });
     this.legend = el("ul", { class: "legend" });
     this.element = el("figure", { class: "chart", "data-kind": kind },
       el("figcaption", {}, title), this.svg, this.legend);
   }
 
-  // details: {key: *_details object}
+  // details: {key: *_details object}. Each line ends with a live point one increment after
+  // the newest sample: the API's current rate (rate charts) or the current count.
   update(details) {
-    const lines = this.series.map((s) => ({ ...s, points: this.points(details[s.key]) }));
+    const incr = Number(currentRange().split("|")[1]) * 1000;
+    const lines = this.series.map((s) => {
+      const d = details[s.key];
+      const points = this.points(d);
+      const live = this.kind === "rate" ? d && d.rate : s.current;
+      const newest = d && d.samples && d.samples.length ? d.samples[0].timestamp : null;
+      if (newest !== null && typeof live === "number") points.push([newest + incr, live]);
+      return { ...s, points };
+    });
     const all = lines.flatMap((l) => l.points);
     const svgNode = this.svg;
     svgNode.replaceChildren();
+    // Drawn at the element's own pixel width so text and lines are never stretched.
+    const W = Math.max(240, Math.round(svgNode.getBoundingClientRect().width) || 640);
+    svgNode.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    // The x axis spans the chosen range, ending at the newest sample.
     const times = all.map((p) => p[0]);
     const t1 = times.length ? Math.max(...times) : Date.now();
-    const t0 = times.length ? Math.min(...times) : t1 - 60000;
+    const t0 = t1 - Number(currentRange().split("|")[0]) * 1000;
     const span = Math.max(1, t1 - t0);
-    const top = niceMax(Math.max(0, ...all.map((p) => p[1])));
+    const peak = Math.max(0, ...all.map((p) => p[1]));
+    const top = this.kind === "count" ? Math.max(4, niceMax(peak)) : niceMax(peak);
     const x = (t) => LEFT + (W - LEFT - RIGHT) * (t - t0) / span;
     const y = (v) => TOP + (H - TOP - BOTTOM) * (1 - v / top);
     for (let k = 0; k <= 4; k++) {

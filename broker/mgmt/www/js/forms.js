@@ -8,8 +8,11 @@ import { flash } from "./dom.js";
 let fieldSeq = 0;
 
 export function field(label, input, help) {
-  const id = input.id || `f${++fieldSeq}`;
-  input.id = id;
+  // The label points at the control itself, or at the first control of a composite one.
+  const target = input.matches("input, select, textarea") ? input
+    : input.querySelector("input, select, textarea") || input;
+  const id = target.id || `f${++fieldSeq}`;
+  target.id = id;
   return el("div", { class: "field" }, el("label", { for: id }, label),
     el("div", { class: "control" }, input, help ? el("small", { class: "muted" }, help) : null));
 }
