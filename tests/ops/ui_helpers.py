@@ -92,9 +92,12 @@ class Ui:
         return self.page.locator("details.section", has=self.page.locator(
             "summary h3", has_text=title)).first
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, top: bool = True) -> Path:
+        """A screenshot of the viewport, from the top of the page unless ``top`` is False."""
         SHOTS.mkdir(parents=True, exist_ok=True)
         path = SHOTS / f"{name}.png"
+        if top:
+            self.page.evaluate("window.scrollTo(0, 0)")
         self.page.screenshot(path=str(path))
         return path
 

@@ -85,12 +85,12 @@ export class ListView {
       ? `${data.total_count} item${data.total_count === 1 ? "" : "s"}`
       : `${data.filtered_count} of ${data.total_count} items match`;
     const pages = Math.max(1, data.page_count || 1);
-    this.pager.replaceChildren(pages > 1 ? [
+    this.pager.replaceChildren(...(pages > 1 ? [
       el("button", { type: "button", class: "secondary", disabled: s.page <= 1,
         "aria-label": "Previous page", onclick: () => this.changed({ page: s.page - 1 }) }, "‹"),
       ` Page ${s.page} of ${pages} `,
       el("button", { type: "button", class: "secondary", disabled: s.page >= pages,
         "aria-label": "Next page", onclick: () => this.changed({ page: s.page + 1 }) }, "›"),
-    ] : []);
+    ] : []));
   }
 }

@@ -134,8 +134,8 @@ export function bindForm(vhost, source) {
     node.reset();
     args.clear();
     actions.refreshNow();
-  }, el("h4", {}, "Add binding from this exchange"), field("Destination", el("span",
-    { class: "inline" }, kind, dest)), field("Routing key", key),
+  }, el("h4", {}, "Add binding from this exchange"), field("To", kind),
+  field("Destination", dest), field("Routing key", key),
   field("Arguments", args.element), submit("Bind"));
 }
 
