@@ -10,6 +10,9 @@ export function el(tag, attrs, ...children) {
       node.addEventListener(key.slice(2), value);
     } else if (key === "class") {
       node.className = value;
+    } else if (key === "value" && (tag === "input" || tag === "textarea")) {
+      node.setAttribute("value", value);  // also what a form reset goes back to
+      node.value = value;
     } else if (key === "value" && "value" in node) {
       node.value = value;
     } else if (value === true) {
