@@ -8,9 +8,9 @@ import sys
 
 from storage.datadir import DataDirError
 
-from .config import parse_args
-from .server import Server
-from .tls import TLSConfigError
+from .node.config import parse_args
+from .node.tls import TLSConfigError
+from .ops.launch import make_node
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop = None
     runner = uvloop.run if uvloop is not None else asyncio.run
     try:
-        runner(Server(cfg).serve_forever())
+        runner(make_node(cfg).serve_forever())
     except KeyboardInterrupt:
         pass
     except (DataDirError, TLSConfigError) as exc:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from broker.message import Entry
-
+from .message import Entry
 from .message_store import SegmentQueueStore
 from .store import MemoryQueueStore
 
@@ -23,7 +22,8 @@ WINDOWS = {"default": (32768, 32 * 1024 * 1024), "lazy": (0, 0)}
 
 
 class PagingStore:
-    __slots__ = ("_mem", "_spill", "_spill_from", "_out", "_make_spill", "_max_n", "_max_b")
+    __slots__ = ("_mem", "_spill", "_spill_from", "_out", "_make_spill", "_max_n", "_max_b",
+                 "last_seq")
 
     def __init__(self, make_spill: Callable[[], SegmentQueueStore], mode: str = "default") -> None:
         self._mem = MemoryQueueStore()
@@ -31,6 +31,7 @@ class PagingStore:
         self._spill_from = 0
         self._out = 0  # entries shifted from the spill and not yet acked or requeued
         self._make_spill = make_spill
+        self.last_seq = 0  # nothing to recover: a paging store starts empty
         self.set_mode(mode)
 
     def set_mode(self, mode: str) -> None:

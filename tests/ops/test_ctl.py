@@ -14,7 +14,7 @@ from ops_helpers import amqp_url, connect
 
 
 def ctl(handle, *args: str, check: bool = True) -> subprocess.CompletedProcess:  # type: ignore
-    proc = subprocess.run([sys.executable, "-m", "broker.ctl", "--port",
+    proc = subprocess.run([sys.executable, "-m", "broker.ops.ctl", "--port",
                            str(handle.management_port), *args],
                           capture_output=True, text=True, timeout=30)
     if check:
@@ -36,9 +36,9 @@ def test_ping_and_console_script(burrowmq) -> None:  # type: ignore[no-untyped-d
 
 
 def test_ping_fails_with_69_when_nothing_listens(tmp_path) -> None:  # type: ignore
-    from broker.pytest_plugin import free_port
+    from broker.ops.pytest_plugin import free_port
 
-    proc = subprocess.run([sys.executable, "-m", "broker.ctl", "--port", str(free_port()),
+    proc = subprocess.run([sys.executable, "-m", "broker.ops.ctl", "--port", str(free_port()),
                            "ping"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 69 and proc.stderr.startswith("Error:\nunable to perform")
 
@@ -151,7 +151,7 @@ def test_status_cluster_status_and_app_control(burrowmq) -> None:  # type: ignor
 
 
 def admin(handle, *args: str) -> str:  # type: ignore[no-untyped-def]
-    proc = subprocess.run([sys.executable, "-m", "broker.ctl.admin", "-P",
+    proc = subprocess.run([sys.executable, "-m", "broker.ops.ctl.rabbitmqadmin", "-P",
                            str(handle.management_port), *args],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, (args, proc.stdout, proc.stderr)

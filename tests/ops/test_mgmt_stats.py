@@ -15,8 +15,13 @@ def node(burrowmq):  # type: ignore[no-untyped-def]
     return burrowmq, Api(burrowmq.management_port)
 
 
+def sampler_of(handle):  # type: ignore[no-untyped-def]
+    """The management sampler of an in-process node (its HTTP service holds it)."""
+    return next(s.sampler for s in handle.node.services if getattr(s, "sampler", None))
+
+
 def tick(handle, at_ms: int) -> None:  # type: ignore[no-untyped-def]
-    handle.call(lambda: handle.server.http.sampler.tick(at_ms))
+    handle.call(lambda: sampler_of(handle).tick(at_ms))
 
 
 def test_counts_and_rates_per_object(node) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +122,7 @@ def test_idle_objects_keep_no_rings(node) -> None:  # type: ignore[no-untyped-de
         assert api.put(f"/api/queues/%2F/idle-{i}", {"durable": False}) == 201
     for k in range(3):
         tick(handle, 1_700_000_000_000 + k * 5000)
-    sampler = handle.server.http.sampler
+    sampler = sampler_of(handle)
     idle = [s for q, s in sampler.series["queue"].items() if q.name.startswith("idle-")]
     assert len(idle) == 20 and all(s.rings is None for s in idle)
     q = api.get("/api/queues/%2F/idle-3?lengths_age=10&lengths_incr=5")
@@ -130,7 +135,7 @@ def test_sampler_runs_on_its_own(burrowmq_factory) -> None:  # type: ignore[no-u
     import time
 
     deadline = time.monotonic() + 5
-    while handle.server.http.sampler.ticks < 3 and time.monotonic() < deadline:
+    while sampler_of(handle).ticks < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert handle.server.http.sampler.ticks >= 3
+    assert sampler_of(handle).ticks >= 3
     assert api.get("/api/overview")["message_stats"]["publish_details"]["rate"] == 0.0

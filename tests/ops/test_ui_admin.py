@@ -13,7 +13,7 @@ from ops_helpers import amqp_url, connect
 from playwright.sync_api import expect
 from ui_helpers import Ui, ui, ui_browser  # noqa: F401
 
-from broker.naming import node_name
+from broker.core.naming import node_name
 
 
 def test_users_and_permissions(ui, ui_browser) -> None:  # type: ignore  # noqa: F811

@@ -14,7 +14,7 @@ from ops_helpers import connect
 from playwright.sync_api import expect
 from ui_helpers import PHONE, Ui, ui, ui_browser  # noqa: F401
 
-from broker.naming import node_name
+from broker.core.naming import node_name
 
 
 def test_login(ui_browser, burrowmq_factory) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
@@ -76,8 +76,9 @@ def test_overview(ui) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
         expect(publish_rate).not_to_have_text(re.compile(r"^0/s$"), timeout=10_000)
         queued = page.locator("figure[data-kind=count] li[data-series=messages] .value")
         expect(queued).not_to_have_text("0")
+        # A line needs two samples 5 s apart (the chart's increment), then a page refresh.
         line = page.locator("figure[data-kind=rate] polyline[data-series=publish]")
-        expect(line).to_have_count(1)
+        expect(line).to_have_count(1, timeout=15_000)
         assert _last_point_above_zero(line.get_attribute("points") or "")
         ui.shot("overview")
     finally:

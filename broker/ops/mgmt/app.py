@@ -1,0 +1,72 @@
+"""The management aiohttp application: routes, basic-auth middleware, static web UI.
+
+Every ``/api/*`` request is authenticated (HTTP basic, RabbitMQ's 401 bodies) before a handler
+runs; the UI's static files are public (the page asks for credentials itself). Unexpected
+exceptions become 500 ``internal_server_error`` with the exception's text and are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from . import api_admin, api_node, api_topology, conns, control, limits, shovel
+from .sampler import Sampler
+from .util import NODE_KEY, SAMPLER_KEY, SERVER_KEY, USER_KEY, authenticate, error
+
+if TYPE_CHECKING:
+    from broker.node.node import Node
+
+log = logging.getLogger("broker.management")
+WWW = Path(__file__).parent / "www"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    request[USER_KEY] = authenticate(request)
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.exception("management API %s %s failed", request.method, request.path)
+        raise error(500, "internal_server_error", str(exc)) from None
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WWW / "index.html")
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
+    app[NODE_KEY] = node
+    app[SERVER_KEY] = node.server
+    sampler = Sampler(node.server, node.config.collect_statistics_interval / 1000.0)
+    app[SAMPLER_KEY] = sampler
+
+    async def start_sampler(app: web.Application) -> None:
+        sampler.start()
+
+    async def stop_sampler(app: web.Application) -> None:
+        sampler.stop()
+
+    app.on_startup.append(start_sampler)
+    app.on_cleanup.append(stop_sampler)
+    for table in (api_node.routes, api_admin.routes, conns.routes, api_topology.routes,
+                  control.routes, limits.routes, shovel.routes):
+        app.router.add_routes(table)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", WWW)
+    app.router.add_route("*", "/api/{tail:.*}", not_found)
+    return app
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise error(404, "Object Not Found", "Not Found")
