@@ -176,7 +176,7 @@ class Session:
 
     def _check_connection_limits(self, vhost: VirtualHost) -> None:
         """RabbitMQ's vhost and user connection limits (a negative limit is no limit)."""
-        sessions = self.server.sessions
+        sessions = open_sessions(self.server)
         limit = vhost.limits.get("max-connections", -1)
         if limit >= 0 and sum(1 for s in sessions if s.vhost is vhost) >= limit:
             raise NotAllowed(f"access to vhost '{vhost.name}' refused for user '{self.user}': "
@@ -190,7 +190,7 @@ class Session:
     def _check_channel_limit(self) -> None:
         user = self.server.auth.users.get(self.user)
         limit = user.limits.get("max-channels", -1) if user is not None else -1
-        if limit >= 0 and sum(len(s.channels) for s in self.server.sessions
+        if limit >= 0 and sum(len(s.channels) for s in open_sessions(self.server)
                               if s.user == self.user) >= limit:
             raise NotAllowed(f"number of channels opened for user '{self.user}' has reached "
                              f"the maximum allowed user limit of {limit}", 20, 10)

@@ -31,6 +31,24 @@ MESSAGE_FIELDS = FIELDS[:11]
 
 class Counters:
     __slots__ = FIELDS
+    # Declared for type checkers; every field is an int set to 0 by __init__.
+    publish: int
+    deliver: int
+    deliver_no_ack: int
+    get: int
+    get_no_ack: int
+    get_empty: int
+    redeliver: int
+    ack: int
+    confirm: int
+    return_unroutable: int
+    drop_unroutable: int
+    recv_oct: int
+    recv_cnt: int
+    send_oct: int
+    send_cnt: int
+    channels_opened: int
+    channels_closed: int
 
     def __init__(self) -> None:
         for name in FIELDS:

@@ -64,6 +64,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "channel": MESSAGE_FIELDS,
     "queue": MESSAGE_FIELDS + LENGTHS,
 }
+LENGTH_AT = len(MESSAGE_FIELDS)  # where lengths (then bytes) start in a vhost's row
 POLICY_OF = {"overview": "global", "vhost": "global", "connection": "basic",
              "channel": "basic", "queue": "basic"}
 
@@ -208,30 +209,52 @@ class Sampler:
         ts = int(time.time() * 1000) if now_ms is None else now_ms
         server = self.server
         sessions = [s for s in open_sessions(server) if s.vhost is not None]
-        unacked = unacked_by_queue(sessions)
+        # Per vhost: message counts, ready, unacked, bytes in, bytes out (FIELDS["vhost"]).
         vhost_rows: dict[str, list[int]] = {}
-        width_v = len(FIELDS["vhost"])
         for name, vhost in server.vhosts.items():
-            row = vhost_rows[name] = [0] * width_v
-            _add(row, 0, _message_row(vhost.retired))
-            _add(row, len(MESSAGE_FIELDS) + 2, (vhost.retired.recv_oct, vhost.retired.send_oct))
+            base = vhost_rows[name] = [0] * len(FIELDS["vhost"])
+            _add(base, 0, _message_row(vhost.retired))
+            _add(base, LENGTH_AT + 2, (vhost.retired.recv_oct, vhost.retired.send_oct))
+        self._sample_queues(ts, unacked_by_queue(sessions), vhost_rows)
+        live = self._sample_sessions(ts, sessions, vhost_rows)
+        glevels = self.levels["global"]
+        old_v = self.series["vhost"]
+        self.series["vhost"] = {name: _record(old_v.get(name), ts, tuple(values), glevels)
+                                for name, values in vhost_rows.items()}
+        everything = Counters.total([server.retired, live])
+        ready = sum(r[LENGTH_AT] for r in vhost_rows.values())
+        pending = sum(r[LENGTH_AT + 1] for r in vhost_rows.values())
+        closed = server.connections_closed
+        overview = (*_message_row(everything), ready, pending, everything.recv_oct,
+                    everything.send_oct, closed + len(sessions), closed,
+                    everything.channels_opened, everything.channels_closed)
+        self.series["overview"] = {None: _record(self.series["overview"].get(None), ts,
+                                                 overview, glevels)}
+        self.ticks += 1
+        self.last_tick_ms = ts
 
-        queues: dict[Any, Series] = {}
+    def _sample_queues(self, ts: int, unacked: Mapping[Any, int],
+                       vhost_rows: dict[str, list[int]]) -> None:
+        found: dict[Any, Series] = {}
         old = self.series["queue"]
         levels = self.levels["basic"]
-        for name, vhost in server.vhosts.items():
-            vrow = vhost_rows[name]
+        for name, vhost in self.server.vhosts.items():
+            totals = vhost_rows[name]
             for queue in vhost.queues.values():
                 lengths = (queue.message_count, unacked.get(queue, 0))
-                row = (*_message_row(queue_totals(queue)), *lengths)
-                queues[queue] = _record(old.get(queue), ts, row, levels)
-                vrow[len(MESSAGE_FIELDS)] += lengths[0]
-                vrow[len(MESSAGE_FIELDS) + 1] += lengths[1]
-        self.series["queue"] = queues
+                values = (*_message_row(queue_totals(queue)), *lengths)
+                found[queue] = _record(old.get(queue), ts, values, levels)
+                totals[LENGTH_AT] += lengths[0]
+                totals[LENGTH_AT + 1] += lengths[1]
+        self.series["queue"] = found
 
+    def _sample_sessions(self, ts: int, sessions: Sequence[Any],
+                         vhost_rows: dict[str, list[int]]) -> Counters:
+        """Channels and connections; returns the live sessions' counters summed."""
         channels: dict[Any, Series] = {}
         conns: dict[Any, Series] = {}
         old_ch, old_conn = self.series["channel"], self.series["connection"]
+        levels = self.levels["basic"]
         live = Counters()
         for session in sessions:
             total = Counters()
@@ -241,32 +264,15 @@ class Sampler:
                 total.add(counts)
                 channels[channel] = _record(old_ch.get(channel), ts, _message_row(counts),
                                             levels)
-            row = (*_message_row(total), total.recv_oct, total.send_oct)
-            conns[session] = _record(old_conn.get(session), ts, row, levels)
+            values = (*_message_row(total), total.recv_oct, total.send_oct)
+            conns[session] = _record(old_conn.get(session), ts, values, levels)
             live.add(total)
-            vrow = vhost_rows.get(session.vhost.name)
-            if vrow is not None:
-                _add(vrow, 0, row[:len(MESSAGE_FIELDS)])
-                _add(vrow, len(MESSAGE_FIELDS) + 2, row[len(MESSAGE_FIELDS):])
+            totals = vhost_rows.get(session.vhost.name)
+            if totals is not None:
+                _add(totals, 0, values[:LENGTH_AT])
+                _add(totals, LENGTH_AT + 2, values[LENGTH_AT:])
         self.series["channel"], self.series["connection"] = channels, conns
-
-        glevels = self.levels["global"]
-        old_v = self.series["vhost"]
-        self.series["vhost"] = {name: _record(old_v.get(name), ts, tuple(row), glevels)
-                                for name, row in vhost_rows.items()}
-        everything = Counters()
-        everything.add(server.retired)
-        everything.add(live)
-        ready = sum(r[len(MESSAGE_FIELDS)] for r in vhost_rows.values())
-        pending = sum(r[len(MESSAGE_FIELDS) + 1] for r in vhost_rows.values())
-        closed = getattr(server, "connections_closed", 0)
-        row = (*_message_row(everything), ready, pending, everything.recv_oct,
-               everything.send_oct, closed + len(sessions), closed,
-               everything.channels_opened, everything.channels_closed)
-        self.series["overview"] = {None: _record(self.series["overview"].get(None), ts,
-                                                 row, glevels)}
-        self.ticks += 1
-        self.last_tick_ms = ts
+        return live
 
     # ---- reading -------------------------------------------------------------------------
     def details(self, query: Mapping[str, str]) -> Details:
