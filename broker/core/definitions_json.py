@@ -96,6 +96,23 @@ def topology_json(vhost: VirtualHost) -> tuple[list[dict], list[dict], list[dict
     return queues, exchanges, bindings
 
 
+def limits_json(server: Server, vhost: str | None = None) -> list[dict]:
+    """Vhost limits, as RabbitMQ exports them: runtime parameters of the ``vhost-limits``
+    component, named ``limits``."""
+    return [{"value": dict(vh.limits), "vhost": name, "component": "vhost-limits",
+             "name": "limits"} for name, vh in server.vhosts.items()
+            if vh.limits and (vhost is None or name == vhost)]
+
+
+def import_limits(server: Server, parameters: list[dict], vhost: str | None = None) -> None:
+    for item in parameters:
+        if item.get("component") != "vhost-limits" or not isinstance(item.get("value"), dict):
+            continue
+        target = server.add_vhost(vhost or item["vhost"], acting_user="")
+        target.limits.update({k: int(v) for k, v in item["value"].items()
+                              if k in ("max-connections", "max-queues")})
+
+
 def export_all(server: Server) -> dict:
     queues: list[dict] = []
     exchanges: list[dict] = []
@@ -111,7 +128,7 @@ def export_all(server: Server) -> dict:
             "vhosts": [vhost_json(server, name) for name in server.vhosts],
             "permissions": permissions_json(server),
             "topic_permissions": list(server.auth.topic_permissions),
-            "parameters": [], "global_parameters": [],
+            "parameters": limits_json(server), "global_parameters": [],
             "policies": policies_json(server),
             "queues": queues, "exchanges": exchanges, "bindings": bindings}
 
@@ -122,7 +139,8 @@ def export_vhost(server: Server, name: str) -> dict:
     def strip(items: list[dict]) -> list[dict]:
         return [{k: v for k, v in item.items() if k != "vhost"} for item in items]
 
-    return {"rabbit_version": RABBITMQ_VERSION, "parameters": [],
+    return {"rabbit_version": RABBITMQ_VERSION,
+            "parameters": strip(limits_json(server, name)),
             "policies": strip(policies_json(server, name)), "queues": strip(queues),
             "exchanges": strip(exchanges), "bindings": strip(bindings)}
 
@@ -199,7 +217,12 @@ def import_all(server: Server, data: dict) -> None:
             server.add_vhost(item["vhost"], acting_user="")
             server.auth.set_permissions(item["user"], item["vhost"], item.get("configure", ""),
                                         item.get("write", ""), item.get("read", ""))
-        server.auth.topic_permissions.extend(data.get("topic_permissions", []))
+        for item in data.get("topic_permissions", []):
+            server.add_vhost(item["vhost"], acting_user="")
+            server.auth.set_topic_permission(item["user"], item["vhost"],
+                                             item.get("exchange", ""), item.get("write", ""),
+                                             item.get("read", ""))
+        import_limits(server, data.get("parameters", []))
         import_policies(server, data.get("policies", []))
         import_topology(server, data)
     except (KeyError, TypeError, users.UnknownUser) as exc:
@@ -208,6 +231,7 @@ def import_all(server: Server, data: dict) -> None:
 
 def import_vhost(server: Server, name: str, data: dict) -> None:
     try:
+        import_limits(server, data.get("parameters", []), name)
         import_policies(server, data.get("policies", []), name)
         import_topology(server, data, name)
     except (KeyError, TypeError) as exc:

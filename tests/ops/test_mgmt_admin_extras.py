@@ -165,3 +165,22 @@ def test_move_messages_with_a_one_shot_shovel(node) -> None:  # type: ignore
         "value": {**value, "dest-queue": "nowhere"}})
     assert status == 400 and body["reason"] == "no queue 'nowhere' in vhost '/'"
     conn.close()
+
+
+def test_limits_and_topic_permissions_in_definitions(node) -> None:  # type: ignore
+    _handle, api = node
+    assert api.put("/api/vhost-limits/%2F/max-queues", {"value": 50}) == 204
+    assert api.put("/api/users/defs", {"password": "pw", "tags": ""}) == 201
+    assert api.put("/api/user-limits/defs/max-channels", {"value": 3}) == 204
+    assert api.put("/api/topic-permissions/%2F/defs", {
+        "exchange": "amq.topic", "write": "^w", "read": "^r"}) == 201
+    exported = api.get("/api/definitions")
+    assert exported["parameters"] == [{"value": {"max-queues": 50}, "vhost": "/",
+                                       "component": "vhost-limits", "name": "limits"}]
+    assert {"max-channels": 3} in [u["limits"] for u in exported["users"]]
+    # Importing the same document again changes nothing (no duplicates).
+    assert api.post("/api/definitions", exported)[0] == 204
+    assert api.get("/api/definitions")["topic_permissions"] == exported["topic_permissions"]
+    assert api.delete("/api/vhost-limits/%2F/max-queues") == 204
+    assert api.post("/api/definitions", exported)[0] == 204
+    assert api.get("/api/vhost-limits") == [{"vhost": "/", "value": {"max-queues": 50}}]
