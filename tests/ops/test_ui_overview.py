@@ -22,6 +22,7 @@ def test_login(ui_browser, burrowmq_factory) -> None:  # type: ignore[no-untyped
     page = Ui(ui_browser, handle)
     page.page.goto(page.base)
     expect(page.page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.page.locator("#nav")).to_be_hidden()  # no tabs before logging in
     page.shot("login")
     page.login("guest", "wrong")
     status = page.page.locator("#login-status")
