@@ -37,7 +37,8 @@ from broker.core.stats import (
     MESSAGE_FIELDS,
     Counters,
     channel_totals,
-    queue_totals,
+    message_row,
+    queue_message_row,
     unacked_by_queue,
 )
 
@@ -242,7 +243,7 @@ class Sampler:
             totals = vhost_rows[name]
             for queue in vhost.queues.values():
                 lengths = (queue.message_count, unacked.get(queue, 0))
-                values = (*_message_row(queue_totals(queue)), *lengths)
+                values = (*queue_message_row(queue), *lengths)
                 found[queue] = _record(old.get(queue), ts, values, levels)
                 totals[LENGTH_AT] += lengths[0]
                 totals[LENGTH_AT + 1] += lengths[1]
@@ -280,7 +281,8 @@ class Sampler:
 
 
 def _message_row(c: Counters) -> tuple[int, ...]:
-    return tuple(getattr(c, f) for f in MESSAGE_FIELDS)
+    row: tuple[int, ...] = message_row(c)
+    return row
 
 
 def _add(row: list[int], at: int, values: Sequence[int]) -> None:
