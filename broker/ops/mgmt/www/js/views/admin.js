@@ -7,7 +7,7 @@ import { del, enc, get, put, query } from "../api.js";
 import { Chart, countChart, rangeParams, rangeSelect } from "../chart.js";
 import { bytes, confirmDelete, el, facts, flash, link, num, rate, section,
   simpleTable } from "../dom.js";
-import { KeyValueEditor, field, form, input, select, submit } from "../forms.js";
+import { field, form, input, select, submit } from "../forms.js";
 import { ListView } from "../table.js";
 import { actions, canPolicy, go, isAdmin, selectedVhost, session } from "../state.js";
 import { LENGTH_SERIES, MESSAGE_SERIES, lengthDetails, messageDetails } from "./overview.js";
