@@ -97,6 +97,14 @@ def test_queue_list(ui) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     add.get_by_role("button", name="Add queue").click()
     expect(ui.flash()).to_contain_text("Queue ui-quorum added.")
 
+    # Declaring it again as transient: the broker's own words come back, in red.
+    add.get_by_label("Type", exact=True).select_option("classic")
+    add.get_by_label("Name", exact=True).fill("ui-jobs")
+    add.get_by_label("Durability").select_option("false")
+    add.get_by_role("button", name="Add queue").click()
+    expect(ui.flash().locator(".error")).to_contain_text(
+        "inequivalent arg 'durable' for queue 'ui-jobs' in vhost '/'")
+
     listing = page.locator("#queues")
     page.get_by_label("Filter by name").fill("^ui-")
     page.get_by_label("Regex").check()
