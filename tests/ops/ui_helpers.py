@@ -12,17 +12,16 @@ JavaScript errors on the page fail the test that caused them.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ops_helpers import Api
+from outside import missing, require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("BURROWMQ_UI_SCREENSHOTS") or ROOT / "build" / "screenshots")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
         "--disable-dev-shm-usage"]
@@ -30,22 +29,15 @@ WIDE = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI must run the web UI tests)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def ui_browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright is not installed (pip install -e '.[test]')")
-    if CHROMIUM is None:
-        _missing("chromium is not installed (apt-get install chromium)")
+        missing("playwright is not installed (pip install -e '.[test]')")
+    chromium = require_program("chromium", "chromium-browser", package="chromium")
     playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    browser = playwright.chromium.launch(executable_path=chromium, args=ARGS)
     try:
         yield browser
     finally:

@@ -28,6 +28,7 @@ import asyncio
 import bisect
 import logging
 import time
+import weakref
 from array import array
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -174,8 +175,11 @@ def levels_for(policy: str, tick_s: float) -> list[tuple[int, int]]:
 
 
 class Sampler:
-    def __init__(self, server: Server, interval_s: float = 5.0) -> None:
-        self.server = server
+    """Started by every management app that uses it (``start`` / ``stop`` are counted): the
+    timer runs while at least one is up."""
+
+    def __init__(self, node: Any, interval_s: float = 5.0) -> None:
+        self.node = node  # read node.server at each tick: a reset may replace it
         self.interval = interval_s
         self.levels = {name: levels_for(name, interval_s) for name in POLICIES}
         self.series: dict[str, dict[Any, Series]] = {kind: {} for kind in FIELDS}
@@ -183,20 +187,31 @@ class Sampler:
                       for kind, fields in FIELDS.items()}
         self._timer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._users = 0
         self.ticks = 0
         self.last_tick_ms = 0
 
     # ---- timer -------------------------------------------------------------------------
+    @property
+    def server(self) -> Server:
+        server: Server = self.node.server
+        return server
+
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._tick_and_rearm()
+        self._users += 1
+        if self._users == 1:
+            self._loop = asyncio.get_running_loop()
+            self._tick_and_rearm()
 
     def stop(self) -> None:
-        if self._timer is not None:
+        self._users = max(0, self._users - 1)
+        if not self._users and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _tick_and_rearm(self) -> None:
+        if not self._users:
+            return
         try:
             self.tick()
         except Exception:  # noqa: BLE001 - a stats bug must not stop the timer
@@ -278,6 +293,18 @@ class Sampler:
     # ---- reading -------------------------------------------------------------------------
     def details(self, query: Mapping[str, str]) -> Details:
         return Details(self, query)
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, Sampler] = weakref.WeakKeyDictionary()
+
+
+def shared_sampler(node: Any) -> Sampler:
+    """The node's one sampler (created on first use)."""
+    sampler = _SHARED.get(node)
+    if sampler is None:
+        sampler = _SHARED[node] = Sampler(node, node.config.collect_statistics_interval
+                                          / 1000.0)
+    return sampler
 
 
 def _message_row(c: Counters) -> tuple[int, ...]:
