@@ -137,6 +137,7 @@ class SegmentQueueStore:
         self._bytes += size
 
     def shift(self) -> Entry | None:
+        entry: Entry | None
         if self._requeued:
             entry = heapq.heappop(self._requeued)
         elif self._window:
@@ -212,9 +213,9 @@ class SegmentQueueStore:
                 seg.live = seg.ready = seg.ready_bytes = 0
                 self._remove(seg)
                 continue
-            entry = self._read_one()
-            if entry is not None:
-                self.ack(entry)
+            left = self._read_one()
+            if left is not None:
+                self.ack(left)
         self._backlog = 0
         self._bytes = 0
         return count
