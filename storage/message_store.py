@@ -353,7 +353,8 @@ class SegmentQueueStore:
 
     def _collect(self, seg: Seg) -> None:
         """``seg`` has no live record left: delete it (the live one only once big enough)."""
-        if seg is not self._wseg or self._writer.size >= self._gc_min:  # type: ignore[union-attr]
+        writer = self._writer  # set whenever _wseg is
+        if seg is not self._wseg or (writer is not None and writer.size >= self._gc_min):
             self._remove(seg)
 
     def _remove(self, seg: Seg) -> None:
