@@ -13,6 +13,8 @@ import logging
 import re
 from typing import Any
 
+from .jsondoc import JSONObject
+
 log = logging.getLogger("broker.policies")
 
 MIN_OF_BOTH = frozenset({"max-length", "max-length-bytes", "message-ttl", "expires",
@@ -33,11 +35,11 @@ def _applies(apply_to: str, kind: str, queue_type: str) -> bool:
     return apply_to == "queues" or apply_to == f"{queue_type}_queues"
 
 
-def effective(policies: dict[str, dict], name: str, kind: str,
-              queue_type: str = "classic") -> dict:
+def effective(policies: dict[str, JSONObject], name: str, kind: str,
+              queue_type: str = "classic") -> JSONObject:
     """The definition of the policy that applies to a queue/exchange called ``name``."""
     best: tuple[int, str] | None = None
-    chosen: dict = {}
+    chosen: JSONObject = {}
     for pname, policy in policies.items():
         if not _applies(policy.get("apply-to", "all"), kind, queue_type):
             continue
@@ -54,6 +56,7 @@ def effective(policies: dict[str, dict], name: str, kind: str,
 
 
 def combine(key: str, argument: Any, policy_value: Any) -> Any:
+    """Any: an x-argument or policy value of any JSON/AMQP type; readers check the type."""
     if argument is None:
         return policy_value
     if policy_value is None:
@@ -63,7 +66,7 @@ def combine(key: str, argument: Any, policy_value: Any) -> Any:
     return argument
 
 
-def warn_ignored(name: str, definition: dict) -> None:
+def warn_ignored(name: str, definition: JSONObject) -> None:
     ignored = sorted(k for k in definition if k in IGNORED_KEYS)
     if ignored:
         log.warning("policy '%s': %s accepted and ignored (classic queue mirroring does not "

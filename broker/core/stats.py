@@ -17,6 +17,22 @@ FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "redeliver", "ack", "co
 
 class Counters:
     __slots__ = FIELDS
+    # FIELDS, declared for the type checker (set in __init__)
+    publish: int
+    deliver: int
+    deliver_no_ack: int
+    get: int
+    redeliver: int
+    ack: int
+    confirm: int
+    return_unroutable: int
+    drop_unroutable: int
+    recv_oct: int
+    recv_cnt: int
+    send_oct: int
+    send_cnt: int
+    channels_opened: int
+    channels_closed: int
 
     def __init__(self) -> None:
         for name in FIELDS:
