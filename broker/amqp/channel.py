@@ -147,7 +147,8 @@ class Channel(TopologyHandlers):
 
     def _wake_consumed_queues(self) -> None:
         for queue in {c.queue for c in self.consumers.values()}:
-            queue.wake()
+            if queue is not None:  # the direct reply-to consumer has no queue
+                queue.wake()
 
     def on_basic_consume(self, m: C.Basic.Consume) -> None:
         tag = m.consumer_tag or random_name("amq.ctag-")

@@ -224,7 +224,8 @@ class Session:
         if writable:
             for channel in self.channels.values():
                 for consumer in channel.consumers.values():
-                    consumer.queue.wake()
+                    if consumer.queue is not None:  # the direct reply-to consumer has none
+                        consumer.queue.wake()
 
     def block(self, reason: str) -> None:
         if self.blocked or self.closed:

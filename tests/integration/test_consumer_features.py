@@ -228,3 +228,13 @@ async def test_direct_reply_to_round_trip_aio_pika(broker):
             aio_pika.Message(b"pong", correlation_id=request.correlation_id), request.reply_to)
         reply = await asyncio.wait_for(replies.get(), 5)
         assert (reply.body, reply.correlation_id) == (b"pong", corr)
+
+
+def test_qos_on_a_channel_with_a_reply_consumer(conn):
+    """basic.qos wakes the channel's consumed queues; the reply consumer has none (mypy found
+    it calling wake() on None, which killed the connection)."""
+    ch = conn.channel()
+    ch.queue_declare("after-qos")
+    ch.basic_consume(REPLY_TO, lambda *a: None, auto_ack=True)
+    ch.basic_qos(prefetch_count=5)
+    assert ch.queue_declare("after-qos", passive=True).method.message_count == 0
