@@ -17,11 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    runner = asyncio.run
     try:
         import uvloop
+        runner = uvloop.run
     except ImportError:
-        uvloop = None
-    runner = uvloop.run if uvloop is not None else asyncio.run
+        pass
     try:
         runner(make_node(cfg).serve_forever())
     except KeyboardInterrupt:

@@ -70,6 +70,7 @@ async def _serve(app: Any, host: str, port: int, what: str) -> tuple[Any, int] |
         log.error("%s: could not listen on %s:%d: %s", what, host, port, exc)
         await runner.cleanup()
         return None
+    # aiohttp keeps the site's asyncio.Server private (Optional until start() has returned)
     bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
     return runner, bound

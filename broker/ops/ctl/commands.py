@@ -3,26 +3,27 @@ what rabbitmqctl prints and raises ``CtlError`` where rabbitmqctl fails."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .client import EX_DATAERR, EX_USAGE, Client, CtlError, q
 from .output import Output
 from .status import cluster_status, status
 
-Command = Callable[[Client, Output, Any], None]
+Command = Callable[[Client, Output, argparse.Namespace], None]
 
 
-def need(args: Any, count: int, usage: str) -> list[str]:
-    if len(args.positional) < count:
+def need(args: argparse.Namespace, count: int, usage: str) -> list[str]:
+    positional: list[str] = args.positional
+    if len(positional) < count:
         raise CtlError(f"not enough arguments.\nUsage:\n{usage}", EX_USAGE)
-    return args.positional
+    return positional
 
 
-def ping(client: Client, out: Output, args: Any) -> None:
+def ping(client: Client, out: Output, args: argparse.Namespace) -> None:
     node = client.get("/overview")["node"]
     out.info(f"Will ping {node}. This only checks if the OS process is running and registered "
              f"with epmd. Timeout: {int(client.timeout * 1000)} ms.")
@@ -30,7 +31,7 @@ def ping(client: Client, out: Output, args: Any) -> None:
     out.line("Ping succeeded")
 
 
-def add_user(client: Client, out: Output, args: Any) -> None:
+def add_user(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, password = need(args, 2, "rabbitmqctl add_user <username> <password>")[:2]
     if user in {u["name"] for u in client.get("/users")}:
         raise CtlError(f'User "{user}" already exists', EX_DATAERR)
@@ -40,20 +41,20 @@ def add_user(client: Client, out: Output, args: Any) -> None:
              "'rabbitmqctl help set_permissions' to learn more.")
 
 
-def delete_user(client: Client, out: Output, args: Any) -> None:
+def delete_user(client: Client, out: Output, args: argparse.Namespace) -> None:
     user = need(args, 1, "rabbitmqctl delete_user <username>")[0]
     out.info(f'Deleting user "{user}" ...')
     client.call("DELETE", f"/users/{q(user)}", missing=f'User "{user}" does not exist')
 
 
-def change_password(client: Client, out: Output, args: Any) -> None:
+def change_password(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, password = need(args, 2, "rabbitmqctl change_password <username> <password>")[:2]
     current = client.get(f"/users/{q(user)}", missing=f'User "{user}" does not exist')
     out.info(f'Changing password for user "{user}" ...')
     client.call("PUT", f"/users/{q(user)}", {"password": password, "tags": current["tags"]})
 
 
-def set_user_tags(client: Client, out: Output, args: Any) -> None:
+def set_user_tags(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, *tags = need(args, 1, "rabbitmqctl set_user_tags <username> <tag> [...]")
     current = client.get(f"/users/{q(user)}", missing=f'User "{user}" does not exist')
     out.info(f'Setting tags for user "{user}" to [{", ".join(tags)}] ...')
@@ -62,7 +63,7 @@ def set_user_tags(client: Client, out: Output, args: Any) -> None:
                                              "tags": tags})
 
 
-def set_permissions(client: Client, out: Output, args: Any) -> None:
+def set_permissions(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, conf, write, read = need(
         args, 4, "rabbitmqctl set_permissions [--vhost <vhost>] <username> <conf> <write> "
                  "<read>")[:4]
@@ -71,13 +72,13 @@ def set_permissions(client: Client, out: Output, args: Any) -> None:
                 {"configure": conf, "write": write, "read": read})
 
 
-def clear_permissions(client: Client, out: Output, args: Any) -> None:
+def clear_permissions(client: Client, out: Output, args: argparse.Namespace) -> None:
     user = need(args, 1, "rabbitmqctl clear_permissions [--vhost <vhost>] <username>")[0]
     out.info(f'Clearing permissions for user "{user}" in vhost "{args.vhost}" ...')
     client.call("DELETE", f"/permissions/{q(args.vhost)}/{q(user)}", missing="")
 
 
-def add_vhost(client: Client, out: Output, args: Any) -> None:
+def add_vhost(client: Client, out: Output, args: argparse.Namespace) -> None:
     vhost = need(args, 1, "rabbitmqctl add_vhost <vhost>")[0]
     out.info(f'Adding vhost "{vhost}" ...')
     body = {k: v for k, v in (("description", args.description), ("tags", args.tags),
@@ -85,14 +86,14 @@ def add_vhost(client: Client, out: Output, args: Any) -> None:
     client.call("PUT", f"/vhosts/{q(vhost)}", body)
 
 
-def delete_vhost(client: Client, out: Output, args: Any) -> None:
+def delete_vhost(client: Client, out: Output, args: argparse.Namespace) -> None:
     vhost = need(args, 1, "rabbitmqctl delete_vhost <vhost>")[0]
     out.info(f'Deleting vhost "{vhost}" ...')
     client.call("DELETE", f"/vhosts/{q(vhost)}", missing=f"Virtual host '{vhost}' does not "
                                                          "exist")
 
 
-def set_policy(client: Client, out: Output, args: Any) -> None:
+def set_policy(client: Client, out: Output, args: argparse.Namespace) -> None:
     name, pattern, definition = need(
         args, 3, "rabbitmqctl set_policy [--vhost <vhost>] [--priority <priority>] "
                  "[--apply-to <apply-to>] <name> <pattern> <definition>")[:3]
@@ -107,21 +108,21 @@ def set_policy(client: Client, out: Output, args: Any) -> None:
                  "apply-to": args.apply_to})
 
 
-def clear_policy(client: Client, out: Output, args: Any) -> None:
+def clear_policy(client: Client, out: Output, args: argparse.Namespace) -> None:
     name = need(args, 1, "rabbitmqctl clear_policy [--vhost <vhost>] <name>")[0]
     out.info(f'Clearing policy "{name}" on vhost "{args.vhost}" ...')
     client.call("DELETE", f"/policies/{q(args.vhost)}/{q(name)}",
                 missing="Parameter does not exist")
 
 
-def purge_queue(client: Client, out: Output, args: Any) -> None:
+def purge_queue(client: Client, out: Output, args: argparse.Namespace) -> None:
     queue = need(args, 1, "rabbitmqctl purge_queue [--vhost <vhost>] <queue>")[0]
     out.info(f"Purging queue '{queue}' in vhost '{args.vhost}' ...")
     client.call("DELETE", f"/queues/{q(args.vhost)}/{q(queue)}/contents",
                 missing=f"queue '{queue}' in vhost '{args.vhost}' not found")
 
 
-def delete_queue(client: Client, out: Output, args: Any) -> None:
+def delete_queue(client: Client, out: Output, args: argparse.Namespace) -> None:
     queue = need(args, 1, "rabbitmqctl delete_queue [--vhost <vhost>] <queue_name>")[0]
     missing = f"queue '{queue}' in vhost '{args.vhost}' not found"
     path = f"/queues/{q(args.vhost)}/{q(queue)}"
@@ -133,7 +134,7 @@ def delete_queue(client: Client, out: Output, args: Any) -> None:
     out.line(f"Queue was successfully deleted with {count} message{'s' * (count != 1)}")
 
 
-def export_definitions(client: Client, out: Output, args: Any) -> None:
+def export_definitions(client: Client, out: Output, args: argparse.Namespace) -> None:
     target = need(args, 1, "rabbitmqctl export_definitions <file_path | \"-\">")[0]
     data = client.get("/definitions")
     if target == "-":
@@ -143,7 +144,7 @@ def export_definitions(client: Client, out: Output, args: Any) -> None:
     Path(target).write_text(json.dumps(data))
 
 
-def import_definitions(client: Client, out: Output, args: Any) -> None:
+def import_definitions(client: Client, out: Output, args: argparse.Namespace) -> None:
     source = args.positional[0] if args.positional else "-"
     text = sys.stdin.read() if source == "-" else Path(source).read_text()
     out.info(f'Importing definitions in JSON from a file at "{source}" ...')
@@ -156,7 +157,7 @@ def import_definitions(client: Client, out: Output, args: Any) -> None:
              "take some time.")
 
 
-def close_connection(client: Client, out: Output, args: Any) -> None:
+def close_connection(client: Client, out: Output, args: argparse.Namespace) -> None:
     pid, explanation = need(args, 2, "rabbitmqctl close_connection <connection_pid> "
                                      "<explanation>")[:2]
     out.info(f"Closing connection {pid}, reason: {explanation}...")
@@ -164,7 +165,7 @@ def close_connection(client: Client, out: Output, args: Any) -> None:
                 missing=f"connection {pid} not found")
 
 
-def close_all_connections(client: Client, out: Output, args: Any) -> None:
+def close_all_connections(client: Client, out: Output, args: argparse.Namespace) -> None:
     explanation = need(args, 1, "rabbitmqctl close_all_connections <explanation>")[0]
     out.info(f"Closing all connections in vhost {args.vhost} ...")
     for conn in client.get(f"/vhosts/{q(args.vhost)}/connections"):
@@ -173,7 +174,7 @@ def close_all_connections(client: Client, out: Output, args: Any) -> None:
 
 
 def node_action(action: str, message: str) -> Command:
-    def run(client: Client, out: Output, args: Any) -> None:
+    def run(client: Client, out: Output, args: argparse.Namespace) -> None:
         node = client.get("/overview")["node"]
         out.info(message.format(node=node))
         client.call("POST", f"/burrowmq/{action}", {})

@@ -37,9 +37,10 @@ DEFAULT_COLUMNS = {
 
 
 def field(item: dict, column: str) -> Any:
+    value: Any = item  # Any: a JSON value, nested as deep as the dotted column goes
     for part in column.split("."):
-        item = item.get(part) if isinstance(item, dict) else None  # type: ignore[assignment]
-    return item
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def render(rows: list[dict], columns: list[str], fmt: str) -> str:

@@ -3,8 +3,8 @@ built from /api/overview and /api/nodes; ``--formatter json`` prints one JSON ob
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Any
 
 from .client import Client
 from .output import Output
@@ -25,7 +25,7 @@ def _listener_lines(overview: dict, with_node: bool) -> list[str]:
     return lines
 
 
-def status(client: Client, out: Output, args: Any) -> None:
+def status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     node = client.get("/nodes")[0]
     if out.formatter == "json":
@@ -76,7 +76,7 @@ def status(client: Client, out: Output, args: Any) -> None:
         out.line(line)
 
 
-def cluster_status(client: Client, out: Output, args: Any) -> None:
+def cluster_status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     node = client.get("/nodes")[0]
     name, version = node["name"], overview["rabbitmq_version"]

@@ -8,10 +8,12 @@ becomes 400 ``bad_request`` with the error's text (RabbitMQ's management API doe
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
 
+from broker.core.exchanges import Exchange
 from broker.core.messages import new_message
 from broker.core.queue import Queue
 from protocol import properties as props_codec
@@ -30,12 +32,14 @@ from .util import (
     vhosts_in_scope,
 )
 
+P = ParamSpec("P")
+T = TypeVar("T")
 routes = web.RouteTableDef()
 ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
              "reject_requeue_false")
 
 
-def _amqp(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _amqp(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     try:
         return fn(*args, **kwargs)
     except AMQPError as err:
@@ -50,7 +54,7 @@ async def list_exchanges(request: web.Request) -> web.Response:
                                 for x in v.exchanges.values()])
 
 
-def _exchange(request: web.Request) -> Any:
+def _exchange(request: web.Request) -> Exchange:
     """The exchange named in the URL; ``amq.default`` is how the API names ``""``."""
     name = request.match_info["exchange"]
     ex = vhost_of(request).exchanges.get("" if name == "amq.default" else name)

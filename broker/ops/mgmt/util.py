@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from broker.node.node import Node
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
+# AppKey's second argument is only a label at run time; Server and Node are imported for type
+# checking only, so the keys are typed by annotation.
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type]
 RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
