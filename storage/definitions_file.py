@@ -20,11 +20,14 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .sync import fsync_dir
+
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
 
 MAGIC = b"BMQD"
 VERSION = 1
@@ -71,8 +74,10 @@ def decode(data: bytes, path: str | os.PathLike[str] = "definitions") -> dict[st
     return doc
 
 
-def save(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
-    """Atomically replace ``path`` with ``doc`` (write temp, fsync, rename, fsync dir)."""
+def save(path: str | os.PathLike[str], doc: dict[str, Any],
+         sink: ReplicationSink | None = None) -> None:
+    """Atomically replace ``path`` with ``doc`` (write temp, fsync, rename, fsync dir), then
+    tell ``sink`` (from this thread)."""
     path = Path(path)
     data = encode(doc)
     tmp = path.with_name(path.name + ".tmp")
@@ -90,6 +95,8 @@ def save(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
     os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    if sink is not None:
+        sink.rewrite(str(path), data)
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
