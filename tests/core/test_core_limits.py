@@ -29,8 +29,9 @@ def test_drop_head_drops_the_oldest_and_dead_letters_it(
     assert publish(vhost, "q", b"m0", b"m1", b"m2") == [True, True, True]
     assert bodies(vhost.queue("q")) == [b"m1", b"m2"]
     assert dead() == [b"m0"]
-    assert headers_of(vhost.queue("dlq").store.peek().message)["x-death"][0]["reason"] \
-        == "maxlen"
+    dead_letter = vhost.queue("dlq").store.peek()
+    assert dead_letter is not None
+    assert headers_of(dead_letter.message)["x-death"][0]["reason"] == "maxlen"
 
 
 @pytest.mark.parametrize("limit", [{"x-max-length": 2}, {"x-max-length-bytes": 4}])
