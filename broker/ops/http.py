@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from broker.node.node import Node
 
 log = logging.getLogger("broker.http")
@@ -30,7 +32,7 @@ def _import_all() -> None:
 
 class HttpService:
     def __init__(self) -> None:
-        self.runners: list[Any] = []
+        self.runners: list[web.AppRunner] = []
 
     async def start(self, node: Node) -> None:
         cfg = node.config
@@ -58,7 +60,8 @@ class HttpService:
         self.runners.clear()
 
 
-async def _serve(app: Any, host: str, port: int, what: str) -> tuple[Any, int] | None:
+async def _serve(app: web.Application, host: str, port: int,
+                 what: str) -> tuple[web.AppRunner, int] | None:
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -76,7 +79,7 @@ async def _serve(app: Any, host: str, port: int, what: str) -> tuple[Any, int] |
     return runner, bound
 
 
-def metrics_app(node: Node) -> Any:
+def metrics_app(node: Node) -> web.Application:
     from aiohttp import web
 
     from . import metrics

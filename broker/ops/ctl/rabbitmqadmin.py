@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: JSON values, typed key=value arguments
 
 from .client import EX_USAGE, Client, CtlError, q
 

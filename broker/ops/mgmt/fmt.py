@@ -8,7 +8,7 @@ reading them keep working.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast  # Any: JSON values
 
 from broker.amqp.session import open_sessions
 from broker.core import definitions_json

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any  # Any: JSON values, aiohttp keys
 
 from aiohttp import web
 
