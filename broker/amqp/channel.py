@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
@@ -40,6 +40,8 @@ from .channel_topology import TopologyHandlers, random_name
 from .confirms import Confirms
 
 if TYPE_CHECKING:
+    from broker.core.exchanges import Exchange
+
     from .ports import ChannelOwner
 
 
@@ -49,8 +51,9 @@ def _handler_name(pamqp_name: str) -> str:
     return f"on_{cls.lower()}_{snake}"
 
 
-HANDLER_NAMES: dict[type, str] = {cls: _handler_name(cls.name)
-                                  for cls in (*C.INDEX_MAPPING.values(), AccessRequest)}
+HANDLER_NAMES: dict[type[C.base.Frame], str] = {cls: _handler_name(cls.name)
+                                  for cls in (*C.INDEX_MAPPING.values(), AccessRequest)
+                                  if issubclass(cls, C.base.Frame)}  # pamqp: dict[int, type]
 
 
 def _delivered_properties(entry: Entry) -> bytes:
@@ -151,7 +154,8 @@ class Channel(TopologyHandlers):
 
     def _wake_consumed_queues(self) -> None:
         for queue in {c.queue for c in self.consumers.values()}:
-            queue.wake()
+            if queue is not None:  # the direct reply-to consumer has no queue
+                queue.wake()
 
     def on_basic_consume(self, m: C.Basic.Consume) -> None:
         tag = m.consumer_tag or random_name("amq.ctag-")
@@ -194,7 +198,7 @@ class Channel(TopologyHandlers):
             self.reply_address = None
 
     def on_basic_cancel(self, m: C.Basic.Cancel) -> None:
-        consumer = self.consumers.pop(m.consumer_tag, None)
+        consumer = self.consumers.pop(m.consumer_tag or "", None)  # pamqp: str | None
         if not m.nowait:
             self.reply(C.Basic.CancelOk(m.consumer_tag))
         if consumer is not None:
@@ -223,7 +227,8 @@ class Channel(TopologyHandlers):
             if consumer.queue is not None:
                 consumer.queue.ack(entry)
         else:
-            self.unacked[tag] = (entry, consumer.queue, consumer)
+            # only the reply consumer has no queue, and it is no-ack
+            self.unacked[tag] = (entry, consumer.queue, consumer)  # type: ignore[assignment]
             consumer.unacked += 1
         self.session.wake()
 
@@ -332,7 +337,7 @@ class Channel(TopologyHandlers):
         self._settle(m.delivery_tag, m.multiple, m.requeue)
 
     def on_basic_reject(self, m: C.Basic.Reject) -> None:
-        self._settle(m.delivery_tag, False, m.requeue)
+        self._settle(m.delivery_tag or 0, False, m.requeue)  # pamqp: int | None
 
     def on_basic_recover(self, m: C.Basic.Recover) -> None:
         if not m.requeue:
@@ -375,14 +380,14 @@ class Channel(TopologyHandlers):
             return
         self._route(exchange, message, ev.mandatory)
 
-    def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
+    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
         queues = self.vhost.route(exchange, message.routing_key, message.properties)
         if not queues and exchange is self.vhost.default_exchange and \
                 message.routing_key.startswith(replyto.PREFIX):
             target = self.session.server.replies.lookup(message.routing_key)
             if target is not None:
                 target.deliver_reply(message)
-                queues = (None,)
+                queues = (None,)  # type: ignore[assignment]  # delivered: no queue, no return
         confirms = self.confirms
         if not queues:
             self.stats.drop_unroutable += not mandatory
@@ -393,7 +398,7 @@ class Channel(TopologyHandlers):
                     message.routing_key_raw))
                 self.machine.out.append(codec.content_frames(
                     self.number, message.properties, message.body, self.machine.frame_max))
-        elif queues == (None,):
+        elif queues == (None,):  # type: ignore[comparison-overlap]  # the sentinel above
             pass
         elif confirms is not None:
             seq = confirms.seq

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from broker.core.vhost import VirtualHost
     from storage.message import Message
 
-    from .ports import AMQPHost
+    from .ports import AMQPHost, TransportAdapter
 
 log = logging.getLogger("broker.connection")
 
@@ -55,7 +55,8 @@ def open_sessions(server: Server) -> list[Session]:
 
 
 class Session:
-    def __init__(self, host: AMQPHost, adapter: Any, peer: str, local: str = "") -> None:
+    def __init__(self, host: AMQPHost, adapter: TransportAdapter, peer: str,
+                 local: str = "") -> None:
         self.host = host
         self.server = server = host.server
         self.alarms = host.alarms
@@ -70,6 +71,7 @@ class Session:
         cfg = host.config
         self.machine = ConnectionMachine(server_properties(), frame_max=cfg.frame_max,
                                          channel_max=cfg.channel_max, heartbeat=cfg.heartbeat)
+        # Set by connection.open, before which no channel exists to read it.
         self.vhost: VirtualHost = None  # type: ignore[assignment]
         self.user = ""
         self.channels: dict[int, Channel] = {}
@@ -90,7 +92,8 @@ class Session:
             try:
                 if type(event) is Publish:
                     channel = event.channel
-                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore
+                    # authz is set by connection.open; the machine yields no Publish before
+                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore[union-attr]
                         self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
                     if not self.published:
                         self.published = True
@@ -127,24 +130,24 @@ class Session:
             self._check_channel_limit()
             channel = self.channels[number] = Channel(self, number)
             self.stats.channels_opened += 1
+        # authz is set by connection.open; the machine yields no channel method before
         self.authz.check_method(event.method, channel.last_queue)  # type: ignore[union-attr]
         channel.handle(event.method)
 
     def _on_control(self, event: object) -> None:
-        kind = type(event)
-        if kind is LoginAttempt:
-            self._login(event)  # type: ignore[arg-type]
-        elif kind is OpenVhost:
-            self._open_vhost(event.vhost)  # type: ignore[attr-defined]
-        elif kind is PeerClosed:
+        if isinstance(event, LoginAttempt):
+            self._login(event)
+        elif isinstance(event, OpenVhost):
+            self._open_vhost(event.vhost)
+        elif isinstance(event, PeerClosed):
             log.info("closing AMQP connection %s", self.describe())
             self.teardown()
             self.adapter.close_transport(0.0)
-        elif kind is CloseTransport:
+        elif isinstance(event, CloseTransport):
             self.teardown()
-            self.adapter.close_transport(event.delay)  # type: ignore[attr-defined]
-        elif kind is Fault:
-            raise event.error  # type: ignore[attr-defined]
+            self.adapter.close_transport(event.delay)
+        elif isinstance(event, Fault):
+            raise event.error
 
     def _login(self, event: LoginAttempt) -> None:
         host = self.peer.rpartition(":")[0]
@@ -247,7 +250,8 @@ class Session:
         if writable:
             for channel in self.channels.values():
                 for consumer in channel.consumers.values():
-                    consumer.queue.wake()
+                    if consumer.queue is not None:  # the direct reply-to consumer has none
+                        consumer.queue.wake()
 
     def block(self, reason: str) -> None:
         if self.blocked or self.closed:

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import users
+from .jsondoc import JSONObject
 from .naming import RABBITMQ_VERSION
 from .queue import Queue
 
 if TYPE_CHECKING:
+    from .exchanges import Binding, Exchange
     from .server import Server
     from .vhost import VirtualHost
 
@@ -30,7 +32,7 @@ class DefinitionsError(ValueError):
     """The definitions document is malformed."""
 
 
-def read_file(path: str) -> dict:
+def read_file(path: str) -> JSONObject:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -42,20 +44,20 @@ def read_file(path: str) -> dict:
 
 
 # ---- export ----------------------------------------------------------------------------
-def vhost_json(server: Server, name: str) -> dict:
+def vhost_json(server: Server, name: str) -> JSONObject:
     meta = server.vhost_meta.get(name, {})
     metadata = {"description": meta.get("description", ""), "tags": meta.get("tags", []),
                 "default_queue_type": meta.get("default_queue_type", "classic")}
     return {"name": name, **metadata, "metadata": metadata}
 
 
-def permissions_json(server: Server) -> list[dict]:
+def permissions_json(server: Server) -> list[JSONObject]:
     return [{"user": user, "vhost": vhost, "configure": p.configure, "write": p.write,
              "read": p.read} for (user, vhost), p in sorted(server.auth.permissions.items())]
 
 
-def policies_json(server: Server, vhost: str | None = None) -> list[dict]:
-    out = []
+def policies_json(server: Server, vhost: str | None = None) -> list[JSONObject]:
+    out: list[JSONObject] = []
     for vname, policies in sorted(server.policies.items()):
         if vhost is None or vname == vhost:
             out.extend({"vhost": vname, "name": name, **policy}
@@ -63,25 +65,26 @@ def policies_json(server: Server, vhost: str | None = None) -> list[dict]:
     return out
 
 
-def queue_json(queue: Queue) -> dict:
+def queue_json(queue: Queue) -> JSONObject:
     return {"name": queue.name, "vhost": queue.vhost, "durable": queue.durable,
             "auto_delete": queue.auto_delete, "arguments": dict(queue.arguments)}
 
 
-def exchange_json(ex: Any) -> dict:
+def exchange_json(ex: Exchange) -> JSONObject:
     return {"name": ex.name, "vhost": ex.vhost, "type": ex.type_name, "durable": ex.durable,
             "auto_delete": ex.auto_delete, "internal": ex.internal,
             "arguments": dict(ex.arguments)}
 
 
-def binding_json(vhost: str, binding: Any) -> dict:
+def binding_json(vhost: str, binding: Binding) -> JSONObject:
     dest = binding.destination
     return {"source": binding.source, "vhost": vhost, "destination": dest.name,
             "destination_type": "queue" if isinstance(dest, Queue) else "exchange",
             "routing_key": binding.routing_key, "arguments": dict(binding.arguments)}
 
 
-def topology_json(vhost: VirtualHost) -> tuple[list[dict], list[dict], list[dict]]:
+def topology_json(vhost: VirtualHost) -> tuple[list[JSONObject], list[JSONObject],
+                                                list[JSONObject]]:
     queues = [queue_json(q) for q in vhost.queues.values() if not q.exclusive]
     exported = {q["name"] for q in queues}
     exchanges = [exchange_json(x) for name, x in vhost.exchanges.items()
@@ -97,7 +100,7 @@ def topology_json(vhost: VirtualHost) -> tuple[list[dict], list[dict], list[dict
     return queues, exchanges, bindings
 
 
-def limits_json(server: Server, vhost: str | None = None) -> list[dict]:
+def limits_json(server: Server, vhost: str | None = None) -> list[JSONObject]:
     """Vhost limits, as RabbitMQ exports them: runtime parameters of the ``vhost-limits``
     component, named ``limits``."""
     return [{"value": dict(vh.limits), "vhost": name, "component": "vhost-limits",
@@ -105,7 +108,7 @@ def limits_json(server: Server, vhost: str | None = None) -> list[dict]:
             if vh.limits and (vhost is None or name == vhost)]
 
 
-def import_limits(server: Server, parameters: list[dict], vhost: str | None = None) -> None:
+def import_limits(server: Server, parameters: list[JSONObject], vhost: str | None = None) -> None:
     for item in parameters:
         if item.get("component") != "vhost-limits" or not isinstance(item.get("value"), dict):
             continue
@@ -114,10 +117,10 @@ def import_limits(server: Server, parameters: list[dict], vhost: str | None = No
                               if k in ("max-connections", "max-queues")})
 
 
-def export_all(server: Server) -> dict:
-    queues: list[dict] = []
-    exchanges: list[dict] = []
-    bindings: list[dict] = []
+def export_all(server: Server) -> JSONObject:
+    queues: list[JSONObject] = []
+    exchanges: list[JSONObject] = []
+    bindings: list[JSONObject] = []
     for vhost in server.vhosts.values():
         q, x, b = topology_json(vhost)
         queues += q
@@ -134,10 +137,10 @@ def export_all(server: Server) -> dict:
             "queues": queues, "exchanges": exchanges, "bindings": bindings}
 
 
-def export_vhost(server: Server, name: str) -> dict:
+def export_vhost(server: Server, name: str) -> JSONObject:
     queues, exchanges, bindings = topology_json(server.vhosts[name])
 
-    def strip(items: list[dict]) -> list[dict]:
+    def strip(items: list[JSONObject]) -> list[JSONObject]:
         return [{k: v for k, v in item.items() if k != "vhost"} for item in items]
 
     return {"rabbit_version": RABBITMQ_VERSION,
@@ -148,12 +151,13 @@ def export_vhost(server: Server, name: str) -> dict:
 
 # ---- import ----------------------------------------------------------------------------
 def _tags(value: Any) -> list[str]:
+    """Any: a definitions file's "tags", a comma-separated string or a list (3.13 vs older)."""
     if isinstance(value, str):
         return [t.strip() for t in value.split(",") if t.strip()]
     return [str(t) for t in value or []]
 
 
-def import_users(server: Server, items: list[dict]) -> None:
+def import_users(server: Server, items: list[JSONObject]) -> None:
     for item in items:
         algorithm = item.get("hashing_algorithm") or users.HASHING_ALGORITHM
         if "password_hash" in item:
@@ -169,7 +173,7 @@ def import_users(server: Server, items: list[dict]) -> None:
                            if k in ("max-connections", "max-channels")}
 
 
-def import_vhosts(server: Server, vhosts: list[dict]) -> None:
+def import_vhosts(server: Server, vhosts: list[JSONObject]) -> None:
     for item in vhosts:
         meta = item.get("metadata") or {}
         server.add_vhost(item["name"], item.get("description", meta.get("description", "")),
@@ -178,7 +182,7 @@ def import_vhosts(server: Server, vhosts: list[dict]) -> None:
                                   meta.get("default_queue_type", "classic")), acting_user="")
 
 
-def import_policies(server: Server, policies: list[dict], vhost: str | None = None) -> None:
+def import_policies(server: Server, policies: list[JSONObject], vhost: str | None = None) -> None:
     for item in policies:
         name = vhost or item["vhost"]
         server.add_vhost(name, acting_user="")
@@ -187,7 +191,7 @@ def import_policies(server: Server, policies: list[dict], vhost: str | None = No
             "priority": int(item.get("priority", 0)), "definition": item.get("definition", {})})
 
 
-def import_topology(server: Server, data: dict, vhost: str | None = None) -> None:
+def import_topology(server: Server, data: JSONObject, vhost: str | None = None) -> None:
     for item in data.get("exchanges", []):
         vh = server.add_vhost(vhost or item["vhost"], acting_user="")
         vh.declare_exchange(item["name"], item.get("type", "direct"),
@@ -204,13 +208,13 @@ def import_topology(server: Server, data: dict, vhost: str | None = None) -> Non
         vh = server.vhosts[vhost or item["vhost"]]
         source = vh.exchange(item["source"])
         if item.get("destination_type", "queue") == "queue":
-            dest: Any = vh.queue(item["destination"])
+            dest: Queue | Exchange = vh.queue(item["destination"])
         else:
             dest = vh.exchange(item["destination"])
         vh.bind(source, dest, item.get("routing_key", ""), item.get("arguments") or {})
 
 
-def import_all(server: Server, data: dict) -> None:
+def import_all(server: Server, data: JSONObject) -> None:
     try:
         import_users(server, data.get("users", []))
         import_vhosts(server, data.get("vhosts", []))
@@ -230,7 +234,7 @@ def import_all(server: Server, data: dict) -> None:
         raise DefinitionsError(f"malformed definitions: missing or wrong {exc}") from None
 
 
-def import_vhost(server: Server, name: str, data: dict) -> None:
+def import_vhost(server: Server, name: str, data: JSONObject) -> None:
     try:
         import_limits(server, data.get("parameters", []), name)
         import_policies(server, data.get("policies", []), name)

@@ -17,6 +17,8 @@ import logging
 import re
 from typing import Any
 
+from .jsondoc import JSONObject
+
 log = logging.getLogger("broker.policies")
 
 MIN_OF_BOTH = frozenset({"max-length", "max-length-bytes", "message-ttl", "expires",
@@ -41,17 +43,17 @@ def _applies(apply_to: str, kind: str, queue_type: str) -> bool:
     return apply_to == "queues" or apply_to == f"{queue_type}_queues"
 
 
-def effective(policies: dict[str, dict], name: str, kind: str,
-              queue_type: str = "classic") -> dict:
+def effective(policies: dict[str, JSONObject], name: str, kind: str,
+              queue_type: str = "classic") -> JSONObject:
     """The definition of the policy that applies to a queue/exchange called ``name``."""
     return choose(policies, name, kind, queue_type)[1]
 
 
-def choose(policies: dict[str, dict], name: str, kind: str,
-           queue_type: str = "classic") -> tuple[str | None, dict]:
+def choose(policies: dict[str, JSONObject], name: str, kind: str,
+           queue_type: str = "classic") -> tuple[str | None, JSONObject]:
     """(name, usable definition) of the policy that applies, or (None, {})."""
     best: tuple[int, str] | None = None
-    chosen: dict = {}
+    chosen: JSONObject = {}
     for pname, policy in policies.items():
         if not _applies(policy.get("apply-to", "all"), kind, queue_type):
             continue
@@ -67,7 +69,7 @@ def choose(policies: dict[str, dict], name: str, kind: str,
     return (best[1] if best else None), {k: v for k, v in chosen.items() if k in allowed}
 
 
-def merge_operator(definition: dict, operator: dict) -> dict:
+def merge_operator(definition: JSONObject, operator: JSONObject) -> JSONObject:
     """A user policy's definition with an operator policy's merged in (RabbitMQ's rules)."""
     out = dict(definition)
     for key, value in operator.items():
@@ -81,7 +83,7 @@ def merge_operator(definition: dict, operator: dict) -> dict:
     return out
 
 
-def validate_operator(definition: dict) -> str | None:
+def validate_operator(definition: JSONObject) -> str | None:
     """RabbitMQ's refusal text when an operator policy sets keys it may not, or None."""
     bad = [key for key in definition if key not in OPERATOR_KEYS]
     if not bad:
@@ -91,6 +93,7 @@ def validate_operator(definition: dict) -> str | None:
 
 
 def combine(key: str, argument: Any, policy_value: Any) -> Any:
+    """Any: an x-argument or policy value of any JSON/AMQP type; readers check the type."""
     if argument is None:
         return policy_value
     if policy_value is None:
@@ -100,7 +103,7 @@ def combine(key: str, argument: Any, policy_value: Any) -> Any:
     return argument
 
 
-def warn_ignored(name: str, definition: dict) -> None:
+def warn_ignored(name: str, definition: JSONObject) -> None:
     ignored = sorted(k for k in definition if k in IGNORED_KEYS)
     if ignored:
         log.warning("policy '%s': %s accepted and ignored (classic queue mirroring does not "

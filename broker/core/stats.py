@@ -33,7 +33,7 @@ message_row = attrgetter(*MESSAGE_FIELDS)  # Counters -> tuple in MESSAGE_FIELDS
 
 class Counters:
     __slots__ = FIELDS
-    # Declared for type checkers; every field is an int set to 0 by __init__.
+    # FIELDS, declared for the type checker (set in __init__)
     publish: int
     deliver: int
     deliver_no_ack: int

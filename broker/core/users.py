@@ -21,7 +21,9 @@ import os
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
+
+from .jsondoc import JSONObject
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 DIGESTS = {"rabbit_password_hashing_sha256": "sha256",
@@ -69,7 +71,7 @@ class User:
     algorithm: str = HASHING_ALGORITHM
     limits: dict[str, int] = field(default_factory=dict)  # max-connections, max-channels
 
-    def as_json(self) -> dict:
+    def as_json(self) -> JSONObject:
         return {"name": self.name, "password_hash": encode_hash(self.password_hash),
                 "hashing_algorithm": self.algorithm, "tags": list(self.tags),
                 "limits": dict(self.limits)}
@@ -80,7 +82,8 @@ class Permission:
     configure: str = ".*"
     write: str = ".*"
     read: str = ".*"
-    _compiled: dict = field(default_factory=dict, repr=False, compare=False)
+    _compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False,
+                                                  compare=False)
 
     def allows(self, what: str, name: str) -> bool:
         pattern = self._compiled.get(what)
@@ -88,6 +91,12 @@ class Permission:
             source = getattr(self, what) or "^$"
             pattern = self._compiled[what] = re.compile(source)
         return pattern.search(name) is not None
+
+
+class AuthWatcher(Protocol):
+    """Who caches authorization answers (a connection's authorizer, the server)."""
+
+    def invalidate(self) -> None: ...
 
 
 class UnknownUser(KeyError):
@@ -100,12 +109,12 @@ class AuthStore:
     def __init__(self, loopback_users: tuple[str, ...] = ("guest",)) -> None:
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
-        self.topic_permissions: list[dict] = []
+        self.topic_permissions: list[JSONObject] = []
         self.loopback_users = set(loopback_users)
         self.generation = 0
-        self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._watchers: weakref.WeakSet[AuthWatcher] = weakref.WeakSet()
 
-    def watch(self, watcher: Any) -> None:
+    def watch(self, watcher: AuthWatcher) -> None:
         """``watcher.invalidate()`` is called whenever an authorization answer may change."""
         self._watchers.add(watcher)
 

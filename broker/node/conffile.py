@@ -16,7 +16,6 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger("broker.config")
 
@@ -131,7 +130,7 @@ def _permission(changes: dict, key: str, value: str) -> None:
     changes["default_permissions"] = (perms["configure"], perms["write"], perms["read"])
 
 
-SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+SIMPLE: dict[str, tuple[str, Callable[[str], object]]] = {
     "default_user": ("default_user", str),
     "default_pass": ("default_pass", str),
     "default_vhost": ("default_vhost", str),

@@ -108,7 +108,9 @@ async def show_channel(request: web.Request) -> web.Response:
         for channel in session.channels.values():
             if fmt.channel_name(session, channel.number) == wanted:
                 body = fmt.channel(channel, details_of(request))
-                body["consumer_details"] = [fmt.consumer(c) for c in channel.consumers.values()]
+                # the direct reply-to consumer has no queue and, as in RabbitMQ, no details
+                body["consumer_details"] = [fmt.consumer(c) for c in channel.consumers.values()
+                                            if c.queue is not None]
                 return reply(body)
     raise not_found()
 

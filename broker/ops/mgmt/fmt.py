@@ -8,7 +8,7 @@ reading them keep working.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast  # Any: JSON values
 
 from broker.core import definitions_json
 from broker.core.naming import cluster_name, node_name
@@ -24,6 +24,7 @@ from protocol import properties as props_codec
 if TYPE_CHECKING:
     from broker.amqp.channel import Channel
     from broker.amqp.session import Session
+    from broker.core.exchanges import Binding, Exchange
     from broker.core.queue import Consumer, Queue
     from broker.core.server import Server
 
@@ -115,7 +116,8 @@ def queue(server: Server, q: Queue, unacked: dict[Any, int], details: Details) -
         "messages_ready_ram": ready, "messages_unacknowledged_ram": pending,
         "name": q.name, "node": node_name(), "operator_policy": q.operator_policy_name,
         "policy": policy,
-        "owner_pid_details": _owner(owner) if owner is not None else None,
+        # an exclusive queue's owner is the AMQP session that declared it
+        "owner_pid_details": _owner(cast("Session", owner)) if owner is not None else None,
         "recoverable_slaves": None, "reductions": 0, "reductions_details": rate(),
         "single_active_consumer_tag": None, "state": "running", "storage_version": 1,
         "type": q.arguments.get("x-queue-type", "classic"), "vhost": q.vhost,
@@ -128,7 +130,7 @@ def _owner(session: Session) -> dict:
 
 
 # ---- exchanges and bindings ------------------------------------------------------------
-def exchange(ex: Any) -> dict:
+def exchange(ex: Exchange) -> dict:
     out = {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
            "durable": ex.durable, "internal": ex.internal, "name": ex.name,
            "type": ex.type_name, "user_who_performed_action": "rmq-internal",
@@ -149,7 +151,7 @@ def properties_key(routing_key: str, arguments: dict) -> str:
     return f"{quoted}~{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
 
 
-def binding(vhost: str, b: Any) -> dict:
+def binding(vhost: str, b: Binding) -> dict:
     out = definitions_json.binding_json(vhost, b)
     out["properties_key"] = properties_key(b.routing_key, b.arguments)
     return out
@@ -233,7 +235,9 @@ def channel(ch: Channel, details: Details) -> dict:
 
 
 def consumer(c: Consumer) -> dict:
+    """A consumer on a queue (not the direct reply-to one, which has none)."""
     ch = cast("Channel", c.channel)  # consumers are made by AMQP channels
+    assert c.queue is not None
     s = cast("Session", ch.session)
     host, _, port = s.peer.rpartition(":")
     return {
@@ -270,7 +274,7 @@ def message_properties(raw: bytes) -> dict:
         if not flags & bit:
             continue
         value = getattr(decoded, attr, None)
-        if key == "timestamp" and hasattr(value, "timestamp"):
+        if key == "timestamp" and isinstance(value, datetime.datetime):
             value = int(value.timestamp())
         out[key] = value
     return out

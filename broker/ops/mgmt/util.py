@@ -13,7 +13,7 @@ import binascii
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any  # Any: JSON values, aiohttp keys
 
 from aiohttp import web
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .sampler import Details
 
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
+# AppKey's second argument is only a label at run time; Server and Node are imported for type
+# checking only, so the keys are typed by annotation.
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type]
 SAMPLER_KEY: web.AppKey[Any] = web.AppKey("sampler", object)
