@@ -361,7 +361,7 @@ RUN = {"publisher": flood_publish, "confirms": flood_confirms, "consumer": flood
 
 def run_flood_worker(
     name: str, job: FloodJob, results: Queue[Any], ready: Event, go: Event,
-    t_go: Synchronized,  # type: ignore[type-arg]
+    t_go: Synchronized[float],
 ) -> None:
     """Process target: connect, set up, wait for go, run ``job.role``, report via ``results``."""
     conn: Connection | None = None

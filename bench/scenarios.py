@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,18 +171,20 @@ def _round_line(scenario: str, rnd: int, broker: str, res: RoundResult, waited: 
             + ("".join(f"\n    ! {n}" for n in res.notes)))
 
 
+def _fresh(plan: Plan, opts: Options, kind: str) -> Callable[[], Any] | None:
+    """A new spawned broker like ``kind`` (None for a --url broker, which is reused)."""
+    if kind == "ours":
+        return lambda: SpawnedBroker(opts.broker_cmd)
+    if kind == "ours-asyncio":
+        return lambda: SpawnedBroker(asyncio_cmd(opts.broker_cmd))
+    if kind == "rabbitmq":
+        return lambda: SpawnedRabbit(plan.rabbitmq_server)
+    return None
+
+
 def _backlog_rss(plan: Plan, opts: Options, log: Log, out: RunResult) -> None:
     for broker in out.brokers:
-        fresh: Any = None
-        if broker.kind == "ours":
-            def fresh() -> SpawnedBroker:
-                return SpawnedBroker(opts.broker_cmd)
-        elif broker.kind == "ours-asyncio":
-            def fresh() -> SpawnedBroker:
-                return SpawnedBroker(asyncio_cmd(opts.broker_cmd))
-        elif broker.kind == "rabbitmq":
-            def fresh() -> SpawnedRabbit:  # type: ignore[misc]
-                return SpawnedRabbit(plan.rabbitmq_server)
+        fresh = _fresh(plan, opts, broker.kind)
         out.backlog[broker.name] = got = run_backlog_rss(broker, fresh, opts, log)
         out.notes.extend(f"backlog-rss {kind} on {broker.name}: {r['error']}"
                          for kind, r in got.items() if "error" in r)
