@@ -3,8 +3,8 @@
 The document has the shape of RabbitMQ's definitions export (vhosts, exchanges, queues,
 bindings, policies). Only durable things are in it: durable exchanges (not the predeclared
 ones), durable non-exclusive queues, bindings whose source and destination are both durable,
-and every vhost (with its description, tags and default queue type) and policy. Restoring declares them again in dependency order; each durable
-queue reopens its own message store.
+and every vhost (with its description, tags and default queue type) and policy. Restoring
+declares them again in dependency order; each durable queue reopens its own message store.
 """
 
 from __future__ import annotations
