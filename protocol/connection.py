@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from pamqp import commands
 
@@ -52,6 +52,7 @@ from .methods import (
     ids,
     parse_publish,
 )
+from .tables import Table
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -113,7 +114,7 @@ class _Content:
 
 
 class ConnectionMachine:
-    def __init__(self, server_properties: dict, *, frame_max: int = 131072,
+    def __init__(self, server_properties: Table, *, frame_max: int = 131072,
                  channel_max: int = 2047, heartbeat: int = 60,
                  max_message_size: int = 134217728, partial_limit: int | None = None) -> None:
         self.server_properties = server_properties
@@ -126,7 +127,7 @@ class ConnectionMachine:
         self.partial_announced = 0
         self.state = State.AWAIT_HEADER
         self.out: list[bytes] = []
-        self.client_properties: dict = {}
+        self.client_properties: Table = {}
         self.mechanism = ""
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
@@ -226,7 +227,7 @@ class ConnectionMachine:
     def peer_timed_out(self, now: float) -> bool:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
 
-    def events(self) -> Iterator[object]:
+    def events(self) -> Generator[object, None, None]:
         """Parse what was received, one event at a time. The caller may stop early (close
         the generator): what was not parsed yet is kept for the next call."""
         if not self._chunks or self._have < self._need:
@@ -388,7 +389,7 @@ class ConnectionMachine:
         cls = C.INDEX_MAPPING.get(index)
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
-        method = cls()
+        method: commands.base.Frame = cls()
         cannot = errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
                                    index >> 16, index & 0xFFFF)
         try:
@@ -460,7 +461,7 @@ class ConnectionMachine:
             raise errors.SilentClose(f"bad {method.mechanism} response", HANDSHAKE_SLOW_CLOSE)
         return LoginAttempt(method.mechanism, creds[0], creds[1], self.client_properties)
 
-    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
+    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> object | None:
         if not MIN_FRAME_MAX <= method.frame_max <= self.frame_max:
             raise errors.SilentClose(f"negotiated frame_max = {method.frame_max} is out of "
                                      "range", HANDSHAKE_SLOW_CLOSE)

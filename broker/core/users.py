@@ -28,7 +28,9 @@ import os
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
+
+from .jsondoc import JSONObject
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 DIGESTS = {"rabbit_password_hashing_sha256": "sha256",
@@ -74,10 +76,12 @@ class User:
     password_hash: bytes = b""
     tags: list[str] = field(default_factory=list)
     algorithm: str = HASHING_ALGORITHM
+    limits: dict[str, int] = field(default_factory=dict)  # max-connections, max-channels
 
-    def as_json(self) -> dict:
+    def as_json(self) -> JSONObject:
         return {"name": self.name, "password_hash": encode_hash(self.password_hash),
-                "hashing_algorithm": self.algorithm, "tags": list(self.tags), "limits": {}}
+                "hashing_algorithm": self.algorithm, "tags": list(self.tags),
+                "limits": dict(self.limits)}
 
 
 @dataclass
@@ -85,7 +89,8 @@ class Permission:
     configure: str = ".*"
     write: str = ".*"
     read: str = ".*"
-    _compiled: dict = field(default_factory=dict, repr=False, compare=False)
+    _compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False,
+                                                  compare=False)
 
     def allows(self, what: str, name: str) -> bool:
         pattern = self._compiled.get(what)
@@ -121,6 +126,12 @@ def check_regex(source: str) -> str | None:
     return None
 
 
+class AuthWatcher(Protocol):
+    """Who caches authorization answers (a connection's authorizer, the server)."""
+
+    def invalidate(self) -> None: ...
+
+
 class UnknownUser(KeyError):
     """The named user does not exist."""
 
@@ -132,12 +143,12 @@ class AuthStore:
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
         # (user, vhost) -> exchange -> patterns
-        self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}
+        self._topics: dict[tuple[str, str], dict[str, TopicPermission]] = {}
         self.loopback_users = set(loopback_users)
         self.generation = 0
-        self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._watchers: weakref.WeakSet[AuthWatcher] = weakref.WeakSet()
 
-    def watch(self, watcher: Any) -> None:
+    def watch(self, watcher: AuthWatcher) -> None:
         """``watcher.invalidate()`` is called whenever an authorization answer may change."""
         self._watchers.add(watcher)
 
@@ -152,7 +163,9 @@ class AuthStore:
                  algorithm: str = HASHING_ALGORITHM) -> User:
         if password_hash is None:
             password_hash = hash_password(password, None, algorithm) if password else b""
-        user = User(name, password_hash, list(tags or []), algorithm)
+        old = self.users.get(name)
+        user = User(name, password_hash, list(tags or []), algorithm,
+                    dict(old.limits) if old is not None else {})
         self.users[name] = user
         self._changed()
         return user
@@ -162,8 +175,8 @@ class AuthStore:
             raise UnknownUser(name)
         for key in [k for k in self.permissions if k[0] == name]:
             del self.permissions[key]
-        for key in [k for k in self.topic_permissions if k[0] == name]:
-            del self.topic_permissions[key]
+        for key in [k for k in self._topics if k[0] == name]:
+            del self._topics[key]
         self._changed()
 
     def user(self, name: str) -> User:
@@ -200,8 +213,8 @@ class AuthStore:
     def forget_vhost(self, vhost: str) -> None:
         for key in [k for k in self.permissions if k[1] == vhost]:
             del self.permissions[key]
-        for key in [k for k in self.topic_permissions if k[1] == vhost]:
-            del self.topic_permissions[key]
+        for key in [k for k in self._topics if k[1] == vhost]:
+            del self._topics[key]
         self._changed()
 
     def may_access(self, user: str, vhost: str) -> bool:
@@ -216,37 +229,43 @@ class AuthStore:
         return perm.allows(what, name)
 
     # ---- topic permissions -------------------------------------------------------------
-    def set_topic_permissions(self, user: str, vhost: str, exchange: str, write: str,
-                              read: str) -> None:
+    def set_topic_permission(self, user: str, vhost: str, exchange: str, write: str,
+                             read: str) -> None:
         self.user(user)
-        self.topic_permissions.setdefault((user, vhost), {})[exchange] = \
-            TopicPermission(write, read)
+        self._topics.setdefault((user, vhost), {})[exchange] = TopicPermission(write, read)
         self._changed()
 
-    def clear_topic_permissions(self, user: str, vhost: str, exchange: str | None = None) -> None:
-        """All of a user's topic permissions in a vhost, or those of one exchange."""
-        found = self.topic_permissions.get((user, vhost))
-        if found is None:
-            return
+    def clear_topic_permissions(self, user: str, vhost: str,
+                                exchange: str | None = None) -> int:
+        """All of a user's topic permissions in a vhost, or those of one exchange; how many
+        went."""
+        found = self._topics.get((user, vhost))
+        if not found:
+            return 0
+        before = len(found)
         if exchange is None:
             found.clear()
         else:
             found.pop(exchange, None)
+        removed = before - len(found)
         if not found:
-            del self.topic_permissions[(user, vhost)]
-        self._changed()
+            del self._topics[(user, vhost)]
+        if removed:
+            self._changed()
+        return removed
 
-    def topic_permissions_json(self) -> list[dict]:
+    @property
+    def topic_permissions(self) -> list[JSONObject]:
         """Every topic permission in the management API's and definitions' shape."""
         return [{"user": user, "vhost": vhost, "exchange": exchange, "write": p.write,
                  "read": p.read}
-                for (user, vhost), by_exchange in sorted(self.topic_permissions.items())
+                for (user, vhost), by_exchange in sorted(self._topics.items())
                 for exchange, p in sorted(by_exchange.items())]
 
     def has_topic_permissions(self, user: str, vhost: str) -> bool:
-        return (user, vhost) in self.topic_permissions
+        return (user, vhost) in self._topics
 
     def topic_allows(self, user: str, vhost: str, exchange: str, what: str, routing_key: str,
                      variables: dict[str, str]) -> bool:
-        perm = self.topic_permissions.get((user, vhost), {}).get(exchange)
+        perm = self._topics.get((user, vhost), {}).get(exchange)
         return perm is None or perm.allows(what, routing_key, variables)

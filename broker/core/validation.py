@@ -66,7 +66,7 @@ class Fields:
         if absent:
             raise InvalidInput("[" + ",".join(f"{{key_missing,{k}}}" for k in absent) + "]")
 
-    def str(self, key: str, default: str | None = None) -> str:
+    def text(self, key: str, default: str | None = None) -> str:
         value = self.data.get(key)
         if value is None:
             if default is None:
@@ -77,18 +77,19 @@ class Fields:
                                f"{erlang_term(value)}")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         """rabbit_mgmt_util:parse_bool: true / false, or the strings "true" / "false"."""
         value = self.data.get(key)
         if value is None:
             return default
         if isinstance(value, bool):
             return value
-        if value in ("true", "false"):
-            return value == "true"
+        if value == "true" or value == "false":
+            return bool(value == "true")
         raise InvalidInput(["not_boolean", value])
 
-    def int(self, key: str, default: int | None, minimum: int | None = None) -> int | None:
+    def integer(self, key: str, default: int | None,
+                minimum: int | None = None) -> int | None:
         """rabbit_mgmt_util:parse_int: an integer, a float (truncated) or a numeric string."""
         value = self.data.get(key)
         if value is None:
@@ -105,7 +106,7 @@ class Fields:
             raise InvalidInput(f"{self._name(key)} should be at least {minimum} but was {value}")
         return value
 
-    def dict(self, key: str) -> dict:
+    def mapping(self, key: str) -> dict[str, Any]:
         value = self.data.get(key)
         if value is None:
             return {}
@@ -127,7 +128,7 @@ class Fields:
                            f"was {erlang_term(value)}")
 
     def regex(self, key: str, default: str | None = None) -> str:
-        source = self.str(key, default)
+        source = self.text(key, default)
         try:
             re.compile(source)
         except (re.error, RecursionError, OverflowError) as exc:
@@ -135,14 +136,14 @@ class Fields:
         return source
 
     def choice(self, key: str, default: str, allowed: tuple[str, ...], what: str) -> str:
-        value = self.str(key, default)
+        value = self.text(key, default)
         if value not in allowed:
             raise InvalidInput(f"{self._name(key)}: {erlang_term(value)} is not a valid {what} "
                                f"(one of {', '.join(allowed)})")
         return value
 
 
-def items(data: dict, key: str) -> list[Fields]:
+def items(data: dict[str, Any], key: str) -> list[Fields]:
     """A definitions section: a list of objects."""
     value = data.get(key)
     if value is None:
@@ -184,7 +185,7 @@ POLICY_RULES: dict[str, tuple[Any, str]] = {
 }
 
 
-def policy_problems(definition: dict) -> list[str]:
+def policy_problems(definition: dict[str, Any]) -> list[str]:
     """RabbitMQ's (rabbit_policies) complaints about a policy definition's values."""
     problems = []
     for key, value in definition.items():
@@ -194,7 +195,7 @@ def policy_problems(definition: dict) -> list[str]:
     return problems
 
 
-def check_policy(fields: Fields) -> tuple[str, dict, int, str]:
+def check_policy(fields: Fields) -> tuple[str, dict[str, Any], int, str]:
     """(pattern, definition, priority, apply-to) of a policy document, or InvalidInput with
     RabbitMQ's ``Validation failed`` text."""
     fields.missing("pattern", "definition")

@@ -33,7 +33,7 @@ def snapshot(server: Server) -> dict:
     doc = durable_topology.snapshot(server)
     doc["users"] = [u.as_json() for u in server.auth.users.values()]
     doc["permissions"] = definitions_json.permissions_json(server)
-    doc["topic_permissions"] = server.auth.topic_permissions_json()
+    doc["topic_permissions"] = server.auth.topic_permissions
     return doc
 
 
@@ -48,7 +48,7 @@ def recover(server: Server, stores: Stores) -> None:
                                             item["write"], item["read"])
         for item in doc.get("topic_permissions", []):
             if item["user"] in server.auth.users and item["vhost"] in server.vhosts:
-                server.auth.set_topic_permissions(item["user"], item["vhost"], item["exchange"],
+                server.auth.set_topic_permission(item["user"], item["vhost"], item["exchange"],
                                                   item["write"], item["read"])
     known = {(v.name, q.name) for v in server.vhosts.values() for q in v.queues.values()}
     for path, owner in stores.data.queue_dirs().items():

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from broker.amqp.session import open_sessions
 from broker.core import definitions_json, users, validation
+from broker.core.stats import Counters, session_totals
 from broker.core.users import UnknownUser
 
 from . import fmt
@@ -18,6 +19,7 @@ from .util import (
     bad_request,
     body_fields,
     body_json,
+    details_of,
     list_reply,
     no_content,
     not_found,
@@ -38,11 +40,17 @@ def vhost_json(request: web.Request, name: str) -> dict:
     body = definitions_json.vhost_json(server, name)
     vhost = server.vhosts[name]
     ready = sum(q.message_count for q in vhost.queues.values())
-    unacked = sum(len(c.unacked) for s in open_sessions(server) if s.vhost is vhost
-                  for c in s.channels.values())
-    body.update({"cluster_state": {fmt.node_name(): "running"}, "tracing": False,
-                 **fmt.with_details({"messages": ready + unacked, "messages_ready": ready,
-                                     "messages_unacknowledged": unacked})})
+    sessions = [s for s in open_sessions(server) if s.vhost is vhost]
+    unacked = sum(len(c.unacked) for s in sessions for c in s.channels.values())
+    counts = Counters.total([vhost.retired, *(session_totals(s) for s in sessions)])
+    details = details_of(request)
+    body.update({"cluster_state": {fmt.node_name(): "running"}, "tracing": False})
+    details.fill(body, "vhost", name, "lengths", {
+        "messages": ready + unacked, "messages_ready": ready,
+        "messages_unacknowledged": unacked})
+    details.fill(body, "vhost", name, "data", {"recv_oct": counts.recv_oct,
+                                               "send_oct": counts.send_oct})
+    body["message_stats"] = fmt.message_stats(counts, details, "vhost", name)
     return body
 
 
@@ -64,15 +72,12 @@ async def put_vhost(request: web.Request) -> web.Response:
     body = await body_fields(request)
     existed = name in server.vhosts
     tags = body.tags()
-    description = body.str("description", "")
-    server.add_vhost(name, description, tags, body.str("default_queue_type", "classic"),
+    description = body.text("description", "")
+    server.add_vhost(name, description, tags, body.text("default_queue_type", "classic"),
                      acting_user=request[USER_KEY])
     if existed:
-        meta = server.vhost_meta[name]
-        meta.update({k: v for k, v in (("description", description if body.has("description")
-                                        else None),
-                                       ("tags", tags if body.has("tags") else None))
-                     if v is not None})
+        server.update_vhost_meta(name, description if body.has("description") else None,
+                                 tags if body.has("tags") else None)
     return no_content() if existed else web.Response(status=201)
 
 
@@ -120,14 +125,14 @@ async def put_user(request: web.Request) -> web.Response:
     body = await body_fields(request)
     tags = body.tags()
     existed = name in store.users
-    algorithm = body.str("hashing_algorithm", "") or users.HASHING_ALGORITHM
+    algorithm = body.text("hashing_algorithm", "") or users.HASHING_ALGORITHM
     if algorithm not in users.DIGESTS:
         raise bad_request(f"unknown hashing algorithm {algorithm}")
     if body.has("password"):
-        store.add_user(name, body.str("password"), tags, algorithm=algorithm)
+        store.add_user(name, body.text("password"), tags, algorithm=algorithm)
     elif body.has("password_hash"):
         try:
-            digest = users.decode_hash(body.str("password_hash"))
+            digest = users.decode_hash(body.text("password_hash"))
         except ValueError:
             raise bad_request("password_hash is not base64") from None
         store.add_user(name, tags=tags, password_hash=digest, algorithm=algorithm)
@@ -221,71 +226,11 @@ async def delete_permission(request: web.Request) -> web.Response:
     return no_content()
 
 
-# ---- topic permissions (RabbitMQ 3.13's rabbit_mgmt_wm_topic_permission*) ------------------
-def _topic_perms(request: web.Request, user: str | None = None,
-                 vhost: str | None = None) -> list[dict]:
-    return [p for p in server_of(request).auth.topic_permissions_json()
-            if (user is None or p["user"] == user) and (vhost is None or p["vhost"] == vhost)]
-
-
+# ---- topic permissions: listed here, the rest in limits.py (rabbit_mgmt_wm_topic_permission*)
 @routes.get("/api/topic-permissions")
 async def topic_permissions(request: web.Request) -> web.Response:
     require_admin(request)
-    return list_reply(request, _topic_perms(request))
-
-
-@routes.get("/api/users/{user}/topic-permissions")
-async def user_topic_permissions(request: web.Request) -> web.Response:
-    require_admin(request)
-    if request.match_info["user"] not in server_of(request).auth.users:
-        raise not_found()
-    return list_reply(request, _topic_perms(request, user=request.match_info["user"]))
-
-
-@routes.get("/api/vhosts/{vhost}/topic-permissions")
-async def vhost_topic_permissions(request: web.Request) -> web.Response:
-    require_admin(request)
-    vhost = vhost_of(request).name
-    return list_reply(request, [{"vhost": p["vhost"], "user": p["user"],
-                                 "exchange": p["exchange"], "write": p["write"],
-                                 "read": p["read"]}
-                                for p in _topic_perms(request, vhost=vhost)])
-
-
-@routes.get("/api/topic-permissions/{vhost}/{user}")
-async def show_topic_permission(request: web.Request) -> web.Response:
-    require_admin(request)
-    found = _topic_perms(request, request.match_info["user"], request.match_info["vhost"])
-    if not found:
-        raise not_found()
-    return reply(found)
-
-
-@routes.put("/api/topic-permissions/{vhost}/{user}")
-async def put_topic_permission(request: web.Request) -> web.Response:
-    require_admin(request)
-    server = server_of(request)
-    vhost, user = request.match_info["vhost"], request.match_info["user"]
-    if vhost not in server.vhosts or user not in server.auth.users:
-        raise bad_request("vhost_or_user_not_found")
-    body = await body_fields(request)
-    body.missing("exchange", "write", "read")
-    exchange, write, read = body.str("exchange"), body.regex("write"), body.regex("read")
-    existed = bool(_topic_perms(request, user, vhost))
-    server.auth.set_topic_permissions(user, vhost, exchange, write, read)
-    return no_content() if existed else web.Response(status=201)
-
-
-@routes.delete("/api/topic-permissions/{vhost}/{user}")
-@routes.delete("/api/topic-permissions/{vhost}/{user}/{exchange}")
-async def delete_topic_permission(request: web.Request) -> web.Response:
-    require_admin(request)
-    server = server_of(request)
-    user, vhost = request.match_info["user"], request.match_info["vhost"]
-    if not _topic_perms(request, user, vhost):
-        raise not_found()
-    server.auth.clear_topic_permissions(user, vhost, request.match_info.get("exchange"))
-    return no_content()
+    return list_reply(request, server_of(request).auth.topic_permissions)
 
 
 # ---- policies ----------------------------------------------------------------------------
@@ -334,7 +279,6 @@ async def delete_policy(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.get("/api/operator-policies")
 @routes.get("/api/parameters")
 @routes.get("/api/global-parameters")
 async def empty_lists(request: web.Request) -> web.Response:

@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar  # Any: JSON values of request bodies
 
 from aiohttp import web
 
 from broker.core import publishing
+from broker.core.exchanges import Exchange
 from broker.core.messages import new_message
 from broker.core.queue import Queue
+from broker.core.stats import unacked_by_queue
 from broker.core.validation import Fields
+from broker.core.vhost import VirtualHost
 from protocol import properties as props_codec
 from protocol.errors import AMQPError
+from storage.message import Entry
 
 from . import fmt
 from .util import (
     USER_KEY,
     bad_request,
     body_fields,
+    details_of,
     error,
     list_reply,
     no_content,
@@ -37,12 +43,14 @@ from .util import (
     vhosts_in_scope,
 )
 
+P = ParamSpec("P")
+T = TypeVar("T")
 routes = web.RouteTableDef()
 ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
              "reject_requeue_false")
 
 
-def _amqp(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _amqp(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     try:
         return fn(*args, **kwargs)
     except AMQPError as err:
@@ -57,7 +65,7 @@ async def list_exchanges(request: web.Request) -> web.Response:
                                 for x in v.exchanges.values()])
 
 
-def _exchange(request: web.Request) -> Any:
+def _exchange(request: web.Request) -> Exchange:
     """The exchange named in the URL; ``amq.default`` is how the API names ``""``."""
     name = request.match_info["exchange"]
     ex = vhost_of(request).exchanges.get("" if name == "amq.default" else name)
@@ -77,9 +85,9 @@ async def declare_exchange(request: web.Request) -> web.Response:
     name = request.match_info["exchange"]
     body = await body_fields(request)
     existed = name in vhost.exchanges
-    _amqp(vhost.declare_exchange, name, body.str("type", "direct"),
-          durable=body.bool("durable", True), auto_delete=body.bool("auto_delete", False),
-          internal=body.bool("internal", False), arguments=body.dict("arguments"))
+    _amqp(vhost.declare_exchange, name, body.text("type", "direct"),
+          durable=body.flag("durable", True), auto_delete=body.flag("auto_delete", False),
+          internal=body.flag("internal", False), arguments=body.mapping("arguments"))
     return no_content() if existed else web.Response(status=201)
 
 
@@ -102,8 +110,8 @@ async def publish(request: web.Request) -> web.Response:
     name = "" if name == "amq.default" else name
     body = await body_fields(request)
     body.missing("routing_key", "properties", "payload", "payload_encoding")
-    routing_key = body.str("routing_key")
-    props = encode_properties(Fields(body.dict("properties"), "properties"))
+    routing_key = body.text("routing_key")
+    props = encode_properties(Fields(body.mapping("properties"), "properties"))
     data = decode_payload(body.data["payload"], body.data["payload_encoding"])
     server, node = server_of(request), node_of(request)
     user = request[USER_KEY]
@@ -127,6 +135,7 @@ async def publish(request: web.Request) -> web.Response:
     server.retired.publish += 1
     if not queues:
         server.retired.return_unroutable += 1  # RabbitMQ publishes mandatory=true here
+    vhost.retired.publish += 1
     return reply({"routed": bool(queues)})
 
 
@@ -191,9 +200,10 @@ def encode_properties(props: Fields) -> bytes:
 @routes.get("/api/queues/{vhost}")
 async def list_queues(request: web.Request) -> web.Response:
     server = server_of(request)
-    unacked = fmt.unacked_by_queue(server)
-    return list_reply(request, [fmt.queue(server, q, unacked) for v in vhosts_in_scope(request)
-                                for q in v.queues.values()])
+    unacked = unacked_by_queue(server.sessions)
+    details = details_of(request)
+    return list_reply(request, [fmt.queue(server, q, unacked, details)
+                                for v in vhosts_in_scope(request) for q in v.queues.values()])
 
 
 def _queue(request: web.Request) -> Queue:
@@ -207,7 +217,7 @@ def _queue(request: web.Request) -> Queue:
 async def show_queue(request: web.Request) -> web.Response:
     server = server_of(request)
     queue = _queue(request)
-    body = fmt.queue(server, queue, fmt.unacked_by_queue(server))
+    body = fmt.queue(server, queue, unacked_by_queue(server.sessions), details_of(request))
     body["consumer_details"] = [fmt.consumer(c) for c in queue.consumers]
     body["incoming"] = []
     body["deliveries"] = []
@@ -220,8 +230,8 @@ async def declare_queue(request: web.Request) -> web.Response:
     name = request.match_info["queue"]
     body = await body_fields(request)
     existed = name in vhost.queues
-    _amqp(vhost.declare_queue, name, durable=body.bool("durable", True),
-          auto_delete=body.bool("auto_delete", False), arguments=body.dict("arguments"))
+    _amqp(vhost.declare_queue, name, durable=body.flag("durable", True),
+          auto_delete=body.flag("auto_delete", False), arguments=body.mapping("arguments"))
     return no_content() if existed else web.Response(status=201)
 
 
@@ -246,10 +256,10 @@ async def get_messages(request: web.Request) -> web.Response:
     queue = _queue(request)
     body = await body_fields(request)
     body.missing("ackmode", "count", "encoding")
-    count = body.int("count", 1, minimum=1) or 1
+    count = body.integer("count", 1, minimum=1) or 1
     mode = body.choice("ackmode", "ack_requeue_true", ACK_MODES, "ackmode")
     encoding = body.choice("encoding", "auto", ("auto", "base64"), "encoding")
-    truncate = body.int("truncate", None, minimum=0)
+    truncate = body.integer("truncate", None, minimum=0)
     taken = []
     out = []
     for _ in range(count):
@@ -267,11 +277,15 @@ async def get_messages(request: web.Request) -> web.Response:
             queue.reject(entry)
     if taken:
         queue.wake()
-    server_of(request).retired.get += len(taken)
+    queue.stats.get += len(taken)
+    for counters in (server_of(request).retired, vhost_of(request).retired):
+        counters.get += len(taken)
+        if mode.endswith("requeue_true"):
+            counters.redeliver += len(taken)
     return reply(out)
 
 
-def message_json(entry: Any, remaining: int, encoding: str, truncate: int | None) -> dict:
+def message_json(entry: Entry, remaining: int, encoding: str, truncate: int | None) -> dict:
     msg = entry.message
     payload, used = fmt.payload(msg.body, encoding, truncate)
     return {"payload_bytes": len(msg.body), "redelivered": entry.redelivered,
@@ -281,7 +295,7 @@ def message_json(entry: Any, remaining: int, encoding: str, truncate: int | None
 
 
 # ---- bindings ----------------------------------------------------------------------------
-def bindings_of_vhost(vhost: Any) -> list[dict]:
+def bindings_of_vhost(vhost: VirtualHost) -> list[dict]:
     implicit = [fmt.default_binding(q) for q in vhost.queues.values()]
     return implicit + [fmt.binding(vhost.name, b) for b in vhost.bindings_of()]
 
@@ -316,14 +330,14 @@ async def destination_bindings(request: web.Request) -> web.Response:
     return list_reply(request, items)
 
 
-def _ends(request: web.Request) -> tuple[Any, Any, Any, str]:
+def _ends(request: web.Request) -> tuple[VirtualHost, Exchange, Queue | Exchange, str]:
     vhost = vhost_of(request)
     kind = request.match_info["dtype"]
     if kind not in ("q", "e"):
         raise not_found()
     source = vhost.exchanges.get(request.match_info["source"])
-    table: dict = vhost.queues if kind == "q" else vhost.exchanges
-    dest = table.get(request.match_info["destination"])
+    dest: Queue | Exchange | None = (vhost.queues if kind == "q" else vhost.exchanges).get(
+        request.match_info["destination"])
     if source is None or dest is None:
         raise not_found()
     return vhost, source, dest, "queue" if kind == "q" else "exchange"
@@ -343,7 +357,7 @@ async def create_binding(request: web.Request) -> web.Response:
     if source.name == "":
         raise bad_request("operation not permitted on the default exchange")
     body = await body_fields(request)
-    key, args = body.str("routing_key", ""), body.dict("arguments")
+    key, args = body.text("routing_key", ""), body.mapping("arguments")
     _amqp(publishing.require_topic, server_of(request).auth, request[USER_KEY], vhost.name,
           source, "read", key)
     _amqp(vhost.bind, source, dest, key, args)
@@ -366,7 +380,7 @@ async def delete_binding(request: web.Request) -> web.Response:
     return no_content()
 
 
-def _find_binding(request: web.Request) -> tuple[Any, dict]:
+def _find_binding(request: web.Request) -> tuple[VirtualHost, dict]:
     vhost, source, dest, dtype = _ends(request)
     props = request.match_info["props"]
     for b in bindings_of_vhost(vhost):

@@ -12,7 +12,8 @@ import base64
 import binascii
 import json
 import math
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any  # Any: JSON values, aiohttp keys
 
 from aiohttp import web
 
@@ -23,10 +24,14 @@ if TYPE_CHECKING:
     from broker.core.vhost import VirtualHost
     from broker.node.node import Node
 
+    from .sampler import Details
+
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
+# AppKey's second argument is only a label at run time; Server and Node are imported for type
+# checking only, so the keys are typed by annotation.
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type]
-RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
+SAMPLER_KEY: web.AppKey[Any] = web.AppKey("sampler", object)
 CONTROL_KEY: web.AppKey[str] = web.AppKey("control_cookie", str)  # the CLI's socket app only
 USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 
@@ -49,7 +54,7 @@ def reply(value: Any, status: int = 200) -> web.Response:
     return web.Response(text=dumps(value), status=status, content_type="application/json")
 
 
-def error(status: int, kind: str, reason: str) -> web.HTTPException:
+def error(status: int, kind: str, reason: str | list[Any]) -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound,
            405: web.HTTPMethodNotAllowed, 503: web.HTTPServiceUnavailable}.get(status)
     body = dumps({"error": kind, "reason": reason})
@@ -58,7 +63,8 @@ def error(status: int, kind: str, reason: str) -> web.HTTPException:
     return (cls or web.HTTPInternalServerError)(text=body, content_type="application/json")
 
 
-def bad_request(reason: str) -> web.HTTPException:
+def bad_request(reason: str | list[Any]) -> web.HTTPException:
+    """RabbitMQ's 400; a list reason is its Erlang-tuple shape (``["not_boolean", v]``)."""
     return error(400, "bad_request", reason)
 
 
@@ -78,6 +84,11 @@ def server_of(request: web.Request) -> Server:
 def node_of(request: web.Request) -> Node:
     """The running node: listeners and ports, settings, alarms, start / stop."""
     return request.app[NODE_KEY]
+
+
+def details_of(request: web.Request) -> Details:
+    """Rates and samples for this answer, for the ranges its query string asks for."""
+    return request.app[SAMPLER_KEY].details(request.query)
 
 
 # ---- authentication --------------------------------------------------------------------
@@ -199,24 +210,28 @@ def _pick(item: dict, columns: list[str]) -> dict:
 
 
 def list_reply(request: web.Request, items: list[dict]) -> web.Response:
-    """Apply ?name=&use_regex, ?sort=&sort_reverse=, ?columns= and ?page=&page_size=."""
+    """Apply ?name=&use_regex, ?sort=&sort_reverse=, ?columns= and ?page=&page_size=.
+
+    As RabbitMQ: the name filter ignores case (a substring, or a regex with use_regex=true; a
+    regex that does not compile matches nothing); ``sort`` may name a nested field
+    (``message_stats.publish_details.rate``)."""
     q = request.query
     total = len(items)
     if q.get("name"):
-        import re
-
         needle = q["name"]
         if q.get("use_regex") == "true":
             try:
-                pattern = re.compile(needle)
-            except (re.error, RecursionError, OverflowError):
-                raise bad_request(f"invalid regular expression {needle!r}") from None
-            items = [i for i in items if pattern.search(str(i.get("name", "")))]
+                pattern = re.compile(needle, re.IGNORECASE)
+            except re.error:
+                items = []
+            else:
+                items = [i for i in items if pattern.search(str(i.get("name", "")))]
         else:
-            items = [i for i in items if needle in str(i.get("name", ""))]
+            lowered = needle.lower()
+            items = [i for i in items if lowered in str(i.get("name", "")).lower()]
     if q.get("sort"):
-        key = q["sort"]
-        items = sorted(items, key=lambda i: _sort_key(i.get(key)),
+        path = q["sort"].split(".")
+        items = sorted(items, key=lambda i: _sort_key(_dig(i, path)),
                        reverse=q.get("sort_reverse") == "true")
     if q.get("columns"):
         columns = [c for c in q["columns"].split(",") if c]
@@ -226,8 +241,20 @@ def list_reply(request: web.Request, items: list[dict]) -> web.Response:
     return reply(_page(items, total, q))
 
 
+def _dig(item: Any, path: list[str]) -> Any:
+    for key in path:
+        if not isinstance(item, dict):
+            return None
+        item = item.get(key)
+    return item
+
+
 def _sort_key(value: Any) -> tuple:
-    return (0, value) if isinstance(value, int | float) else (1, str(value))
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (1, int(value))
+    return (1, value) if isinstance(value, int | float) else (2, str(value).lower())
 
 
 def _page(items: list[dict], total: int, q: Any) -> dict:
