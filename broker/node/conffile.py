@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -52,9 +53,12 @@ def parse_port(text: str) -> int:
 
 def parse_float(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise _cannot(text, "float") from None
+    if not math.isfinite(value):  # cuttlefish reads no nan / inf (found by the conf fuzzer)
+        raise _cannot(text, "float")
+    return value
 
 
 def parse_log_level(text: str) -> str:

@@ -99,9 +99,23 @@ def build_app(node: Node, cookie: str | None = None) -> web.Application:
                 app.router.add_route(route.method, route.path + "/", route.handler)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)
-    app.router.add_route("*", "/api/{tail:.*}", not_found)
+    app.router.add_route("*", r"/api/{tail:[\s\S]*}", not_found)  # newlines too
     return app
 
 
 async def not_found(request: web.Request) -> web.Response:
+    """Unknown path: RabbitMQ's 404 body. A known path with another method: its 405, an Allow
+    header and an empty body (what cowboy answers)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.canonical == "/api/{tail}":
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None and methods:
+            allowed |= methods
+    if allowed:
+        listed = ["HEAD", *sorted(allowed - {"HEAD", "OPTIONS"}), "OPTIONS"]
+        refusal = web.HTTPMethodNotAllowed(request.method, listed, text="")
+        refusal.headers["Allow"] = ", ".join(listed)
+        raise refusal
     raise error(404, "Object Not Found", "Not Found")
