@@ -39,8 +39,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check broker protocol storage tests bench
 	$(BIN)/mypy
 
-# Slow tests only: 1,000 connections, the soak (SOAK_SECONDS, default 600) and the fuzzers with a
-# bigger budget (FUZZ_EXAMPLES per property, LIVE_FUZZ_SOAK_CONNECTIONS bad connections).
+# Slow tests only: 1,000 connections, the soak (SOAK_SECONDS, default 600), the memory-attack run
+# (ATTACK_CONNECTIONS attackers, default 200, for ATTACK_SECONDS, default 60, beside a confirming
+# publisher and an acking consumer; prints peak RSS and each attacker's errors) and the fuzzers
+# with a bigger budget (FUZZ_EXAMPLES per property, LIVE_FUZZ_SOAK_CONNECTIONS bad connections).
 FUZZ_EXAMPLES ?= 10000
 soak: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -m slow tests/load tests/fuzz

@@ -24,6 +24,8 @@ Every per-connection and per-channel buffer has a bound, an error or flow contro
   (the client acks, then gets again).
 - channels: channel_max (530); field-table nesting: protocol.methods' depth limit (501).
 - after close-ok: CLOSING_TIMEOUT (or the heartbeat when shorter), then the socket is closed.
+- CPU: TURN_BUDGET seconds of input handling per connection per loop turn, then its reading
+  pauses until the other connections had theirs (fairness, not memory).
 
 So one connection holds at most about 2 x max_message_size + 2 x OUTPUT_LIMIT + frame_max of
 message data whatever it sends or fails to read; a node's total is bounded by that times
@@ -38,5 +40,9 @@ OUTPUT_LIMIT = 4 * 1024 * 1024
 # After connection.close-ok the socket stays open (read and discarded) until the client closes
 # it, at most this long, or the heartbeat interval when that is shorter, as RabbitMQ does.
 CLOSING_TIMEOUT = 30.0
+# Seconds of one loop turn a connection's input may take before the rest waits for the next
+# turn (libuv reads a busy socket up to 32 times per turn: without a budget one client's flood
+# of cheap methods held the loop for seconds and starved every other connection).
+TURN_BUDGET = 0.005
 # Consumers on all channels of one connection (burrowmq's own bound; RabbitMQ has none).
 CONSUMERS_PER_CONNECTION = 65536

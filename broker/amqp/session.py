@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from pamqp import commands as C
@@ -36,7 +37,7 @@ from protocol.events import (
 
 from .access import Authorizer
 from .channel import Channel
-from .limits import CLOSING_TIMEOUT, OUTPUT_LIMIT
+from .limits import CLOSING_TIMEOUT, OUTPUT_LIMIT, TURN_BUDGET
 
 if TYPE_CHECKING:
     from broker.core.queue import Queue
@@ -98,8 +99,9 @@ class Session:
     def process_input(self) -> None:
         """Handle what the machine can parse. Stops early, keeping the rest of the input in
         the machine (``input_held``), once more than ``OUTPUT_LIMIT`` bytes wait to be
-        written: a client that pipelines requests with large answers (basic.get, mandatory
-        returns) and reads nothing cannot make the broker buffer without bound."""
+        written (a client that pipelines requests with large answers, basic.get or mandatory
+        returns, and reads nothing cannot make the broker buffer without bound) or after
+        ``TURN_BUDGET`` seconds of work (a flood on one connection cannot hold the loop)."""
         machine = self.machine
         channels = self.channels
         out = machine.out
@@ -109,6 +111,8 @@ class Session:
         # connection at its first publish frame too, mid-message).
         machine.hold_content = bool(self.alarms.active)
         events = machine.events()
+        started = perf_counter()
+        handled = 0
         try:
             for event in events:
                 channel = 0
@@ -140,6 +144,13 @@ class Session:
                         self.input_held = True
                         break
                     check_at = len(out) * 2
+                handled += 1
+                if not handled & 255 and perf_counter() - started > TURN_BUDGET:
+                    # Fairness: one connection's flood (a basic.get storm, cheap methods by
+                    # the thousand) gets this much of a loop turn; the rest of its input waits
+                    # for the next turn, after every other connection's.
+                    self.input_held = True
+                    break
         finally:
             events.close()
         self.flush_confirms()

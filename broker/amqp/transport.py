@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 from protocol.errors import InternalError
 
-from .limits import OUTPUT_LIMIT
+from .limits import OUTPUT_LIMIT, TURN_BUDGET
 from .session import Session
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class AMQPProtocol(asyncio.Protocol):
         self._read_pauses: set[str] = set()
         self._write_paused = False
         self._lingering = False
+        self._spent = 0.0  # seconds of input handling in this loop turn
         self.discarded = 0  # bytes read and dropped while lingering
 
     # ---- asyncio callbacks -------------------------------------------------------------
@@ -100,8 +102,10 @@ class AMQPProtocol(asyncio.Protocol):
 
     def _handle_input(self, session: Session, data: bytes | None) -> None:
         """Feed ``data`` (None: continue with the input held back earlier), write the answers
-        once, and hold reading while answers are backed up."""
+        once, and hold reading while answers are backed up or this connection has used its
+        share of the loop turn."""
         self._in_read = True
+        started = perf_counter()
         try:
             if data is None:
                 session.process_input()
@@ -112,6 +116,12 @@ class AMQPProtocol(asyncio.Protocol):
             session.fail(InternalError("internal error"), 0)
         finally:
             self._in_read = False
+        self._spent += perf_counter() - started
+        if self._spent > TURN_BUDGET and "turn" not in self._read_pauses:
+            # uvloop reads a busy socket up to 32 times per loop turn: stop reading this one
+            # until every other connection had its turn
+            self.pause_reading("turn")
+            self.loop.call_soon(self._next_turn)
         self._flush()
         if session.input_held and not session.closed:
             self.pause_reading("output")
@@ -119,6 +129,10 @@ class AMQPProtocol(asyncio.Protocol):
                 self.loop.call_soon(self._continue_input)
         elif not self._write_paused:
             self.resume_reading("output")
+
+    def _next_turn(self) -> None:
+        self._spent = 0.0
+        self.resume_reading("turn")
 
     def continue_input(self) -> None:
         """Handle the input held in the machine on the next loop turn (after an unblock)."""

@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -110,6 +111,7 @@ class Queue:
         self.policy_name: str | None = None
         self.operator_policy_name: str | None = None
         self.consumers: list[Consumer] = []
+        self._exclusive_consumer: Consumer | None = None
         self.had_consumer = False
         self.deleted = False
         self.bindings: set[Binding] = set()
@@ -177,10 +179,9 @@ class Queue:
         return self.exclusive_owner is not None
 
     def exclusive_consumer(self) -> Consumer | None:
-        for consumer in self.consumers:
-            if consumer.exclusive:
-                return consumer
-        return None
+        """Kept, not searched: a scan per basic.consume made thousands of consumers on one
+        queue quadratic (found by the memory-attack soak)."""
+        return self._exclusive_consumer
 
     # ---- messages ----------------------------------------------------------------------
     def publish(self, message: Message) -> bool:
@@ -323,9 +324,15 @@ class Queue:
 
     # ---- consumers ---------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
-        if consumer.priority:
-            self.consumers.sort(key=lambda c: -c.priority)
+        if consumer.priority or (self.consumers and self.consumers[-1].priority):
+            # highest priority first, arrival order within a priority (no re-sort per add)
+            at = bisect.bisect_right(self.consumers, -consumer.priority,
+                                     key=lambda c: -c.priority)
+            self.consumers.insert(at, consumer)
+        else:
+            self.consumers.append(consumer)
+        if consumer.exclusive:
+            self._exclusive_consumer = consumer
         self.had_consumer = True
         self.touch()
         self.wake()
@@ -335,6 +342,8 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             return
+        if consumer is self._exclusive_consumer:
+            self._exclusive_consumer = None
         retire_consumer(self, consumer)
         self.touch()
         if not self.consumers and self.auto_delete and self.on_empty_consumers:
