@@ -65,6 +65,17 @@ MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
 
 
+def reply_text(error: errors.AMQPError) -> str:
+    """The reply text as a shortstr takes it: over 255 bytes of UTF-8, RabbitMQ keeps the
+    first 252 and adds "..." (a queue name of 127 two-byte characters in a 404 made the encoder
+    fail and the connection close with 541 instead)."""
+    text = error.reply_text
+    raw = text.encode()
+    if len(raw) <= 255:
+        return text
+    return raw[:252].decode(errors="ignore") + "..."
+
+
 class State(enum.Enum):
     AWAIT_HEADER = "await_header"
     AWAIT_START_OK = "await_start_ok"
@@ -188,14 +199,14 @@ class ConnectionMachine:
         """Server-initiated channel.close; the channel stays reserved until close-ok."""
         self._drop_content(channel)
         self.closing_channels.add(channel)
-        self.send_method(channel, C.Channel.Close(error.code, error.reply_text[:255],
+        self.send_method(channel, C.Channel.Close(error.code, reply_text(error),
                                                   error.class_id, error.method_id))
 
     def close_connection(self, error: errors.AMQPError) -> None:
         if self.state in (State.CLOSING, State.CLOSED):
             return
         self._to(State.CLOSING)
-        self.send_method(0, C.Connection.Close(error.code, error.reply_text[:255],
+        self.send_method(0, C.Connection.Close(error.code, reply_text(error),
                                                error.class_id, error.method_id))
 
     def channel_close_ok(self, channel: int) -> None:

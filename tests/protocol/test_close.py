@@ -166,3 +166,24 @@ def test_close_channel_reply_text_is_truncated_to_255_bytes():
     _, close = parse_one(m.data_to_send())
     assert len(close.reply_text) == 255
     assert close.reply_text.startswith("PRECONDITION_FAILED - xxx")
+
+
+def test_reply_texts_over_255_bytes_are_cut_as_rabbitmq_cuts_them():
+    """RabbitMQ keeps the first 252 bytes and adds "..."; a long UTF-8 queue name in a 404 used
+    to make the encoder fail (541 and the connection gone instead of a channel close)."""
+    from pamqp import frame as pframe
+
+    from protocol import errors
+    from protocol.connection import reply_text
+
+    m = open_machine()
+    open_channel(m, 1)
+    m.close_channel(1, errors.NotFound(f"no queue '{'é' * 127}' in vhost '/'"))
+    close = pframe.unmarshal(m.data_to_send())[2]
+    assert close.reply_code == 404
+    raw = close.reply_text.encode()
+    assert len(raw) <= 255 and close.reply_text.endswith("...")
+    assert close.reply_text.startswith("NOT_FOUND - no queue 'éé")
+    ascii_text = reply_text(errors.PreconditionFailed("x" * 300))
+    assert ascii_text == ("PRECONDITION_FAILED - " + "x" * 300)[:252] + "..."
+    assert reply_text(errors.NotFound("short")) == "NOT_FOUND - short"
