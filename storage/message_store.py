@@ -1,16 +1,20 @@
 """``SegmentQueueStore``: one queue's ready messages, a small window in RAM and the rest on disk.
 
-Queue order = ``requeued`` (a heap on seq) + ``window`` (a deque of entries in RAM) + the
-*backlog*: records in the segment log from the cursor to the end, held by no Python object.
+Queue order = requeued messages by seq (``requeue.Requeued``: entries, or log positions only
+past the budget) + ``window`` (a deque of entries) + the *backlog*: records in the segment log
+from the cursor to the end, held by no Python object.
 
 Invariants:
+- Window and requeued entries stay within the ``Window`` budget (shared by the levels of a
+  priority queue); past it nothing costs a Python object per message.
 - Every record at or after the cursor is ready (the backlog is a suffix of the log): a push
   goes to the backlog while the backlog is not empty or the window is full; otherwise it goes
   to the window (and, when persistent in a durable queue, to the log too, before the cursor).
-- Entries in RAM that have a record (window, requeued, out with a consumer) map ``seq ->
-  (segment id << 32 | offset)`` in ``_pos``; that is the only per-message state kept, and only
-  for messages that are in RAM anyway. Disk-only messages cost nothing but per-segment counters.
-- Transient messages below the window never touch the disk (deque operations only).
+- Entries in RAM or out with a consumer that have a record map ``seq -> (segment id << 32 |
+  offset)`` in ``_pos``: per-message state only for messages that are in RAM anyway.
+- Transient messages below the window never touch the disk. A non-durable store creates its
+  directory when it first pages out and writes no ack log or index (it is wiped when opened
+  again); a durable one logs acks of persistent records only (recovery skips the others).
 - A record leaves a segment's ``live`` count when it is acked (an entry in the segment's ack
   log); a segment with ``live == 0`` is deleted (the one being written only once it is at least
   ``gc_min_size`` bytes, so a hot queue does not create a file per message).
@@ -37,6 +41,7 @@ from .acks import AckLog
 from .cursor import LogCursor
 from .record import F_EXPIRES, F_PERSISTENT, RecordError
 from .recovery import Seg, recover, unlink_segment_files
+from .requeue import PERSISTENT, Item, Requeued
 from .segment import (
     DEFAULT_READ_AHEAD,
     DEFAULT_ROLL_SIZE,
@@ -46,44 +51,42 @@ from .segment import (
     write_index,
 )
 from .sync import DirectoryHandle, GroupCommit
+from .window import Window
 
 log = logging.getLogger(__name__)
 
 OFFSET_MASK = 0xFFFF_FFFF
-#: mode -> (window messages, window bytes)
-MODES = {"default": (1024, 4 * 1024 * 1024), "lazy": (0, 0)}
 
 
 class SegmentQueueStore:
     def __init__(self, directory: str | os.PathLike[str], *, durable: bool = True,
                  mode: str = "default", group_commit: GroupCommit | None = None,
                  roll_size: int = DEFAULT_ROLL_SIZE, window_messages: int | None = None,
-                 window_bytes: int | None = None, gc_min_size: int | None = None,
+                 window_bytes: int | None = None, window: Window | None = None,
+                 gc_min_size: int | None = None,
                  read_ahead: int = DEFAULT_READ_AHEAD, write_buffer: int = DEFAULT_WRITE_BUFFER,
                  clock: Callable[[], float] = time.monotonic, first_seq: int = 0) -> None:
         """Open (recovering when ``durable``) or create the store in ``directory``.
 
-        A non-durable store starts empty: whatever ``directory`` held is wiped.
-        ``window_*`` override the mode's window; ``clock`` is the queue's ``now()`` (entry
-        ``expires`` are stored as wall-clock deadlines and converted back with it). Recovered
-        messages get seqs ``first_seq + 1 .. last_seq`` (chain ``first_seq`` through the
-        sub-stores of one queue so their seqs do not overlap).
+        A non-durable store starts empty: whatever ``directory`` held is wiped. ``window``: a
+        RAM budget shared with other stores (else one of its own: ``mode``, ``window_*``).
+        ``clock`` is the queue's ``now()`` (entry ``expires`` are stored as wall-clock
+        deadlines and converted back with it). Recovered messages get seqs ``first_seq + 1 ..
+        last_seq`` (chain ``first_seq`` through the sub-stores of one queue).
         """
         self.directory = Path(directory)
         self.durable = durable
         self._gc = group_commit
         self._roll = roll_size
         self._gc_min = roll_size // 8 if gc_min_size is None else gc_min_size
-        self._read_ahead = read_ahead
         self._write_buffer = write_buffer
         self._clock = clock
-        self.set_mode(mode, window_messages, window_bytes)
+        self._w = window or Window(mode, window_messages, window_bytes)
         if not durable and self.directory.exists():
             shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._requeued: list[Entry] = []
+        if durable:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._window: deque[Entry] = deque()
-        self._win_bytes = 0
         self._bytes = 0
         self._backlog = 0
         self._pos: dict[int, int] = {}
@@ -94,9 +97,9 @@ class SegmentQueueStore:
         self._acks = AckLog(self.directory)
         self._dirh = DirectoryHandle(self.directory)
         self._closed = False
-        self._cursor = LogCursor(self.directory, self._segs, self._seg_ids,
-                                 lambda seg: self._writer if seg is self._wseg else None,
-                                 read_ahead, clock)
+        self._cursor = LogCursor(self.directory, self._segs, self._seg_ids, lambda seg:
+                                 self._writer if seg is self._wseg else None, read_ahead, clock)
+        self._rq = Requeued(self._w, self._cursor, self._segs, self._pos, self._lost)
         segs, self._next_id = recover(self.directory) if durable else ([], 1)
         for seg in segs:
             self._segs[seg.id] = seg
@@ -110,22 +113,17 @@ class SegmentQueueStore:
 
     def set_mode(self, mode: str, window_messages: int | None = None,
                  window_bytes: int | None = None) -> None:
-        """``default`` or ``lazy`` (``x-queue-mode``); entries already in RAM stay there."""
-        if mode not in MODES:
-            raise ValueError(f"unknown queue mode {mode!r}")
-        self.mode = mode
-        messages, size = MODES[mode]
-        self._win_n = messages if window_messages is None else window_messages
-        self._win_b = size if window_bytes is None else window_bytes
-        self._refill_below = self._win_n // 2
+        """``default`` or ``lazy`` (``x-queue-mode``) for the whole budget (all levels of a
+        priority queue); entries already in RAM stay there."""
+        self._w.set_mode(mode, window_messages, window_bytes)
 
     # ---- QueueStore --------------------------------------------------------------------
     def push(self, entry: Entry) -> None:
         message = entry.message
         size = message.size
-        window = self._window
-        if self._backlog or len(window) >= self._win_n or \
-                (window and self._win_bytes + size > self._win_b):
+        w = self._w
+        n = w.n
+        if self._backlog or n >= w.max_n or (n and w.b + size > w.max_b):
             pos = self._append(entry, True)
             if not self._backlog:
                 self._cursor.at(self._segs[pos >> 32], pos & OFFSET_MASK)
@@ -133,23 +131,28 @@ class SegmentQueueStore:
         else:
             if message.persistent and self.durable:
                 self._pos[entry.seq] = self._append(entry, False)
-            window.append(entry)
-            self._win_bytes += size
+            self._window.append(entry)
+            w.n = n + 1
+            w.b += size
         self._bytes += size
 
     def shift(self) -> Entry | None:
-        if self._requeued:
-            entry = heapq.heappop(self._requeued)
+        rq = self._rq
+        entry = rq.take() if rq.heap or rq.paged is not None else None
+        if entry is not None:
+            pass
         elif self._window:
             entry = self._window.popleft()
-            self._win_bytes -= entry.message.size
-            if self._backlog and len(self._window) < self._refill_below:
+            w = self._w
+            w.n -= 1
+            w.b -= entry.message.size
+            if self._backlog and len(self._window) < w.refill_below:
                 self._refill()
         elif self._backlog:
             entry = self._read_one()
             if entry is None:
                 return None
-            if self._backlog and self._win_n:
+            if self._backlog and self._w.max_n:
                 self._refill()
         else:
             return None
@@ -164,33 +167,35 @@ class SegmentQueueStore:
         return entry
 
     def peek(self) -> Entry | None:
-        if self._requeued:
-            return self._requeued[0]
+        rq = self._rq
+        if rq.heap or rq.paged is not None:
+            return rq.first()
         if not self._window and self._backlog:
             entry = self._read_one()
             if entry is not None:
                 self._window.append(entry)
-                self._win_bytes += entry.message.size
+                self._w.n += 1
+                self._w.b += entry.message.size
         return self._window[0] if self._window else None
 
     def requeue(self, entry: Entry) -> None:
-        heapq.heappush(self._requeued, entry)
         self._bytes += entry.message.size
+        self._rq.add(entry)
 
     def ack(self, entry: Entry) -> None:
         """Settle ``entry`` for good: an ack-log entry when it has a record; no-op otherwise."""
-        if not self._pos:
-            return
-        pos = self._pos.pop(entry.seq, None)
-        if pos is None or self._closed:
-            return
+        pos = self._pos.pop(entry.seq, None) if self._pos else None
+        if pos is not None and not self._closed:
+            self._ack_pos(pos, entry.message.size, entry.message.persistent)
+
+    def _ack_pos(self, pos: int, size: int, persistent: bool) -> None:
         seg = self._segs.get(pos >> 32)
         if seg is None:
             return
-        message = entry.message
-        self._acks.ack(seg.id, pos & OFFSET_MASK, message.size, message.persistent)
-        if self._gc is not None:
-            self._gc.touch(self._acks, False)
+        if persistent and self.durable:
+            self._acks.ack(seg.id, pos & OFFSET_MASK, size, True)
+            if self._gc is not None:
+                self._gc.touch(self._acks, False)
         seg.live -= 1
         if seg.live <= 0:
             self._collect(seg)
@@ -198,12 +203,11 @@ class SegmentQueueStore:
     def purge(self) -> int:
         """Drop every ready message (acking the logged ones); delivered ones are untouched."""
         count = len(self)
-        dropped = self._requeued + list(self._window)
-        self._requeued.clear()
-        self._window.clear()
-        self._win_bytes = 0
-        for entry in dropped:
+        entries, paged = self._release_ram()
+        for entry in entries:
             self.ack(entry)
+        for _, pos, size, meta in paged:
+            self._ack_pos(pos, size, bool(meta & PERSISTENT))
         while self._backlog:
             seg = self._cursor.current()
             if seg is None:
@@ -221,10 +225,12 @@ class SegmentQueueStore:
         return count
 
     def __len__(self) -> int:
-        return len(self._requeued) + len(self._window) + self._backlog
+        rq = self._rq
+        count = len(rq.heap) + len(self._window) + self._backlog
+        return count if rq.paged is None else count + len(rq.paged)
 
     def __iter__(self) -> Iterator[Entry]:
-        yield from sorted(self._requeued)
+        yield from self._rq
         yield from list(self._window)
         if self._backlog:
             yield from self._cursor.scan()
@@ -236,8 +242,13 @@ class SegmentQueueStore:
     # ---- extras ------------------------------------------------------------------------
     @property
     def in_memory(self) -> int:
-        """Ready entries held in RAM (window + requeued)."""
-        return len(self._window) + len(self._requeued)
+        """Ready entries held in RAM as objects (window + requeued)."""
+        return len(self._window) + len(self._rq.heap)
+
+    @property
+    def paged_requeued(self) -> int:
+        """Requeued messages held as log positions only."""
+        return len(self._rq) - len(self._rq.heap)
 
     @property
     def segment_count(self) -> int:
@@ -259,16 +270,24 @@ class SegmentQueueStore:
     def delete(self) -> None:
         """The queue is gone: close without flushing and remove the directory."""
         self._shut(seal=False)
-        self._requeued.clear()
-        self._window.clear()
         self._pos.clear()
         self._segs.clear()
-        self._backlog = self._bytes = self._win_bytes = 0
+        self._backlog = self._bytes = 0
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _release_ram(self) -> tuple[list[Entry], list[Item]]:
+        """Drop the window and the requeued (giving the budget back); return what they held."""
+        window = list(self._window)
+        self._window.clear()
+        self._w.n -= len(window)
+        self._w.b -= sum(entry.message.size for entry in window)
+        requeued, paged = self._rq.drop()
+        return requeued + window, paged
 
     def _shut(self, seal: bool) -> None:
         self._closed = True
-        self._cursor.close()
+        self._release_ram()
+        self._cursor.shutdown()
         gc, writer = self._gc, self._writer
         if writer is not None:
             if seal:
@@ -318,6 +337,8 @@ class SegmentQueueStore:
             except OSError:
                 return old
         try:
+            if not self.durable and old is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
             writer = SegmentWriter(self.directory, self._next_id, self._write_buffer)
         except OSError:
             if old is None:
@@ -338,10 +359,11 @@ class SegmentQueueStore:
     def _seal(self, writer: SegmentWriter) -> None:
         seg = self._wseg
         assert seg is not None
-        try:
-            write_index(self.directory, writer.seg_id, writer.stats)
-        except OSError as exc:  # recovery scans a segment without an index
-            log.warning("%s: no index written: %s", writer.path, exc)
+        if self.durable:
+            try:
+                write_index(self.directory, writer.seg_id, writer.stats)
+            except OSError as exc:  # recovery scans a segment without an index
+                log.warning("%s: no index written: %s", writer.path, exc)
         if self._gc is not None:
             self._gc.handoff(writer)
         writer.close()
@@ -365,6 +387,7 @@ class SegmentQueueStore:
             self._writer = self._wseg = None
         if seg is self._cursor.seg:
             self._cursor.close()
+        self._cursor.forget(seg.id)
         del self._segs[seg.id]
         index = bisect.bisect_left(self._seg_ids, seg.id)
         del self._seg_ids[index]
@@ -380,7 +403,7 @@ class SegmentQueueStore:
             if seg is None:
                 log.error("%s: %d messages missing from the log", self.directory, self._backlog)
                 self._backlog = 0
-                self._bytes = self._win_bytes + sum(e.message.size for e in self._requeued)
+                self._bytes = self._rq.bytes + sum(e.message.size for e in self._window)
                 return None
             try:
                 entry = cursor.take(seg)
@@ -412,9 +435,15 @@ class SegmentQueueStore:
 
     def _refill(self) -> None:
         window = self._window
-        while self._backlog and len(window) < self._win_n and self._win_bytes < self._win_b:
+        w = self._w
+        while self._backlog and w.n < w.max_n and w.b < w.max_b:
             entry = self._read_one()
             if entry is None:
                 return
             window.append(entry)
-            self._win_bytes += entry.message.size
+            w.n += 1
+            w.b += entry.message.size
+
+    def _lost(self, item: Item) -> None:  # a paged requeued message could not be read back
+        self._bytes -= item[2]
+        self._ack_pos(item[1], item[2], bool(item[3] & PERSISTENT))

@@ -3,7 +3,9 @@
 Highest priority first, FIFO within a priority (also after requeue, which each sub-store keeps
 by sequence number). A priority above the queue's x-max-priority counts as the max; no priority
 property counts as 0. Sub-stores are made on demand by a factory, so the same composition works
-over the in-memory store and the disk store.
+over the in-memory store and the disk store. Disk sub-stores share one ``window.Window``, so
+the levels together keep in RAM what one classic queue keeps, and each level pages out the same
+way a classic queue does.
 """
 
 from __future__ import annotations
