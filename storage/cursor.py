@@ -30,7 +30,6 @@ from .record import F_EXPIRES, F_PERSISTENT, Decoded, RecordError, ShortRecord, 
 from .recovery import Seg
 from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter, Source, segment_name
 
-
 #: bytes read for a fetched record before its length is known (1 KiB messages: one read)
 FETCH_SIZE = 4096
 

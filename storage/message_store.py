@@ -26,7 +26,6 @@ Invariants:
 from __future__ import annotations
 
 import bisect
-import heapq
 import logging
 import os
 import shutil

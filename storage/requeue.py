@@ -9,11 +9,11 @@ A requeued message without a record stays an entry (it was in RAM with its consu
 
 Invariants:
 - Entries in ``heap`` are counted in the window's ``rq_n``/``rq_b``, and only they.
-- ``PagedRequeues.seqs[head:]`` is sorted and unique; ``pos``, ``sizes`` and ``meta`` are parallel to it.
-  Additions that are not at either end of that run are staged in ``_p*`` arrays (appends only)
-  and merged in before anything is read, so the usual cases stay O(1) per message: a channel
-  requeues in delivery order (ascending), and a nack-requeue puts back what was just taken from
-  the head.
+- ``PagedRequeues.seqs[head:]`` is sorted and unique; ``pos``, ``sizes`` and ``meta`` are
+  parallel to it. Additions that are not at either end of that run are staged in ``_p*``
+  arrays (appends only) and merged in before anything is read, so the usual cases stay O(1)
+  per message: a channel requeues in delivery order (ascending), and a nack-requeue puts back
+  what was just taken from the head.
 - No Python object per message: only a few arrays, however many messages are held.
 - ``bytes`` is the sum of the sizes held.
 """
