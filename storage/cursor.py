@@ -23,9 +23,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from broker.message import Entry, Message
-
 from .acks import read_acks
+from .message import Entry, Message
 from .record import F_EXPIRES, F_PERSISTENT, Decoded, RecordError, ShortRecord, decode
 from .recovery import Seg
 from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter, Source, segment_name
@@ -135,6 +134,7 @@ class LogCursor:
         """The record at ``offset`` of ``seg``, read on its own; the cursor does not move.
         Raises ``RecordError`` / ``OSError``."""
         writer = self._writer_of(seg)
+        source: Source
         if writer is not None:
             source = writer.read
         else:
@@ -183,7 +183,8 @@ class LogCursor:
 
     def entry(self, record: Decoded, seq: int, redelivered: bool) -> Entry:
         _, flags, _, expires, exchange, routing_key, props, body = record
-        entry = Entry(seq, Message(exchange, routing_key, props, body), redelivered)
+        entry = Entry(seq, Message(exchange, routing_key, props, body,
+                                   bool(flags & F_PERSISTENT)), redelivered)
         if flags & F_EXPIRES:
             entry.expires = expires - time.time() + self._clock()
         return entry

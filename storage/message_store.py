@@ -33,11 +33,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from broker.message import Entry
+from typing import TYPE_CHECKING
 
 from .acks import AckLog
 from .cursor import LogCursor
+from .message import Entry
 from .record import F_EXPIRES, F_PERSISTENT, RecordError
 from .recovery import Seg, recover, unlink_segment_files
 from .requeue import PERSISTENT, Item, Requeued
@@ -52,6 +52,9 @@ from .segment import (
 from .sync import DirectoryHandle, GroupCommit
 from .window import Window
 
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
+
 log = logging.getLogger(__name__)
 
 OFFSET_MASK = 0xFFFF_FFFF
@@ -64,14 +67,16 @@ class SegmentQueueStore:
                  window_bytes: int | None = None, window: Window | None = None,
                  gc_min_size: int | None = None,
                  read_ahead: int = DEFAULT_READ_AHEAD, write_buffer: int = DEFAULT_WRITE_BUFFER,
-                 clock: Callable[[], float] = time.monotonic, first_seq: int = 0) -> None:
+                 clock: Callable[[], float] = time.monotonic, first_seq: int = 0,
+                 sink: ReplicationSink | None = None) -> None:
         """Open (recovering when ``durable``) or create the store in ``directory``.
 
         A non-durable store starts empty: whatever ``directory`` held is wiped. ``window``: a
         RAM budget shared with other stores (else one of its own: ``mode``, ``window_*``).
         ``clock`` is the queue's ``now()`` (entry ``expires`` are stored as wall-clock
         deadlines and converted back with it). Recovered messages get seqs ``first_seq + 1 ..
-        last_seq`` (chain ``first_seq`` through the sub-stores of one queue).
+        last_seq`` (chain ``first_seq`` through the sub-stores of one queue). Every change to
+        the files of a durable store is told to ``sink`` (``storage.replication``).
         """
         self.directory = Path(directory)
         self.durable = durable
@@ -80,6 +85,7 @@ class SegmentQueueStore:
         self._gc_min = roll_size // 8 if gc_min_size is None else gc_min_size
         self._write_buffer = write_buffer
         self._clock = clock
+        self._sink = sink if durable else None
         self._w = window or Window(mode, window_messages, window_bytes)
         if not durable and self.directory.exists():
             shutil.rmtree(self.directory)
@@ -93,18 +99,16 @@ class SegmentQueueStore:
         self._seg_ids: list[int] = []
         self._writer: SegmentWriter | None = None
         self._wseg: Seg | None = None
-        self._acks = AckLog(self.directory)
+        self._acks = AckLog(self.directory, sink=self._sink)
         self._dirh = DirectoryHandle(self.directory)
         self._closed = False
         self._cursor = LogCursor(self.directory, self._segs, self._seg_ids, lambda seg:
                                  self._writer if seg is self._wseg else None, read_ahead, clock)
         self._rq = Requeued(self._w, self._cursor, self._segs, self._pos, self._lost)
-        segs, self._next_id = recover(self.directory) if durable else ([], 1)
-        for seg in segs:
-            self._segs[seg.id] = seg
-            self._seg_ids.append(seg.id)
-            self._backlog += seg.ready
-            self._bytes += seg.ready_bytes
+        segs, self._next_id = recover(self.directory, self._sink) if durable else ([], 1)
+        self._segs.update((seg.id, seg) for seg in segs)
+        self._seg_ids.extend(seg.id for seg in segs)
+        self._backlog, self._bytes = sum(s.ready for s in segs), sum(s.ready_bytes for s in segs)
         self._cursor.rseq = first_seq
         self.last_seq = first_seq + self._backlog
         if segs:
@@ -112,8 +116,7 @@ class SegmentQueueStore:
 
     def set_mode(self, mode: str, window_messages: int | None = None,
                  window_bytes: int | None = None) -> None:
-        """``default`` or ``lazy`` (``x-queue-mode``) for the whole budget (all levels of a
-        priority queue); entries already in RAM stay there."""
+        """``default``/``lazy`` (x-queue-mode) for all who share the budget; RAM stays as is."""
         self._w.set_mode(mode, window_messages, window_bytes)
 
     # ---- QueueStore --------------------------------------------------------------------
@@ -240,13 +243,11 @@ class SegmentQueueStore:
 
     # ---- extras ------------------------------------------------------------------------
     @property
-    def in_memory(self) -> int:
-        """Ready entries held in RAM as objects (window + requeued)."""
+    def in_memory(self) -> int:  # ready entries held as objects (window + requeued)
         return len(self._window) + len(self._rq.heap)
 
     @property
-    def paged_requeued(self) -> int:
-        """Requeued messages held as log positions only."""
+    def paged_requeued(self) -> int:  # requeued messages held as log positions only
         return len(self._rq) - len(self._rq.heap)
 
     @property
@@ -273,11 +274,12 @@ class SegmentQueueStore:
         self._segs.clear()
         self._backlog = self._bytes = 0
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self._sink is not None:
+            self._sink.delete(str(self.directory))
 
     def _release_ram(self) -> tuple[list[Entry], list[Item]]:
         """Drop the window and the requeued (giving the budget back); return what they held."""
-        window = list(self._window)
-        self._window.clear()
+        window, self._window = list(self._window), deque()
         self._w.n -= len(window)
         self._w.b -= sum(entry.message.size for entry in window)
         requeued, paged = self._rq.drop()
@@ -338,7 +340,7 @@ class SegmentQueueStore:
         try:
             if not self.durable and old is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
-            writer = SegmentWriter(self.directory, self._next_id, self._write_buffer)
+            writer = SegmentWriter(self.directory, self._next_id, self._write_buffer, self._sink)
         except OSError:
             if old is None:
                 raise
@@ -360,7 +362,7 @@ class SegmentQueueStore:
         assert seg is not None
         if self.durable:
             try:
-                write_index(self.directory, writer.seg_id, writer.stats)
+                write_index(self.directory, writer.seg_id, writer.stats, self._sink)
             except OSError as exc:  # recovery scans a segment without an index
                 log.warning("%s: no index written: %s", writer.path, exc)
         if self._gc is not None:
@@ -391,7 +393,7 @@ class SegmentQueueStore:
         index = bisect.bisect_left(self._seg_ids, seg.id)
         del self._seg_ids[index]
         self._acks.remove(seg.id)
-        unlink_segment_files(self.directory, seg.id)
+        unlink_segment_files(self.directory, seg.id, self._sink)
 
     # ---- reading the backlog -----------------------------------------------------------
     def _read_one(self) -> Entry | None:
@@ -433,8 +435,7 @@ class SegmentQueueStore:
             self._collect(seg)
 
     def _refill(self) -> None:
-        window = self._window
-        w = self._w
+        window, w = self._window, self._w
         while self._backlog and w.n < w.max_n and w.b < w.max_b:
             entry = self._read_one()
             if entry is None:

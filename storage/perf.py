@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from broker.message import Entry, Message
-
+from .message import Entry, Message
 from .message_store import SegmentQueueStore
 from .sync import GroupCommit
 
@@ -53,7 +52,7 @@ async def fill(store: SegmentQueueStore, gcommit: GroupCommit, count: int, size:
         first = seq
         while seq < count:
             seq += 1
-            store.push(Entry(seq, Message("amq.direct", "perf", PERSISTENT, body)))
+            store.push(Entry(seq, Message("amq.direct", "perf", PERSISTENT, body, True)))
             if not seq & 63 and time.perf_counter() >= deadline:
                 break
         gcommit.when_durable(lambda ok, n=seq - first: confirmed.__setitem__(0, confirmed[0] + n))

@@ -3,9 +3,10 @@
 Highest priority first, FIFO within a priority (also after requeue, which each sub-store keeps
 by sequence number). A priority above the queue's x-max-priority counts as the max; no priority
 property counts as 0. Sub-stores are made on demand by a factory, so the same composition works
-over the in-memory store and the disk store. Disk sub-stores share one ``window.Window``, so
-the levels together keep in RAM what one classic queue keeps, and each level pages out the same
-way a classic queue does.
+over the in-memory store and the disk store. The message's priority comes from ``priority_of``,
+given by the broker (storage does not read AMQP properties). Disk sub-stores share one
+``window.Window``, so the levels together keep in RAM what one classic queue keeps, and each
+level pages out the same way a classic queue does.
 
 Invariant: every level above ``_top`` is empty (levels only fill through ``push`` and
 ``requeue``, which raise it), so finding the head does not ask every level for its length.
@@ -15,33 +16,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from broker.message import Entry
-from protocol.properties import peek_priority
-
+from .message import Entry, Message
 from .store import QueueStore
 
 
 class PriorityQueueStore:
-    __slots__ = ("max_priority", "_factory", "_buckets", "_top", "last_seq")
+    __slots__ = ("max_priority", "_factory", "_priority", "_buckets", "_top", "last_seq")
 
     def __init__(self, max_priority: int, factory: Callable[[int], QueueStore],
+                 priority_of: Callable[[Message], int],
                  existing: dict[int, QueueStore] | None = None) -> None:
-        """``existing``: sub-stores already opened (recovered), by priority."""
+        """``priority_of``: a message's priority (0 when it has none); ``existing``: sub-stores
+        already opened (recovered), by priority."""
         self.max_priority = max_priority
         self._factory = factory
+        self._priority = priority_of
         self._buckets: list[QueueStore | None] = [None] * (max_priority + 1)
         self._top = max_priority  # recovered levels may hold anything: start from the top
         self.last_seq = 0
         for priority, bucket in (existing or {}).items():
             if 0 <= priority <= max_priority:
                 self._buckets[priority] = bucket
-                self.last_seq = max(self.last_seq, getattr(bucket, "last_seq", 0))
+                self.last_seq = max(self.last_seq, bucket.last_seq)
 
     def priority_of(self, entry: Entry) -> int:
-        props = entry.message.properties
-        if props[:2] == b"\x00\x00":
-            return 0
-        return min(peek_priority(props), self.max_priority)
+        return min(self._priority(entry.message), self.max_priority)
 
     def _bucket(self, priority: int) -> QueueStore:
         bucket = self._buckets[priority]
@@ -99,9 +98,13 @@ class PriorityQueueStore:
     def bytes(self) -> int:
         return sum(b.bytes for b in self._buckets if b is not None)
 
+    @property
+    def in_memory(self) -> int:
+        return sum(getattr(b, "in_memory", len(b)) for b in self._buckets if b is not None)
+
     def set_mode(self, mode: str) -> None:
         for bucket in self._buckets:
-            if bucket is not None and hasattr(bucket, "set_mode"):
+            if bucket is not None:
                 bucket.set_mode(mode)
 
     def close(self) -> None:

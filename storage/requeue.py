@@ -26,9 +26,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 
-from broker.message import Entry
-
 from .cursor import LogCursor
+from .message import Entry
 from .record import RecordError
 from .recovery import Seg
 from .window import Window

@@ -5,8 +5,10 @@ entries live with the channel that holds them; on requeue they come back with ``
 served before everything still ready, in their original order (a FIFO queue delivered them
 before any message that is still ready, so their sequence numbers are all smaller).
 
-The disk store implements the same methods; ``ack`` and ``drop`` exist so that it can record
-removals in its ack log. Nothing here knows about exchanges, channels or the wire.
+The disk store implements the same methods; ``ack`` exists so that it can record removals in
+its ack log. ``QueueStore`` lists everything a caller may use, and every store (memory, paging,
+segment log, priority) implements all of it, so callers never probe a store for a method.
+Nothing here knows about exchanges, channels or the wire.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
 
-from broker.message import Entry
+from .message import Entry
 
 
 class QueueStore(Protocol):
+    # The sequence number of the last recovered message (0 for a fresh store): the owning
+    # queue numbers new messages after it.
+    last_seq: int
+
     def push(self, entry: Entry) -> None: ...
     def shift(self) -> Entry | None: ...
     def peek(self) -> Entry | None: ...
@@ -30,12 +36,19 @@ class QueueStore(Protocol):
     def __iter__(self) -> Iterator[Entry]: ...
     @property
     def bytes(self) -> int: ...
+    def set_mode(self, mode: str) -> None:
+        """``default`` or ``lazy`` (x-queue-mode): how much of the queue stays in RAM."""
+    def close(self) -> None:
+        """Shutdown: flush what the store holds (durable stores keep it)."""
+    def delete(self) -> None:
+        """The queue is gone: drop everything, remove any files."""
 
 
 class MemoryQueueStore:
-    __slots__ = ("_ready", "_requeued", "_bytes")
+    __slots__ = ("_ready", "_requeued", "_bytes", "last_seq")
 
     def __init__(self) -> None:
+        self.last_seq = 0
         self._ready: deque[Entry] = deque()
         self._requeued: list[Entry] = []
         self._bytes = 0
@@ -81,8 +94,16 @@ class MemoryQueueStore:
         yield from self._ready
 
     @property
+    def in_memory(self) -> int:
+        """Ready entries held in RAM: all of them."""
+        return len(self._ready)
+
+    @property
     def bytes(self) -> int:
         return self._bytes
+
+    def set_mode(self, mode: str) -> None:
+        """Everything is in RAM whatever the mode."""
 
     def close(self) -> None:
         """Nothing to flush in memory."""

@@ -14,16 +14,23 @@ from dataclasses import dataclass, replace
 import pytest
 from loop_call import call_on_loop
 
-from broker.config import Config
-from broker.server import Server
+from broker.core.server import Server
+from broker.node.config import Config
+from broker.node.node import Node
+from broker.ops.launch import make_node
 
 
 @dataclass
 class RunningBroker:
-    server: Server
+    node: Node
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     port: int
+
+    @property
+    def server(self) -> Server:
+        """The broker's state (vhosts, users, connections); the node has the rest."""
+        return self.node.server
 
     @property
     def url(self) -> str:
@@ -34,7 +41,7 @@ class RunningBroker:
         return call_on_loop(self.loop, fn, *args)
 
     def stop(self) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
+        fut = asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop)
         fut.result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -43,14 +50,14 @@ class RunningBroker:
 def start_broker(tmp_path, **overrides) -> RunningBroker:  # type: ignore[no-untyped-def]
     cfg = replace(Config(host="127.0.0.1", port=0, data_dir=str(tmp_path / "data")),
                   **overrides)
-    server = Server(cfg)
+    node = make_node(cfg)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     box: dict = {}
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        box["port"] = loop.run_until_complete(server.start())
+        box["port"] = loop.run_until_complete(node.start())
         ready.set()
         loop.run_forever()
         loop.close()
@@ -59,7 +66,7 @@ def start_broker(tmp_path, **overrides) -> RunningBroker:  # type: ignore[no-unt
     thread.start()
     if not ready.wait(10):
         raise RuntimeError("broker did not start")
-    return RunningBroker(server, loop, thread, box["port"])
+    return RunningBroker(node, loop, thread, box["port"])
 
 
 @pytest.fixture

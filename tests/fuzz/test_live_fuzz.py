@@ -163,7 +163,7 @@ def live_fuzz(broker, caplog, n: int, seed: int, workers: int = 12) -> dict:  # 
     assert broker.thread.is_alive()
 
     # no session object outlives its connection
-    from broker.session import Session
+    from broker.amqp.session import Session
     deadline = time.monotonic() + CLOSE_DEADLINE
     while True:
         gc.collect()

@@ -2,7 +2,7 @@
 
 - ``BrokerProcess``: ``python -m broker`` as a subprocess on an ephemeral port with a given data
   directory; SIGKILL / SIGTERM it, start it again on the same directory, read its log.
-- ``InProcessBroker``: a ``Server`` on its own loop thread that can be stopped and started again
+- ``InProcessBroker``: a ``Node`` on its own loop thread that can be stopped and started again
   on the same data directory (vhosts and policies can only be set through the server object).
 - ``PipelinedPublisher`` / ``AckingConsumer``: raw clients (raw_client.py, in threads) that
   publish numbered persistent messages with a window of unconfirmed publishes, and consume with
@@ -33,8 +33,8 @@ from pamqp import commands as C
 from pamqp import header as pheader
 from raw_client import RawClient, content_frames
 
-from broker.config import Config
-from broker.server import Server
+from broker.node.config import Config
+from broker.ops.launch import make_node
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,8 +119,11 @@ class BrokerProcess:
         self.log_path = self.log_dir / f"broker-{id(self):x}-{self._starts}.log"
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        # no HTTP listeners: RabbitMQ's fixed 15672 / 15692 would be shared by every broker
+        # of the run (and a taken one stops the start)
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--data-dir",
-                str(self.data_dir), *self.extra]
+                str(self.data_dir), "--management-port", "0", "--prometheus-port", "0",
+                *self.extra]
         if self.slow_fsync:
             command = [sys.executable, "-c", SLOW_FSYNC_MAIN, str(self.slow_fsync), *args]
         else:
@@ -212,11 +215,11 @@ class BrokerPool:
 
 def saved_definitions(data_dir: Path) -> dict:
     """The definitions document on disk ({} when absent or unreadable). Read without side
-    effects: ``definitions.load`` removes a save's temporary file (racing a save in flight)."""
-    from storage import definitions
+    effects: ``definitions_file.load`` removes a save's temporary file (racing a save in flight)."""
+    from storage import definitions_file
     try:
-        return definitions.decode((data_dir / "definitions.bin").read_bytes())
-    except (OSError, definitions.DefinitionsError):
+        return definitions_file.decode((data_dir / "definitions.bin").read_bytes())
+    except (OSError, definitions_file.DefinitionsError):
         return {}
 
 
@@ -244,12 +247,13 @@ def wait_saved(data_dir: Path, *, exchanges: tuple[str, ...] = (),
 
 # ---- broker in this process ----------------------------------------------------------------
 class InProcessBroker:
-    """A Server on a loop thread; ``stop`` then a new instance reopens the same data dir."""
+    """A Node on a loop thread; ``stop`` then a new instance reopens the same data dir."""
 
     def __init__(self, data_dir: Path, **overrides) -> None:  # type: ignore[no-untyped-def]
         cfg = replace(Config(host="127.0.0.1", port=0, data_dir=str(data_dir),
                              disk_free_limit=0), **overrides)
-        self.server = Server(cfg)
+        self.node = make_node(cfg)
+        self.server = self.node.server
         self.loop = asyncio.new_event_loop()
         self.stopped = False
         ready = threading.Event()
@@ -258,7 +262,7 @@ class InProcessBroker:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             try:
-                box["port"] = self.loop.run_until_complete(self.server.start())
+                box["port"] = self.loop.run_until_complete(self.node.start())
             except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
                 box["error"] = exc
                 ready.set()
@@ -292,18 +296,18 @@ class InProcessBroker:
         return call_on_loop(self.loop, fn, *args)
 
     def stop(self) -> None:
-        """Stop once the group commit is idle: ``Server.stop`` raises "a batch is in flight"
+        """Stop once the group commit is idle: ``Node.stop`` raises "a batch is in flight"
         when an fsync batch is running (covered by test_sigterm_under_load_...; waiting here
         keeps the vhost / policy tests about vhosts and policies)."""
         if self.stopped:
             return
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and not self.call(
-                lambda: self.server.stores is None or self.server.stores.group is None
-                or self.server.stores.group.idle):
+                lambda: self.node.stores is None or self.node.stores.group is None
+                or self.node.stores.group.idle):
             time.sleep(0.02)
         self.stopped = True
-        fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
+        fut = asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop)
         fut.result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

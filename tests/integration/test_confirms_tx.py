@@ -278,7 +278,7 @@ def test_commit_ok_waits_for_the_disk_when_persistent_messages_went_to_durable_q
     """As in RabbitMQ, commit-ok means the persistent messages are on disk: it waits for the
     group commit; a commit of transient messages does not."""
     held: list = []
-    stores = broker.server.stores
+    stores = broker.node.stores
     real = stores.when_durable
     broker.call(setattr, stores, "when_durable", held.append)
     try:

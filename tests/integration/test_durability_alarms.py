@@ -72,8 +72,8 @@ def test_disk_alarm_clears_and_the_held_publishes_land(broker_factory) -> None:
     stays(cch, "alarm", 1, 0.5)
 
     def lower_the_limit() -> None:
-        server = broker.server
-        server.config = dataclasses.replace(server.config, disk_free_limit=1)
+        node = broker.node
+        node.config = dataclasses.replace(node.config, disk_free_limit=1)
 
     broker.call(lower_the_limit)
     pump(pub, lambda: watch.unblocked > 0, timeout=3)

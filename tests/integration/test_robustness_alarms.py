@@ -10,8 +10,8 @@ import time
 import pika
 from pika_helpers import BlockWatch, connect, pump
 
-from broker import sysinfo
-from broker.config import Config
+from broker.node import sysinfo
+from broker.node.config import Config
 
 GiB = 1024**3
 HUGE = 10**15
@@ -19,8 +19,8 @@ HUGE = 10**15
 
 def set_watermark(broker, absolute: int) -> None:  # type: ignore[no-untyped-def]
     def change() -> None:
-        server = broker.server
-        server.config = dataclasses.replace(server.config,
+        node = broker.node
+        node.config = dataclasses.replace(node.config,
                                             vm_memory_high_watermark_absolute=absolute,
                                             vm_memory_high_watermark_relative=None)
     broker.call(change)

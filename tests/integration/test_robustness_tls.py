@@ -17,9 +17,9 @@ from pamqp import frame as pframe
 from pika_helpers import PROTOCOL_HEADER, connect
 from tls_certs import PKI, make_pki
 
-from broker import config as config_module
-from broker import tls
-from broker.config import Config
+from broker.node import config as config_module
+from broker.node import tls
+from broker.node.config import Config
 
 DEADLINE = 10.0
 # how pika reports a refused TLS connection: the ssl error itself, or a connection error
@@ -34,14 +34,14 @@ def pki(tmp_path_factory) -> PKI:  # type: ignore[no-untyped-def]
 def tls_broker(broker_factory, pki: PKI, **extra):  # type: ignore[no-untyped-def]
     broker = broker_factory(ssl_port=0, ssl_certfile=pki.server_cert,
                             ssl_keyfile=pki.server_key, ssl_cacertfile=pki.ca, **extra)
-    assert broker.server.tls_port, "the TLS listener did not start"
-    assert broker.server.tls_port != broker.port
+    assert broker.node.tls_port, "the TLS listener did not start"
+    assert broker.node.tls_port != broker.port
     return broker
 
 
 def tls_params(broker, context: ssl.SSLContext) -> pika.ConnectionParameters:  # type: ignore[no-untyped-def]
     return pika.ConnectionParameters(
-        host="127.0.0.1", port=broker.server.tls_port,
+        host="127.0.0.1", port=broker.node.tls_port,
         credentials=pika.PlainCredentials("guest", "guest"),
         ssl_options=pika.SSLOptions(context, server_hostname="localhost"),
         connection_attempts=1, socket_timeout=5, stack_timeout=DEADLINE)
@@ -103,10 +103,10 @@ def test_pika_over_tls_publishes_and_gets(broker_factory, pki):
 def test_tls_port_speaks_tls_and_plain_port_speaks_amqp(broker_factory, pki):
     broker = tls_broker(broker_factory, pki)
     # TLS port: a TLS client gets connection.start
-    start = tls_start(broker.server.tls_port, pki.client_context())
+    start = tls_start(broker.node.tls_port, pki.client_context())
     assert isinstance(start, C.Connection.Start), start
     # TLS port: a plain-text AMQP header never gets connection.start back
-    raw = socket.create_connection(("127.0.0.1", broker.server.tls_port), timeout=3)
+    raw = socket.create_connection(("127.0.0.1", broker.node.tls_port), timeout=3)
     raw.sendall(PROTOCOL_HEADER)
     try:
         answer = raw.recv(4096)
@@ -158,7 +158,7 @@ async def get_one(queue):  # type: ignore[no-untyped-def]
 
 async def test_aio_pika_amqps_url_with_cafile(broker_factory, pki):
     broker = tls_broker(broker_factory, pki)
-    url = (f"amqps://guest:guest@127.0.0.1:{broker.server.tls_port}/"
+    url = (f"amqps://guest:guest@127.0.0.1:{broker.node.tls_port}/"
            f"?cafile={quote(pki.ca, safe='')}")
     conn = await asyncio.wait_for(aio_pika.connect(url), DEADLINE)
     try:
@@ -175,7 +175,7 @@ async def test_aio_pika_amqps_url_with_cafile(broker_factory, pki):
 async def test_aio_pika_ssl_context_with_client_cert_under_verify_peer(broker_factory, pki):
     broker = tls_broker(broker_factory, pki, ssl_verify="verify_peer",
                         ssl_fail_if_no_peer_cert=True)
-    url = f"amqps://guest:guest@localhost:{broker.server.tls_port}/"
+    url = f"amqps://guest:guest@localhost:{broker.node.tls_port}/"
     conn = await asyncio.wait_for(
         aio_pika.connect(url, ssl_context=pki.client_context(cert=True)), DEADLINE)
     try:
@@ -192,7 +192,7 @@ async def test_aio_pika_without_client_cert_is_refused_under_fail_if_no_peer_cer
         broker_factory, pki):
     broker = tls_broker(broker_factory, pki, ssl_verify="verify_peer",
                         ssl_fail_if_no_peer_cert=True)
-    url = (f"amqps://guest:guest@127.0.0.1:{broker.server.tls_port}/"
+    url = (f"amqps://guest:guest@127.0.0.1:{broker.node.tls_port}/"
            f"?cafile={quote(pki.ca, safe='')}")
     with pytest.raises((aio_pika.exceptions.AMQPConnectionError, ssl.SSLError,
                         ConnectionError, OSError)):
@@ -205,7 +205,7 @@ async def test_aio_pika_without_client_cert_is_refused_under_fail_if_no_peer_cer
 def test_client_trusting_another_ca_is_refused(broker_factory, pki):
     broker = tls_broker(broker_factory, pki)
     wrong = pki.client_context(cafile=pki.other_ca)
-    result = tls_start(broker.server.tls_port, wrong)
+    result = tls_start(broker.node.tls_port, wrong)
     assert isinstance(result, ssl.SSLCertVerificationError), result
     with pytest.raises(REFUSED):
         pika_tls(broker, wrong)
@@ -218,7 +218,7 @@ def test_client_trusting_another_ca_is_refused(broker_factory, pki):
 def test_fail_if_no_peer_cert_refuses_a_client_without_cert(broker_factory, pki):
     broker = tls_broker(broker_factory, pki, ssl_verify="verify_peer",
                         ssl_fail_if_no_peer_cert=True)
-    result = tls_start(broker.server.tls_port, pki.client_context())
+    result = tls_start(broker.node.tls_port, pki.client_context())
     assert not isinstance(result, C.Connection.Start), "a client without a cert got in"
     with pytest.raises(REFUSED):
         pika_tls(broker, pki.client_context())
@@ -227,7 +227,7 @@ def test_fail_if_no_peer_cert_refuses_a_client_without_cert(broker_factory, pki)
 def test_fail_if_no_peer_cert_refuses_a_cert_from_another_ca(broker_factory, pki):
     broker = tls_broker(broker_factory, pki, ssl_verify="verify_peer",
                         ssl_fail_if_no_peer_cert=True)
-    result = tls_start(broker.server.tls_port, pki.client_context(other_cert=True))
+    result = tls_start(broker.node.tls_port, pki.client_context(other_cert=True))
     assert not isinstance(result, C.Connection.Start), "a stranger's cert was accepted"
     with pytest.raises(REFUSED):
         pika_tls(broker, pki.client_context(other_cert=True))
@@ -236,7 +236,7 @@ def test_fail_if_no_peer_cert_refuses_a_cert_from_another_ca(broker_factory, pki
 def test_fail_if_no_peer_cert_admits_a_ca_signed_client_cert(broker_factory, pki):
     broker = tls_broker(broker_factory, pki, ssl_verify="verify_peer",
                         ssl_fail_if_no_peer_cert=True)
-    start = tls_start(broker.server.tls_port, pki.client_context(cert=True))
+    start = tls_start(broker.node.tls_port, pki.client_context(cert=True))
     assert isinstance(start, C.Connection.Start), start
     conn = pika_tls(broker, pki.client_context(cert=True))
     try:
@@ -254,13 +254,13 @@ def test_verify_peer_without_fail_if_no_peer_cert_admits_certless_clients(broker
     finally:
         conn.close()
     # but a certificate that is presented must still verify
-    result = tls_start(broker.server.tls_port, pki.client_context(other_cert=True))
+    result = tls_start(broker.node.tls_port, pki.client_context(other_cert=True))
     assert not isinstance(result, C.Connection.Start), "a stranger's cert was accepted"
 
 
 def test_stalled_tls_handshake_is_dropped(broker_factory, pki):
     broker = tls_broker(broker_factory, pki, handshake_timeout=0.5)
-    raw = socket.create_connection(("127.0.0.1", broker.server.tls_port), timeout=3)
+    raw = socket.create_connection(("127.0.0.1", broker.node.tls_port), timeout=3)
     started = time.monotonic()
     try:
         data = raw.recv(4096)  # send nothing: no ClientHello ever
@@ -310,9 +310,9 @@ def test_rabbitmq_conf_ssl_options(tmp_path, pki, broker_factory):
                             ssl_keyfile=cfg.ssl_keyfile, ssl_cacertfile=cfg.ssl_cacertfile,
                             ssl_verify=cfg.ssl_verify,
                             ssl_fail_if_no_peer_cert=cfg.ssl_fail_if_no_peer_cert)
-    assert isinstance(tls_start(broker.server.tls_port, pki.client_context(cert=True)),
+    assert isinstance(tls_start(broker.node.tls_port, pki.client_context(cert=True)),
                       C.Connection.Start)
-    assert not isinstance(tls_start(broker.server.tls_port, pki.client_context()),
+    assert not isinstance(tls_start(broker.node.tls_port, pki.client_context()),
                           C.Connection.Start)
 
 

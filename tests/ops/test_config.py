@@ -8,8 +8,8 @@ import pika
 import pytest
 from ops_helpers import Api, amqp_url, connect
 
-from broker import conffile
-from broker.config import parse_args
+from broker.node import conffile
+from broker.node.config import parse_args
 
 
 def test_rabbitmq_conf_keys(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

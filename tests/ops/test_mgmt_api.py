@@ -319,12 +319,12 @@ def test_health_checks(node) -> None:  # type: ignore[no-untyped-def]
     assert status == 503
     assert body == {"status": "failed", "reason": "No active listener", "missing": 1,
                     "ports": [handle.port, handle.management_port]}
-    handle.call(handle.server.alarms.set, "memory", True)
+    handle.call(handle.node.alarms.set, "memory", True)
     status, body = api.request("GET", "/api/health/checks/alarms")
     assert (status, body["status"], body["alarms"]) == (
         503, "failed", [{"node": api.get("/api/overview")["node"], "resource": "memory"}])
     assert api.request("GET", "/api/health/checks/ready-to-serve-clients")[0] == 503
-    handle.call(handle.server.alarms.set, "memory", False)
+    handle.call(handle.node.alarms.set, "memory", False)
     assert api.get("/api/health/checks/alarms") == {"status": "ok"}
 
 

@@ -8,7 +8,7 @@ import pika
 import pytest
 from ops_helpers import Api, amqp_url, connect
 
-from broker import auth
+from broker.core import users
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_wrong_password_refused(node) -> None:  # type: ignore[no-untyped-def]
 
 def test_guest_refused_from_non_loopback(burrowmq, monkeypatch) -> None:  # type: ignore
     """The broker sees 127.0.0.1 here; make it judge the peer as remote, as a LAN client is."""
-    monkeypatch.setattr(auth, "is_loopback", lambda host: False)
+    monkeypatch.setattr(users, "is_loopback", lambda host: False)
     with pytest.raises(pika.exceptions.ProbableAuthenticationError) as info:
         connect(burrowmq.url)
     assert ("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For "
@@ -113,7 +113,7 @@ def test_guest_refused_from_non_loopback(burrowmq, monkeypatch) -> None:  # type
 
 
 def test_loopback_users_empty_lets_guest_in_remotely(burrowmq_factory, monkeypatch) -> None:  # type: ignore  # noqa: E501
-    monkeypatch.setattr(auth, "is_loopback", lambda host: False)
+    monkeypatch.setattr(users, "is_loopback", lambda host: False)
     handle = burrowmq_factory(loopback_users=())
     connect(handle.url).close()
 
@@ -121,20 +121,20 @@ def test_loopback_users_empty_lets_guest_in_remotely(burrowmq_factory, monkeypat
 def test_password_hash_layout_matches_rabbitmq() -> None:
     # RabbitMQ's documented examples: salt 908DC60A + "test12" (SHA-256, the default) and
     # salt CAD5089B + "simon" (the legacy MD5 module).
-    stored = auth.decode_hash("kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR")
-    assert auth.hash_password("test12", bytes.fromhex("908DC60A")) == stored
-    assert auth.check_password(stored, "test12")
-    assert not auth.check_password(stored, "test13")
-    legacy = auth.decode_hash("ytUIm8s3AnKsXQjptplKFytfVxI=")
-    assert auth.check_password(legacy, "simon", "rabbit_password_hashing_md5")
-    fresh = auth.hash_password("secret")
-    assert len(fresh) == 36 and auth.check_password(fresh, "secret")
-    assert auth.hash_password("secret", fresh[:4]) == fresh
+    stored = users.decode_hash("kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR")
+    assert users.hash_password("test12", bytes.fromhex("908DC60A")) == stored
+    assert users.check_password(stored, "test12")
+    assert not users.check_password(stored, "test13")
+    legacy = users.decode_hash("ytUIm8s3AnKsXQjptplKFytfVxI=")
+    assert users.check_password(legacy, "simon", "rabbit_password_hashing_md5")
+    fresh = users.hash_password("secret")
+    assert len(fresh) == 36 and users.check_password(fresh, "secret")
+    assert users.hash_password("secret", fresh[:4]) == fresh
 
 
 def test_imported_hash_logs_in(burrowmq) -> None:  # type: ignore[no-untyped-def]
     api = Api(burrowmq.management_port)
-    digest = auth.encode_hash(auth.hash_password("s3cret"))
+    digest = users.encode_hash(users.hash_password("s3cret"))
     assert api.put("/api/users/imp", {"password_hash": digest, "tags": ["monitoring"]}) == 201
     assert api.put("/api/permissions/%2F/imp",
                    {"configure": ".*", "write": ".*", "read": ".*"}) == 201

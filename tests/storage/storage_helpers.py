@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from broker.message import Entry, Message
+from storage.message import Entry, Message
 from storage.message_store import SegmentQueueStore
 
 PERSISTENT = b"\x10\x00\x02"  # property flags: delivery-mode present; delivery_mode = 2
@@ -24,7 +24,7 @@ class Factory:
         if isinstance(body, str):
             body = body.encode()
         props = PERSISTENT if persistent else TRANSIENT
-        return Entry(self.seq, Message(exchange, key, props, body))
+        return Entry(self.seq, Message(exchange, key, props, body, persistent))
 
 
 def crash(store: SegmentQueueStore) -> None:

@@ -402,7 +402,7 @@ def test_module_sizes() -> None:
     """Each module stays small enough to read in one sitting."""
     root = Path(ms.__file__).parent
     for name in ("record", "segment", "acks", "sync", "cursor", "recovery", "message_store",
-                 "definitions", "datadir", "perf"):
+                 "definitions_file", "datadir", "perf", "message"):
         lines = (root / f"{name}.py").read_text().count("\n")
         assert lines < 450, name
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from storage_helpers import Factory, crash, drain
 
-from broker.message import Entry, Message
+from storage.message import Entry, Message
 from storage.message_store import OFFSET_MASK, SegmentQueueStore
 from storage.priority import PriorityQueueStore
 from storage.requeue import PagedRequeues, pack_meta
@@ -84,14 +84,14 @@ def test_priority_levels_share_one_window(tmp_path: Path, make: Factory) -> None
         levels.append(store)
         return store
 
-    store = PriorityQueueStore(9, level)
+    store = PriorityQueueStore(9, level, lambda message: message.properties[2])
     rnd = random.Random(7)
     pushed: list[tuple[int, int]] = []
     for i in range(100_000):
         priority = rnd.randrange(10)
         props = b"\x08\x00" + bytes((priority,))  # property flags: priority present
         make.seq += 1
-        store.push(Entry(make.seq, Message("", "q", props, b"%06d" % i)))
+        store.push(Entry(make.seq, Message("", "q", props, b"%06d" % i, False)))
         pushed.append((-priority, make.seq))
     assert len(levels) == 10
     assert sum(s.in_memory for s in levels) == window.n <= window.max_n
@@ -178,7 +178,7 @@ def test_expiry_and_properties_survive_paging(tmp_path: Path, make: Factory) -> 
     props = b"\x90\x00\x0atext/plain\x02"  # content-type, delivery-mode 2
     for i in range(10):
         make.seq += 1
-        entry = Entry(make.seq, Message("amq.direct", f"key.{i}", props, b"body%d" % i))
+        entry = Entry(make.seq, Message("amq.direct", f"key.{i}", props, b"body%d" % i, True))
         entry.expires = 1000.0 + i
         store.push(entry)
     out = [store.shift() for _ in range(10)]

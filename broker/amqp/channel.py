@@ -1,0 +1,450 @@
+"""Channel: handlers ``on_<class>_<method>`` looked up by pamqp class, consumers, unacked
+deliveries, publisher confirms and transactions.
+
+Invariants:
+- Delivery tags start at 1 and only grow; ``unacked`` is ordered by tag (dict insertion order).
+- Confirms are counted per publish after confirm.select and coalesced: the session calls
+  ``flush_confirms`` once per read, after every basic.return of that read was written.
+- In tx mode publishes and settlements are buffered and applied at tx.commit; an unknown tag is
+  refused when it is settled, not at commit.
+- Errors are raised, never answered here: the session turns them into close frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+
+from broker.core import arguments as qargs
+from broker.core import replyto
+from broker.core.messages import persistent_of
+from broker.core.queue import Consumer, Queue
+from protocol import codec
+from protocol.errors import (
+    AccessRefused,
+    CommandInvalid,
+    InternalError,
+    NotAllowed,
+    NotFound,
+    NotImplemented_,
+    PreconditionFailed,
+)
+from protocol.events import Publish
+from protocol.methods import AccessRequest, AccessRequestOk
+from storage.message import Entry, Message
+
+from .channel_topology import TopologyHandlers, random_name
+from .confirms import Confirms
+
+if TYPE_CHECKING:
+    from .ports import ChannelOwner
+
+
+def _handler_name(pamqp_name: str) -> str:
+    cls, _, meth = pamqp_name.partition(".")
+    snake = "".join("_" + ch.lower() if ch.isupper() else ch for ch in meth).lstrip("_")
+    return f"on_{cls.lower()}_{snake}"
+
+
+HANDLER_NAMES: dict[type, str] = {cls: _handler_name(cls.name)
+                                  for cls in (*C.INDEX_MAPPING.values(), AccessRequest)}
+
+
+def _delivered_properties(entry: Entry) -> bytes:
+    if entry.delivery_count:
+        return replyto.with_delivery_count(entry.message.properties, entry.delivery_count)
+    return entry.message.properties
+
+
+class Channel(TopologyHandlers):
+    def __init__(self, session: ChannelOwner, number: int) -> None:
+        self.session = session
+        self.number = number
+        self.vhost = session.vhost
+        self.machine = session.machine
+        self.last_queue: str | None = None
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: dict[int, tuple[Entry, Queue, Consumer | None]] = {}
+        self.next_tag = 0
+        self.prefetch_count = 0
+        self.global_prefetch = 0
+        self.confirms: Confirms | None = None
+        self.tx: list[Callable[[], None]] | None = None
+        self.reply_address: str | None = None
+        self._tx_wrote_to_disk = False
+        self.closed = False
+
+    # ---- plumbing ----------------------------------------------------------------------
+    @property
+    def can_deliver(self) -> bool:
+        return self.session.writable and not self.closed
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self.unacked)
+
+    def reply(self, method: C.base.Frame) -> None:
+        self.machine.send_method(self.number, method)
+
+    def handle(self, method: C.base.Frame) -> None:
+        name = HANDLER_NAMES.get(type(method))
+        handler = getattr(self, name, None) if name else None
+        if handler is None:
+            raise CommandInvalid("unimplemented method")
+        handler(method)
+
+    # ---- channel class -----------------------------------------------------------------
+    def on_channel_open(self, m: C.Channel.Open) -> None:
+        # channel_id is an empty longstr, as RabbitMQ sends it (pamqp insists on "0").
+        self.machine.send_raw(codec.channel_open_ok_frame(self.number))
+
+    def on_channel_close(self, m: C.Channel.Close) -> None:
+        self.session.drop_channel(self.number)
+        self.machine.channel_close_ok(self.number)
+
+    def on_channel_flow(self, m: C.Channel.Flow) -> None:
+        if not m.active:
+            raise NotImplemented_("active=false")
+        self.reply(C.Channel.FlowOk(True))
+
+    def on_access_request(self, m: AccessRequest) -> None:
+        self.reply(AccessRequestOk(1))
+
+    def teardown(self) -> None:
+        """The channel is going away: cancel consumers, requeue what was not acked."""
+        if self.closed:
+            return
+        self.closed = True
+        self.tx = None
+        for consumer in list(self.consumers.values()):
+            self._forget_consumer(consumer)
+        self.consumers.clear()
+        self._requeue_all()
+
+    def _requeue_all(self) -> None:
+        touched: set[Queue] = set()
+        for entry, queue, consumer in self.unacked.values():
+            queue.requeue(entry)
+            if consumer is not None:
+                consumer.unacked -= 1
+            touched.add(queue)
+        self.unacked.clear()
+        for queue in touched:
+            queue.wake()
+
+    # ---- basic: consumers --------------------------------------------------------------
+    def on_basic_qos(self, m: C.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise NotImplemented_(f"prefetch_size!=0 ({m.prefetch_size})")
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+        else:
+            self.prefetch_count = m.prefetch_count
+        self.reply(C.Basic.QosOk())
+        self._wake_consumed_queues()
+
+    def _wake_consumed_queues(self) -> None:
+        for queue in {c.queue for c in self.consumers.values()}:
+            queue.wake()
+
+    def on_basic_consume(self, m: C.Basic.Consume) -> None:
+        tag = m.consumer_tag or random_name("amq.ctag-")
+        if m.queue == replyto.REPLY_QUEUE:
+            self._consume_replies(m, tag)
+            return
+        queue = self.usable_queue(m.queue)
+        if tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        if queue.is_quorum and self.global_prefetch:
+            raise NotImplemented_(f"queue '{queue.name}' in vhost '{self.vhost.name}' does "
+                                  "not support global qos")
+        if queue.exclusive_consumer() is not None or (m.exclusive and queue.consumers):
+            raise AccessRefused(f"queue '{queue.name}' in vhost '{self.vhost.name}' in "
+                                "exclusive use")
+        args = dict(m.arguments or {})
+        qargs.validate_consumer_args(queue.name, self.vhost.name, args)
+        consumer = Consumer(tag, self, queue, m.no_ack, self.prefetch_count, m.exclusive, args)
+        self.consumers[tag] = consumer
+        if not m.nowait:
+            self.reply(C.Basic.ConsumeOk(tag))
+        queue.add_consumer(consumer)
+
+    def _consume_replies(self, m: C.Basic.Consume, tag: str) -> None:
+        if not m.no_ack:
+            raise PreconditionFailed("reply consumer cannot acknowledge")
+        if tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        self.consumers[tag] = Consumer(tag, self, None, True, 0, False, {})
+        self.reply_address = self.session.server.replies.register(self)
+        if not m.nowait:
+            self.reply(C.Basic.ConsumeOk(tag))
+
+    def _forget_consumer(self, consumer: Consumer) -> None:
+        if consumer.queue is not None:
+            consumer.queue.remove_consumer(consumer)
+        elif self.reply_address is not None:
+            self.session.server.replies.unregister(self.reply_address)
+            self.reply_address = None
+
+    def on_basic_cancel(self, m: C.Basic.Cancel) -> None:
+        consumer = self.consumers.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.reply(C.Basic.CancelOk(m.consumer_tag))
+        if consumer is not None:
+            self._forget_consumer(consumer)
+
+    def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.tag, None)
+        if self.machine.client_capability("consumer_cancel_notify") and \
+                self.machine.channel_usable(self.number):
+            self.reply(C.Basic.Cancel(consumer.tag, True))
+            self.session.wake()
+
+    def deliver(self, consumer: Consumer, entry: Entry) -> None:
+        self.next_tag += 1
+        tag = self.next_tag
+        msg = entry.message
+        number = self.number
+        out = self.machine.out
+        props = _delivered_properties(entry)
+        out.append(codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
+                                         msg.exchange_raw, msg.routing_key_raw, props, msg.body,
+                                         self.machine.frame_max))
+        if consumer.no_ack:
+            self.session.stats.deliver_no_ack += 1
+            if consumer.queue is not None:
+                consumer.queue.ack(entry)
+        else:
+            self.session.stats.deliver += 1
+            self.unacked[tag] = (entry, consumer.queue, consumer)
+            consumer.unacked += 1
+        self.session.wake()
+
+    def deliver_reply(self, message: Message) -> None:
+        for consumer in self.consumers.values():
+            if consumer.queue is None:
+                self.deliver(consumer, Entry(0, message))
+                return
+
+    def on_basic_get(self, m: C.Basic.Get) -> None:
+        queue = self.usable_queue(m.queue)
+        entry = queue.get()
+        if entry is None:
+            self.reply(C.Basic.GetEmpty())
+            return
+        self.next_tag += 1
+        self.session.stats.get += 1
+        tag = self.next_tag
+        msg = entry.message
+        out = self.machine.out
+        out.append(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_raw,
+                                      msg.routing_key_raw, queue.message_count))
+        out.append(codec.content_frames(self.number, _delivered_properties(entry), msg.body,
+                                        self.machine.frame_max))
+        if m.no_ack:
+            queue.ack(entry)
+        else:
+            self.unacked[tag] = (entry, queue, None)
+
+    # ---- basic: settlement -------------------------------------------------------------
+    def _take(self, tag: int, multiple: bool) -> list[tuple[Entry, Queue, Consumer | None]]:
+        unacked = self.unacked
+        if multiple:
+            if tag == 0:
+                taken = list(unacked.values())
+                unacked.clear()
+                return taken
+            if tag not in unacked:
+                raise PreconditionFailed(f"unknown delivery tag {tag}")
+            tags = []
+            for t in unacked:
+                if t > tag:
+                    break
+                tags.append(t)
+            return [unacked.pop(t) for t in tags]
+        item = unacked.pop(tag, None)
+        if item is None:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        return [item]
+
+    def _check_tags(self, tag: int, multiple: bool) -> None:
+        if (multiple and tag == 0) or tag in self.unacked:
+            return
+        raise PreconditionFailed(f"unknown delivery tag {tag}")
+
+    def _settle(self, tag: int, multiple: bool, requeue: bool | None) -> None:
+        """requeue None = ack; True = back to the queue; False = dropped (dead-lettered)."""
+        if self.tx is not None:
+            self._check_tags(tag, multiple)
+            self.tx.append(lambda: self._settle_now(tag, multiple, requeue, lenient=True))
+            return
+        self._settle_now(tag, multiple, requeue)
+
+    def _settle_now(self, tag: int, multiple: bool, requeue: bool | None,
+                    lenient: bool = False) -> None:
+        try:
+            taken = self._take(tag, multiple)
+        except PreconditionFailed:
+            if lenient:
+                return
+            raise
+        touched: set[Queue] = set()
+        for entry, queue, consumer in taken:
+            if consumer is not None:
+                consumer.unacked -= 1
+            if requeue:
+                queue.requeue(entry)
+            elif requeue is None:
+                self.session.stats.ack += 1
+                queue.ack(entry)
+            else:
+                queue.reject(entry)
+            touched.add(queue)
+        for queue in touched:
+            queue.wake()
+        if self.global_prefetch:
+            self._wake_consumed_queues()
+
+    def on_basic_ack(self, m: C.Basic.Ack) -> None:
+        self._settle(m.delivery_tag, m.multiple, None)
+
+    def on_basic_nack(self, m: C.Basic.Nack) -> None:
+        self._settle(m.delivery_tag, m.multiple, m.requeue)
+
+    def on_basic_reject(self, m: C.Basic.Reject) -> None:
+        self._settle(m.delivery_tag, False, m.requeue)
+
+    def on_basic_recover(self, m: C.Basic.Recover) -> None:
+        if not m.requeue:
+            raise NotImplemented_("requeue=false")
+        self.reply(C.Basic.RecoverOk())
+        self._requeue_all()
+
+    def on_basic_recover_async(self, m: C.Basic.RecoverAsync) -> None:
+        if not m.requeue:
+            raise NotImplemented_("requeue=false")
+        self._requeue_all()
+
+    # ---- basic: publish ----------------------------------------------------------------
+    def on_publish(self, ev: Publish) -> None:
+        if ev.immediate:
+            raise NotImplemented_("immediate=true")
+        limit = self.session.host.config.max_message_size
+        if len(ev.body) > limit:
+            raise PreconditionFailed(f"message size {len(ev.body)} is larger than configured "
+                                     f"max size {limit}")
+        exchange = self.vhost.exchanges.get(ev.exchange)
+        if exchange is None:
+            raise NotFound(f"no exchange '{ev.exchange}' in vhost '{self.vhost.name}'")
+        if exchange.internal:
+            raise AccessRefused(f"cannot publish to internal exchange '{ev.exchange}' in vhost "
+                                f"'{self.vhost.name}'")
+        props = ev.properties
+        if props[0] & 0x02 and replyto.asks_direct_reply(props):
+            if self.reply_address is None:
+                raise PreconditionFailed("fast reply consumer does not exist")
+            props = replyto.with_reply_to(props, self.reply_address)
+        message = Message(ev.exchange, ev.routing_key, props, ev.body, persistent_of(props),
+                          ev.exchange_raw, ev.routing_key_raw)
+        self.session.check_publish(self, message)
+        if self.confirms is not None:
+            self.confirms.next()
+        if self.tx is not None:
+            self.tx.append(lambda: self._route(exchange, message, ev.mandatory))
+            return
+        self._route(exchange, message, ev.mandatory)
+
+    def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
+        queues = self.vhost.route(exchange, message.routing_key, message.properties)
+        if not queues and exchange is self.vhost.default_exchange and \
+                message.routing_key.startswith(replyto.PREFIX):
+            target = self.session.server.replies.lookup(message.routing_key)
+            if target is not None:
+                target.deliver_reply(message)
+                queues = (None,)
+        confirms = self.confirms
+        if not queues:
+            self.session.stats.drop_unroutable += not mandatory
+            if mandatory:
+                self.session.stats.return_unroutable += 1
+                self.machine.out.append(codec.return_frame(
+                    self.number, 312, "NO_ROUTE", message.exchange_raw,
+                    message.routing_key_raw))
+                self.machine.out.append(codec.content_frames(
+                    self.number, message.properties, message.body, self.machine.frame_max))
+        elif queues == (None,):
+            pass
+        elif confirms is not None:
+            seq = confirms.seq
+            for queue in queues:
+                if not queue.publish(message):
+                    confirms.nack(seq)
+                elif message.persistent and queue.persists:
+                    confirms.wait_for_disk(seq)
+        else:
+            for queue in queues:
+                queue.publish(message)
+                if self.tx is not None and message.persistent and queue.persists:
+                    self._tx_wrote_to_disk = True
+        if confirms is not None:
+            self.session.confirms_pending.add(self)
+
+    def flush_confirms(self) -> None:
+        """Ack (or nack) what can be confirmed now; ask for an fsync for what waits on it."""
+        confirms = self.confirms
+        if confirms is None or not self.machine.channel_usable(self.number):
+            return
+        confirms.flush(self.number, self.machine.out)
+        confirms.request_sync(self.session.host.durability.when_durable, self._on_synced)
+
+    def _on_synced(self) -> None:
+        if self.confirms is not None and not self.closed:
+            self.confirms.flush(self.number, self.machine.out)
+            self.session.wake()
+
+    # ---- confirm / tx ------------------------------------------------------------------
+    def on_confirm_select(self, m: C.Confirm.Select) -> None:
+        if self.tx is not None:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        if self.confirms is None:
+            self.confirms = Confirms()
+        if not m.nowait:
+            self.reply(C.Confirm.SelectOk())
+
+    def on_tx_select(self, m: C.Tx.Select) -> None:
+        if self.confirms is not None:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        if self.tx is None:
+            self.tx = []
+        self.reply(C.Tx.SelectOk())
+
+    def on_tx_commit(self, m: C.Tx.Commit) -> None:
+        if self.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        actions, self.tx = self.tx, []
+        self._tx_wrote_to_disk = False
+        for action in actions:
+            action()
+        if not self._tx_wrote_to_disk:
+            self.reply(C.Tx.CommitOk())
+            return
+        # As in RabbitMQ, commit-ok means the persistent messages are on disk.
+        self.session.host.durability.when_durable(self._commit_durable)
+
+    def _commit_durable(self, ok: bool) -> None:
+        if self.closed or not self.machine.channel_usable(self.number):
+            return
+        if not ok:
+            self.session.fail(InternalError("could not write the transaction to disk")
+                              .at(90, 20), self.number)
+        else:
+            self.reply(C.Tx.CommitOk())
+        self.session.wake()
+
+    def on_tx_rollback(self, m: C.Tx.Rollback) -> None:
+        if self.tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        self.tx = []
+        self.reply(C.Tx.RollbackOk())

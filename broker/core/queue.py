@@ -1,0 +1,385 @@
+"""Queue engine: ready messages (in a QueueStore), consumers, the delivery loop, TTL and limits.
+
+Invariants:
+- ``store`` holds only ready messages; delivered-but-unacked entries are held by channels and
+  come back through ``requeue`` to their original position.
+- ``dispatch`` hands messages to consumers with credit, highest consumer priority first and
+  round-robin within a priority, at most ``BUDGET`` per call; when more could go it asks the
+  context to call it again on the next loop turn, so one backlog cannot fill a socket buffer in
+  one step.
+- Expiry happens at the head, as in RabbitMQ's classic queues: an expired message is never
+  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX.
+- The queue talks to the rest of the broker only through its ``QueueContext`` (clock, timers,
+  deferred dispatch, dead-lettering, x-expires) and to a consumer's channel only through
+  ``ConsumerChannel`` (the AMQP channel implements both ends of a delivery).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from protocol import codec, properties
+from storage.message import Entry, Message
+
+from .policies import combine
+
+if TYPE_CHECKING:
+    from storage.store import QueueStore
+
+BUDGET = 256
+
+
+class QueueContext(Protocol):
+    def now(self) -> float: ...
+    def schedule(self, queue: Queue) -> None: ...
+    def call_later(self, delay: float, callback: Any) -> Any: ...
+    def dead_letter(self, queue: Queue, message: Message, reason: str) -> None: ...
+    def expire_queue(self, queue: Queue) -> None: ...
+
+
+class ConsumerChannel(Protocol):
+    """What a queue (and its vhost) call on the channel a consumer belongs to."""
+
+    @property
+    def can_deliver(self) -> bool: ...
+    @property
+    def global_prefetch(self) -> int: ...
+    @property
+    def unacked_count(self) -> int: ...
+    def deliver(self, consumer: Consumer, entry: Entry) -> None: ...
+    def consumer_cancelled_by_server(self, consumer: Consumer) -> None: ...
+
+
+class Consumer:
+    __slots__ = ("tag", "tag_raw", "channel", "queue", "no_ack", "prefetch", "unacked",
+                 "exclusive", "priority", "arguments")
+
+    def __init__(self, tag: str, channel: ConsumerChannel, queue: Queue | None, no_ack: bool,
+                 prefetch: int, exclusive: bool, arguments: dict) -> None:
+        self.tag = tag
+        self.tag_raw = codec.shortstr(tag)
+        self.channel = channel
+        self.queue = queue
+        self.no_ack = no_ack
+        self.prefetch = prefetch
+        self.unacked = 0
+        self.exclusive = exclusive
+        self.arguments = arguments
+        priority = arguments.get("x-priority", 0)
+        self.priority = priority if isinstance(priority, int) else 0
+
+    def has_credit(self) -> bool:
+        channel = self.channel
+        if not channel.can_deliver:
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        limit = channel.global_prefetch
+        return not limit or channel.unacked_count < limit
+
+
+class Queue:
+    def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
+                 durable: bool = False, exclusive_owner: Any = None, auto_delete: bool = False,
+                 arguments: dict | None = None) -> None:
+        self.vhost = vhost
+        self.name = name
+        self.store = store
+        self.ctx = ctx
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.arguments = dict(arguments or {})
+        self.policy: dict = {}
+        self.consumers: list[Consumer] = []
+        self.had_consumer = False
+        self.deleted = False
+        self.bindings: set = set()
+        self._scheduled = False
+        self._rr = 0
+        self._seq = store.last_seq
+        self.persists = durable and exclusive_owner is None
+        self._expiry_timer: Any = None
+        self._idle_timer: Any = None
+        self.on_empty_consumers: Any = None
+        self.refresh_settings()
+
+    # ---- settings ----------------------------------------------------------------------
+    def setting(self, key: str) -> Any:
+        """The x-argument combined with the applied policy's value (policies.combine)."""
+        return combine(key, self.arguments.get("x-" + key), self.policy.get(key))
+
+    @property
+    def queue_type(self) -> str:
+        kind = self.arguments.get("x-queue-type")
+        return kind if isinstance(kind, str) else "classic"
+
+    def refresh_settings(self) -> None:
+        ttl = self.setting("message-ttl")
+        self.message_ttl: int | None = ttl if isinstance(ttl, int) else None
+        max_len = self.setting("max-length")
+        self.max_length: int | None = max_len if isinstance(max_len, int) else None
+        max_bytes = self.setting("max-length-bytes")
+        self.max_bytes: int | None = max_bytes if isinstance(max_bytes, int) else None
+        self.overflow = self.setting("overflow") or "drop-head"
+        expires = self.setting("expires")
+        self.expires: int | None = expires if isinstance(expires, int) else None
+        self._limited = self.max_length is not None or self.max_bytes is not None
+        limit = self.setting("delivery-limit")
+        self.delivery_limit: int | None = limit if isinstance(limit, int) else None
+        self.single_active = self.setting("single-active-consumer") is True
+        self.is_quorum = self.queue_type == "quorum"
+        mode = self.setting("queue-mode")
+        if mode in ("default", "lazy"):
+            self.store.set_mode(mode)
+        self.touch()
+
+    # ---- counts ------------------------------------------------------------------------
+    @property
+    def message_count(self) -> int:
+        return len(self.store)
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    @property
+    def exclusive(self) -> bool:
+        return self.exclusive_owner is not None
+
+    def exclusive_consumer(self) -> Consumer | None:
+        for consumer in self.consumers:
+            if consumer.exclusive:
+                return consumer
+        return None
+
+    # ---- messages ----------------------------------------------------------------------
+    def publish(self, message: Message) -> bool:
+        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx])."""
+        if self._limited and self._full_for(message):
+            if self.overflow == "reject-publish":
+                return False
+            if self.overflow == "reject-publish-dlx":
+                self._dead_letter(message, "maxlen")
+                return False
+        self._seq += 1
+        entry = Entry(self._seq, message)
+        expires = self._expiry_of(message)
+        if expires is not None:
+            entry.expires = expires
+        self.store.push(entry)
+        if self._limited:
+            self._drop_head_over_limit()
+        if self.consumers:
+            self.dispatch()
+        if expires is not None:
+            self._expire_head()
+        return True
+
+    def _expiry_of(self, message: Message) -> float | None:
+        ttl = self.message_ttl
+        raw = message.properties
+        if raw[:2] != b"\x00\x00":
+            text = properties.peek_expiration(raw)
+            if text is not None and text.isdigit():
+                per_message = int(text)
+                ttl = per_message if ttl is None else min(ttl, per_message)
+        if ttl is None or self.ctx is None:
+            return None
+        return self.ctx.now() + ttl / 1000.0
+
+    def _full_for(self, message: Message) -> bool:
+        if self.max_length is not None and len(self.store) >= self.max_length:
+            return True
+        return self.max_bytes is not None and self.store.bytes + message.size > self.max_bytes
+
+    def _drop_head_over_limit(self) -> None:
+        store = self.store
+        while (self.max_length is not None and len(store) > self.max_length) or \
+                (self.max_bytes is not None and store.bytes > self.max_bytes and len(store)):
+            entry = store.shift()
+            if entry is None:
+                return
+            store.ack(entry)
+            self._dead_letter(entry.message, "maxlen")
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        if self.ctx is not None:
+            self.ctx.dead_letter(self, message, reason)
+
+    def _expire_head(self) -> None:
+        """Drop expired messages at the head; arm a timer for the next one."""
+        ctx = self.ctx
+        if ctx is None:
+            return
+        now = ctx.now()
+        store = self.store
+        while True:
+            head = store.peek()
+            if head is None or head.expires is None:
+                return
+            if head.expires > now:
+                break
+            store.shift()
+            store.ack(head)
+            self._dead_letter(head.message, "expired")
+        if self._expiry_timer is None:
+            delay = max(0.0, head.expires - now)
+            self._expiry_timer = ctx.call_later(delay, self._on_expiry_timer)
+
+    def check_expiry(self) -> None:
+        """Expire what is due at the head now and arm the timer (e.g. after recovery)."""
+        self._expire_head()
+
+    def _on_expiry_timer(self) -> None:
+        self._expiry_timer = None
+        if not self.deleted:
+            self._expire_head()
+
+    def get(self) -> Entry | None:
+        self.touch()
+        self._expire_head()
+        return self.store.shift()
+
+    def requeue(self, entry: Entry) -> None:
+        entry.redelivered = True
+        if self.deleted:
+            return
+        if self.is_quorum:
+            entry.delivery_count += 1
+            if self.delivery_limit is not None and entry.delivery_count > self.delivery_limit:
+                self.store.ack(entry)
+                self._dead_letter(entry.message, "delivery_limit")
+                return
+        self.store.requeue(entry)
+        if entry.expires is not None:
+            self._expire_head()
+
+    def ack(self, entry: Entry) -> None:
+        self.store.ack(entry)
+
+    def reject(self, entry: Entry) -> None:
+        """Settled without requeue: gone from the queue, dead-lettered when it has a DLX."""
+        self.store.ack(entry)
+        self._dead_letter(entry.message, "rejected")
+
+    def purge(self) -> int:
+        return self.store.purge()
+
+    # ---- x-expires ---------------------------------------------------------------------
+    def touch(self) -> None:
+        """The queue was used: restart its x-expires countdown."""
+        if self.expires is None or self.ctx is None or self.deleted:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.ctx.call_later(self.expires / 1000.0, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        self._idle_timer = None
+        if self.deleted:
+            return
+        if self.consumers:
+            self.touch()
+            return
+        if self.ctx is not None:
+            self.ctx.expire_queue(self)
+
+    def cancel_timers(self) -> None:
+        for timer in (self._expiry_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry_timer = self._idle_timer = None
+
+    # ---- consumers ---------------------------------------------------------------------
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.append(consumer)
+        if consumer.priority:
+            self.consumers.sort(key=lambda c: -c.priority)
+        self.had_consumer = True
+        self.touch()
+        self.wake()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        try:
+            self.consumers.remove(consumer)
+        except ValueError:
+            return
+        self.touch()
+        if not self.consumers and self.auto_delete and self.on_empty_consumers:
+            self.on_empty_consumers(self)
+
+    def wake(self) -> None:
+        """Ask for a dispatch on the next loop turn (credit came back, a consumer arrived)."""
+        if self._scheduled or self.deleted or not self.consumers or not len(self.store):
+            return
+        if self.ctx is None:
+            self.dispatch()
+            return
+        self._scheduled = True
+        self.ctx.schedule(self)
+
+    def run_scheduled(self) -> None:
+        self._scheduled = False
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        consumers = self.consumers
+        count = len(consumers)
+        if not count or self.deleted:
+            return
+        if self.single_active:
+            count = 1
+            self._rr = 0
+        elif consumers[0].priority != consumers[-1].priority:
+            self._dispatch_by_priority()
+            return
+        store = self.store
+        budget = BUDGET
+        idle = 0
+        while idle < count and budget:
+            if self._rr >= count:
+                self._rr = 0
+            consumer = consumers[self._rr]
+            if not consumer.has_credit():
+                self._rr += 1
+                idle += 1
+                continue
+            entry = self._next_entry(store)
+            if entry is None:
+                return
+            self._rr += 1
+            consumer.channel.deliver(consumer, entry)
+            budget -= 1
+            idle = 0
+            if not consumers:
+                return
+            count = 1 if self.single_active else len(consumers)
+        if not budget and len(store):
+            self.wake()
+
+    def _next_entry(self, store: QueueStore) -> Entry | None:
+        entry = store.shift()
+        if entry is not None and entry.expires is not None and self.ctx is not None \
+                and entry.expires <= self.ctx.now():
+            store.ack(entry)
+            self._dead_letter(entry.message, "expired")
+            self._expire_head()
+            return store.shift()
+        return entry
+
+    def _dispatch_by_priority(self) -> None:
+        """Consumers are sorted by priority: the first one with credit gets the message."""
+        store = self.store
+        for _ in range(BUDGET):
+            consumer = next((c for c in self.consumers if c.has_credit()), None)
+            if consumer is None:
+                return
+            entry = self._next_entry(store)
+            if entry is None:
+                return
+            consumer.channel.deliver(consumer, entry)
+        if len(store):
+            self.wake()

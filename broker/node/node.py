@@ -1,0 +1,219 @@
+"""Node: one running broker, the only owner of the event loop.
+
+It owns a ``Server`` (the state) and everything around it that needs the loop or the machine:
+the AMQP (and AMQPS) listeners, signals, start / stop, recovery at boot (``boot``), the queue
+stores and the data directory (``Stores``), the resource alarms' timer, and the services
+started after the listener (the HTTP side, given by ``broker.ops.launch``). It is the
+``Scheduler`` and store factory the server was given, and the ``AMQPHost`` every connection
+sees (``broker.amqp.ports``: settings, durability, alarms).
+
+Invariants:
+- The AMQP listener is bound before any service starts: the management API and the Prometheus
+  endpoint come up while the AMQP port already answers handshakes, so they cost cold start
+  nothing.
+- ``stop`` closes every connection with 320 CONNECTION_FORCED, then closes the stores (fsyncing
+  the last batch and saving the definitions) before the services go.
+- ``config`` may be replaced at runtime (``set_cluster_name``, tests): the server sees the new
+  value too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from broker.amqp.transport import AMQPProtocol
+from broker.core.server import ConnectionHandle, Server
+
+from . import boot, startup, tls
+from .alarms import Alarms
+from .config import Config
+from .stores import Stores
+
+if TYPE_CHECKING:
+    from storage.store import QueueStore
+
+log = logging.getLogger("broker")
+
+
+class Service(Protocol):
+    """Something the node starts after its AMQP listener and stops last."""
+
+    async def start(self, node: Node) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class Node:
+    def __init__(self, config: Config, services: Sequence[Service] = ()) -> None:
+        self._config = config
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.stores: Stores | None = None
+        self.server = Server(config, self, self.make_store)
+        self.alarms = Alarms(self)
+        self.services = list(services)
+        self._listeners: list[asyncio.base_events.Server] = []
+        self.port = config.port
+        self.tls_port: int | None = None
+        self.management_port: int | None = None
+        self.prometheus_port: int | None = None
+        self.running = False
+        self._stopped: asyncio.Event | None = None
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, value: Config) -> None:
+        self._config = value
+        self.server.config = value
+
+    # ---- Scheduler (for the server's queues) -------------------------------------------
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.loop.call_soon(callback)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback)
+
+    def make_store(self, vhost: str, queue_name: str, arguments: dict,
+                   persistent: bool) -> QueueStore:
+        assert self.stores is not None, "queues are declared once the node has started"
+        return self.stores.make(vhost, queue_name, arguments, persistent)
+
+    # ---- AMQPHost ----------------------------------------------------------------------
+    @property
+    def durability(self) -> Node:
+        return self
+
+    def when_durable(self, callback: Callable[[bool], None]) -> None:
+        assert self.stores is not None
+        self.stores.when_durable(callback)
+
+    def write_through(self) -> None:
+        if self.stores is not None:
+            self.stores.write_through()
+
+    # ---- AlarmHost ---------------------------------------------------------------------
+    def disk_free(self) -> int | None:
+        return self.stores.data.disk_free() if self.stores is not None else None
+
+    def connections(self) -> Iterable[ConnectionHandle]:
+        return self.server.sessions
+
+    # ---- durable definitions -----------------------------------------------------------
+    def _persist(self) -> None:
+        """The server's ``persist``: save the definitions soon (on the loop, once per turn)."""
+        if self.stores is not None and self.loop is not None and self.loop.is_running():
+            self.stores.definitions_changed()
+
+    def reset(self) -> None:
+        """``rabbitmqctl reset``: back to a blank node (the app must be stopped)."""
+        self.server.reset()
+        boot.boot_definitions(self.server, self.config)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> int:
+        """Start everything or nothing: a failure (``StartupError``: a port taken ...) stops
+        what had started, releasing the data directory, and is raised."""
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        startup.log_banner(self.config)
+        server = self.server
+        self.stores = Stores(self.config.data_dir, self.now)
+        try:
+            self.stores.start(self.loop, lambda: boot.snapshot(server))
+            server.persist = self._persist
+            boot.recover(server, self.stores)
+            boot.boot_definitions(server, self.config)
+            startup.log_limits(self.config)
+            self.alarms.start()
+            await self.start_app()
+            for service in self.services:
+                await service.start(self)
+        except BaseException:
+            await self.stop()
+            raise
+        startup.log_complete(self.plugins())
+        return self.port
+
+    def plugins(self) -> list[str]:
+        """RabbitMQ's names for what runs beside AMQP."""
+        return [name for name, on in (("rabbitmq_management", self.management_port),
+                                      ("rabbitmq_prometheus", self.prometheus_port)) if on]
+
+    async def start_app(self) -> None:
+        """Open the AMQP listener (``rabbitmqctl start_app``)."""
+        if self._listeners:
+            return
+        cfg = self.config
+        try:
+            srv = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.host,
+                                                self.port, reuse_address=True, backlog=1024)
+        except OSError as exc:
+            raise startup.port_error(cfg, "port", "AMQP", cfg.host, self.port, exc) from None
+        self._listeners.append(srv)
+        self.port = srv.sockets[0].getsockname()[1]
+        self.running = True
+        log.info("started TCP listener on %s:%d", cfg.host, self.port)
+        if tls.enabled(cfg):
+            host = cfg.ssl_host or cfg.host
+            port = self.tls_port or cfg.ssl_port
+            try:
+                srv = await self.loop.create_server(
+                    lambda: AMQPProtocol(self), host, port, ssl=tls.server_context(cfg),
+                    reuse_address=True, backlog=1024,
+                    ssl_handshake_timeout=cfg.handshake_timeout)
+            except OSError as exc:
+                raise startup.port_error(cfg, "ssl_port", "AMQP over TLS", host, port,
+                                         exc) from None
+            self._listeners.append(srv)
+            self.tls_port = srv.sockets[0].getsockname()[1]
+            log.info("started TLS (SSL) listener on %s:%d", host, self.tls_port)
+
+    async def stop_app(self, reason: str = "shutdown") -> None:
+        """Close the AMQP listener and every connection (``rabbitmqctl stop_app``)."""
+        for srv in self._listeners:
+            srv.close()
+        for session in list(self.server.sessions):
+            session.force_close(f"broker forced connection closure with reason '{reason}'",
+                                0.0)
+        for srv in self._listeners:
+            await srv.wait_closed()
+        self._listeners.clear()
+        self.running = False
+
+    async def stop(self) -> None:
+        self.alarms.stop()
+        await self.stop_app()
+        if self.stores is not None:
+            await self.stores.close(
+                [q.store for v in self.server.vhosts.values() for q in v.queues.values()])
+            self.stores = None
+            self.server.persist = None
+        for service in self.services:
+            await service.stop()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self.start()
+        assert self._stopped is not None
+        await self._stopped.wait()
+        log.info("broker stopped")
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s, shutting down", signal.Signals(sig).name)
+        asyncio.ensure_future(self.stop())

@@ -1,0 +1,138 @@
+"""Which store a queue gets, and the lifetime of the data directory and group commit.
+
+- durable, non-exclusive queue: a SegmentQueueStore in its own directory under the data dir,
+  recovered on open, fsynced by the broker-wide GroupCommit;
+- any other queue: a non-durable SegmentQueueStore in a scratch directory (made only when the
+  queue first pages out);
+- x-max-priority: a PriorityQueueStore of one of those per priority (sub-directories for durable
+  queues, reopened eagerly so recovered messages come back), all levels sharing one RAM window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from broker.core.messages import priority_of
+from storage import definitions_file
+from storage.datadir import DataDir
+from storage.message_store import SegmentQueueStore
+from storage.priority import PriorityQueueStore
+from storage.store import QueueStore
+from storage.sync import GroupCommit
+from storage.window import Window
+
+log = logging.getLogger("broker.storage")
+
+
+class Stores:
+    def __init__(self, data_dir: str, clock: Callable[[], float]) -> None:
+        self.data = DataDir(data_dir)
+        self.clock = clock
+        self.group: GroupCommit | None = None
+        self._saving = False
+        self._dirty = False
+        self._snapshot: Callable[[], dict] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], dict]) -> None:
+        self.group = GroupCommit(loop)
+        self._snapshot = snapshot
+
+    def load_definitions(self) -> dict:
+        return definitions_file.load(self.data.definitions_path)
+
+    # ---- queue stores ------------------------------------------------------------------
+    def make(self, vhost: str, name: str, arguments: dict, durable: bool) -> QueueStore:
+        mode = arguments.get("x-queue-mode")
+        window = Window(mode if mode in ("default", "lazy") else "default")
+        max_priority = arguments.get("x-max-priority")
+        if durable:
+            root = self.data.create_queue_dir(vhost, name)
+            if isinstance(max_priority, int) and max_priority > 0:
+                return self._durable_priority(root, max_priority, window)
+            return self._segment(root, window)
+        if isinstance(max_priority, int) and max_priority > 0:
+            return PriorityQueueStore(max_priority, lambda _p: self._scratch(window), priority_of)
+        return self._scratch(window)
+
+    def _segment(self, directory: Path, window: Window, first_seq: int = 0) -> SegmentQueueStore:
+        return SegmentQueueStore(directory, durable=True, window=window, group_commit=self.group,
+                                 clock=self.clock, first_seq=first_seq)
+
+    def _scratch(self, window: Window) -> SegmentQueueStore:
+        return SegmentQueueStore(self.data.scratch_dir(), durable=False, window=window,
+                                 clock=self.clock)
+
+    def _durable_priority(self, root: Path, max_priority: int,
+                          window: Window) -> PriorityQueueStore:
+        existing: dict[int, QueueStore] = {}
+        last = 0
+        for priority in range(max_priority + 1):
+            sub = root / f"p{priority}"
+            if sub.is_dir():
+                store = self._segment(sub, window, first_seq=last)
+                last = store.last_seq
+                existing[priority] = store
+        return PriorityQueueStore(max_priority, lambda p: self._segment(root / f"p{p}", window),
+                                  priority_of, existing)
+
+    # ---- durability --------------------------------------------------------------------
+    def when_durable(self, callback: Callable[[bool], None]) -> None:
+        assert self.group is not None
+        self.group.when_durable(callback)
+
+    def definitions_changed(self) -> None:
+        """Save the durable topology soon: once per loop turn, never two writes at once."""
+        if self._saving:
+            self._dirty = True
+            return
+        self._saving = True
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._save, loop)
+
+    def _save(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._snapshot is not None
+        doc = self._snapshot()
+        self._dirty = False
+        future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc)
+        future.add_done_callback(self._saved)
+
+    def _saved(self, future: asyncio.Future[Any]) -> None:
+        if future.exception() is not None:
+            log.error("could not save definitions: %s", future.exception())
+        self._saving = False
+        if self._dirty:
+            self.definitions_changed()
+
+    def save_now(self) -> None:
+        if self._snapshot is not None:
+            definitions_file.save(self.data.definitions_path, self._snapshot())
+
+    def write_through(self) -> None:
+        group = self.group
+        if group is not None and group._flush_only:
+            group.write_through()
+
+    async def close(self, stores: list[QueueStore]) -> None:
+        """Shutdown: let the running save and fsync batch finish, then close every store,
+        fsync what is left and write the topology once more."""
+        while self._saving:
+            await asyncio.sleep(0.01)
+        if self.group is not None:
+            while self.group._running:
+                await asyncio.sleep(0.005)
+        for store in stores:
+            try:
+                store.close()
+            except OSError as exc:
+                log.error("closing a queue store: %s", exc)
+        if self.group is not None:
+            self.group.flush_now()
+        try:
+            self.save_now()
+        except OSError as exc:
+            log.error("could not save definitions at shutdown: %s", exc)
+        self.data.close()

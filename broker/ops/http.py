@@ -1,0 +1,93 @@
+"""The broker's HTTP side: the management API + UI and the Prometheus endpoint, as one node
+``Service`` (``broker.node.node.Service``).
+
+``start`` runs after the AMQP listener is bound. aiohttp and prometheus_client are imported in
+a worker thread so the event loop keeps answering AMQP handshakes meanwhile (importing them
+takes ~150 ms, longer than the broker's whole cold start). A port that cannot be bound stops
+the node's start (``StartupError`` naming the port and the setting that chose it), as in
+RabbitMQ: a broker without its API would leave the CLI and monitoring talking to whatever
+else holds the port. Bound ports are published
+on ``Node.management_port`` / ``Node.prometheus_port`` (useful with port 0). Nothing starts
+when both ports are off (the Config default: tests, embedding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from broker.node.startup import port_error
+
+if TYPE_CHECKING:
+    from broker.node.node import Node
+
+log = logging.getLogger("broker.http")
+
+
+def _import_all() -> None:
+    for name in ("aiohttp.web", "prometheus_client", "broker.ops.mgmt.app",
+                 "broker.ops.metrics"):
+        importlib.import_module(name)
+
+
+class HttpService:
+    def __init__(self) -> None:
+        self.runners: list[Any] = []
+
+    async def start(self, node: Node) -> None:
+        cfg = node.config
+        if cfg.management_port is None and cfg.prometheus_port is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, _import_all)
+        from .mgmt.app import build_app
+
+        if cfg.management_port is not None:
+            runner, node.management_port = await self._serve(
+                node, build_app(node), cfg.management_host or cfg.host, "management_port",
+                "the management API", "Management plugin")
+        if cfg.prometheus_port is not None:
+            runner, node.prometheus_port = await self._serve(
+                node, metrics_app(node), cfg.prometheus_host or cfg.host, "prometheus_port",
+                "Prometheus metrics", "Prometheus metrics")
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+        self.runners.clear()
+
+
+    async def _serve(self, node: Node, app: Any, host: str, field: str, purpose: str,
+                     what: str) -> tuple[Any, int]:
+        from aiohttp import web
+
+        port = getattr(node.config, field)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise port_error(node.config, field, purpose, host, port, exc) from None
+        self.runners.append(runner)
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
+        return runner, bound
+
+
+def metrics_app(node: Node) -> Any:
+    from aiohttp import web
+
+    from . import metrics
+
+    async def scrape(request: web.Request) -> web.Response:
+        per_object = request.path.endswith("/per-object")
+        return web.Response(body=metrics.render(node, per_object),
+                            headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/metrics/per-object", scrape)
+    return app

@@ -1,0 +1,318 @@
+"""Exchanges, queues and bindings over HTTP: list, show, declare (PUT), delete, plus queue get /
+purge and exchange publish, in RabbitMQ 3.13's shapes.
+
+Declarations go through the VirtualHost, so its rules apply unchanged; an AMQP error it raises
+becomes 400 ``bad_request`` with the error's text (RabbitMQ's management API does the same).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from aiohttp import web
+
+from broker.core.messages import new_message
+from broker.core.queue import Queue
+from protocol import properties as props_codec
+from protocol.errors import AMQPError
+
+from . import fmt
+from .util import (
+    bad_request,
+    body_json,
+    list_reply,
+    no_content,
+    not_found,
+    reply,
+    server_of,
+    vhost_of,
+    vhosts_in_scope,
+)
+
+routes = web.RouteTableDef()
+ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
+             "reject_requeue_false")
+
+
+def _amqp(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except AMQPError as err:
+        raise bad_request(err.text) from None
+
+
+# ---- exchanges ---------------------------------------------------------------------------
+@routes.get("/api/exchanges")
+@routes.get("/api/exchanges/{vhost}")
+async def list_exchanges(request: web.Request) -> web.Response:
+    return list_reply(request, [fmt.exchange(x) for v in vhosts_in_scope(request)
+                                for x in v.exchanges.values()])
+
+
+def _exchange(request: web.Request) -> Any:
+    """The exchange named in the URL; ``amq.default`` is how the API names ``""``."""
+    name = request.match_info["exchange"]
+    ex = vhost_of(request).exchanges.get("" if name == "amq.default" else name)
+    if ex is None:
+        raise not_found()
+    return ex
+
+
+@routes.get("/api/exchanges/{vhost}/{exchange}")
+async def show_exchange(request: web.Request) -> web.Response:
+    return reply(fmt.exchange(_exchange(request)))
+
+
+@routes.put("/api/exchanges/{vhost}/{exchange}")
+async def declare_exchange(request: web.Request) -> web.Response:
+    vhost = vhost_of(request)
+    name = request.match_info["exchange"]
+    body = await body_json(request)
+    existed = name in vhost.exchanges
+    _amqp(vhost.declare_exchange, name, body.get("type", "direct"),
+          durable=bool(body.get("durable", True)), auto_delete=bool(body.get("auto_delete")),
+          internal=bool(body.get("internal")), arguments=body.get("arguments") or {})
+    return no_content() if existed else web.Response(status=201)
+
+
+@routes.delete("/api/exchanges/{vhost}/{exchange}")
+async def delete_exchange(request: web.Request) -> web.Response:
+    ex = _exchange(request)
+    _amqp(vhost_of(request).delete_exchange, ex.name, request.query.get("if-unused") == "true")
+    return no_content()
+
+
+@routes.post("/api/exchanges/{vhost}/{exchange}/publish")
+async def publish(request: web.Request) -> web.Response:
+    vhost = vhost_of(request)
+    ex = _exchange(request)
+    body = await body_json(request)
+    for key in ("routing_key", "payload", "payload_encoding", "properties"):
+        if key not in body:
+            raise bad_request(f"{key} missing")
+    raw_props = encode_properties(body["properties"] or {})
+    data = decode_payload(body["payload"], body["payload_encoding"])
+    message = new_message(ex.name, body["routing_key"], raw_props, data)
+    queues = vhost.route(ex, message.routing_key, raw_props)
+    for queue in queues:
+        queue.publish(message)
+    server_of(request).retired.publish += 1
+    return reply({"routed": bool(queues)})
+
+
+def decode_payload(payload: Any, encoding: str) -> bytes:
+    if encoding == "string":
+        return str(payload).encode()
+    if encoding == "base64":
+        try:
+            return base64.b64decode(payload)
+        except ValueError:
+            raise bad_request("payload is not valid base64") from None
+    raise bad_request(f"payload_encoding must be string or base64, not {encoding!r}")
+
+
+def encode_properties(props: dict) -> bytes:
+    if not props:
+        return props_codec.EMPTY
+    import datetime
+
+    mapping = dict(props)
+    if "type" in mapping:
+        mapping["message_type"] = mapping.pop("type")
+    if isinstance(mapping.get("timestamp"), int):
+        mapping["timestamp"] = datetime.datetime.fromtimestamp(mapping["timestamp"],
+                                                               datetime.UTC)
+    try:
+        return props_codec.encode(props_codec.Properties(**mapping))
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"invalid properties: {exc}") from None
+
+
+# ---- queues ------------------------------------------------------------------------------
+@routes.get("/api/queues")
+@routes.get("/api/queues/{vhost}")
+async def list_queues(request: web.Request) -> web.Response:
+    server = server_of(request)
+    unacked = fmt.unacked_by_queue(server)
+    return list_reply(request, [fmt.queue(server, q, unacked) for v in vhosts_in_scope(request)
+                                for q in v.queues.values()])
+
+
+def _queue(request: web.Request) -> Queue:
+    queue = vhost_of(request).queues.get(request.match_info["queue"])
+    if queue is None:
+        raise not_found()
+    return queue
+
+
+@routes.get("/api/queues/{vhost}/{queue}")
+async def show_queue(request: web.Request) -> web.Response:
+    server = server_of(request)
+    queue = _queue(request)
+    body = fmt.queue(server, queue, fmt.unacked_by_queue(server))
+    body["consumer_details"] = [fmt.consumer(c) for c in queue.consumers]
+    body["incoming"] = []
+    body["deliveries"] = []
+    return reply(body)
+
+
+@routes.put("/api/queues/{vhost}/{queue}")
+async def declare_queue(request: web.Request) -> web.Response:
+    vhost = vhost_of(request)
+    name = request.match_info["queue"]
+    body = await body_json(request)
+    existed = name in vhost.queues
+    _amqp(vhost.declare_queue, name, durable=bool(body.get("durable", True)),
+          auto_delete=bool(body.get("auto_delete")), arguments=body.get("arguments") or {})
+    return no_content() if existed else web.Response(status=201)
+
+
+@routes.delete("/api/queues/{vhost}/{queue}")
+async def delete_queue(request: web.Request) -> web.Response:
+    vhost = vhost_of(request)
+    queue = _queue(request)
+    _amqp(vhost.check_delete, queue, request.query.get("if-unused") == "true",
+          request.query.get("if-empty") == "true")
+    vhost.remove_queue(queue)
+    return no_content()
+
+
+@routes.delete("/api/queues/{vhost}/{queue}/contents")
+async def purge_queue(request: web.Request) -> web.Response:
+    _queue(request).purge()
+    return no_content()
+
+
+@routes.post("/api/queues/{vhost}/{queue}/get")
+async def get_messages(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    body = await body_json(request)
+    count, mode = body.get("count", 1), body.get("ackmode", "ack_requeue_true")
+    encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
+    if not isinstance(count, int) or count < 1 or mode not in ACK_MODES \
+            or encoding not in ("auto", "base64"):
+        raise bad_request("count must be a positive integer, ackmode one of "
+                          f"{', '.join(ACK_MODES)}, encoding auto or base64")
+    taken = []
+    out = []
+    for _ in range(count):
+        entry = queue.get()
+        if entry is None:
+            break
+        taken.append(entry)
+        out.append(message_json(entry, queue.message_count, encoding, truncate))
+    for entry in taken:
+        if mode.endswith("requeue_true"):
+            queue.requeue(entry)
+        elif mode.startswith("ack"):
+            queue.ack(entry)
+        else:
+            queue.reject(entry)
+    if taken:
+        queue.wake()
+    server_of(request).retired.get += len(taken)
+    return reply(out)
+
+
+def message_json(entry: Any, remaining: int, encoding: str, truncate: int | None) -> dict:
+    msg = entry.message
+    payload, used = fmt.payload(msg.body, encoding, truncate)
+    return {"payload_bytes": len(msg.body), "redelivered": entry.redelivered,
+            "exchange": msg.exchange, "routing_key": msg.routing_key,
+            "message_count": remaining, "properties": fmt.message_properties(msg.properties),
+            "payload": payload, "payload_encoding": used}
+
+
+# ---- bindings ----------------------------------------------------------------------------
+def bindings_of_vhost(vhost: Any) -> list[dict]:
+    implicit = [fmt.default_binding(q) for q in vhost.queues.values()]
+    return implicit + [fmt.binding(vhost.name, b) for b in vhost.bindings_of()]
+
+
+@routes.get("/api/bindings")
+@routes.get("/api/bindings/{vhost}")
+async def list_bindings(request: web.Request) -> web.Response:
+    return list_reply(request, [b for v in vhosts_in_scope(request)
+                                for b in bindings_of_vhost(v)])
+
+
+@routes.get("/api/queues/{vhost}/{queue}/bindings")
+async def queue_bindings(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    items = [b for b in bindings_of_vhost(vhost_of(request))
+             if b["destination_type"] == "queue" and b["destination"] == queue.name]
+    return list_reply(request, items)
+
+
+@routes.get("/api/exchanges/{vhost}/{exchange}/bindings/source")
+async def source_bindings(request: web.Request) -> web.Response:
+    ex = _exchange(request)
+    items = [b for b in bindings_of_vhost(vhost_of(request)) if b["source"] == ex.name]
+    return list_reply(request, items)
+
+
+@routes.get("/api/exchanges/{vhost}/{exchange}/bindings/destination")
+async def destination_bindings(request: web.Request) -> web.Response:
+    ex = _exchange(request)
+    items = [b for b in bindings_of_vhost(vhost_of(request))
+             if b["destination_type"] == "exchange" and b["destination"] == ex.name]
+    return list_reply(request, items)
+
+
+def _ends(request: web.Request) -> tuple[Any, Any, Any, str]:
+    vhost = vhost_of(request)
+    kind = request.match_info["dtype"]
+    if kind not in ("q", "e"):
+        raise not_found()
+    source = vhost.exchanges.get(request.match_info["source"])
+    table: dict = vhost.queues if kind == "q" else vhost.exchanges
+    dest = table.get(request.match_info["destination"])
+    if source is None or dest is None:
+        raise not_found()
+    return vhost, source, dest, "queue" if kind == "q" else "exchange"
+
+
+@routes.get("/api/bindings/{vhost}/e/{source}/{dtype}/{destination}")
+async def pair_bindings(request: web.Request) -> web.Response:
+    vhost, source, dest, dtype = _ends(request)
+    items = [b for b in bindings_of_vhost(vhost) if b["source"] == source.name
+             and b["destination"] == dest.name and b["destination_type"] == dtype]
+    return list_reply(request, items)
+
+
+@routes.post("/api/bindings/{vhost}/e/{source}/{dtype}/{destination}")
+async def create_binding(request: web.Request) -> web.Response:
+    vhost, source, dest, _ = _ends(request)
+    if source.name == "":
+        raise bad_request("operation not permitted on the default exchange")
+    body = await body_json(request)
+    key, args = body.get("routing_key", ""), body.get("arguments") or {}
+    _amqp(vhost.bind, source, dest, key, args)
+    location = fmt.properties_key(key, args)
+    return web.Response(status=201, headers={"Location": location})
+
+
+@routes.get("/api/bindings/{vhost}/e/{source}/{dtype}/{destination}/{props}")
+async def show_binding(request: web.Request) -> web.Response:
+    return reply(_find_binding(request)[1])
+
+
+@routes.delete("/api/bindings/{vhost}/e/{source}/{dtype}/{destination}/{props}")
+async def delete_binding(request: web.Request) -> web.Response:
+    vhost, found = _find_binding(request)
+    source = vhost.exchanges[found["source"]]
+    table: dict = vhost.queues if found["destination_type"] == "queue" else vhost.exchanges
+    vhost.unbind(source, table[found["destination"]], found["routing_key"],
+                 found["arguments"])
+    return no_content()
+
+
+def _find_binding(request: web.Request) -> tuple[Any, dict]:
+    vhost, source, dest, dtype = _ends(request)
+    props = request.match_info["props"]
+    for b in bindings_of_vhost(vhost):
+        if b["source"] == source.name and b["destination"] == dest.name and \
+                b["destination_type"] == dtype and b["properties_key"] == props:
+            return vhost, b
+    raise not_found()

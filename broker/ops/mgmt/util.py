@@ -1,0 +1,219 @@
+"""Request plumbing shared by the management handlers: authentication and tags, RabbitMQ's
+error bodies, vhost / object lookup, and the list options (columns, sort, pagination).
+
+Error bodies are RabbitMQ's: ``{"error": <type>, "reason": <text>}`` with 400 ``bad_request``,
+401 ``not_authorised`` / ``not_authorized`` (sic, both spellings occur), 404
+``Object Not Found``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from broker.core.server import Server
+    from broker.core.vhost import VirtualHost
+    from broker.node.node import Node
+
+MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
+SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
+NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type]
+RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
+CONTROL_KEY: web.AppKey[str] = web.AppKey("control_cookie", str)  # the CLI's socket app only
+USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return int(value.timestamp())
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def reply(value: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(value), status=status, content_type="application/json")
+
+
+def error(status: int, kind: str, reason: str) -> web.HTTPException:
+    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound,
+           405: web.HTTPMethodNotAllowed, 503: web.HTTPServiceUnavailable}.get(status)
+    body = dumps({"error": kind, "reason": reason})
+    if cls is web.HTTPMethodNotAllowed:
+        return web.HTTPMethodNotAllowed("", [], text=body, content_type="application/json")
+    return (cls or web.HTTPInternalServerError)(text=body, content_type="application/json")
+
+
+def bad_request(reason: str) -> web.HTTPException:
+    return error(400, "bad_request", reason)
+
+
+def not_found() -> web.HTTPException:
+    return error(404, "Object Not Found", "Not Found")
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+def server_of(request: web.Request) -> Server:
+    """The state: vhosts, users, connections."""
+    return request.app[SERVER_KEY]
+
+
+def node_of(request: web.Request) -> Node:
+    """The running node: listeners and ports, settings, alarms, start / stop."""
+    return request.app[NODE_KEY]
+
+
+# ---- authentication --------------------------------------------------------------------
+def credentials(request: web.Request) -> tuple[str, str] | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(value).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+def authenticate(request: web.Request) -> str:
+    """The authenticated management user's name, or a RabbitMQ-shaped 401."""
+    server = server_of(request)
+    creds = credentials(request)
+    if creds is None or not server.auth.authenticate(*creds):
+        raise error(401, "not_authorized", "Not_Authorized")
+    user = server.auth.users[creds[0]]
+    host = request.remote or ""
+    if not server.auth.login_allowed_from(user.name, host):
+        raise error(401, "not_authorised", "User can only log in via localhost")
+    if not MANAGEMENT_TAGS.intersection(user.tags):
+        raise error(401, "not_authorised", "Not management user")
+    return user.name
+
+
+def tags_of(request: web.Request) -> set[str]:
+    if CONTROL_KEY in request.app:  # the CLI over the control socket: the node's operator
+        return {"administrator"}
+    return set(server_of(request).auth.users[request[USER_KEY]].tags)
+
+
+def require_admin(request: web.Request) -> None:
+    if "administrator" not in tags_of(request):
+        raise error(401, "not_authorised", "Not administrator user")
+
+
+def require_policymaker(request: web.Request) -> None:
+    if not {"administrator", "policymaker"} & tags_of(request):
+        raise error(401, "not_authorised", "User not authorised to access object")
+
+
+def is_monitor(request: web.Request) -> bool:
+    return bool({"administrator", "monitoring"} & tags_of(request))
+
+
+def visible_vhosts(request: web.Request) -> list[str]:
+    server = server_of(request)
+    if is_monitor(request):
+        return list(server.vhosts)
+    return [v for v in server.vhosts if server.auth.may_access(request[USER_KEY], v)]
+
+
+def vhost_of(request: web.Request, key: str = "vhost") -> VirtualHost:
+    name = request.match_info[key]
+    vhost = server_of(request).vhosts.get(name)
+    if vhost is None or name not in visible_vhosts(request):
+        raise not_found()
+    return vhost
+
+
+def vhosts_in_scope(request: web.Request) -> list[VirtualHost]:
+    """``/api/x/{vhost}`` -> that vhost; ``/api/x`` -> every vhost the user may see."""
+    if "vhost" in request.match_info:
+        return [vhost_of(request)]
+    server = server_of(request)
+    return [server.vhosts[v] for v in visible_vhosts(request)]
+
+
+async def body_json(request: web.Request) -> dict:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json(loads=json.loads)
+    except ValueError as exc:
+        raise bad_request(f"failed to decode json: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise bad_request("a JSON object was expected")
+    return data
+
+
+# ---- list options ----------------------------------------------------------------------
+def _pick(item: dict, columns: list[str]) -> dict:
+    out: dict = {}
+    for column in columns:
+        head, _, rest = column.partition(".")
+        if head not in item:
+            continue
+        if rest and isinstance(item[head], dict):
+            out.setdefault(head, {}).update(_pick(item[head], [rest]))
+        else:
+            out[head] = item[head]
+    return out
+
+
+def list_reply(request: web.Request, items: list[dict]) -> web.Response:
+    """Apply ?name=&use_regex, ?sort=&sort_reverse=, ?columns= and ?page=&page_size=."""
+    q = request.query
+    total = len(items)
+    if q.get("name"):
+        import re
+
+        needle = q["name"]
+        if q.get("use_regex") == "true":
+            pattern = re.compile(needle)
+            items = [i for i in items if pattern.search(str(i.get("name", "")))]
+        else:
+            items = [i for i in items if needle in str(i.get("name", ""))]
+    if q.get("sort"):
+        key = q["sort"]
+        items = sorted(items, key=lambda i: _sort_key(i.get(key)),
+                       reverse=q.get("sort_reverse") == "true")
+    if q.get("columns"):
+        columns = [c for c in q["columns"].split(",") if c]
+        items = [_pick(i, columns) for i in items]
+    if "page" not in q:
+        return reply(items)
+    return reply(_page(items, total, q))
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def _page(items: list[dict], total: int, q: Any) -> dict:
+    try:
+        page, size = int(q.get("page", 1)), int(q.get("page_size", 100))
+    except ValueError:
+        raise bad_request("page and page_size must be integers") from None
+    if page < 1 or size < 1 or size > 500:
+        raise bad_request("page must be >= 1 and page_size within 1..500")
+    chunk = items[(page - 1) * size: page * size]
+    return {"filtered_count": len(items), "item_count": len(chunk), "items": chunk,
+            "page": page, "page_count": max(1, math.ceil(len(items) / size)),
+            "page_size": size, "total_count": total}
