@@ -71,14 +71,14 @@ class SegmentQueueStore:
                  sink: ReplicationSink | None = None) -> None:
         """Open (recovering when ``durable``) or create the store in ``directory``.
 
-        A non-durable store starts empty: whatever ``directory`` held is wiped. ``window``: a
-        RAM budget shared with other stores (else one of its own: ``mode``, ``window_*``).
-        ``clock`` is the queue's ``now()`` (entry ``expires`` are stored as wall-clock
-        deadlines and converted back with it). Recovered messages get seqs ``first_seq + 1 ..
-        last_seq`` (chain ``first_seq`` through the sub-stores of one queue). Every change to
-        the files of a durable store is told to ``sink`` (``storage.replication``).
+        A non-durable store makes no file until it first pages out; then (or when deleted)
+        whatever ``directory`` held is wiped. ``window``: a RAM budget shared with other stores
+        (else one of its own: ``mode``, ``window_*``). ``clock`` is the queue's ``now()``
+        (``expires`` are stored as wall-clock deadlines and converted back with it). Recovered
+        messages get seqs ``first_seq + 1 .. last_seq`` (chain ``first_seq`` through the
+        sub-stores of one queue). Changes to a durable store's files are told to ``sink``.
         """
-        self.directory = Path(directory)
+        self.directory = directory if isinstance(directory, Path) else Path(directory)
         self.durable = durable
         self._gc = group_commit
         self._roll = roll_size
@@ -87,8 +87,7 @@ class SegmentQueueStore:
         self._clock = clock
         self._sink = sink if durable else None
         self._w = window or Window(mode, window_messages, window_bytes)
-        if not durable and self.directory.exists():
-            shutil.rmtree(self.directory)
+        self._made = durable  # a scratch directory is wiped and made on the first page-out
         if durable:
             self.directory.mkdir(parents=True, exist_ok=True)
         self._window: deque[Entry] = deque()
@@ -222,8 +221,7 @@ class SegmentQueueStore:
             entry = self._read_one()
             if entry is not None:
                 self.ack(entry)
-        self._backlog = 0
-        self._bytes = 0
+        self._backlog = self._bytes = 0
         return count
 
     def __len__(self) -> int:
@@ -338,8 +336,10 @@ class SegmentQueueStore:
             except OSError:
                 return old
         try:
-            if not self.durable and old is None:
+            if not self._made:
+                shutil.rmtree(self.directory, ignore_errors=True)
                 self.directory.mkdir(parents=True, exist_ok=True)
+                self._made = True
             writer = SegmentWriter(self.directory, self._next_id, self._write_buffer, self._sink)
         except OSError:
             if old is None:
