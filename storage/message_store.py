@@ -169,8 +169,8 @@ class SegmentQueueStore:
 
     def peek(self) -> Entry | None:
         rq = self._rq
-        if rq.heap or rq.paged is not None:
-            return rq.first()
+        if (rq.heap or rq.paged is not None) and (entry := rq.first()) is not None:
+            return entry
         if not self._window and self._backlog:
             entry = self._read_one()
             if entry is not None:

@@ -276,3 +276,23 @@ def test_paged_requeues_pop_in_seq_order(seed: int) -> None:
     assert [item[0] for item in paged] == sorted(held)
     rest = [paged.pop()[0] for _ in range(len(held))]
     assert rest == sorted(held) and len(paged) == 0 and paged.bytes == 0
+
+
+def test_peek_skips_an_unreadable_paged_head(tmp_path: Path, make: Factory,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "q"
+    store = SegmentQueueStore(path, window_messages=2)
+    out = fill_and_take(store, make, 10, 5)
+    for entry in out[2:]:
+        store.requeue(entry)  # out[2], out[3] as entries (the budget), out[4] as a position
+    assert store.paged_requeued == 1
+    pos = store._rq.paged.pos[store._rq.paged.head]  # type: ignore[union-attr]
+    assert [store.shift().seq for _ in range(2)] == [3, 4]  # type: ignore[union-attr]
+    store.flush()
+    with open(path / f"{pos >> 32:08d}.seg", "r+b") as f:
+        f.seek((pos & OFFSET_MASK) + 8)
+        f.write(b"\xff\xff")  # flags and seq of out[4]: its CRC no longer matches
+    caplog.set_level(logging.ERROR)
+    assert store.peek().seq == 6  # type: ignore[union-attr]
+    assert len(store) == 5 and [e.seq for e in drain(store)] == [6, 7, 8, 9, 10]
+    store.close()
