@@ -175,8 +175,7 @@ class SegmentQueueStore:
             entry = self._read_one()
             if entry is not None:
                 self._window.append(entry)
-                self._w.n += 1
-                self._w.b += entry.message.size
+                self._w.add(1, entry.message.size)
         return self._window[0] if self._window else None
 
     def requeue(self, entry: Entry) -> None:
@@ -218,9 +217,9 @@ class SegmentQueueStore:
                 seg.live = seg.ready = seg.ready_bytes = 0
                 self._remove(seg)
                 continue
-            entry = self._read_one()
-            if entry is not None:
-                self.ack(entry)
+            left = self._read_one()
+            if left is not None:
+                self.ack(left)
         self._backlog = self._bytes = 0
         return count
 
@@ -278,8 +277,7 @@ class SegmentQueueStore:
     def _release_ram(self) -> tuple[list[Entry], list[Item]]:
         """Drop the window and the requeued (giving the budget back); return what they held."""
         window, self._window = list(self._window), deque()
-        self._w.n -= len(window)
-        self._w.b -= sum(entry.message.size for entry in window)
+        self._w.add(-len(window), -sum(entry.message.size for entry in window))
         requeued, paged = self._rq.drop()
         return requeued + window, paged
 
@@ -376,7 +374,8 @@ class SegmentQueueStore:
 
     def _collect(self, seg: Seg) -> None:
         """``seg`` has no live record left: delete it (the live one only once big enough)."""
-        if seg is not self._wseg or self._writer.size >= self._gc_min:  # type: ignore[union-attr]
+        writer = self._writer  # set whenever _wseg is
+        if seg is not self._wseg or (writer is not None and writer.size >= self._gc_min):
             self._remove(seg)
 
     def _remove(self, seg: Seg) -> None:
@@ -441,8 +440,7 @@ class SegmentQueueStore:
             if entry is None:
                 return
             window.append(entry)
-            w.n += 1
-            w.b += entry.message.size
+            w.add(1, entry.message.size)
 
     def _lost(self, item: Item) -> None:  # a paged requeued message could not be read back
         self._bytes -= item[2]

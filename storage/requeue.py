@@ -49,7 +49,10 @@ def pack_meta(redelivered: bool, persistent: bool, delivery_count: int) -> int:
         (min(delivery_count, MAX_COUNT) << COUNT_SHIFT)
 
 
-def _arrays() -> tuple[array, array, array, array]:
+Columns = tuple["array[int]", "array[int]", "array[int]", "array[int]"]
+
+
+def _arrays() -> Columns:
     return array("q"), array("Q"), array("Q"), array("I")
 
 

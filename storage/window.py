@@ -43,6 +43,11 @@ class Window:
         # refill the read window from disk in batches of half a window: few refills, each short
         self.refill_below = self.max_n // 2
 
+    def add(self, count: int, size: int) -> None:
+        """``count`` messages of ``size`` bytes in all went to read windows (< 0: left)."""
+        self.n += count
+        self.b += size
+
     def has_room(self, size: int) -> bool:
         """Can one more message of ``size`` bytes go to a read window?"""
         n = self.n
