@@ -86,9 +86,11 @@ class VirtualHost:
             self._check_exchange_equivalent(existing, type_name, durable, auto_delete,
                                             internal, arguments)
             return existing
-        ex = EXCHANGE_TYPES[type_name](self.name, name, durable=durable,
-                                       auto_delete=auto_delete, internal=internal,
-                                       arguments=arguments)
+        cls = EXCHANGE_TYPES[type_name]
+        cls.check_arguments(arguments)
+        ex = cls(self.name, name, durable=durable, auto_delete=auto_delete, internal=internal,
+                 arguments=arguments)
+        ex.attach(self)
         self.exchanges[name] = ex
         if self.policies:
             ex.policy = policies.effective(self.policies, name, "exchange")
@@ -124,6 +126,7 @@ class VirtualHost:
 
     def _remove_exchange(self, ex: Exchange) -> None:
         self.exchanges.pop(ex.name, None)
+        ex.detach()
         if ex.durable:
             self._changed()
         for binding in list(ex.bindings.values()):
@@ -211,6 +214,7 @@ class VirtualHost:
     # ---- bindings ----------------------------------------------------------------------
     def bind(self, source: Exchange, destination: Queue | Exchange, routing_key: str,
              arguments: dict | None) -> None:
+        source.check_binding(destination, routing_key, arguments or {})
         binding = Binding(source.name, destination, routing_key, args_key(arguments),
                           dict(arguments or {}))
         if source.bind(binding):
@@ -281,7 +285,10 @@ class VirtualHost:
         if headers is None and exchange.needs_headers():
             from protocol.properties import headers as decode_headers
             headers = decode_headers(props)
-        found = exchange.route(routing_key, headers)
+        if exchange.needs_properties:
+            found = exchange.route_message(routing_key, headers, props)
+        else:
+            found = exchange.route(routing_key, headers)
         if found and not exchange.alternate_exchange and all(
                 type(d) is Queue for d in found):
             return found
@@ -297,7 +304,8 @@ class VirtualHost:
             ex = stack.pop()
             if headers is None and ex.needs_headers():
                 headers = decode_headers(props)
-            dests = ex.route(routing_key, headers)
+            dests = ex.route_message(routing_key, headers, props) if ex.needs_properties \
+                else ex.route(routing_key, headers)
             if not dests:
                 ae = self.exchanges.get(ex.alternate_exchange or "\x00")
                 if ae is not None and id(ae) not in visited:

@@ -3,7 +3,15 @@
 Contract: ``bind`` / ``unbind`` a (destination, routing key, arguments) triple and ``route`` a
 routing key plus headers to the set of destinations; destinations are queues or exchanges
 (followed by the virtual host). A new type is a subclass registered with ``@register``.
-Exchanges hold no messages.
+
+The standard types live here; the types RabbitMQ users add as plugins are modules of this
+package, imported at the bottom so that they register: ``consistent_hash``
+(x-consistent-hash), ``dedup`` (x-message-deduplication), ``delayed`` (x-delayed-message).
+Optional hooks a type may override: ``check_arguments`` (declare-time validation, RabbitMQ's
+texts), ``check_binding``, ``attach`` / ``detach`` / ``close`` (a type that keeps state, like
+the delayed exchange's message store, gets its vhost on declare and lets go on delete or
+shutdown), and ``route_message`` for types that need more than the routing key and headers
+(``needs_properties``). Only the delayed exchange holds messages (in its own store).
 """
 
 from __future__ import annotations
@@ -87,6 +95,29 @@ class Exchange:
 
     def needs_headers(self) -> bool:
         return False
+
+    # ---- hooks of the plugin types (no-ops for the standard ones) --------------------
+    #: True when routing needs the raw properties: the vhost calls ``route_message``.
+    needs_properties = False
+
+    def route_message(self, routing_key: str, headers: dict | None, props: bytes) -> frozenset:
+        return self.route(routing_key, headers)
+
+    @classmethod
+    def check_arguments(cls, arguments: dict) -> None:
+        """Refuse a declare whose arguments this type cannot work with (raise an AMQPError)."""
+
+    def check_binding(self, destination: Any, routing_key: str, arguments: dict) -> None:
+        """Refuse a binding this type cannot use (raise an AMQPError)."""
+
+    def attach(self, vhost: Any) -> None:
+        """Declared in ``vhost`` (a ``VirtualHost``): open whatever state the type keeps."""
+
+    def detach(self) -> None:
+        """Deleted: drop the type's state for good."""
+
+    def close(self) -> None:
+        """Shutdown: flush the type's state (it comes back with the exchange)."""
 
 
 @register("direct")
@@ -212,3 +243,7 @@ class HeadersExchange(Exchange):
         headers = headers or {}
         return frozenset(b.destination for b in self.bindings.values()
                          if _headers_match(b.arguments, headers))
+
+
+# The plugin types register themselves on import (they need the names above).
+from . import consistent_hash, dedup, delayed  # noqa: E402,F401
