@@ -16,10 +16,11 @@ from typing import Any
 log = logging.getLogger("broker.policies")
 
 MIN_OF_BOTH = frozenset({"max-length", "max-length-bytes", "message-ttl", "expires",
-                         "delivery-limit"})
+                         "delivery-limit", "consumer-timeout"})
 QUEUE_KEYS = frozenset({"message-ttl", "expires", "max-length", "max-length-bytes", "overflow",
                         "dead-letter-exchange", "dead-letter-routing-key", "queue-mode",
-                        "delivery-limit", "single-active-consumer"})
+                        "delivery-limit", "single-active-consumer", "consumer-timeout",
+                        "max-age", "stream-max-segment-size-bytes"})
 EXCHANGE_KEYS = frozenset({"alternate-exchange"})
 IGNORED_KEYS = frozenset({"ha-mode", "ha-params", "ha-sync-mode", "ha-promote-on-shutdown",
                           "ha-promote-on-failure", "queue-master-locator"})

@@ -114,6 +114,8 @@ SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ssl_options.verify": ("ssl_verify", str),
     "ssl_options.fail_if_no_peer_cert": ("ssl_fail_if_no_peer_cert", _bool),
     "connection_max": ("connection_max", lambda v: None if v == "infinity" else int(v)),
+    "consumer_timeout": ("consumer_timeout",
+                         lambda v: None if v in ("false", "infinity", "0") else int(v)),
 }
 IGNORED_PREFIXES = ("definitions.import_backend", "log.", "management.", "ssl_options",
                     "cluster_formation", "queue_master_locator",

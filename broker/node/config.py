@@ -62,6 +62,9 @@ class Config:
     ssl_verify: str = "verify_none"
     ssl_fail_if_no_peer_cert: bool = False
     connection_max: int | None = None
+    # The delivery acknowledgement timeout (ms; None: off) and how often it is checked (s).
+    consumer_timeout: int | None = 1_800_000
+    consumer_timeout_interval: float = 5.0
 
 
 def from_file(base: Config, path: str) -> Config:

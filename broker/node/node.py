@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from broker.amqp.ack_timeout import AckTimeouts
+from broker.amqp.session import open_sessions
 from broker.amqp.transport import AMQPProtocol
 from broker.core.naming import BURROWMQ_VERSION
 from broker.core.server import ConnectionHandle, Server
@@ -55,6 +57,9 @@ class Node:
         self.stores: Stores | None = None
         self.server = Server(config, self, self.make_store)
         self.alarms = Alarms(self)
+        self.ack_timeouts = AckTimeouts(lambda: open_sessions(self.server),
+                                        config.consumer_timeout,
+                                        config.consumer_timeout_interval)
         self.services = list(services)
         self._listeners: list[asyncio.base_events.Server] = []
         self.port = config.port
@@ -72,6 +77,7 @@ class Node:
     def config(self, value: Config) -> None:
         self._config = value
         self.server.config = value
+        self.ack_timeouts.default_ms = value.consumer_timeout
 
     # ---- Scheduler (for the server's queues) -------------------------------------------
     def now(self) -> float:
@@ -130,6 +136,7 @@ class Node:
         boot.recover(server, self.stores)
         boot.boot_definitions(server, self.config)
         self.alarms.start()
+        self.ack_timeouts.start(self.loop)
         await self.start_app()
         for service in self.services:
             await service.start(self)
@@ -171,6 +178,7 @@ class Node:
 
     async def stop(self) -> None:
         self.alarms.stop()
+        self.ack_timeouts.stop()
         await self.stop_app()
         if self.stores is not None:
             await self.stores.close(

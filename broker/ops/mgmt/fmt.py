@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from broker.amqp.ack_timeout import timeout_of
 from broker.amqp.session import open_sessions
 from broker.core import definitions_json
 from broker.core.naming import cluster_name, node_name
@@ -210,7 +211,8 @@ def consumer(c: Consumer) -> dict:
         "channel_details": {"connection_name": s.name, "name": channel_name(s, ch.number),
                             "node": node_name(), "number": ch.number, "peer_host": host,
                             "peer_port": int(port or 0), "user": s.user},
-        "consumer_tag": c.tag, "consumer_timeout": 1800000, "exclusive": c.exclusive,
+        "consumer_tag": c.tag, "exclusive": c.exclusive,
+        "consumer_timeout": timeout_of(c.queue, c, s.host.config.consumer_timeout) or 0,
         "prefetch_count": c.prefetch, "queue": {"name": c.queue.name, "vhost": c.queue.vhost},
     }
 
