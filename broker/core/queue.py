@@ -81,6 +81,10 @@ class Consumer:
 
 
 class Queue:
+    #: Every message is written to the store, transient ones too (streams): a publisher
+    #: confirm then waits for the disk whatever the delivery mode.
+    logs_everything = False
+
     def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
                  durable: bool = False, exclusive_owner: Any = None, auto_delete: bool = False,
                  arguments: dict | None = None) -> None:
@@ -294,6 +298,10 @@ class Queue:
         self._expiry_timer = self._idle_timer = None
 
     # ---- consumers ---------------------------------------------------------------------
+    def check_consumer(self, prefetch: int, global_prefetch: int, no_ack: bool,
+                       arguments: dict) -> None:
+        """Refuse a basic.consume this queue type cannot serve (raise); any is fine here."""
+
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         if consumer.priority:

@@ -16,6 +16,8 @@ from . import arguments as qargs
 from . import policies
 from .exchanges import EXCHANGE_TYPES, Binding, Exchange, args_key
 from .queue import Queue, QueueContext
+from .stream_queue import StreamQueue
+from .stream_queue import check_declare as check_stream_declare
 
 SYSTEM_EXCHANGES = (
     ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
@@ -151,9 +153,10 @@ class VirtualHost:
         self._validate_queue_type(name, durable, exclusive_owner, auto_delete, arguments)
         persists = durable and exclusive_owner is None
         store = self._store_factory(self.name, name, arguments, persists)
-        queue = Queue(self.name, name, store, self.ctx,
-                      durable=durable, exclusive_owner=exclusive_owner,
-                      auto_delete=auto_delete, arguments=arguments)
+        cls = StreamQueue if arguments.get("x-queue-type") == "stream" else Queue
+        queue = cls(self.name, name, store, self.ctx,
+                    durable=durable, exclusive_owner=exclusive_owner,
+                    auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
         self.queues[name] = queue
         if self.policies:
@@ -172,6 +175,8 @@ class VirtualHost:
                           (not durable, "non-durable")):
             if bad:
                 raise PreconditionFailed(f"invalid property '{prop}' {where}")
+        if kind == "stream":
+            check_stream_declare(name, self.name, arguments)
         if "x-max-priority" in arguments:
             raise PreconditionFailed(f"invalid arg 'x-max-priority' {where} of queue type "
                                      "rabbit_quorum_queue")
@@ -187,6 +192,8 @@ class VirtualHost:
     def check_delete(self, queue: Queue, if_unused: bool = False,
                      if_empty: bool = False) -> int:
         """Raise if the delete is refused; else the ready count delete-ok reports."""
+        if isinstance(queue, StreamQueue):
+            return 0  # RabbitMQ ignores if-unused / if-empty for a stream and reports 0
         if if_unused and queue.consumers:
             raise PreconditionFailed(f"queue '{queue.name}' in vhost '{self.name}' in use")
         if if_empty and queue.message_count:
