@@ -35,7 +35,7 @@ import shutil
 import struct
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -226,11 +226,6 @@ class StreamLog:
 
     def __len__(self) -> int:
         return self.next_offset - self.first_offset
-
-    @property
-    def bytes(self) -> int:
-        """Bytes the segments take on disk (what x-max-length-bytes limits)."""
-        return sum(self._size_of(seg) for seg in self.segments)
 
     @property
     def segment_count(self) -> int:
@@ -451,8 +446,14 @@ class StreamLog:
     def set_mode(self, mode: str) -> None:
         """x-queue-mode does not apply to a stream."""
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[StreamRecord]:
         return iter(())
+
+    # after every method annotated with the builtin ``bytes``, which this property shadows
+    @property
+    def bytes(self) -> int:
+        """Bytes the segments take on disk (what x-max-length-bytes limits)."""
+        return sum(self._size_of(seg) for seg in self.segments)
 
     # ---- recovery ----------------------------------------------------------------------
     def _recover(self) -> None:
