@@ -226,8 +226,8 @@ def test_offset_specs(conn, ch):
         ch.basic_qos(prefetch_count=10)
         got: list = []
         args = {} if spec is None else {"x-stream-offset": spec}
-        tag = ch.basic_consume("s", lambda c, m, p, b: got.append(p.headers["x-stream-offset"]),
-                               arguments=args)
+        tag = ch.basic_consume("s", lambda c, m, p, b, got=got: got.append(
+            p.headers["x-stream-offset"]), arguments=args)
         settle(conn, 0.2)
         assert got == [], spec
         ch.basic_cancel(tag)
@@ -327,7 +327,7 @@ def _collect_all(conn, ch, queue, args) -> list[str]:  # type: ignore[no-untyped
 
 def test_a_filter_skipping_a_long_run_does_not_stall(conn, ch):
     declare(ch, "f2")
-    for i in range(10_000):
+    for _ in range(10_000):
         ch.basic_publish("", "f2", b"x", pika.BasicProperties(
             headers={"x-stream-filter-value": "other"}))
     ch.basic_publish("", "f2", b"wanted", pika.BasicProperties(
