@@ -34,7 +34,8 @@ def read_file(path: str) -> dict:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise DefinitionsError(f"could not read definitions from {path}: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DefinitionsError(f"could not read definitions from {path}: {reason}") from None
     if not isinstance(data, dict):
         raise DefinitionsError(f"{path}: a JSON object was expected")
     return data

@@ -3,8 +3,10 @@
 
 ``start`` runs after the AMQP listener is bound. aiohttp and prometheus_client are imported in
 a worker thread so the event loop keeps answering AMQP handshakes meanwhile (importing them
-takes ~150 ms, longer than the broker's whole cold start). A port that cannot be bound is
-logged and skipped: AMQP service does not depend on the HTTP side. Bound ports are published
+takes ~150 ms, longer than the broker's whole cold start). A port that cannot be bound stops
+the node's start (``StartupError`` naming the port and the setting that chose it), as in
+RabbitMQ: a broker without its API would leave the CLI and monitoring talking to whatever
+else holds the port. Bound ports are published
 on ``Node.management_port`` / ``Node.prometheus_port`` (useful with port 0). Nothing starts
 when both ports are off (the Config default: tests, embedding).
 """
@@ -15,6 +17,8 @@ import asyncio
 import importlib
 import logging
 from typing import TYPE_CHECKING, Any
+
+from broker.node.startup import port_error
 
 if TYPE_CHECKING:
     from broker.node.node import Node
@@ -40,17 +44,13 @@ class HttpService:
         from .mgmt.app import build_app
 
         if cfg.management_port is not None:
-            found = await _serve(build_app(node), cfg.management_host or cfg.host,
-                                 cfg.management_port, "Management plugin")
-            if found is not None:
-                self.runners.append(found[0])
-                node.management_port = found[1]
+            runner, node.management_port = await self._serve(
+                node, build_app(node), cfg.management_host or cfg.host, "management_port",
+                "the management API", "Management plugin")
         if cfg.prometheus_port is not None:
-            found = await _serve(metrics_app(node), cfg.prometheus_host or cfg.host,
-                                 cfg.prometheus_port, "Prometheus metrics")
-            if found is not None:
-                self.runners.append(found[0])
-                node.prometheus_port = found[1]
+            runner, node.prometheus_port = await self._serve(
+                node, metrics_app(node), cfg.prometheus_host or cfg.host, "prometheus_port",
+                "Prometheus metrics", "Prometheus metrics")
 
     async def stop(self) -> None:
         for runner in self.runners:
@@ -58,21 +58,23 @@ class HttpService:
         self.runners.clear()
 
 
-async def _serve(app: Any, host: str, port: int, what: str) -> tuple[Any, int] | None:
-    from aiohttp import web
+    async def _serve(self, node: Node, app: Any, host: str, field: str, purpose: str,
+                     what: str) -> tuple[Any, int]:
+        from aiohttp import web
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        log.error("%s: could not listen on %s:%d: %s", what, host, port, exc)
-        await runner.cleanup()
-        return None
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
-    return runner, bound
+        port = getattr(node.config, field)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise port_error(node.config, field, purpose, host, port, exc) from None
+        self.runners.append(runner)
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
+        return runner, bound
 
 
 def metrics_app(node: Node) -> Any:

@@ -84,7 +84,9 @@ class Browser:
     """``async with Browser() as page:`` — one headless Chromium with one tab."""
 
     async def __aenter__(self) -> Page:
-        assert CHROMIUM, "chromium is not installed (apt-get install chromium)"
+        from outside import require_program
+
+        require_program("chromium", "chromium-browser", package="chromium")
         self.profile = tempfile.mkdtemp(prefix="chromium-")
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}",
                                       "about:blank"], stdout=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ check's own detail fields, as RabbitMQ's do.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from .util import (
     reply,
     require_admin,
     server_of,
+    tags_of,
     vhost_of,
     visible_vhosts,
 )
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from broker.node.node import Node
 
 routes = web.RouteTableDef()
+PYTHON = f"{platform.python_version()} ({platform.python_implementation()})"
 RATE_FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "ack", "confirm", "redeliver",
                "drop_unroutable", "return_unroutable")
 
@@ -65,6 +68,8 @@ def listeners(node: Node) -> list[dict]:
     out = []
     if node.running:
         out.append(("amqp", cfg.host, node.port))
+        if node.tls_port:
+            out.append(("amqp/ssl", cfg.ssl_host or cfg.host, node.tls_port))
     if node.management_port:
         out.append(("http", cfg.management_host or cfg.host, node.management_port))
     if node.prometheus_port:
@@ -103,7 +108,8 @@ async def overview(request: web.Request) -> web.Response:
         "exchange_types": fmt.EXCHANGE_TYPES, "product_version": RABBITMQ_VERSION,
         "product_name": "RabbitMQ", "rabbitmq_version": RABBITMQ_VERSION,
         "cluster_name": fmt.cluster_name(server), "erlang_version": "26.2.5",
-        "erlang_full_version": f"burrowmq {BURROWMQ_VERSION} on Python",
+        "erlang_full_version": f"burrowmq {BURROWMQ_VERSION} on Python {PYTHON}",
+        "burrowmq_version": BURROWMQ_VERSION, "python_version": PYTHON,
         "release_series_support_status": "supported", "disable_stats": False,
         "is_op_policy_updating_enabled": True, "enable_queue_totals": False,
         "message_stats": fmt.message_stats(counts, rates),
@@ -155,8 +161,8 @@ def node_json(node: Node) -> dict:
                              "enabled": True}],
         "applications": [{"name": "rabbit", "description": "RabbitMQ",
                           "version": RABBITMQ_VERSION}],
-        "config_files": [cfg.config_file] if cfg.config_file else [],
-        "log_files": ["<stdout>"], "db_dir": cfg.data_dir,
+        "config_files": [os.path.abspath(cfg.config_file)] if cfg.config_file else [],
+        "log_files": ["<stdout>"], "db_dir": os.path.abspath(cfg.data_dir),
         "cluster_links": [], "contexts": [],
     }
 
@@ -209,8 +215,8 @@ async def set_cluster_name(request: web.Request) -> web.Response:
 
 @routes.get("/api/whoami")
 async def whoami(request: web.Request) -> web.Response:
-    user = server_of(request).auth.users[request[USER_KEY]]
-    return reply({"name": user.name, "tags": list(user.tags), "is_internal_user": True})
+    return reply({"name": request[USER_KEY], "tags": sorted(tags_of(request)),
+                  "is_internal_user": True})
 
 
 @routes.get("/api/extensions")

@@ -79,6 +79,21 @@ def unacked_by_queue(server: Server) -> dict[int, int]:
     return counts
 
 
+# What a queue costs in RAM, estimated without walking it: the queue object with its dicts and
+# store bookkeeping, plus per message held in RAM an Entry, its Message, the routing key and
+# properties objects and a deque slot (~220 bytes measured with tracemalloc) and its body.
+QUEUE_BASE_BYTES = 2048
+ENTRY_BYTES = 224
+
+
+def queue_memory(q: Queue) -> int:
+    store = q.store
+    count = len(store)
+    in_ram = getattr(store, "in_memory", count)
+    average_body = store.bytes / count if count else 0
+    return QUEUE_BASE_BYTES + int(in_ram * (ENTRY_BYTES + average_body))
+
+
 def queue(server: Server, q: Queue, unacked: dict[int, int]) -> dict:
     ready = q.message_count
     pending = unacked.get(id(q), 0)
@@ -96,7 +111,7 @@ def queue(server: Server, q: Queue, unacked: dict[int, int]) -> dict:
                                "min_bin_vheap_size": 46422, "min_heap_size": 233,
                                "minor_gcs": 0},
         "head_message_timestamp": None, "idle_since": iso(server.started_at),
-        "memory": 0, "message_bytes": q.store.bytes, "message_bytes_paged_out": 0,
+        "memory": queue_memory(q), "message_bytes": q.store.bytes, "message_bytes_paged_out": 0,
         "message_bytes_persistent": 0, "message_bytes_ram": q.store.bytes,
         "message_bytes_ready": q.store.bytes, "message_bytes_unacknowledged": 0,
         **with_details({"messages": ready + pending, "messages_ready": ready,

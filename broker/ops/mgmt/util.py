@@ -25,6 +25,7 @@ MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type]
 RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
+CONTROL_KEY: web.AppKey[str] = web.AppKey("control_cookie", str)  # the CLI's socket app only
 USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 
 
@@ -106,6 +107,8 @@ def authenticate(request: web.Request) -> str:
 
 
 def tags_of(request: web.Request) -> set[str]:
+    if CONTROL_KEY in request.app:  # the CLI over the control socket: the node's operator
+        return {"administrator"}
     return set(server_of(request).auth.users[request[USER_KEY]].tags)
 
 
