@@ -67,6 +67,9 @@ class Scheduler(Protocol):
 
 
 StoreFactory = Callable[[str, str, dict, bool], "QueueStore"]
+#: (vhost, exchange, exchange type, durable) -> the state store of an exchange type that keeps
+#: messages (the delayed exchange's DelayStore)
+ExchangeStoreFactory = Callable[[str, str, str, bool], Any]
 
 
 class ConnectionHandle(Protocol):
@@ -88,10 +91,12 @@ class ConnectionHandle(Protocol):
 
 class Server:
     def __init__(self, config: ServerSettings, scheduler: Scheduler,
-                 make_store: StoreFactory) -> None:
+                 make_store: StoreFactory,
+                 make_exchange_store: ExchangeStoreFactory | None = None) -> None:
         self.config = config
         self.scheduler = scheduler
         self._make_store = make_store
+        self._make_exchange_store = make_exchange_store
         self.vhosts: dict[str, VirtualHost] = {}
         self.vhost_meta: dict[str, dict] = {}
         self.policies: dict[str, dict[str, dict]] = {}
@@ -190,6 +195,12 @@ class Server:
     def make_store(self, vhost: str, queue_name: str, arguments: dict,
                    persistent: bool) -> QueueStore:
         return self._make_store(vhost, queue_name, arguments, persistent)
+
+    def exchange_store(self, vhost: str, exchange: str, kind: str, durable: bool) -> Any:
+        """A store for an exchange type that holds messages; None: keep them in RAM."""
+        if self._make_exchange_store is None:
+            return None
+        return self._make_exchange_store(vhost, exchange, kind, durable)
 
     def authenticate(self, user: str, password: str, host: str | None = None) -> bool:
         """Password check, then RabbitMQ's loopback_users rule when the peer is known."""

@@ -24,7 +24,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker.amqp.ack_timeout import AckTimeouts
 from broker.amqp.session import open_sessions
@@ -54,7 +54,7 @@ class Node:
         self._config = config
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.stores: Stores | None = None
-        self.server = Server(config, self, self.make_store)
+        self.server = Server(config, self, self.make_store, self.make_exchange_store)
         self.alarms = Alarms(self)
         self.ack_timeouts = AckTimeouts(lambda: open_sessions(self.server),
                                         config.consumer_timeout,
@@ -92,6 +92,11 @@ class Node:
                    persistent: bool) -> QueueStore:
         assert self.stores is not None, "queues are declared once the node has started"
         return self.stores.make(vhost, queue_name, arguments, persistent)
+
+    def make_exchange_store(self, vhost: str, exchange: str, kind: str,
+                            durable: bool) -> Any:
+        assert self.stores is not None, "exchanges keep state once the node has started"
+        return self.stores.make_exchange(vhost, exchange, kind, durable)
 
     # ---- AMQPHost ----------------------------------------------------------------------
     @property
@@ -201,6 +206,9 @@ class Node:
         self.ack_timeouts.stop()
         await self.stop_app()
         if self.stores is not None:
+            for vhost in self.server.vhosts.values():
+                for ex in vhost.exchanges.values():
+                    ex.close()  # a delayed exchange hands its store to the last fsync
             await self.stores.close(
                 [q.store for v in self.server.vhosts.values() for q in v.queues.values()])
             self.stores = None

@@ -19,6 +19,7 @@ from typing import Any
 from broker.core.messages import priority_of
 from storage import definitions_file
 from storage.datadir import DataDir
+from storage.delayed import DelayStore
 from storage.message_store import SegmentQueueStore
 from storage.paging import PagingStore
 from storage.priority import PriorityQueueStore
@@ -60,6 +61,15 @@ class Stores:
         if isinstance(max_priority, int) and max_priority > 0:
             return PriorityQueueStore(max_priority, lambda _p: self._paging(mode), priority_of)
         return self._paging(mode)
+
+    # ---- exchange stores ---------------------------------------------------------------
+    def make_exchange(self, vhost: str, name: str, kind: str, durable: bool) -> DelayStore:
+        """The delayed exchange's store: in its exchange directory when durable, else in a
+        scratch directory (its messages are gone with it at a restart)."""
+        if durable:
+            return DelayStore(self.data.create_exchange_dir(vhost, name), group_commit=self.group,
+                              sink=self.data.sink)
+        return DelayStore(self.data.scratch_dir(), durable=False)
 
     def _stream(self, vhost: str, name: str, arguments: dict) -> StreamLog:
         """A stream's log; the queue applies retention from its arguments and policy."""

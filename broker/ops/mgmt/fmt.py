@@ -31,6 +31,12 @@ EXCHANGE_TYPES = [
      "enabled": True},
     {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification",
      "enabled": True},
+    {"name": "x-consistent-hash", "description": "Consistent Hashing Exchange",
+     "enabled": True},
+    {"name": "x-delayed-message", "description": "Delayed Message Exchange.",
+     "enabled": True},
+    {"name": "x-message-deduplication", "description": "Message Deduplication Exchange.",
+     "enabled": True},
 ]
 MESSAGE_STATS = ("ack", "confirm", "deliver", "deliver_get", "deliver_no_ack", "disk_reads",
                  "disk_writes", "drop_unroutable", "get", "get_empty", "get_no_ack", "publish",
@@ -133,10 +139,14 @@ def _owner(session: Session) -> dict:
 
 # ---- exchanges and bindings ------------------------------------------------------------
 def exchange(ex: Any) -> dict:
-    return {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
-            "durable": ex.durable, "internal": ex.internal, "name": ex.name,
-            "type": ex.type_name, "user_who_performed_action": "rmq-internal",
-            "vhost": ex.vhost}
+    out = {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
+           "durable": ex.durable, "internal": ex.internal, "name": ex.name,
+           "type": ex.type_name, "user_who_performed_action": "rmq-internal",
+           "vhost": ex.vhost}
+    delayed = getattr(ex, "messages_delayed", None)
+    if delayed is not None:  # x-delayed-message: held until their time (the plugin's field)
+        out["messages_delayed"] = delayed
+    return out
 
 
 def properties_key(routing_key: str, arguments: dict) -> str:
