@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protocol import codec, properties
 from storage.message import Entry, Message
 
+from .dedup import DedupStore, QueueDedup
 from .policies import combine
 
 if TYPE_CHECKING:
@@ -108,6 +109,11 @@ class Queue:
         self._expiry_timer: Any = None
         self._idle_timer: Any = None
         self.on_empty_consumers: Any = None
+        # x-message-deduplication: keys of the messages held; their store releases them
+        self.dedup: QueueDedup | None = None
+        if self.arguments.get("x-message-deduplication") is True:
+            self.dedup = QueueDedup()
+            self.store = DedupStore(store, self.dedup)
         self.refresh_settings()
 
     # ---- settings ----------------------------------------------------------------------
@@ -161,8 +167,15 @@ class Queue:
 
     # ---- messages ----------------------------------------------------------------------
     def publish(self, message: Message) -> bool:
-        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx])."""
+        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx]).
+
+        A duplicate in a deduplicating queue is dropped but counts as taken (confirmed)."""
+        dedup = self.dedup
+        if dedup is not None and dedup.duplicate(message):
+            return True
         if self._limited and self._full_for(message):
+            if self.overflow in ("reject-publish", "reject-publish-dlx") and dedup is not None:
+                dedup.release(message)
             if self.overflow == "reject-publish":
                 return False
             if self.overflow == "reject-publish-dlx":

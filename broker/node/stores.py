@@ -20,6 +20,7 @@ from broker.core.messages import priority_of
 from storage import definitions_file
 from storage.datadir import DataDir
 from storage.delayed import DelayStore
+from storage.keycache import KeyCache
 from storage.message_store import SegmentQueueStore
 from storage.paging import PagingStore
 from storage.priority import PriorityQueueStore
@@ -63,9 +64,13 @@ class Stores:
         return self._paging(mode)
 
     # ---- exchange stores ---------------------------------------------------------------
-    def make_exchange(self, vhost: str, name: str, kind: str, durable: bool) -> DelayStore:
-        """The delayed exchange's store: in its exchange directory when durable, else in a
-        scratch directory (its messages are gone with it at a restart)."""
+    def make_exchange(self, vhost: str, name: str, kind: str,
+                      durable: bool) -> DelayStore | KeyCache:
+        """The delayed exchange's store (in its exchange directory when durable, else in a
+        scratch directory: its messages go with it at a restart) or the deduplication
+        exchange's disk cache."""
+        if kind == "x-message-deduplication":
+            return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache")
         if durable:
             return DelayStore(self.data.create_exchange_dir(vhost, name), group_commit=self.group,
                               sink=self.data.sink)
