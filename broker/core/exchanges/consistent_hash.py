@@ -27,7 +27,7 @@ from typing import Any
 from protocol import properties
 from protocol.errors import PreconditionFailed
 
-from . import Binding, Exchange, register
+from .base import Binding, Exchange, register
 
 HASH_PROPERTIES = {"message_id": 0x0080, "correlation_id": 0x0400, "timestamp": 0x0040}
 _MISSING = b"\x00undefined"

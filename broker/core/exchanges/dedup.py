@@ -17,7 +17,7 @@ from protocol.errors import PreconditionFailed
 from storage.keycache import KeyCache
 
 from ..dedup import HEADER, TTL_HEADER, key_of
-from . import Exchange, register
+from .base import Exchange, register
 
 
 def _positive(value: Any) -> int | None:

@@ -28,7 +28,7 @@ from storage.delayed import MemoryDelayStore
 from storage.message import Message
 
 from ..queue import Queue
-from . import EXCHANGE_TYPES, Binding, Exchange, register
+from .base import EXCHANGE_TYPES, Binding, Exchange, register
 
 if TYPE_CHECKING:
     from storage.delayed import DelayStore
