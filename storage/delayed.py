@@ -34,22 +34,33 @@ import heapq
 import logging
 import os
 import shutil
-import struct
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from .delayed_recovery import Recovery
+from .delayed_runs import (
+    NONE,
+    OFFSET_MASK,
+    WATERMARK,
+    Item,
+    Key,
+    MarkFile,
+    Run,
+    dmx_name,
+    pack_mark,
+    pread,
+    run_name,
+    write_run,
+)
 from .record import F_EXPIRES, F_PERSISTENT, RecordError
 from .segment import (
     DEFAULT_WRITE_BUFFER,
-    FILE_HEADER_SIZE,
     SegmentReader,
     SegmentWriter,
     Source,
-    check_header,
     segment_name,
 )
 from .sync import DirectoryHandle, GroupCommit
@@ -61,18 +72,8 @@ log = logging.getLogger(__name__)
 
 ROLL_SIZE = 8 * 1024 * 1024
 MEMTABLE = 16384
-BLOCK = 256
-_RUN_MAGIC = b"BMQRUN01"
-_RUN_HEADER = struct.Struct("<8sIIIQI")  # magic, count, covers seg, covers position, max id, crc
-_ENTRY = struct.Struct("<dQII")          # due, id, seg, position
-_MARK = struct.Struct("<dQI")            # due, id, crc
-WATERMARK = "WATERMARK"
-OFFSET_MASK = 0xFFFF_FFFF
 
-Key = tuple[float, int]
-#: (due, id, segment << 32 | position)
-Item = tuple[float, int, int]
-NONE: Key = (float("-inf"), -1)
+__all__ = ["WATERMARK", "DelayStore", "DelayedMessage", "MemoryDelayStore", "run_name"]
 
 
 class DelayedMessage(NamedTuple):
@@ -85,150 +86,7 @@ class DelayedMessage(NamedTuple):
     body: bytes
 
 
-def _pread(fd: int, offset: int, size: int) -> bytes:
-    return os.pread(fd, size, offset)
-
-
-def run_name(run_id: int) -> str:
-    return f"run-{run_id:08d}"
-
-
-def _dmx_name(seg_id: int) -> str:
-    return f"{seg_id:08d}.dmx"
-
-
-def _pack_mark(key: Key) -> bytes:
-    payload = struct.pack("<dQ", *key)
-    return payload + struct.pack("<I", zlib.crc32(payload))
-
-
-def _unpack_mark(data: bytes) -> Key | None:
-    if len(data) != _MARK.size:
-        return None
-    due, ident, crc = _MARK.unpack(data)
-    return (due, ident) if zlib.crc32(data[:16]) == crc else None
-
-
-class _Run:
-    """A sorted run on disk, read a block of entries at a time from ``index``."""
-
-    __slots__ = ("path", "run_id", "count", "covers", "last", "index", "_block", "_at")
-
-    def __init__(self, path: Path, run_id: int, count: int, covers: tuple[int, int],
-                 last: Key) -> None:
-        self.path = path
-        self.run_id = run_id
-        self.count = count
-        self.covers = covers
-        self.last = last
-        self.index = 0
-        self._block: list[Item] = []
-        self._at = 0
-
-    def head(self) -> Item | None:
-        if self._at >= len(self._block):
-            if self.index >= self.count:
-                return None
-            self._fill()
-        return self._block[self._at]
-
-    def advance(self) -> None:
-        self._at += 1
-        self.index += 1
-
-    def _fill(self) -> None:
-        n = min(BLOCK, self.count - self.index)
-        with open(self.path, "rb") as f:
-            f.seek(_RUN_HEADER.size + self.index * _ENTRY.size)
-            data = f.read(n * _ENTRY.size)
-        self._block = [(due, ident, (seg << 32) | pos)
-                       for due, ident, seg, pos in _ENTRY.iter_unpack(data)]
-        self._at = 0
-
-    def skip_to(self, watermark: Key) -> None:
-        """Move past every entry ``<= watermark`` (binary search on the file)."""
-        lo, hi = self.index, self.count
-        with open(self.path, "rb") as f:
-            while lo < hi:
-                mid = (lo + hi) // 2
-                f.seek(_RUN_HEADER.size + mid * _ENTRY.size)
-                due, ident, _seg, _pos = _ENTRY.unpack(f.read(_ENTRY.size))
-                if (due, ident) <= watermark:
-                    lo = mid + 1
-                else:
-                    hi = mid
-        self.index = lo
-        self._block, self._at = [], 0
-
-    @property
-    def remaining(self) -> int:
-        return self.count - self.index
-
-
-def _write_run(path: Path, items: list[Item], covers: tuple[int, int]) -> bytes:
-    body = b"".join(_ENTRY.pack(due, ident, pos >> 32, pos & OFFSET_MASK)
-                    for due, ident, pos in items)
-    max_id = max((ident for _, ident, _ in items), default=0)
-    header = _RUN_HEADER.pack(_RUN_MAGIC, len(items), covers[0], covers[1], max_id,
-                              zlib.crc32(body))
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, header + body)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return header + body
-
-
-def _read_run_header(path: Path) -> tuple[int, tuple[int, int], Key, int] | None:
-    """(count, covers, largest key, largest id) of an intact run, else None."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if len(data) < _RUN_HEADER.size:
-        return None
-    magic, count, seg, pos, max_id, crc = _RUN_HEADER.unpack_from(data)
-    body = data[_RUN_HEADER.size:]
-    if magic != _RUN_MAGIC or len(body) != count * _ENTRY.size or zlib.crc32(body) != crc:
-        return None
-    last = _ENTRY.unpack_from(body, len(body) - _ENTRY.size)[:2] if count else NONE
-    return count, (seg, pos), (last[0], last[1]), max_id
-
-
-class _Mark:
-    """The WATERMARK file as a ``Flushable``: rewritten in place, fsynced by the group
-    commit."""
-
-    __slots__ = ("path", "_fd", "_pending")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self._pending: bytes | None = None
-
-    def set(self, key: Key) -> None:
-        self._pending = _pack_mark(key)
-
-    def flush(self) -> None:
-        if self._pending is not None and self._fd >= 0:
-            os.pwrite(self._fd, self._pending, 0)
-            self._pending = None
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            try:
-                self.flush()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
-
-
-class DelayStore:
+class DelayStore(Recovery):
     def __init__(self, directory: str | os.PathLike[str], *, durable: bool = True,
                  group_commit: GroupCommit | None = None, clock: Callable[[], float] = time.time,
                  memtable: int = MEMTABLE, roll_size: int = ROLL_SIZE,
@@ -252,7 +110,7 @@ class DelayStore:
         self._open_max: Key = NONE            # the largest key of the segment being written
         self._heap: list[Item] = []           # memtable, for routing
         self._appended: list[Item] = []       # memtable, for the next run
-        self._runs: list[_Run] = []
+        self._runs: list[Run] = []
         self._run_heap: list[tuple[float, int, int]] = []  # (due, id, run index) of run heads
         self._next_run = 1
         self._next_seg = 1
@@ -264,7 +122,7 @@ class DelayStore:
         self._scanned_id = 0     # recovery: the largest id a segment scan saw
         self._fds: dict[int, int] = {}
         self._closed = False
-        self._mark = _Mark(self.directory / WATERMARK)
+        self._mark = MarkFile(self.directory / WATERMARK)
         if durable:
             self._recover()
         self.first_id = self.next_id
@@ -329,8 +187,8 @@ class DelayStore:
         self._writer = None
 
     def _write_dmx(self, seg_id: int, key: Key) -> None:
-        data = _pack_mark(key)
-        path = self.directory / _dmx_name(seg_id)
+        data = pack_mark(key)
+        path = self.directory / dmx_name(seg_id)
         path.write_bytes(data)
         if self._sink is not None:
             self._sink.rewrite(str(path), data)
@@ -345,16 +203,16 @@ class DelayStore:
         run_id = self._next_run
         self._next_run += 1
         path = self.directory / run_name(run_id)
-        data = _write_run(path, items, covers)
+        data = write_run(path, items, covers)
         if self._sink is not None:
             self._sink.rewrite(str(path), data)
-        run = _Run(path, run_id, len(items), covers, items[-1][:2] if items else NONE)
+        run = Run(path, run_id, len(items), covers, items[-1][:2] if items else NONE)
         run.skip_to(self.watermark)
         self._appended = []
         self._heap = []  # every key in it is in the run now
         self._add_run(run)
 
-    def _add_run(self, run: _Run) -> None:
+    def _add_run(self, run: Run) -> None:
         self._runs.append(run)
         head = run.head()
         if head is not None:
@@ -428,7 +286,7 @@ class DelayStore:
                 source, limit = writer.read, writer.size
             else:
                 fd = self._fd(seg_id)
-                source, limit = partial(_pread, fd), os.fstat(fd).st_size
+                source, limit = partial(pread, fd), os.fstat(fd).st_size
             record = SegmentReader(source, position, 4096).next(limit)
         except (OSError, RecordError) as exc:
             log.error("%s: delayed message %d unreadable: %s", self.directory, item[1], exc)
@@ -480,7 +338,7 @@ class DelayStore:
                 fd = self._fds.pop(seg_id, None)
                 if fd is not None:
                     os.close(fd)
-                self._unlink(segment_name(seg_id), _dmx_name(seg_id))
+                self._unlink(segment_name(seg_id), dmx_name(seg_id))
         if any(run.last <= key for run in self._runs):
             keep = [run for run in self._runs if run.last > key]
             for run in self._runs:
@@ -558,118 +416,6 @@ class DelayStore:
 
     def __iter__(self) -> Iterator[DelayedMessage]:
         return iter(())
-
-    # ---- recovery ----------------------------------------------------------------------
-    def _recover(self) -> None:
-        directory = self.directory
-        try:
-            mark = _unpack_mark((directory / WATERMARK).read_bytes())
-        except OSError:
-            mark = None
-        self.watermark = self.durable_watermark = mark or NONE
-        names = os.listdir(directory)
-        seg_ids = sorted(int(n[:-4]) for n in names if n.endswith(".seg") and n[:-4].isdigit())
-        run_ids = sorted(int(n[4:]) for n in names if n.startswith("run-") and n[4:].isdigit())
-        for name in names:
-            stale = name.endswith(".tmp") or (name.endswith(".dmx") and (
-                not name[:-4].isdigit() or int(name[:-4]) not in seg_ids))
-            if stale:
-                os.unlink(directory / name)
-        self._next_seg = (seg_ids[-1] + 1) if seg_ids else 1
-        self._next_run = (run_ids[-1] + 1) if run_ids else 1
-        max_id = max(self.watermark[1], 0)
-        runs: list[_Run] = []
-        intact = True
-        for run_id in run_ids:
-            path = directory / run_name(run_id)
-            header = _read_run_header(path)
-            if header is None:
-                intact = False
-                break
-            count, covers, last, run_max = header
-            runs.append(_Run(path, run_id, count, covers, last))
-            max_id = max(max_id, run_max)
-        if not intact:  # a run was cut by a crash: start over from the log itself
-            log.warning("%s: a sorted run is damaged, rebuilding the index from the log",
-                        directory)
-            for run_id in run_ids:
-                self._unlink(run_name(run_id))
-            runs = []
-        # Every record before ``covers`` is in a run; the rest is scanned into the memtable.
-        covers = max((run.covers for run in runs), default=(0, 0))
-        for seg_id in seg_ids:
-            key = None
-            if seg_id < covers[0]:  # in the runs: only its largest key is wanted
-                try:
-                    key = _unpack_mark((directory / _dmx_name(seg_id)).read_bytes())
-                except OSError:
-                    pass
-                if key is None:
-                    key = self._scan(seg_id, -1)
-            else:
-                key = self._scan(seg_id, covers[1] if seg_id == covers[0] else 0)
-            if key is None or key <= self.durable_watermark:
-                self._unlink(segment_name(seg_id), _dmx_name(seg_id))
-                continue
-            self._seg_max[seg_id] = key
-        max_id = max(max_id, self._scanned_id)  # ids grow in append order: scans saw the last
-        for run in runs:
-            if run.last <= self.durable_watermark:
-                self._unlink(run.path.name)
-                continue
-            run.skip_to(self.watermark)
-            self._count += run.remaining
-            self._add_run(run)
-        self.next_id = max_id + 1
-        if self._appended:  # what the scan found, as a run: the next recovery need not scan
-            self._flush_memtable((self._next_seg, 0))
-
-    def _scan(self, seg_id: int, start: int) -> Key | None:
-        """Scan a segment: its largest key; records at or after ``start`` (a position, -1:
-        none) that are not routed go to the memtable. A torn tail is cut off."""
-        path = self.directory / segment_name(seg_id)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        largest: Key | None = None
-        try:
-            size = os.fstat(fd).st_size
-            if not check_header(os.pread(fd, FILE_HEADER_SIZE, 0), path):
-                return None
-            reader = SegmentReader(partial(_pread, fd), FILE_HEADER_SIZE, 256 * 1024)
-            valid = FILE_HEADER_SIZE
-            while True:
-                try:
-                    record = reader.next(size)
-                except RecordError as exc:
-                    log.warning("%s: truncating %d bytes after offset %d (%s)", path,
-                                size - valid, valid, exc)
-                    break
-                if record is None:
-                    break
-                position = reader.record_offset
-                valid = reader.offset
-                _, flags, ident, due, *_rest = record
-                key = (due, ident)
-                self._scanned_id = max(self._scanned_id, ident)
-                if largest is None or key > largest:
-                    largest = key
-                if start >= 0 and position >= start and key > self.durable_watermark and \
-                        flags & F_PERSISTENT:
-                    item = (due, ident, (seg_id << 32) | position)
-                    heapq.heappush(self._heap, item)
-                    self._appended.append(item)
-                    self._count += 1
-                    if len(self._appended) >= self._memtable_cap:
-                        self._flush_memtable((seg_id, valid))
-            if valid < size:
-                os.ftruncate(fd, valid)
-                if self._sink is not None:
-                    self._sink.truncate(str(path), valid)
-        finally:
-            os.close(fd)
-        if largest is not None:
-            self._write_dmx(seg_id, largest)
-        return largest
-
 
 class MemoryDelayStore:
     """The same contract in RAM, for a delayed exchange without a data directory (tests)."""

@@ -4,9 +4,9 @@ On the segment store's files: ``NNNNNNNN.seg`` segments written by ``SegmentWrit
 as in ``record``, with ``seq`` = the message's offset and the ``f64`` field = its append time,
 ``time.time()`` seconds), plus per segment a sparse index ``NNNNNNNN.six`` of fixed entries
 ``[offset u64][position u32][timestamp f64]``, one for the first record and then one every
-``index_every`` records, appended as the segment grows. ``STREAM`` (msgpack) keeps the next
-offset whenever retention deletes segments, so offsets never go back even if every record
-left was lost.
+``INDEX_EVERY`` records, appended as the segment grows (``stream_segment``). ``STREAM``
+(msgpack) keeps the next offset whenever retention deletes segments, so offsets never go back
+even if every record left was lost.
 
 Invariants:
 - Offsets are consecutive and never reused: a record's offset names it for the life of the
@@ -19,9 +19,9 @@ Invariants:
   unless a crash came in between (recovery removes such an empty file).
 - Recovery trusts a sparse index entry only when it points inside the valid part of its
   segment, then scans (CRC-checked) from the last trusted entry: the work is bounded by
-  ``index_every`` records per segment plus the torn tail, which is truncated away.
+  ``INDEX_EVERY`` records per segment plus the torn tail, which is truncated away.
 - Nothing per message stays in RAM: per segment a few counters and the sparse index arrays
-  (24 bytes per ``index_every`` records). Readers hold one read-ahead buffer each.
+  (20 bytes per ``INDEX_EVERY`` records). Readers hold one read-ahead buffer each.
 - Loop-thread only. Appends are buffered and handed to the kernel by the group commit (the
   writer is touched for fsync: confirms of stream publishes wait for it).
 """
@@ -32,12 +32,10 @@ import bisect
 import logging
 import os
 import shutil
-import struct
 import time
-from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -45,12 +43,20 @@ from .record import F_PERSISTENT, RecordError
 from .segment import (
     DEFAULT_WRITE_BUFFER,
     FILE_HEADER_SIZE,
-    SegmentFormatError,
     SegmentReader,
     SegmentWriter,
     Source,
-    check_header,
     segment_name,
+)
+from .stream_segment import (
+    INDEX_EVERY,
+    READ_AHEAD,
+    IndexFile,
+    StreamRecord,
+    StreamSegment,
+    index_name,
+    recover_segment,
+    stream_file_id,
 )
 from .sync import DirectoryHandle, GroupCommit
 
@@ -60,120 +66,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_SIZE = 500_000_000  # RabbitMQ's x-stream-max-segment-size-bytes default
-INDEX_EVERY = 256
 META_NAME = "STREAM"
-_ENTRY = struct.Struct("<QId")
-READ_AHEAD = 128 * 1024
 
-
-def index_name(seg_id: int) -> str:
-    return f"{seg_id:08d}.six"
-
-
-def _stream_file_id(name: str) -> int | None:
-    """The segment id in ``00000042.seg`` / ``.six``, else None."""
-    stem, dot, ext = name.partition(".")
-    if not dot or ext not in ("seg", "six") or not stem.isdigit():
-        return None
-    return int(stem)
-
-
-class StreamRecord(NamedTuple):
-    offset: int
-    timestamp: float
-    persistent: bool
-    exchange: str
-    routing_key: str
-    properties: bytes
-    body: bytes
-
-
-class StreamSegment:
-    """One segment's counters and sparse index (the only per-segment state in RAM)."""
-
-    __slots__ = ("id", "first", "next", "end", "first_ts", "last_ts", "sealed", "idx_offsets",
-                 "idx_positions", "idx_times", "since_index")
-
-    def __init__(self, seg_id: int) -> None:
-        self.id = seg_id
-        self.first = -1          # offset of its first record (-1: none yet)
-        self.next = -1           # offset after its last record
-        self.end = FILE_HEADER_SIZE  # file position after its last record
-        self.first_ts = 0.0
-        self.last_ts = 0.0
-        self.sealed = False
-        self.idx_offsets = array("Q")
-        self.idx_positions = array("I")
-        self.idx_times = array("d")
-        self.since_index = 0
-
-    @property
-    def count(self) -> int:
-        return self.next - self.first if self.first >= 0 else 0
-
-    def add(self, offset: int, position: int, end: int, timestamp: float) -> bool:
-        """Account one record; True when it gets a sparse index entry."""
-        if self.first < 0:
-            self.first, self.first_ts = offset, timestamp
-        self.next = offset + 1
-        self.end = end
-        self.last_ts = timestamp
-        if self.since_index == 0:
-            self.idx_offsets.append(offset)
-            self.idx_positions.append(position)
-            self.idx_times.append(timestamp)
-            indexed = True
-        else:
-            indexed = False
-        self.since_index = (self.since_index + 1) % INDEX_EVERY
-        return indexed
-
-    def position_of(self, offset: int) -> int:
-        """A file position at or before the record with ``offset`` (sparse index lookup)."""
-        i = bisect.bisect_right(self.idx_offsets, offset) - 1
-        return self.idx_positions[i] if i >= 0 else FILE_HEADER_SIZE
-
-    def position_at_time(self, timestamp: float) -> tuple[int, int]:
-        """(position, offset) of an indexed record at or before the first one stamped
-        ``timestamp`` or later."""
-        i = bisect.bisect_left(self.idx_times, timestamp) - 1
-        if i < 0:
-            return FILE_HEADER_SIZE, self.first
-        return self.idx_positions[i], self.idx_offsets[i]
-
-    def __repr__(self) -> str:
-        return (f"StreamSegment({self.id}, offsets {self.first}..{self.next}, end={self.end}, "
-                f"sealed={self.sealed})")
-
-
-class _IndexFile:
-    """The sparse index file being appended to, as a ``Flushable`` for the group commit."""
-
-    __slots__ = ("path", "_fd", "_buf")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        self._buf = bytearray()
-
-    def add(self, offset: int, position: int, timestamp: float) -> None:
-        self._buf += _ENTRY.pack(offset, position, timestamp)
-
-    def flush(self) -> None:
-        if self._buf and self._fd >= 0:
-            written = os.write(self._fd, self._buf)
-            del self._buf[:written]
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            try:
-                self.flush()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
+__all__ = ["DEFAULT_SEGMENT_SIZE", "INDEX_EVERY", "META_NAME", "StreamLog", "StreamReader",
+           "StreamRecord", "StreamSegment", "index_name"]
 
 
 class StreamLog:
@@ -200,7 +96,7 @@ class StreamLog:
         self._dirh = DirectoryHandle(self.directory)
         self.segments: list[StreamSegment] = []
         self._writer: SegmentWriter | None = None
-        self._index: _IndexFile | None = None
+        self._index: IndexFile | None = None
         self._closed = False
         self.next_offset = 0
         self.last_chunk = -1   # first offset of the newest chunk (a batch appended together)
@@ -289,7 +185,7 @@ class StreamLog:
         self._writer = writer
         seg = StreamSegment(writer.seg_id)
         self.segments.append(seg)
-        self._index = _IndexFile(self.directory / index_name(writer.seg_id))
+        self._index = IndexFile(self.directory / index_name(writer.seg_id))
         if self._gc is not None:
             self._gc.touch(self._dirh)
         return writer
@@ -464,14 +360,14 @@ class StreamLog:
         except (OSError, ValueError, TypeError, AttributeError, msgpack.UnpackException):
             pass
         ids = sorted({i for name in os.listdir(self.directory)
-                      if (i := _stream_file_id(name)) is not None})
+                      if (i := stream_file_id(name)) is not None})
         for seg_id in ids:
             self._next_id = max(self._next_id, seg_id + 1)
             path = self.directory / segment_name(seg_id)
             if not path.exists():
                 self._unlink(StreamSegment(seg_id))
                 continue
-            seg = self._recover_segment(seg_id, path)
+            seg = recover_segment(self.directory, seg_id, path, self._sink)
             if seg is None:
                 self._unlink(StreamSegment(seg_id))
                 continue
@@ -481,78 +377,6 @@ class StreamLog:
         self.next_offset = max(last, meta_next)
         if self.segments:
             self.last_chunk = self.segments[-1].next - 1
-
-    def _recover_segment(self, seg_id: int, path: Path) -> StreamSegment | None:
-        """Counters and sparse index of one segment; None when it holds no record."""
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                if not check_header(os.pread(fd, FILE_HEADER_SIZE, 0), path):
-                    return None
-            except SegmentFormatError:
-                log.error("%s: not a stream segment, left alone", path)
-                return None
-            entries = [e for e in self._read_index(seg_id) if e[1] < size]
-            while True:
-                # rebuild from the trusted index entries, then scan from the last of them
-                seg = StreamSegment(seg_id)
-                start = entries[-1][1] if entries else FILE_HEADER_SIZE
-                for offset, position, ts in entries[:-1]:
-                    if seg.first < 0:
-                        seg.first, seg.first_ts = offset, ts
-                    seg.idx_offsets.append(offset)
-                    seg.idx_positions.append(position)
-                    seg.idx_times.append(ts)
-                valid = self._scan_into(seg, fd, path, start, size)
-                if seg.next >= 0 or not entries:
-                    break
-                entries.pop()  # the last indexed record is torn: back off one entry
-            if valid < size:
-                os.ftruncate(fd, valid)
-                if self._sink is not None:
-                    self._sink.truncate(str(path), valid)
-            seg.end = valid
-        finally:
-            os.close(fd)
-        self._rewrite_index(seg)
-        return seg if seg.first >= 0 else None
-
-    @staticmethod
-    def _scan_into(seg: StreamSegment, fd: int, path: Path, start: int, size: int) -> int:
-        """Add the valid records from ``start`` to ``seg``; the end of the valid part."""
-        reader = SegmentReader(lambda o, n: os.pread(fd, n, o), start, READ_AHEAD)
-        seg.since_index = 0
-        valid = start
-        while True:
-            try:
-                record = reader.next(size)
-            except RecordError as exc:
-                log.warning("%s: truncating %d bytes after offset %d (%s)", path,
-                            size - valid, valid, exc)
-                return valid
-            if record is None:
-                return valid
-            position = reader.record_offset
-            valid = reader.offset
-            seg.add(record[2], position, valid, record[3])
-
-    def _read_index(self, seg_id: int) -> list[tuple[int, int, float]]:
-        try:
-            data = (self.directory / index_name(seg_id)).read_bytes()
-        except FileNotFoundError:
-            return []
-        usable = len(data) - len(data) % _ENTRY.size
-        return [_ENTRY.unpack_from(data, pos) for pos in range(0, usable, _ENTRY.size)]
-
-    def _rewrite_index(self, seg: StreamSegment) -> None:
-        data = b"".join(_ENTRY.pack(o, p, t) for o, p, t in
-                        zip(seg.idx_offsets, seg.idx_positions, seg.idx_times, strict=True))
-        path = self.directory / index_name(seg.id)
-        path.write_bytes(data)
-        if self._sink is not None:
-            self._sink.rewrite(str(path), data)
-
 
 class StreamReader:
     """Reads records in offset order from ``offset`` on; ``next()`` is None at the end of the
