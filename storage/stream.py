@@ -339,6 +339,8 @@ class StreamLog:
             self._sink.delete(str(self.directory))
 
     # ---- QueueStore compatibility (the queue engine reads these) -----------------------
+    in_memory = 0  # no message is held in RAM
+
     def set_mode(self, mode: str) -> None:
         """x-queue-mode does not apply to a stream."""
 

@@ -14,6 +14,7 @@ from broker.amqp.ack_timeout import timeout_of
 from broker.amqp.session import open_sessions
 from broker.core import definitions_json
 from broker.core.naming import cluster_name, node_name
+from broker.core.stream_queue import StreamQueue
 from protocol import properties as props_codec
 
 if TYPE_CHECKING:
@@ -129,7 +130,22 @@ def queue(server: Server, q: Queue, unacked: dict[int, int]) -> dict:
         "recoverable_slaves": None, "reductions": 0, "reductions_details": rate(),
         "single_active_consumer_tag": None, "state": "running", "storage_version": 1,
         "type": q.arguments.get("x-queue-type", "classic"), "vhost": q.vhost,
+        **(_stream(q) if isinstance(q, StreamQueue) else {}),
     }
+
+
+def _stream(q: StreamQueue) -> dict:
+    """What RabbitMQ 3.13 adds for a stream (members, readers, committed offset, segments),
+    plus its size on disk and the range of offsets it holds."""
+    log = q.log
+    node = node_name()
+    last = log.last_offset
+    return {"members": [node], "online": [node], "leader": node,
+            "readers": {node: len(q.consumers)}, "segments": log.segment_count,
+            "committed_offset": last if last >= 0 else None,
+            "first_offset": log.first_offset if last >= 0 else None,
+            "last_offset": last if last >= 0 else None, "message_bytes": log.bytes,
+            "message_bytes_ready": log.bytes, "messages_persistent": len(log)}
 
 
 def _owner(session: Session) -> dict:
