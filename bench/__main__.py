@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "-n",
         "--messages",
         type=int,
-        help="messages per throughput scenario (default 200000; lazy-backlog: 1000000)",
+        help="messages per throughput scenario (default 200000; lazy-backlog, stream: "
+        "1000000)",
     )
     parser.add_argument("--size", type=int, default=1024, help="body size in bytes")
     parser.add_argument("--batch", type=int, default=500, help="messages per sendall")

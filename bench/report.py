@@ -66,6 +66,11 @@ def render_table(
             f"lazy-backlog: {opts.backlog_messages:,} persistent messages x {opts.size} B, "
             f"drain prefetch {opts.backlog_prefetch}"
         )
+    if "stream" in scenarios:
+        lines.append(
+            f"stream: {opts.backlog_messages:,} messages x {opts.size} B, 1 publisher with "
+            f"confirms, then 3 consumers from first, prefetch {opts.backlog_prefetch}"
+        )
     lines.append("")
     for i, row in enumerate(rows):
         cells = [

@@ -36,6 +36,7 @@ from bench.common import (
     fmt_rate,
     merge,
 )
+from bench.stream import STREAM_METRICS, run_stream
 from bench.workers import Job
 
 __all__ = ["ALL_SCENARIOS", "DEFAULT_CMD", "DEFAULT_SCENARIOS", "METRICS", "Metric", "Options",
@@ -43,7 +44,8 @@ __all__ = ["ALL_SCENARIOS", "DEFAULT_CMD", "DEFAULT_SCENARIOS", "METRICS", "Metr
 
 THROUGHPUT = ("no-ack", "manual-ack", "persistent-confirms", "priority")
 DEFAULT_SCENARIOS = ("no-ack", "manual-ack", "cold-start", "idle-rss")
-ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "persistent-confirms", "priority", "lazy-backlog")
+ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "persistent-confirms", "priority", "lazy-backlog",
+                 "stream")
 
 
 METRICS = (
@@ -62,6 +64,7 @@ METRICS = (
     Metric("cold-start.median", "cold start to open-ok (median)", "s", False),
     Metric("idle-rss.mb", "idle RSS", "MB", False),
     *BACKLOG_METRICS,
+    *STREAM_METRICS,
 )
 
 
@@ -210,6 +213,8 @@ def run_target(target: Target, scenarios: list[str], opts: Options, log: Log) ->
         _run_spawned_target(scenarios, opts, log, res)
     if "lazy-backlog" in scenarios:  # its own fresh broker (spawned) or queue (url)
         merge(res, run_lazy_backlog(target.url, opts, log))
+    if "stream" in scenarios:  # likewise
+        merge(res, run_stream(target.url, opts, log))
     return res
 
 

@@ -63,6 +63,7 @@ class Job:
     priorities: bool = False
     seed: int = 42
     timeout: float = 300.0
+    consume_arguments: dict[str, Any] | None = None  # basic.consume arguments (streams)
 
 
 def make_payload(size: int) -> bytes:
@@ -241,7 +242,7 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
     """Consume ``job.messages`` deliveries; ack each one individually unless no_ack."""
     if not job.no_ack:
         conn.basic_qos(CHANNEL, job.prefetch)
-    conn.basic_consume(CHANNEL, job.queue, CONSUMER_TAG, job.no_ack)
+    conn.basic_consume(CHANNEL, job.queue, CONSUMER_TAG, job.no_ack, job.consume_arguments)
     ready.set()
     sock, n, ack, want_prio = conn.sock, job.messages, not job.no_ack, job.priorities
     unpack_hdr, unpack_mid, unpack_tag = (
@@ -322,7 +323,7 @@ def run_worker(role: str, job: Job, results: Queue[Any], ready: Event) -> None:
     try:
         conn = Connection(job.url, timeout=job.timeout, product=f"bench-{role}")
         conn.channel_open(CHANNEL)
-        if role == "consumer":
+        if role.startswith("consumer"):  # "consumer", or "consumer-2" when there are more
             result = consume(conn, job, ready)
         elif job.confirm_window > 0:
             result = publish_confirms(conn, job)
