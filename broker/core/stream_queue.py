@@ -137,7 +137,17 @@ class StreamQueue(Queue):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._readers: dict[Consumer, _Reader] = {}
+        self._raw: dict[str, bytes] = {}  # exchange / routing key -> wire shortstr, reused
         super().__init__(*args, **kwargs)
+
+    def _shortstr(self, text: str) -> bytes:
+        raw = self._raw.get(text)
+        if raw is None:
+            if len(self._raw) > 4096:
+                self._raw.clear()
+            data = text.encode()
+            raw = self._raw[text] = bytes((len(data),)) + data
+        return raw
 
     @property
     def log(self) -> StreamLog:
@@ -312,5 +322,6 @@ class StreamQueue(Queue):
                     return None, skipped
                 continue
             message = Message(record.exchange, record.routing_key, record.properties,
-                              record.body, record.persistent)
+                              record.body, record.persistent, self._shortstr(record.exchange),
+                              self._shortstr(record.routing_key))
             return Entry(record.offset, message), skipped
