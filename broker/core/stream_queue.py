@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol import properties, tables
 from protocol.errors import NotImplemented_, PreconditionFailed
+from protocol.tables import Table
 from storage.message import Entry, Message
 
 from .queue import BUDGET, Consumer, Queue
@@ -83,7 +84,7 @@ def _where(queue: Queue) -> str:
     return f"queue '{queue.name}' in vhost '{queue.vhost}'"
 
 
-def check_declare(name: str, vhost: str, arguments: dict) -> None:
+def check_declare(name: str, vhost: str, arguments: Table) -> None:
     """Refuse the queue arguments a stream does not support."""
     for key in REFUSED_ARGS:
         if key in arguments:
@@ -210,7 +211,7 @@ class StreamQueue(Queue):
 
     # ---- consumers ---------------------------------------------------------------------
     def check_consumer(self, prefetch: int, global_prefetch: int, no_ack: bool,
-                       arguments: dict) -> None:
+                       arguments: Table) -> None:
         """RabbitMQ's refusals of a stream consumer, in its order."""
         if not prefetch:
             raise PreconditionFailed(

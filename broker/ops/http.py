@@ -16,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from broker.node.startup import port_error
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from broker.node.node import Node
+
+    from .mgmt.sampler import Sampler
 
 log = logging.getLogger("broker.http")
 
@@ -34,7 +38,8 @@ def _import_all() -> None:
 
 class HttpService:
     def __init__(self) -> None:
-        self.runners: list[Any] = []
+        self.runners: list[web.AppRunner] = []
+        self.sampler: Sampler | None = None  # the management sampler, when it runs
 
     async def start(self, node: Node) -> None:
         cfg = node.config
@@ -42,11 +47,14 @@ class HttpService:
             return
         await asyncio.get_running_loop().run_in_executor(None, _import_all)
         from .mgmt.app import build_app
+        from .mgmt.util import SAMPLER_KEY
 
         if cfg.management_port is not None:
+            app = build_app(node)
             runner, node.management_port = await self._serve(
-                node, build_app(node), cfg.management_host or cfg.host, "management_port",
+                node, app, cfg.management_host or cfg.host, "management_port",
                 "the management API", "Management plugin")
+            self.sampler = app[SAMPLER_KEY]
         if cfg.prometheus_port is not None:
             runner, node.prometheus_port = await self._serve(
                 node, metrics_app(node), cfg.prometheus_host or cfg.host, "prometheus_port",
@@ -58,8 +66,8 @@ class HttpService:
         self.runners.clear()
 
 
-    async def _serve(self, node: Node, app: Any, host: str, field: str, purpose: str,
-                     what: str) -> tuple[Any, int]:
+    async def _serve(self, node: Node, app: web.Application, host: str, field: str,
+                     purpose: str, what: str) -> tuple[web.AppRunner, int]:
         from aiohttp import web
 
         port = getattr(node.config, field)
@@ -72,12 +80,13 @@ class HttpService:
             await runner.cleanup()
             raise port_error(node.config, field, purpose, host, port, exc) from None
         self.runners.append(runner)
+        # aiohttp keeps the site's asyncio.Server private (Optional until start() returned)
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
         return runner, bound
 
 
-def metrics_app(node: Node) -> Any:
+def metrics_app(node: Node) -> web.Application:
     from aiohttp import web
 
     from . import metrics

@@ -6,7 +6,7 @@ store).
 """
 
 from . import consistent_hash, dedup, delayed, standard
-from .base import EXCHANGE_TYPES, Binding, Exchange, args_key, register
+from .base import EXCHANGE_TYPES, Binding, Destination, Exchange, args_key, register
 
-__all__ = ["EXCHANGE_TYPES", "Binding", "Exchange", "args_key", "consistent_hash", "dedup",
-           "delayed", "register", "standard"]
+__all__ = ["EXCHANGE_TYPES", "Binding", "Destination", "Exchange", "args_key",
+           "consistent_hash", "dedup", "delayed", "register", "standard"]

@@ -12,13 +12,30 @@ and ``route_message`` for types that need more than the routing key and headers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
+
+from protocol.tables import Table
+
+from ..jsondoc import JSONObject
 
 EXCHANGE_TYPES: dict[str, type[Exchange]] = {}
 
 
-def register(name: str):  # type: ignore[no-untyped-def]
+class Destination(Protocol):
+    """Where a binding leads: a Queue or an Exchange (the vhost tells them apart). A protocol,
+    so that this module need not import the queue's."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def vhost(self) -> str: ...
+    @property
+    def durable(self) -> bool: ...
+
+
+def register(name: str) -> Callable[[type[Exchange]], type[Exchange]]:
     def wrap(cls: type[Exchange]) -> type[Exchange]:
         cls.type_name = name
         EXCHANGE_TYPES[name] = cls
@@ -26,7 +43,7 @@ def register(name: str):  # type: ignore[no-untyped-def]
     return wrap
 
 
-def args_key(arguments: dict | None) -> str:
+def args_key(arguments: Table | None) -> str:
     """A canonical, hashable form of binding arguments (bindings differ by their args)."""
     if not arguments:
         return ""
@@ -36,17 +53,17 @@ def args_key(arguments: dict | None) -> str:
 @dataclass(frozen=True, slots=True)
 class Binding:
     source: str
-    destination: Any  # Queue or Exchange
+    destination: Destination
     routing_key: str
     key: str = ""
-    arguments: dict = field(default_factory=dict, compare=False, hash=False)
+    arguments: Table = field(default_factory=dict, compare=False, hash=False)
 
 
 class Exchange:
     type_name: ClassVar[str] = ""
 
     def __init__(self, vhost: str, name: str, durable: bool = False, auto_delete: bool = False,
-                 internal: bool = False, arguments: dict | None = None) -> None:
+                 internal: bool = False, arguments: Table | None = None) -> None:
         self.vhost = vhost
         self.name = name
         self.durable = durable
@@ -55,8 +72,9 @@ class Exchange:
         self.arguments = dict(arguments or {})
         self.bindings: dict[tuple[int, str, str], Binding] = {}
         self.incoming: set[Binding] = set()  # e2e bindings where this is the destination
-        self._cache: dict[str, frozenset] = {}
-        self.policy: dict = {}
+        self._cache: dict[str, frozenset[Destination]] = {}
+        self.policy: JSONObject = {}
+        self.policy_name: str | None = None
 
     @property
     def alternate_exchange(self) -> str | None:
@@ -86,7 +104,7 @@ class Exchange:
     def _on_unbind(self, binding: Binding) -> None:
         """Drop the binding from the index."""
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         raise NotImplementedError
 
     def needs_headers(self) -> bool:
@@ -96,18 +114,20 @@ class Exchange:
     #: True when routing needs the raw properties: the vhost calls ``route_message``.
     needs_properties = False
 
-    def route_message(self, routing_key: str, headers: dict | None, props: bytes) -> frozenset:
+    def route_message(self, routing_key: str, headers: Table | None,
+                      props: bytes) -> frozenset[Destination]:
         return self.route(routing_key, headers)
 
     @classmethod
-    def check_arguments(cls, arguments: dict) -> None:
+    def check_arguments(cls, arguments: Table) -> None:
         """Refuse a declare whose arguments this type cannot work with (raise an AMQPError)."""
 
-    def check_binding(self, destination: Any, routing_key: str, arguments: dict) -> None:
+    def check_binding(self, destination: Destination, routing_key: str,
+                      arguments: Table) -> None:
         """Refuse a binding this type cannot use (raise an AMQPError)."""
 
-    def attach(self, vhost: Any) -> None:
-        """Declared in ``vhost`` (a ``VirtualHost``): open whatever state the type keeps."""
+    def attach(self, vhost: Any) -> None:  # Any: a VirtualHost (core imports no vhost here)
+        """Declared in ``vhost``: open whatever state the type keeps."""
 
     def detach(self) -> None:
         """Deleted: drop the type's state for good."""

@@ -26,8 +26,9 @@ from typing import Any
 
 from protocol import properties
 from protocol.errors import PreconditionFailed
+from protocol.tables import Table
 
-from .base import Binding, Exchange, register
+from .base import Binding, Destination, Exchange, register
 
 HASH_PROPERTIES = {"message_id": 0x0080, "correlation_id": 0x0400, "timestamp": 0x0040}
 _MISSING = b"\x00undefined"
@@ -81,7 +82,7 @@ class ConsistentHashExchange(Exchange):
         return self._header is not None
 
     @classmethod
-    def check_arguments(cls, arguments: dict) -> None:
+    def check_arguments(cls, arguments: Table) -> None:
         header, prop = arguments.get("hash-header"), arguments.get("hash-property")
         if header is not None and prop is not None:
             raise PreconditionFailed("hash-header and hash-property are mutually exclusive")
@@ -90,7 +91,7 @@ class ConsistentHashExchange(Exchange):
         if prop is not None and (not isinstance(prop, str) or prop not in HASH_PROPERTIES):
             raise PreconditionFailed(f"Unsupported property: {prop}")
 
-    def check_binding(self, destination: Any, routing_key: str, arguments: dict) -> None:
+    def check_binding(self, destination: Any, routing_key: str, arguments: Table) -> None:
         if not _INTEGER.fullmatch(routing_key):
             raw = routing_key.replace("\\", "\\\\").replace('"', '\\"')
             term = f'<<"{raw}">>' if raw else "<<>>"  # Erlang's ~p of the binary
@@ -117,7 +118,7 @@ class ConsistentHashExchange(Exchange):
         return len(self._ring)
 
     # ---- routing -------------------------------------------------------------------------
-    def _pick(self, data: bytes) -> frozenset:
+    def _pick(self, data: bytes) -> frozenset[Destination]:
         ring = self._ring
         if not ring:
             return frozenset()
@@ -125,12 +126,13 @@ class ConsistentHashExchange(Exchange):
             return frozenset(ring)
         return frozenset((ring[jump_hash(stable_hash(data), len(ring))],))
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         if self._header is not None:
             return self._pick(value_bytes((headers or {}).get(self._header)))
         return self._pick(routing_key.encode())
 
-    def route_message(self, routing_key: str, headers: dict | None, props: bytes) -> frozenset:
+    def route_message(self, routing_key: str, headers: Table | None,
+                      props: bytes) -> frozenset[Destination]:
         flag = self._property
         if flag is None:
             return self.route(routing_key, headers)

@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.errors import PreconditionFailed
+from protocol.tables import Table
 from storage.keycache import KeyCache
 
 from ..dedup import HEADER, TTL_HEADER, key_of
-from .base import Exchange, register
+from .base import Destination, Exchange, register
 
 
 def _positive(value: Any) -> int | None:
@@ -51,7 +52,7 @@ class DedupExchange(Exchange):
         return self.arguments.get("x-cache-persistence") in ("disk", b"disk")
 
     @classmethod
-    def check_arguments(cls, arguments: dict) -> None:
+    def check_arguments(cls, arguments: Table) -> None:
         if _positive(arguments.get("x-cache-size")) is None:
             raise PreconditionFailed("Missing or invalid argument, 'x-cache-size' must be an "
                                      "integer greater than 0")
@@ -84,7 +85,7 @@ class DedupExchange(Exchange):
     def needs_headers(self) -> bool:
         return True
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         if headers:
             key = key_of(headers.get(HEADER))
             if key is not None:

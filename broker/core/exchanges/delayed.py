@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from protocol import properties, tables
 from protocol.errors import CommandInvalid, PreconditionFailed
+from protocol.tables import Table
 from storage.delayed import MemoryDelayStore
 from storage.message import Message
 
 from ..queue import Queue
-from .base import EXCHANGE_TYPES, Binding, Exchange, register
+from .base import EXCHANGE_TYPES, Binding, Destination, Exchange, register
 
 if TYPE_CHECKING:
     from storage.delayed import DelayStore
@@ -40,7 +41,7 @@ BATCH = 1000
 TYPE_ARG = "x-delayed-type"
 
 
-def delay_of(headers: dict | None) -> int | None:
+def delay_of(headers: Table | None) -> int | None:
     """The x-delay header in ms when it delays (integers, numeric strings and floats count,
     as in the plugin), else None."""
     if not headers:
@@ -169,7 +170,7 @@ class DelayedExchange(Exchange):
         self.hold: DelayHold | None = None
 
     @classmethod
-    def check_arguments(cls, arguments: dict) -> None:
+    def check_arguments(cls, arguments: Table) -> None:
         kind = arguments.get(TYPE_ARG)
         if not isinstance(kind, str | bytes):
             raise PreconditionFailed("Invalid argument, 'x-delayed-type' must bean existing "
@@ -180,7 +181,7 @@ class DelayedExchange(Exchange):
             raise CommandInvalid(f"{word} exchange type '{kind}'")
         EXCHANGE_TYPES[kind].check_arguments(arguments)
 
-    def check_binding(self, destination: Any, routing_key: str, arguments: dict) -> None:
+    def check_binding(self, destination: Any, routing_key: str, arguments: Table) -> None:
         self.inner.check_binding(destination, routing_key, arguments)
 
     # ---- state ---------------------------------------------------------------------------
@@ -216,12 +217,13 @@ class DelayedExchange(Exchange):
     def needs_headers(self) -> bool:
         return True  # x-delay
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         if self.hold is not None and delay_of(headers) is not None:
             return frozenset((self.hold,))
         return self.inner.route(routing_key, headers)
 
-    def route_message(self, routing_key: str, headers: dict | None, props: bytes) -> frozenset:
+    def route_message(self, routing_key: str, headers: Table | None,
+                      props: bytes) -> frozenset[Destination]:
         if self.hold is not None and delay_of(headers) is not None:
             return frozenset((self.hold,))
         return self.inner.route_message(routing_key, headers, props)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Binding, Exchange, register
+from protocol.tables import Table
+
+from .base import Binding, Destination, Exchange, register
 
 
 @register("direct")
 class DirectExchange(Exchange):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Exchange's, passed through
         super().__init__(*args, **kwargs)
-        self._by_key: dict[str, set] = {}
+        self._by_key: dict[str, set[Destination]] = {}
 
     def _on_bind(self, binding: Binding) -> None:
         self._by_key.setdefault(binding.routing_key, set()).add(binding.destination)
@@ -24,7 +26,7 @@ class DirectExchange(Exchange):
         else:
             self._by_key.pop(binding.routing_key, None)
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         found = self._cache.get(routing_key)
         if found is None:
             found = frozenset(self._by_key.get(routing_key, ()))
@@ -36,7 +38,7 @@ class DirectExchange(Exchange):
 
 @register("fanout")
 class FanoutExchange(Exchange):
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         found = self._cache.get("")
         if found is None:
             found = self._cache[""] = frozenset(b.destination for b in self.bindings.values())
@@ -82,7 +84,7 @@ def _closure(pattern: tuple[str, ...], states: set[int]) -> set[int]:
 
 @register("topic")
 class TopicExchange(Exchange):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Exchange's, passed through
         super().__init__(*args, **kwargs)
         self._patterns: dict[str, tuple[str, ...]] = {}
 
@@ -90,7 +92,7 @@ class TopicExchange(Exchange):
         if binding.routing_key not in self._patterns:
             self._patterns[binding.routing_key] = _words(binding.routing_key)
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         found = self._cache.get(routing_key)
         if found is None:
             words = _words(routing_key)
@@ -103,7 +105,7 @@ class TopicExchange(Exchange):
         return found
 
 
-def _headers_match(binding_args: dict, headers: dict) -> bool:
+def _headers_match(binding_args: Table, headers: Table) -> bool:
     mode = binding_args.get("x-match", "all")
     with_x = mode in ("all-with-x", "any-with-x")
     wanted = [(k, v) for k, v in binding_args.items()
@@ -113,12 +115,12 @@ def _headers_match(binding_args: dict, headers: dict) -> bool:
     return all(_header_equal(headers, k, v) for k, v in wanted)
 
 
-def _header_equal(headers: dict, key: str, value: Any) -> bool:
+def _header_equal(headers: Table, key: str, value: object) -> bool:
     if key not in headers:
         return False
     if value is None:  # a void binding value matches on presence alone
         return True
-    return headers[key] == value
+    return bool(headers[key] == value)
 
 
 @register("headers")
@@ -126,7 +128,7 @@ class HeadersExchange(Exchange):
     def needs_headers(self) -> bool:
         return True
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         headers = headers or {}
         return frozenset(b.destination for b in self.bindings.values()
                          if _headers_match(b.arguments, headers))

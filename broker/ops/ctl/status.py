@@ -3,8 +3,8 @@ built from /api/overview and /api/nodes; ``--formatter json`` prints one JSON ob
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Any
 
 from .client import Client
 from .output import Output
@@ -32,7 +32,7 @@ def _versions(overview: dict) -> str:
             f"{overview.get('python_version', '')}")
 
 
-def status(client: Client, out: Output, args: Any) -> None:
+def status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     node = client.get("/nodes")[0]
     if out.formatter == "json":
@@ -84,7 +84,7 @@ def status(client: Client, out: Output, args: Any) -> None:
         out.line(line)
 
 
-def cluster_status(client: Client, out: Output, args: Any) -> None:
+def cluster_status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     node = client.get("/nodes")[0]
     name, version = node["name"], overview["rabbitmq_version"]
