@@ -31,7 +31,7 @@ from .stats import Counters, retire_consumer
 if TYPE_CHECKING:
     from storage.store import QueueStore
 
-    from .exchanges import Binding
+    from .exchanges.base import Binding
 
 BUDGET = 256
 
