@@ -12,8 +12,8 @@ How it costs nothing per delivery: every ``interval`` seconds a sweep records, p
 ``(last delivery tag so far, now)``. A tag at or below a checkpoint's tag was delivered at or
 before that checkpoint's time, so the oldest unacked tag is at least ``now - time`` old, where
 ``time`` is that of the first checkpoint covering it. A channel is therefore never closed
-early, and at most one interval late (RabbitMQ checks once a minute; we check every
-``interval``, 5 s by default).
+early, and at most two intervals late (RabbitMQ checks once a minute, so it closes up to a
+minute late; we check every ``interval``, 1 s by default).
 
 Invariants:
 - The checkpoints of a channel are kept in a weak map and pruned as acks move the oldest tag
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("broker.channel")
 
 DEFAULT_TIMEOUT_MS = 1_800_000
-DEFAULT_INTERVAL = 5.0
+DEFAULT_INTERVAL = 1.0
 
 
 def _ms(value: Any) -> int | None:

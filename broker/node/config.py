@@ -92,7 +92,7 @@ class Config:
     connection_max: int | None = None
     # The delivery acknowledgement timeout (ms; None: off) and how often it is checked (s).
     consumer_timeout: int | None = 1_800_000
-    consumer_timeout_interval: float = 5.0
+    consumer_timeout_interval: float = 1.0
     collect_statistics_interval: int = 5000  # ms between management samples, as RabbitMQ
     control_socket: bool = False  # the CLI's ctl.sock in the data dir (on in python -m broker)
     origins: tuple[tuple[str, str], ...] = ()  # (field, where its value was set)
