@@ -36,6 +36,7 @@ from bench.common import (
     fmt_rate,
     merge,
 )
+from bench.delayed import DELAYED_METRICS, run_delayed
 from bench.stream import STREAM_METRICS, run_stream
 from bench.workers import Job
 
@@ -45,7 +46,7 @@ __all__ = ["ALL_SCENARIOS", "DEFAULT_CMD", "DEFAULT_SCENARIOS", "METRICS", "Metr
 THROUGHPUT = ("no-ack", "manual-ack", "persistent-confirms", "priority")
 DEFAULT_SCENARIOS = ("no-ack", "manual-ack", "cold-start", "idle-rss")
 ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "persistent-confirms", "priority", "lazy-backlog",
-                 "stream")
+                 "stream", "delayed")
 
 
 METRICS = (
@@ -65,6 +66,7 @@ METRICS = (
     Metric("idle-rss.mb", "idle RSS", "MB", False),
     *BACKLOG_METRICS,
     *STREAM_METRICS,
+    *DELAYED_METRICS,
 )
 
 
@@ -215,6 +217,8 @@ def run_target(target: Target, scenarios: list[str], opts: Options, log: Log) ->
         merge(res, run_lazy_backlog(target.url, opts, log))
     if "stream" in scenarios:  # likewise
         merge(res, run_stream(target.url, opts, log))
+    if "delayed" in scenarios:  # likewise
+        merge(res, run_delayed(target.url, opts, log))
     return res
 
 

@@ -64,6 +64,8 @@ class Job:
     seed: int = 42
     timeout: float = 300.0
     consume_arguments: dict[str, Any] | None = None  # basic.consume arguments (streams)
+    exchange: str = ""  # publish here (``queue`` is then the routing key)
+    headers: dict[str, Any] | None = None  # message headers (x-delay)
 
 
 def make_payload(size: int) -> bytes:
@@ -76,6 +78,7 @@ def _properties(job: Job, priority: int | None = None) -> commands.Basic.Propert
     return commands.Basic.Properties(
         delivery_mode=2 if job.persistent else None,
         priority=priority,
+        headers=job.headers,
     )
 
 
@@ -134,7 +137,8 @@ def publish_confirms(conn: Connection, job: Job) -> dict[str, Any]:
     window = max(1, job.confirm_window)
     step = max(1, min(job.batch, window // 5, MAX_BATCH_BYTES // max(1, job.size)))
     payload = make_payload(job.size)
-    msg = encode_message(CHANNEL, "", job.queue, payload, conn.frame_max, _properties(job))
+    msg = encode_message(CHANNEL, job.exchange, job.queue, payload, conn.frame_max,
+                         _properties(job))
     full = msg * step
     send_ts = array("d", bytes(8 * (n + 1)))  # send time per sequence number (1-based)
     latencies: list[float] = []
