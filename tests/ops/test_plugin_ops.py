@@ -67,3 +67,15 @@ def test_delayed_count_in_the_api_and_burrowctl(burrowmq) -> None:  # type: igno
     assert ["ops.dx", "x-delayed-message", "3"] in rows
     assert ["amq.direct", "direct", ""] in rows
     conn.close()
+
+
+def test_get_and_purge_of_a_stream_over_http_are_refused(burrowmq) -> None:  # type: ignore[no-untyped-def]
+    conn = connect(burrowmq.url)
+    conn.channel().queue_declare("ops.s2", durable=True, arguments={"x-queue-type": "stream"})
+    conn.close()
+    api = Api(burrowmq.management_port)
+    status, body = api.request("POST", "/api/queues/%2F/ops.s2/get",
+                               {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"})
+    assert status == 400 and "basic.get not supported by stream queues" in body["reason"]
+    status, body = api.request("DELETE", "/api/queues/%2F/ops.s2/contents")
+    assert status == 400 and "queue.purge not supported by stream queues" in body["reason"]
