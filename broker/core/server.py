@@ -154,6 +154,8 @@ class Server:
             session.force_close(f"vhost '{name}' is deleted")
         for queue in list(vhost.queues.values()):
             vhost.remove_queue(queue)
+        for exchange in vhost.exchanges.values():
+            exchange.detach()  # a delayed exchange drops what it holds, and its timer
         self.vhost_meta.pop(name, None)
         self.policies.pop(name, None)
         self.auth.forget_vhost(name)

@@ -223,3 +223,19 @@ def test_kill_9_keeps_every_confirmed_delayed_message(brokers):
     got = _receive(conn, ch, "dq", 150, timeout=20)
     assert [int(b) for b, _, _ in got] == list(range(75, 150)) + list(range(75))
     conn.close()
+
+
+def test_deleting_the_vhost_drops_the_held_messages(broker):
+    broker.call(broker.server.add_vhost, "dv")
+    conn = pika.BlockingConnection(pika.URLParameters(
+        f"amqp://guest:guest@127.0.0.1:{broker.port}/dv"))
+    ch = conn.channel()
+    ch.exchange_declare("dx", DX, durable=True, arguments={"x-delayed-type": "direct"})
+    _send(ch, 60_000, "x")
+    ch.exchange_declare("dx", DX, durable=True, arguments={"x-delayed-type": "direct"})
+    hold = broker.server.vhosts["dv"].exchanges["dx"].hold
+    directory = hold.store.directory
+    assert directory.exists()
+    conn.close()
+    broker.call(broker.server.delete_vhost, "dv")
+    assert hold.deleted and not directory.exists()
