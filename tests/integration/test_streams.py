@@ -432,3 +432,29 @@ def test_kill_9_keeps_every_confirmed_message_and_offset(brokers):
         ch.confirm_delivery()
         publish(ch, "k9", 1)
         assert consume(conn, ch, "k9", 1, "last")[0][1] == n
+
+
+async def test_aio_pika_reads_a_stream_from_an_offset(broker):
+    import asyncio
+
+    import aio_pika
+
+    connection = await aio_pika.connect(broker.url)
+    channel = await connection.channel()
+    queue = await channel.declare_queue("aio-s", durable=True, arguments=S)
+    for i in range(5):
+        await channel.default_exchange.publish(aio_pika.Message(f"a{i}".encode()), "aio-s")
+    await channel.set_qos(prefetch_count=2)
+    got: list[tuple[bytes, int]] = []
+    done = asyncio.get_running_loop().create_future()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        got.append((message.body, message.headers["x-stream-offset"]))
+        await message.ack()
+        if len(got) == 3 and not done.done():
+            done.set_result(None)
+
+    await queue.consume(on_message, arguments={"x-stream-offset": 2})
+    await asyncio.wait_for(done, 5)
+    assert got == [(b"a2", 2), (b"a3", 3), (b"a4", 4)]
+    await connection.close()
