@@ -5,17 +5,17 @@ Against a freshly spawned broker of ours (own data dir) or a ``--url`` broker (R
 streams over AMQP 0-9-1 too):
 
 1. publish: one publisher with confirms (window ``--confirm-window``) sends N x ``--size``
-   messages (N = 1,000,000 unless ``--messages``) into a fresh ``x-queue-type: stream``
-   queue; the rate counts confirmed messages;
+   messages (N = ``--backlog-messages``, 1,000,000 by default) into a fresh
+   ``x-queue-type: stream`` queue; the rate counts confirmed messages;
 2. RSS of the broker's process tree before and after (and peak during) the publish: a stream
    keeps nothing per message in RAM, so the growth should stay small (target <= 64 MB);
-3. read: three manual-ack consumers (prefetch ``--prefetch``, 1000 by default here), started
+3. read: three manual-ack consumers (prefetch 1000), started
    together with ``x-stream-offset: first``, each read the whole stream; the rate of each
    (first -> last delivery), the slowest one and the RSS peak while they read. Reading does
    not consume: every consumer must get all N (``lost`` counts what one did not).
 
-Compare the read rates with the ``manual-ack`` scenario's consume rate (the target: reads are
-at least as fast as a classic queue's consume).
+Compare the read rates with the ``manual-ack`` flood's out rate (the target: reads are at least
+as fast as a classic queue's consume).
 """
 
 from __future__ import annotations
