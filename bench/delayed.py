@@ -4,10 +4,10 @@ Against a freshly spawned broker of ours (the delayed exchange is built in; a ``
 RabbitMQ needs the rabbitmq_delayed_message_exchange plugin, which is not installed here):
 one publisher with confirms sends N (``--backlog-messages``, 1,000,000 by default)
 persistent x ``--size`` messages with ``x-delay: 3600000`` (an hour: none is routed during
-the run) to a durable ``x-delayed-message`` exchange bound to a queue. RSS of the broker's process tree before and
-after, and the peak: held messages live on disk, so the growth should stay flat (it is
-bounded by the store's in-RAM memtable, not by N). Also the data dir size, and a check that
-the queue is still empty (nothing routed early).
+the run) to a durable ``x-delayed-message`` exchange bound to a queue. RSS of the broker's
+process tree before and after, and the peak: held messages live on disk, so the growth should
+stay flat (it is bounded by the store's in-RAM memtable, not by N). Also the data dir size,
+and a check that the queue is still empty (nothing routed early).
 """
 
 from __future__ import annotations
