@@ -92,6 +92,27 @@ def test_a_dropped_duplicate_is_confirmed_and_returned_if_mandatory(conn, ch):
     assert count(ch, "d1") == 1
 
 
+def test_with_an_alternate_exchange_and_an_exchange_binding(ch):
+    ch.exchange_declare("ae", "fanout")
+    ch.queue_declare("ae.q")
+    ch.queue_bind("ae.q", "ae")
+    ch.exchange_declare("ddx", DD, arguments={"x-cache-size": 10, "alternate-exchange": "ae"})
+    ch.exchange_declare("next", "fanout")
+    ch.exchange_bind("next", "ddx")
+    ch.queue_declare("n.q")
+    ch.queue_bind("n.q", "next")
+    ch.confirm_delivery()
+    for key in ["a", "a", "b"]:
+        _publish(ch, "ddx", key)
+    assert drain(ch, "n.q") == [b"a", b"b"]  # each new key routed once, through the e2e hop
+    ch.exchange_unbind("next", "ddx")
+    _publish(ch, "ddx", "c")  # unroutable now: the alternate exchange takes it, once
+    _publish(ch, "ddx", "c")
+    # as with the plugin, whose route() answers [] for a duplicate: the alternate exchange
+    # gets the dropped duplicates too (the second "a", and the second "c")
+    assert drain(ch, "ae.q") == [b"a", b"c", b"c"]
+
+
 @pytest.mark.parametrize("persistence, kept", [("disk", True), ("memory", False)])
 def test_disk_cache_survives_a_restart(tmp_path, persistence, kept):
     data = tmp_path / "data"

@@ -41,6 +41,11 @@ class DedupExchange(Exchange):
         super().__init__(*args, **kwargs)
         self.cache = KeyCache()
         self._configure(self.cache)
+        # The vhost may route one message through an exchange twice (its fast path, then the
+        # walk that follows alternate and e2e exchanges) with the same decoded headers: the
+        # second look must not see the first one's key as a duplicate.
+        self._last_headers: Table | None = None
+        self._last_dropped = False
 
     def _configure(self, cache: KeyCache) -> None:
         cache.limit = _positive(self.arguments.get("x-cache-size")) or 0
@@ -87,11 +92,16 @@ class DedupExchange(Exchange):
 
     def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         if headers:
-            key = key_of(headers.get(HEADER))
-            if key is not None:
+            if headers is self._last_headers:
+                dropped = self._last_dropped
+            else:
+                key = key_of(headers.get(HEADER))
                 ttl = _positive(headers.get(TTL_HEADER))
-                if not self.cache.add_if_new(key, ttl / 1000.0 if ttl else None):
-                    return frozenset()
+                dropped = key is not None and \
+                    not self.cache.add_if_new(key, ttl / 1000.0 if ttl else None)
+                self._last_headers, self._last_dropped = headers, dropped
+            if dropped:
+                return frozenset()
         found = self._cache.get("")
         if found is None:
             found = self._cache[""] = frozenset(b.destination for b in self.bindings.values())
