@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from core_fakes import FakeChannel, FakeScheduler, bodies, headers_of, message
 
+from broker.core.server import Server
 from broker.core.vhost import VirtualHost
 
 
@@ -297,3 +298,24 @@ def test_a_deleted_queue_leaves_no_timer_behind(vhost: VirtualHost,
     q.publish(message(b"m"))
     vhost.remove_queue(q)
     assert clock.pending_timers == []
+
+
+# ---- shutdown -----------------------------------------------------------------------------
+
+def test_frozen_queues_change_no_more_by_themselves(server_clock: tuple[Server, FakeScheduler]
+                                                    ) -> None:
+    """Node.stop freezes the queues before it closes their stores: from then on no message
+    expires and no queue expires, whatever is armed or arrives (the next boot does it)."""
+    server, clock = server_clock
+    vhost = server.vhosts["/"]
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-message-ttl": 100, "x-expires": 200,
+                                            "x-dead-letter-exchange": "dlx"})
+    q.publish(message(b"armed"))
+    server.freeze_queues()
+    assert clock.pending_timers == []
+    q.publish(message(b"late"))
+    vhost.declare_queue("idle", arguments={"x-expires": 100})
+    clock.advance(10)
+    assert bodies(q) == [b"armed", b"late"]
+    assert bodies(vhost.queue("dlq")) == [] and "idle" in vhost.queues
