@@ -8,7 +8,14 @@ Invariants:
   context to call it again on the next loop turn, so one backlog cannot fill a socket buffer in
   one step.
 - Expiry happens at the head, as in RabbitMQ's classic queues: an expired message is never
-  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX.
+  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX. The one
+  exception is the message being published: a consumer that can take it at once gets it
+  whatever its TTL, as RabbitMQ hands it over before it is ever queued (so a TTL of 0 means
+  "now or never", not "never").
+- The drop-head limit applies to what stays in the queue: after a publish (once a waiting
+  consumer had its chance) and after a requeue, the oldest messages over x-max-length /
+  x-max-length-bytes go (reason ``maxlen``). reject-publish[-dlx] only refuses new publishes:
+  a requeue may leave the queue over its limit.
 - The queue talks to the rest of the broker only through its ``QueueContext`` (clock, timers,
   deferred dispatch, dead-lettering, x-expires) and to a consumer's channel only through
   ``ConsumerChannel`` (the AMQP channel implements both ends of a delivery).
@@ -120,6 +127,7 @@ class Queue:
         self.bindings: set[Binding] = set()
         self._scheduled = False
         self._rr = 0
+        self._arriving: Entry | None = None  # being published: exempt from the expiry check
         self._seq = store.last_seq
         self._seq_base = self._seq
         self.stats = Counters()  # gets and requeues; consumers count their own (core.stats)
@@ -214,10 +222,12 @@ class Queue:
         if expires is not None:
             entry.expires = expires
         self.store.push(entry)
+        if self.consumers:
+            outer, self._arriving = self._arriving, entry  # a dead letter may publish here
+            self.dispatch()
+            self._arriving = outer
         if self._limited:
             self._drop_head_over_limit()
-        if self.consumers:
-            self.dispatch()
         if expires is not None:
             self._expire_head()
         return True
@@ -299,6 +309,8 @@ class Queue:
                 return
         self.stats.redeliver += 1
         self.store.requeue(entry)
+        if self._limited and self.overflow == "drop-head":
+            self._drop_head_over_limit()
         if entry.expires is not None:
             self._expire_head()
 
@@ -413,7 +425,7 @@ class Queue:
     def _next_entry(self, store: QueueStore) -> Entry | None:
         entry = store.shift()
         if entry is not None and entry.expires is not None and self.ctx is not None \
-                and entry.expires <= self.ctx.now():
+                and entry is not self._arriving and entry.expires <= self.ctx.now():
             store.ack(entry)
             self._dead_letter(entry.message, "expired")
             self._expire_head()

@@ -15,6 +15,8 @@ Invariants:
   imported from definitions (inside ``restoring()``) grant nothing.
 - Every change to durable state calls ``persist`` (when set): vhosts added once the node has
   recovered (``recovered``), vhosts deleted, users and permissions changed.
+- Once ``freeze_queues`` has run (shutdown, before the stores close) no queue timer fires or
+  is armed: no message expires and no queue is deleted by x-expires behind the stores' back.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ if TYPE_CHECKING:
     from .queue import Queue
 
 log = logging.getLogger("broker")
+
+
+class _Never:
+    """The timer a frozen server hands out: it never fires."""
+
+    def cancel(self) -> None:
+        pass
+
+
+_NEVER = _Never()
 
 
 class ServerSettings(Protocol):
@@ -111,6 +123,7 @@ class Server:
         # "Save the durable definitions soon": set by the node while its data directory is open.
         self.persist: Callable[[], None] | None = None
         self.recovered = False
+        self.frozen = False  # freeze_queues
         self._restoring = False
         self.auth.watch(self)
         self.add_vhost(config.default_vhost, description="Default virtual host")
@@ -230,6 +243,16 @@ class Server:
     def may_access(self, user: str, vhost: str) -> bool:
         return self.auth.may_access(user, vhost)
 
+    def freeze_queues(self) -> None:
+        """Shutdown, before the stores close: cancel every queue's TTL and x-expires timer and
+        arm none from now on. An expiry after the close would be half-saved (the dead letter
+        in its target's store, the source's ack dropped) and repeated after the restart; left
+        undone, it happens once, at the next boot."""
+        self.frozen = True
+        for vhost in self.vhosts.values():
+            for queue in vhost.queues.values():
+                queue.cancel_timers()
+
     # ---- QueueContext ------------------------------------------------------------------
     def now(self) -> float:
         return self.scheduler.now()
@@ -238,6 +261,8 @@ class Server:
         self.scheduler.call_soon(queue.run_scheduled)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        if self.frozen:
+            return _NEVER
         return self.scheduler.call_later(delay, callback)
 
     def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:

@@ -11,8 +11,9 @@ Invariants:
 - The AMQP listener is bound before any service starts: the management API and the Prometheus
   endpoint come up while the AMQP port already answers handshakes, so they cost cold start
   nothing.
-- ``stop`` closes every connection with 320 CONNECTION_FORCED, then closes the stores (fsyncing
-  the last batch and saving the definitions) before the services go.
+- ``stop`` closes every connection with 320 CONNECTION_FORCED, freezes the queues' timers,
+  then closes the stores (fsyncing the last batch and saving the definitions) before the
+  services go: nothing changes a queue once its store is closed.
 - ``config`` may be replaced at runtime (``set_cluster_name``, tests): the server sees the new
   value too.
 """
@@ -207,6 +208,7 @@ class Node:
         self.ack_timeouts.stop()
         await self.stop_app()
         if self.stores is not None:
+            self.server.freeze_queues()
             for vhost in self.server.vhosts.values():
                 for ex in vhost.exchanges.values():
                     ex.close()  # a delayed exchange hands its store to the last fsync
