@@ -20,7 +20,12 @@ Invariants:
   ``gc_min_size`` bytes, so a hot queue does not create a file per message).
 - After ``open``, recovered messages get seqs ``first_seq+1 .. last_seq`` in log order as they
   are read; the owning queue must continue numbering after ``last_seq``.
+- Once closed, the store writes nothing: no delivered mark, no ack, and a message that would
+  need a record is refused (``StoreClosed``), never half-saved (a new segment file made after the
+  final fsync, an ack file reopened).
 - Loop-thread only. Iterating while mutating the store is undefined.
+
+Reading the backlog back (and settling what cannot be read) is in ``backlog.BacklogReader``.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .acks import AckLog
+from .backlog import BacklogReader
 from .cursor import LogCursor
 from .message import Entry
-from .record import F_EXPIRES, F_PERSISTENT, RecordError
+from .record import F_EXPIRES, F_PERSISTENT
 from .recovery import Seg, recover, unlink_segment_files
 from .requeue import PERSISTENT, Item, Requeued
 from .segment import (
@@ -60,7 +66,11 @@ log = logging.getLogger(__name__)
 OFFSET_MASK = 0xFFFF_FFFF
 
 
-class SegmentQueueStore:
+class StoreClosed(OSError):
+    """A write to a store after ``close``."""
+
+
+class SegmentQueueStore(BacklogReader):
     def __init__(self, directory: str | os.PathLike[str], *, durable: bool = True,
                  mode: str = "default", group_commit: GroupCommit | None = None,
                  roll_size: int = DEFAULT_ROLL_SIZE, window_messages: int | None = None,
@@ -159,7 +169,7 @@ class SegmentQueueStore:
             return None
         message = entry.message
         self._bytes -= message.size
-        if self._pos and message.persistent and self.durable:
+        if self._pos and message.persistent and self.durable and not self._closed:
             pos = self._pos.get(entry.seq)
             if pos is not None:
                 self._acks.delivered(pos >> 32, pos & OFFSET_MASK)
@@ -303,6 +313,8 @@ class SegmentQueueStore:
 
     # ---- writing -----------------------------------------------------------------------
     def _append(self, entry: Entry, ready: bool) -> int:
+        if self._closed:
+            raise StoreClosed(f"{self.directory}: the queue store is closed")
         writer = self._writer
         if writer is None or writer.size >= self._roll:
             writer = self._roll_writer()
@@ -393,55 +405,3 @@ class SegmentQueueStore:
         del self._seg_ids[index]
         self._acks.remove(seg.id)
         unlink_segment_files(self.directory, seg.id, self._sink)
-
-    # ---- reading the backlog -----------------------------------------------------------
-    def _read_one(self) -> Entry | None:
-        """Take the next backlog record off the disk as an entry (None: backlog exhausted)."""
-        cursor = self._cursor
-        while self._backlog:
-            seg = cursor.current()
-            if seg is None:
-                log.error("%s: %d messages missing from the log", self.directory, self._backlog)
-                self._backlog = 0
-                self._bytes = self._rq.bytes + sum(e.message.size for e in self._window)
-                return None
-            try:
-                entry = cursor.take(seg)
-            except (RecordError, OSError) as exc:
-                entry = None
-                log.error("%s: segment %d unreadable: %s", self.directory, seg.id, exc)
-            if entry is None:
-                self._lose_rest(seg)
-                continue
-            seg.ready -= 1
-            seg.ready_bytes -= entry.message.size
-            self._backlog -= 1
-            self._pos[entry.seq] = (seg.id << 32) | cursor.record_offset
-            return entry
-        return None
-
-    def _lose_rest(self, seg: Seg) -> None:
-        """The rest of ``seg`` cannot be read: its remaining ready messages are lost."""
-        log.error("%s: dropping %d unreadable messages of segment %d", self.directory,
-                  seg.ready, seg.id)
-        self._backlog -= seg.ready
-        self._bytes -= seg.ready_bytes
-        seg.live -= seg.ready
-        seg.ready = seg.ready_bytes = 0
-        if seg is self._wseg:
-            self._roll_writer()  # the cursor has left it: new records must go to a new one
-        elif seg.live <= 0:
-            self._collect(seg)
-
-    def _refill(self) -> None:
-        window, w = self._window, self._w
-        while self._backlog and w.n < w.max_n and w.b < w.max_b:
-            entry = self._read_one()
-            if entry is None:
-                return
-            window.append(entry)
-            w.add(1, entry.message.size)
-
-    def _lost(self, item: Item) -> None:  # a paged requeued message could not be read back
-        self._bytes -= item[2]
-        self._ack_pos(item[1], item[2], bool(item[3] & PERSISTENT))
