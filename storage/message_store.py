@@ -277,6 +277,7 @@ class SegmentQueueStore(BacklogReader):
     def delete(self) -> None:
         """The queue is gone: close without flushing and remove the directory."""
         self._shut(seal=False)
+        self._release_ram()
         self._pos.clear()
         self._segs.clear()
         self._backlog = self._bytes = 0
@@ -293,7 +294,6 @@ class SegmentQueueStore(BacklogReader):
 
     def _shut(self, seal: bool) -> None:
         self._closed = True
-        self._release_ram()
         self._cursor.shutdown()
         gc, writer = self._gc, self._writer
         if writer is not None:
