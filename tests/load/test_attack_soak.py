@@ -145,7 +145,8 @@ async def attack(kind: str, port: int, n: int, end: float, errors: Counter,
     """Run one kind of attack until ``end``, reconnecting whenever the broker closes us."""
     while time.monotonic() < end:
         try:
-            raw = await Raw.open(port, errors)
+            raw = await asyncio.wait_for(Raw.open(port, errors),
+                                         max(1.0, end - time.monotonic()))
         except (TimeoutError, OSError, BrokerClosed, AssertionError):
             errors["could not connect"] += 1
             await asyncio.sleep(0.5)
