@@ -12,18 +12,7 @@ Invariants:
 - After a server channel.close, frames on that channel are dropped until channel.close-ok.
 - After a server connection.close, everything but connection.close(-ok) is dropped.
 - Time is an argument (``now``); the machine keeps no clock.
-
-Content limits are enforced where the bytes arrive, before any body is buffered:
-- A content header announcing more than ``max_message_size`` closes the channel with RabbitMQ's
-  406 ``message size N is larger than configured max size M``; the body frames that follow are
-  dropped as they arrive (the channel is closing), never held.
-- A body frame running past the size its header announced is a connection error: RabbitMQ's
-  501 ``content body frame exceeds remaining content size``.
-- The bodies held for unfinished messages of one connection never exceed ``partial_limit``
-  bytes (default: ``max_message_size``): a header whose announced size would take the sum of
-  the announced sizes of the connection's unfinished messages past it closes its channel with
-  406 before a byte of its body is kept. Memory for partial content is therefore bounded by
-  ``partial_limit + frame_max`` per connection, whatever the number of channels.
+- Content assembly and its limits are ``content.ContentAssembly``'s.
 """
 
 from __future__ import annotations
@@ -35,6 +24,8 @@ from collections.abc import Generator, Iterator
 from pamqp import commands
 
 from . import codec, errors
+from .content import Content, ContentAssembly
+from .errors import reply_text
 from .events import (
     CloseTransport,
     Fault,
@@ -42,7 +33,6 @@ from .events import (
     Method,
     OpenVhost,
     PeerClosed,
-    Publish,
 )
 from .methods import (
     AccessRequest,
@@ -58,22 +48,10 @@ C = commands
 _head = struct.Struct(">BHI")
 _u16 = struct.Struct(">H")
 _u32 = struct.Struct(">I")
-_header_fields = struct.Struct(">HHQ")
 PUBLISH_INDEX = 0x003C0028
 PUBLISH_BYTES = b"\x00\x3c\x00\x28"
 MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
-
-
-def reply_text(error: errors.AMQPError) -> str:
-    """The reply text as a shortstr takes it: over 255 bytes of UTF-8, RabbitMQ keeps the
-    first 252 and adds "..." (a queue name of 127 two-byte characters in a 404 made the encoder
-    fail and the connection close with 541 instead)."""
-    text = error.reply_text
-    raw = text.encode()
-    if len(raw) <= 255:
-        return text
-    return raw[:252].decode(errors="ignore") + "..."
 
 
 class State(enum.Enum):
@@ -103,28 +81,7 @@ _HEADERS = {
 }
 
 
-class _Content:
-    """A publish waiting for its header and body frames."""
-
-    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "exchange_raw",
-                 "routing_key_raw", "props", "size", "parts", "received", "have_header")
-
-    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool,
-                 exchange_raw: bytes, routing_key_raw: bytes) -> None:
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.mandatory = mandatory
-        self.immediate = immediate
-        self.exchange_raw = exchange_raw
-        self.routing_key_raw = routing_key_raw
-        self.props = b""
-        self.size = 0
-        self.parts: list[bytes] = []
-        self.received = 0
-        self.have_header = False
-
-
-class ConnectionMachine:
+class ConnectionMachine(ContentAssembly):
     def __init__(self, server_properties: Table, *, frame_max: int = 131072,
                  channel_max: int = 2047, heartbeat: int = 60,
                  max_message_size: int = 134217728, partial_limit: int | None = None) -> None:
@@ -142,7 +99,7 @@ class ConnectionMachine:
         self.mechanism = ""
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
-        self._content: dict[int, _Content] = {}
+        self._content: dict[int, Content] = {}
         # Unparsed input: chunks as received, joined only once they hold the next whole frame
         # (``_need`` bytes), so a large message arriving over many reads is copied once.
         self._chunks: list[bytes] = []
@@ -218,16 +175,6 @@ class ConnectionMachine:
         self.open_channels.discard(channel)
         self.closing_channels.discard(channel)
         self._drop_content(channel)
-
-    def _drop_content(self, channel: int) -> None:
-        content = self._content.pop(channel, None)
-        if content is not None and content.have_header:
-            self.partial_announced -= content.size
-
-    @property
-    def has_partial_content(self) -> bool:
-        """A publish is under way (its header or body not complete yet)."""
-        return bool(self._content)
 
     # ---- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
@@ -327,10 +274,16 @@ class ConnectionMachine:
     def _on_frame(self, ftype: int, channel: int, payload: bytes) -> object | None:
         if ftype == 1:
             return self._on_method_frame(channel, payload)
-        if ftype == 3:
-            return self._on_body(channel, payload)
-        if ftype == 2:
-            return self._on_header(channel, payload)
+        if ftype == 3 or ftype == 2:
+            if self.state is State.CLOSING:
+                return None
+            if channel == 0 or self.state is not State.OPEN:
+                raise errors.UnexpectedFrame(
+                    f"type {ftype}, all octets = {codec.erlang_binary(payload)}")
+            if channel in self.closing_channels:
+                return None
+            return self._on_body(channel, payload) if ftype == 3 \
+                else self._on_header(channel, payload)
         if ftype == 8:
             if payload:
                 raise errors.FrameError(
@@ -360,7 +313,7 @@ class ConnectionMachine:
                 if args is None:
                     raise errors.FrameError(
                         f"cannot decode {codec.erlang_binary(payload[4:])}", 60, 40)
-                self._content[channel] = _Content(*args)
+                self._content[channel] = Content(*args)
                 return None
         method = self._decode(index, payload)
         if channel == 0:
@@ -379,13 +332,6 @@ class ConnectionMachine:
         if channel not in self.open_channels:
             raise errors.ChannelErrorConn("expected 'channel.open'").at(*ids(method))
         return Method(channel, method)
-
-    def _expected_content(self, channel: int) -> errors.AMQPError:
-        if self._content[channel].have_header:
-            return errors.UnexpectedFrame(
-                "expected content body, got non content body frame instead")
-        return errors.UnexpectedFrame(
-            "expected content header for class 60, got non content header frame instead")
 
     def _while_channel_closing(self, channel: int, index: int, payload: bytes) -> object | None:
         if index == 0x00140029:  # channel.close-ok
@@ -488,74 +434,3 @@ class ConnectionMachine:
     def client_capability(self, name: str) -> bool:
         caps = self.client_properties.get("capabilities") or {}
         return bool(isinstance(caps, dict) and caps.get(name))
-
-    # ---- content -----------------------------------------------------------------------
-    def _on_header(self, channel: int, payload: bytes) -> object | None:
-        if self.state is State.CLOSING:
-            return None
-        if channel == 0 or self.state is not State.OPEN:
-            raise errors.UnexpectedFrame(f"type 2, all octets = {codec.erlang_binary(payload)}")
-        if channel in self.closing_channels:
-            return None
-        content = self._content.get(channel)
-        if content is None or content.have_header:
-            if content is not None:
-                raise errors.UnexpectedFrame(
-                    "expected content body, got non content body frame instead", 60, 40)
-            raise errors.UnexpectedFrame("expected method frame, got non method frame instead")
-        if len(payload) < 14:
-            raise errors.FrameError(f"type 2, all octets = {codec.erlang_binary(payload)}: "
-                                    "unknown_frame")
-        class_id, _weight, size = _header_fields.unpack_from(payload, 0)
-        if class_id != 60:
-            raise errors.UnexpectedFrame(f"expected content header for class 60, got one for "
-                                         f"class {class_id} instead", 60, 40)
-        if size > self.max_message_size:
-            return Fault(errors.PreconditionFailed(
-                f"message size {size} is larger than configured max size "
-                f"{self.max_message_size}", 60, 40), channel)
-        if size and self.partial_announced + size > self.partial_limit:
-            return Fault(errors.PreconditionFailed(
-                f"message size {size} would take the unfinished messages of this connection "
-                f"to {self.partial_announced + size} bytes, above the limit of "
-                f"{self.partial_limit}", 60, 40), channel)
-        content.props = payload[12:]
-        content.size = size
-        content.have_header = True
-        if size == 0:
-            return self._complete(channel, content, b"")
-        self.partial_announced += size
-        return None
-
-    def _on_body(self, channel: int, payload: bytes) -> object | None:
-        if self.state is State.CLOSING:
-            return None
-        if channel == 0 or self.state is not State.OPEN:
-            raise errors.UnexpectedFrame(f"type 3, all octets = {codec.erlang_binary(payload)}")
-        if channel in self.closing_channels:
-            return None
-        content = self._content.get(channel)
-        if content is None or not content.have_header:
-            if content is not None:
-                raise errors.UnexpectedFrame("expected content header for class 60, got non "
-                                             "content header frame instead", 60, 40)
-            raise errors.UnexpectedFrame("expected method frame, got non method frame instead")
-        received = content.received = content.received + len(payload)
-        if received == content.size:
-            self.partial_announced -= received
-            if not content.parts:
-                return self._complete(channel, content, payload)
-            content.parts.append(payload)
-            return self._complete(channel, content, b"".join(content.parts))
-        if received > content.size:
-            raise errors.FrameError("content body frame exceeds remaining content size", 60, 40)
-        content.parts.append(payload)
-        return None
-
-    def _complete(self, channel: int, content: _Content, body: bytes) -> Publish:
-        del self._content[channel]
-        return Publish(channel, content.exchange, content.routing_key, content.mandatory,
-                       content.immediate, content.props, body, content.exchange_raw,
-                       content.routing_key_raw)
-
-

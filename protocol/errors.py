@@ -102,6 +102,17 @@ class InternalError(ConnectionError_):
     code, name = 541, "INTERNAL_ERROR"
 
 
+def reply_text(error: AMQPError) -> str:
+    """The reply text as a shortstr takes it: over 255 bytes of UTF-8, RabbitMQ keeps the
+    first 252 and adds "..." (a queue name of 127 two-byte characters in a 404 made the encoder
+    fail and the connection close with 541 instead)."""
+    text = error.reply_text
+    raw = text.encode()
+    if len(raw) <= 255:
+        return text
+    return raw[:252].decode(errors="ignore") + "..."
+
+
 class SilentClose(Exception):
     """The peer broke a handshake rule: RabbitMQ drops the socket without a frame."""
 
