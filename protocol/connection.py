@@ -3,7 +3,9 @@
 Bytes go in with ``receive_data``; ``events()`` yields what the peer asked for, parsing lazily so
 that whatever the session does with one event (closing a channel, closing the connection) is
 seen before the next frame is parsed. Frames to send accumulate in ``out`` and are taken with
-``data_to_send()``, once per read.
+``data_to_send()``, once per read. ``hold()`` (called while handling an event) stops parsing after
+that event: the rest stays buffered until ``release()`` and the next ``events()``, which is how
+the broker bounds the work one connection gets per loop turn and applies flow control.
 
 Invariants:
 - The machine owns the handshake, frame bounds, channel numbers and content assembly; it never
@@ -120,6 +122,7 @@ class ConnectionMachine:
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = 0
+        self._held = False
         self.last_received = 0.0
         self.version = (0, 9)
 
@@ -143,6 +146,45 @@ class ConnectionMachine:
 
     def send_raw(self, data: bytes) -> None:
         self.out.append(data)
+
+    # The hot outbound methods: frames built by the hand-written encoder (tested byte for byte
+    # against pamqp), checked here like every inbound frame is checked on its way in. Names are
+    # pre-encoded shortstrs, properties the publisher's raw bytes; content is split at the
+    # negotiated frame_max.
+    def _check_channel(self, channel: int) -> None:
+        if (channel not in self.open_channels or channel in self.closing_channels
+                or self.state is not State.OPEN):
+            raise errors.InternalError(f"frame for channel {channel}, which is not open")
+
+    def send_deliver(self, channel: int, consumer_tag: bytes, delivery_tag: int,
+                     redelivered: bool, exchange: bytes, routing_key: bytes, props: bytes,
+                     body: bytes) -> None:
+        """basic.deliver with its content."""
+        self._check_channel(channel)
+        self.out.append(codec.deliver_message(channel, consumer_tag, delivery_tag, redelivered,
+                                              exchange, routing_key, props, body,
+                                              self.frame_max))
+
+    def send_get_ok(self, channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
+                    routing_key: bytes, message_count: int, props: bytes, body: bytes) -> None:
+        self._check_channel(channel)
+        self.out.append(codec.get_ok_frame(channel, delivery_tag, redelivered, exchange,
+                                           routing_key, message_count))
+        self.out.append(codec.content_frames(channel, props, body, self.frame_max))
+
+    def send_return(self, channel: int, reply_code: int, reply_text: str, exchange: bytes,
+                    routing_key: bytes, props: bytes, body: bytes) -> None:
+        self._check_channel(channel)
+        self.out.append(codec.return_frame(channel, reply_code, reply_text, exchange,
+                                           routing_key))
+        self.out.append(codec.content_frames(channel, props, body, self.frame_max))
+
+    def send_confirm(self, channel: int, delivery_tag: int, multiple: bool,
+                     ack: bool = True) -> None:
+        """basic.ack (or basic.nack; requeue set, as RabbitMQ's record default) to a publisher."""
+        self._check_channel(channel)
+        self.out.append(codec.ack_frame(channel, delivery_tag, multiple) if ack
+                        else codec.nack_frame(channel, delivery_tag, multiple))
 
     def data_to_send(self) -> bytes:
         if not self.out:
@@ -190,11 +232,27 @@ class ConnectionMachine:
         self._chunks.append(data)
         self._have += len(data)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not parsed yet."""
+        return self._have
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Stop parsing after the event being handled; the rest waits for ``release``."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+
     def peer_timed_out(self, now: float) -> bool:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
 
     def events(self) -> Iterator[object]:
-        if not self._chunks or self._have < self._need:
+        if self._held or not self._chunks or self._have < self._need:
             return
         chunks = self._chunks
         buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -231,6 +289,8 @@ class ConnectionMachine:
                 event = self._on_frame(ftype, channel, payload)
                 if event is not None:
                     yield event
+                    if self._held:
+                        break
         except errors.AMQPError as exc:
             pos = end
             yield Fault(exc)

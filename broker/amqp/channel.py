@@ -12,7 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
@@ -203,23 +203,35 @@ class Channel(TopologyHandlers):
             self.session.wake()
 
     def deliver(self, consumer: Consumer, entry: Entry) -> None:
-        self.next_tag += 1
-        tag = self.next_tag
-        msg = entry.message
+        self.deliver_many(consumer, (entry,))
+
+    def deliver_many(self, consumer: Consumer, entries: Sequence[Entry]) -> None:
+        """basic.deliver for each entry, in order, with consecutive delivery tags."""
         number = self.number
-        out = self.machine.out
-        props = _delivered_properties(entry)
-        out.append(codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
-                                         msg.exchange_raw, msg.routing_key_raw, props, msg.body,
-                                         self.machine.frame_max))
+        send = self.machine.send_deliver
+        ctag = consumer.tag_raw
+        tag = self.next_tag
+        for entry in entries:
+            tag += 1
+            msg = entry.message
+            send(number, ctag, tag, entry.redelivered, msg.exchange_raw, msg.routing_key_raw,
+                 msg.properties if not entry.delivery_count else _delivered_properties(entry),
+                 msg.body)
+        queue = consumer.queue
         if consumer.no_ack:
-            self.session.stats.deliver_no_ack += 1
-            if consumer.queue is not None:
-                consumer.queue.ack(entry)
+            self.session.stats.deliver_no_ack += len(entries)
+            if queue is not None:
+                for entry in entries:
+                    queue.ack(entry)
         else:
-            self.session.stats.deliver += 1
-            self.unacked[tag] = (entry, consumer.queue, consumer)
-            consumer.unacked += 1
+            self.session.stats.deliver += len(entries)
+            unacked = self.unacked
+            tag = self.next_tag
+            for entry in entries:
+                tag += 1
+                unacked[tag] = (entry, queue, consumer)  # type: ignore[assignment]
+            consumer.unacked += len(entries)
+        self.next_tag = tag
         self.session.wake()
 
     def deliver_reply(self, message: Message) -> None:
@@ -238,11 +250,9 @@ class Channel(TopologyHandlers):
         self.session.stats.get += 1
         tag = self.next_tag
         msg = entry.message
-        out = self.machine.out
-        out.append(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_raw,
-                                      msg.routing_key_raw, queue.message_count))
-        out.append(codec.content_frames(self.number, _delivered_properties(entry), msg.body,
-                                        self.machine.frame_max))
+        self.machine.send_get_ok(self.number, tag, entry.redelivered, msg.exchange_raw,
+                                 msg.routing_key_raw, queue.message_count,
+                                 _delivered_properties(entry), msg.body)
         if m.no_ack:
             queue.ack(entry)
         else:
@@ -369,11 +379,9 @@ class Channel(TopologyHandlers):
             self.session.stats.drop_unroutable += not mandatory
             if mandatory:
                 self.session.stats.return_unroutable += 1
-                self.machine.out.append(codec.return_frame(
-                    self.number, 312, "NO_ROUTE", message.exchange_raw,
-                    message.routing_key_raw))
-                self.machine.out.append(codec.content_frames(
-                    self.number, message.properties, message.body, self.machine.frame_max))
+                self.machine.send_return(self.number, 312, "NO_ROUTE", message.exchange_raw,
+                                         message.routing_key_raw, message.properties,
+                                         message.body)
         elif queues == (None,):
             pass
         elif confirms is not None:
@@ -383,11 +391,15 @@ class Channel(TopologyHandlers):
                     confirms.nack(seq)
                 elif message.persistent and queue.persists:
                     confirms.wait_for_disk(seq)
+                if queue.credit <= 0:
+                    self.session.wait_for_credit(queue)
         else:
             for queue in queues:
                 queue.publish(message)
                 if self.tx is not None and message.persistent and queue.persists:
                     self._tx_wrote_to_disk = True
+                if queue.credit <= 0:
+                    self.session.wait_for_credit(queue)
         if confirms is not None:
             self.session.confirms_pending.add(self)
 
@@ -396,12 +408,13 @@ class Channel(TopologyHandlers):
         confirms = self.confirms
         if confirms is None or not self.machine.channel_usable(self.number):
             return
-        confirms.flush(self.number, self.machine.out)
+        confirms.flush(self.number, self.machine)
         confirms.request_sync(self.session.host.durability.when_durable, self._on_synced)
 
     def _on_synced(self) -> None:
-        if self.confirms is not None and not self.closed:
-            self.confirms.flush(self.number, self.machine.out)
+        if self.confirms is not None and not self.closed and \
+                self.machine.channel_usable(self.number):
+            self.confirms.flush(self.number, self.machine)
             self.session.wake()
 
     # ---- confirm / tx ------------------------------------------------------------------

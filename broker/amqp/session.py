@@ -7,6 +7,12 @@ the connection. Handlers elsewhere only raise.
 The session never touches the socket: it reads events from the ConnectionMachine and leaves
 frames in ``machine.out``; the transport (the adapter) writes them once per read, or on the next
 loop turn when ``wake`` is called from outside a read (a delivery caused by another connection).
+
+Fairness and flow control: one go of ``process`` handles at most ``SLICE`` events, then the
+machine holds the rest and the transport continues on the next loop turn, so deliveries, acks
+and other connections' publishes interleave with a flood in bounded slices. A publish into a
+queue that is out of credit (``broker.core.credit``) holds the machine until the queue calls
+back (``wait_for_credit``); meanwhile the connection is not read and its state is ``flow``.
 What the session needs from the node (settings, durability, alarms) comes through
 ``ports.AMQPHost``; the server (``broker.core.server.Server``) is the state it serves.
 """
@@ -47,6 +53,8 @@ if TYPE_CHECKING:
     from .ports import AMQPHost
 
 log = logging.getLogger("broker.connection")
+SLICE = 256  # events handled per go before the other connections get their turn
+FLOW_STATE_LINGER = 1.0  # s a connection still reads "flow" after it was let go (RabbitMQ's)
 
 
 def open_sessions(server: Server) -> list[Session]:
@@ -79,14 +87,33 @@ class Session:
         self.closed = False
         self.published = False
         self.blocked = False
+        self._slice = SLICE
+        self.flow_queue: Queue | None = None  # the queue whose credit this connection awaits
+        self.flow_seconds = 0.0  # time spent in flow, closed periods only (see flow_time)
+        self._flow_since = 0.0
+        self._flow_until = -FLOW_STATE_LINGER
 
     # ---- input -------------------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
+        self.machine.receive_data(data, now)
+        self.process()
+
+    def resume(self) -> None:
+        """The next go after a hold (next loop turn, or credit came back): a fresh slice."""
+        self._slice = SLICE
+        self.machine.release()
+        self.process()
+
+    def process(self) -> None:
+        """Handle what the machine has parsed, until the slice is used up or flow holds it."""
         machine = self.machine
-        machine.receive_data(data, now)
         channels = self.channels
+        budget = self._slice
         for event in machine.events():
             channel = 0
+            budget -= 1
+            if budget <= 0:
+                machine.hold()
             try:
                 if type(event) is Publish:
                     channel = event.channel
@@ -107,6 +134,7 @@ class Session:
                 elif type(event) is Method:
                     err.at(event.method.index >> 16, event.method.index & 0xFFFF)
                 self.fail(err, channel)
+        self._slice = budget
         self.flush_confirms()
         if self.published and self.alarms.active and not self.blocked:
             self.alarms.on_publish(self)
@@ -219,6 +247,41 @@ class Session:
     def wake(self) -> None:
         self.adapter.schedule_flush()
 
+    def wait_for_credit(self, queue: Queue) -> None:
+        if self.flow_queue is not None or self.closed:
+            return
+        self.flow_queue = queue
+        self._flow_since = time.monotonic()
+        self.machine.hold()
+        queue.add_credit_waiter(self._credit_back)
+
+    def _credit_back(self) -> None:
+        if self.flow_queue is None:
+            return
+        self.flow_queue = None
+        self._flow_until = now = time.monotonic()
+        self.flow_seconds += now - self._flow_since
+        if not self.closed:
+            self.adapter.continue_soon()
+
+    def flow_time(self) -> float:
+        """Seconds this connection has spent in flow, the current period included."""
+        if self.flow_queue is None:
+            return self.flow_seconds
+        return self.flow_seconds + time.monotonic() - self._flow_since
+
+    @property
+    def state(self) -> str:
+        """RabbitMQ's connection state: flow while throttled and for a second after."""
+        if self.closed:
+            return "closed"
+        if self.blocked:
+            return "blocked"
+        if self.flow_queue is not None or \
+                time.monotonic() - self._flow_until < FLOW_STATE_LINGER:
+            return "flow"
+        return "running"
+
     def set_writable(self, writable: bool) -> None:
         self.writable = writable
         if writable:
@@ -243,6 +306,7 @@ class Session:
             self.machine.send_method(0, C.Connection.Unblocked())
             self.wake()
         self.adapter.resume_reading()
+        self.adapter.continue_soon()
 
     def tick(self, now: float) -> bool:
         """Heartbeat duty; False when the peer has been silent too long."""
@@ -260,6 +324,9 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if self.flow_queue is not None:
+            self.flow_seconds = self.flow_time()
+            self.flow_queue = None
         for number in list(self.channels):
             self.drop_channel(number)
         if self.vhost is not None:

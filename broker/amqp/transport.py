@@ -6,6 +6,10 @@ Invariants:
   written by one flush scheduled on the next loop turn, however many there were.
 - Backpressure is explicit: when the socket buffer passes the high-water mark the session stops
   taking deliveries (``pause_writing``), and resumes when it drains.
+- Reading is paused for two independent reasons, and resumes only when neither holds: a
+  resource alarm blocked the connection, or the session holds unparsed input (its slice of
+  this loop turn is used up: it continues on the next turn; or it waits for a queue's credit:
+  it continues when the queue calls back).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class AMQPProtocol(asyncio.Protocol):
         self.session: Session | None = None
         self._in_read = False
         self._flush_scheduled = False
+        self._continue_scheduled = False
+        self._paused: set[str] = set()
         self._closing = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
@@ -88,9 +94,44 @@ class AMQPProtocol(asyncio.Protocol):
         finally:
             self._in_read = False
         self._flush()
+        if session.machine.held:
+            self._after_hold()
         if not self._heartbeat_started and session.machine.is_open:
             self._start_heartbeat()
 
+    def _after_hold(self) -> None:
+        session = self.session
+        assert session is not None
+        if session.machine.held:
+            self._pause("hold")
+            if session.flow_queue is None:
+                self.continue_soon()
+        else:
+            self._resume("hold")
+
+    def continue_soon(self) -> None:
+        """Handle held input on the next loop turn (after every other ready callback)."""
+        if self._continue_scheduled or self._closing:
+            return
+        self._continue_scheduled = True
+        self.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        self._continue_scheduled = False
+        session = self.session
+        if session is None or self._closing or session.blocked or \
+                session.flow_queue is not None:
+            return
+        self._in_read = True
+        try:
+            session.resume()
+        except Exception:
+            log.exception("internal error on connection %s", session.peer)
+            session.fail(InternalError("internal error"), 0)
+        finally:
+            self._in_read = False
+        self._flush()
+        self._after_hold()
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._handshake_timer, self._heartbeat_timer, self._close_timer):
             if timer is not None:
@@ -142,11 +183,24 @@ class AMQPProtocol(asyncio.Protocol):
                 self._close_timer = self.loop.call_later(delay, self._abort)
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.pause_reading()
+        """A resource alarm blocked the connection."""
+        self._pause("alarm")
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self._closing:
+        self._resume("alarm")
+
+    def _pause(self, reason: str) -> None:
+        if reason in self._paused:
+            return
+        self._paused.add(reason)
+        if len(self._paused) == 1 and self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._paused:
+            return
+        self._paused.discard(reason)
+        if not self._paused and self.transport is not None and not self._closing:
             self.transport.resume_reading()
 
     def _abort(self) -> None:

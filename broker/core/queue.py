@@ -9,6 +9,9 @@ Invariants:
   one step.
 - Expiry happens at the head, as in RabbitMQ's classic queues: an expired message is never
   delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX.
+- Flow control (``credit.CreditFlow``): while the queue is behind, each message routed in spends
+  a credit and each one delivered earns one back; the channel makes a publisher that spent the
+  last one wait for ``add_credit_waiter``.
 - The queue talks to the rest of the broker only through its ``QueueContext`` (clock, timers,
   deferred dispatch, dead-lettering, x-expires) and to a consumer's channel only through
   ``ConsumerChannel`` (the AMQP channel implements both ends of a delivery).
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protocol import codec, properties
 from storage.message import Entry, Message
 
+from .credit import BEHIND_AT, CREDIT, CreditFlow
 from .policies import combine
 
 if TYPE_CHECKING:
@@ -47,6 +51,7 @@ class ConsumerChannel(Protocol):
     @property
     def unacked_count(self) -> int: ...
     def deliver(self, consumer: Consumer, entry: Entry) -> None: ...
+    def deliver_many(self, consumer: Consumer, entries: list[Entry]) -> None: ...
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None: ...
 
 
@@ -68,6 +73,19 @@ class Consumer:
         priority = arguments.get("x-priority", 0)
         self.priority = priority if isinstance(priority, int) else 0
 
+    def room(self) -> int:
+        """How many more deliveries this consumer takes now (BUDGET-sized for no limit)."""
+        channel = self.channel
+        if not channel.can_deliver:
+            return 0
+        if self.no_ack:
+            return BUDGET
+        room = self.prefetch - self.unacked if self.prefetch else BUDGET
+        limit = channel.global_prefetch
+        if limit:
+            room = min(room, limit - channel.unacked_count)
+        return room
+
     def has_credit(self) -> bool:
         channel = self.channel
         if not channel.can_deliver:
@@ -80,7 +98,7 @@ class Consumer:
         return not limit or channel.unacked_count < limit
 
 
-class Queue:
+class Queue(CreditFlow):
     def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
                  durable: bool = False, exclusive_owner: Any = None, auto_delete: bool = False,
                  arguments: dict | None = None) -> None:
@@ -104,6 +122,7 @@ class Queue:
         self._expiry_timer: Any = None
         self._idle_timer: Any = None
         self.on_empty_consumers: Any = None
+        self._init_credit()
         self.refresh_settings()
 
     # ---- settings ----------------------------------------------------------------------
@@ -141,6 +160,9 @@ class Queue:
     def message_count(self) -> int:
         return len(self.store)
 
+    def _ready_count(self) -> int:
+        return len(self.store)
+
     @property
     def consumer_count(self) -> int:
         return len(self.consumers)
@@ -174,6 +196,8 @@ class Queue:
             self._drop_head_over_limit()
         if self.consumers:
             self.dispatch()
+            if len(self.store) > BEHIND_AT:
+                self.credit -= 1
         if expires is not None:
             self._expire_head()
         return True
@@ -266,7 +290,9 @@ class Queue:
         self._dead_letter(entry.message, "rejected")
 
     def purge(self) -> int:
-        return self.store.purge()
+        count = self.store.purge()
+        self._refill()
+        return count
 
     # ---- x-expires ---------------------------------------------------------------------
     def touch(self) -> None:
@@ -288,10 +314,11 @@ class Queue:
             self.ctx.expire_queue(self)
 
     def cancel_timers(self) -> None:
-        for timer in (self._expiry_timer, self._idle_timer):
+        for timer in (self._expiry_timer, self._idle_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        self._expiry_timer = self._idle_timer = None
+        self._expiry_timer = self._idle_timer = self._stall_timer = None
+        self._refill()
 
     # ---- consumers ---------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
@@ -308,8 +335,10 @@ class Queue:
         except ValueError:
             return
         self.touch()
-        if not self.consumers and self.auto_delete and self.on_empty_consumers:
-            self.on_empty_consumers(self)
+        if not self.consumers:
+            self._refill()
+            if self.auto_delete and self.on_empty_consumers:
+                self.on_empty_consumers(self)
 
     def wake(self) -> None:
         """Ask for a dispatch on the next loop turn (credit came back, a consumer arrived)."""
@@ -330,10 +359,11 @@ class Queue:
         count = len(consumers)
         if not count or self.deleted:
             return
-        if self.single_active:
-            count = 1
+        if count == 1 or self.single_active:
             self._rr = 0
-        elif consumers[0].priority != consumers[-1].priority:
+            self._dispatch_to(consumers[0])
+            return
+        if consumers[0].priority != consumers[-1].priority:
             self._dispatch_by_priority()
             return
         store = self.store
@@ -349,37 +379,72 @@ class Queue:
                 continue
             entry = self._next_entry(store)
             if entry is None:
-                return
+                break
             self._rr += 1
             consumer.channel.deliver(consumer, entry)
             budget -= 1
             idle = 0
             if not consumers:
-                return
-            count = 1 if self.single_active else len(consumers)
+                break
+            count = len(consumers)
+        self._delivered(BUDGET - budget)
         if not budget and len(store):
             self.wake()
 
+    def _dispatch_to(self, consumer: Consumer) -> None:
+        """One consumer: as many as its credit allows, in one batch (one call, one wake)."""
+        store = self.store
+        room = min(consumer.room(), BUDGET, len(store))
+        if room <= 0:
+            return
+        entries: list[Entry] = []
+        shift = store.shift
+        while len(entries) < room:
+            entry = shift()
+            if entry is None:
+                break
+            if entry.expires is not None and self._expired(entry):
+                continue
+            entries.append(entry)
+        if not entries:
+            return
+        consumer.channel.deliver_many(consumer, entries)
+        self._delivered(len(entries))
+        if len(entries) == BUDGET and len(store):
+            self.wake()
+
+    def _delivered(self, count: int) -> None:
+        if count and (self.credit < CREDIT or self._credit_waiters):
+            self._earn(count)
+
     def _next_entry(self, store: QueueStore) -> Entry | None:
         entry = store.shift()
-        if entry is not None and entry.expires is not None and self.ctx is not None \
-                and entry.expires <= self.ctx.now():
-            store.ack(entry)
-            self._dead_letter(entry.message, "expired")
-            self._expire_head()
+        if entry is not None and entry.expires is not None and self._expired(entry):
             return store.shift()
         return entry
+
+    def _expired(self, entry: Entry) -> bool:
+        """A shifted entry past its expiry is dead-lettered (and the head behind it checked)."""
+        if self.ctx is None or entry.expires is None or entry.expires > self.ctx.now():
+            return False
+        self.store.ack(entry)
+        self._dead_letter(entry.message, "expired")
+        self._expire_head()
+        return True
 
     def _dispatch_by_priority(self) -> None:
         """Consumers are sorted by priority: the first one with credit gets the message."""
         store = self.store
-        for _ in range(BUDGET):
+        sent = 0
+        while sent < BUDGET:
             consumer = next((c for c in self.consumers if c.has_credit()), None)
             if consumer is None:
-                return
+                break
             entry = self._next_entry(store)
             if entry is None:
-                return
+                break
             consumer.channel.deliver(consumer, entry)
-        if len(store):
+            sent += 1
+        self._delivered(sent)
+        if sent == BUDGET and len(store):
             self.wake()
