@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from protocol.errors import InternalError
@@ -82,22 +83,40 @@ class AMQPProtocol(asyncio.Protocol):
         session = self.session
         if session is None or self._closing:
             return
-        self._in_read = True
         stats = session.stats
         stats.recv_oct += len(data)
         stats.recv_cnt += 1
+        self._handle(session, data)
+        if session.machine.held:
+            self._after_hold()
+        if not self._heartbeat_started and session.machine.is_open:
+            self._start_heartbeat()
+
+    def _handle(self, session: Session, data: bytes | None) -> None:
+        """Handle input (``data``, or held input when None), dispatch what it woke, write.
+
+        The time it takes counts as busy time of the loop (``server.load``)."""
+        server = self.server
+        started = perf_counter()
+        self._in_read = server.handling_input = True
         try:
-            session.data_received(data, self.loop.time())
+            if data is None:
+                session.resume()
+            else:
+                session.data_received(data, self.loop.time())
         except Exception:
             log.exception("internal error on connection %s", session.peer)
             session.fail(InternalError("internal error"), 0)
         finally:
             self._in_read = False
+        try:
+            server.run_woken()
+        except Exception:
+            log.exception("internal error in a dispatch after input from %s", session.peer)
+        finally:
+            server.handling_input = False
         self._flush()
-        if session.machine.held:
-            self._after_hold()
-        if not self._heartbeat_started and session.machine.is_open:
-            self._start_heartbeat()
+        server.load.busy += perf_counter() - started
 
     def _after_hold(self) -> None:
         session = self.session
@@ -122,15 +141,7 @@ class AMQPProtocol(asyncio.Protocol):
         if session is None or self._closing or session.blocked or \
                 session.flow_queue is not None:
             return
-        self._in_read = True
-        try:
-            session.resume()
-        except Exception:
-            log.exception("internal error on connection %s", session.peer)
-            session.fail(InternalError("internal error"), 0)
-        finally:
-            self._in_read = False
-        self._flush()
+        self._handle(session, None)
         self._after_hold()
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._handshake_timer, self._heartbeat_timer, self._close_timer):
@@ -154,7 +165,12 @@ class AMQPProtocol(asyncio.Protocol):
         if self._flush_scheduled or self._in_read:
             return
         self._flush_scheduled = True
-        self.loop.call_soon(self._flush)
+        self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        started = perf_counter()
+        self._flush()
+        self.server.load.busy += perf_counter() - started
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -5,20 +5,26 @@ behind stops granting it and the publishing connection stops being read. Here a 
 handled synchronously, so "falling behind" is read off the queue itself: a queue is *behind*
 when it has consumers and more than ``BEHIND_AT`` ready messages. While it is behind, every
 message routed into it spends one credit of the queue's pool, and every message it delivers
-earns one back (up to ``CREDIT``): publishers can go on only as fast as the consumers take.
-A publishing connection that spends the last credit waits (``add_credit_waiter``): it is no
-longer read until the queue calls it back.
+earns one back (up to ``CREDIT``): publishers go on only as fast as the consumers take. A
+publishing connection that spends the last credit waits (``add_credit_waiter``): it is no longer
+read until the queue calls it back, once the pool holds ``RESUME_AT`` credits again (RabbitMQ's
+bump of 200), so it resumes for a batch, not for every single delivery.
+
+Slow consumers must not throttle a publisher: a worker that needs a second per message should
+see a backlog grow, as with RabbitMQ, not a publisher stuck at its pace. The difference between
+"the consumers could keep up but the broker is busy with the publisher" and "the consumers are
+slow" is whether the event loop is saturated (``LoopLoad``): while a publisher waits, a stall
+timer looks every ``STALL`` s; if the loop had idle time meanwhile, the broker is not what holds
+the consumers back, and it tops the pool up to ``CREDIT`` (at least ``CREDIT / STALL`` messages
+per second get in). On a saturated loop it only tops up to ``FLOOR`` when nothing was delivered
+at all, so a connection that publishes and consumes on one socket cannot deadlock on its own
+unread acks.
 
 Invariants:
 - Credit only matters while the queue is behind; whenever it is not (backlog drained to
-  ``BEHIND_AT``, last consumer gone, queue deleted), the pool is full and nobody waits.
-- Waiters are called back once the pool holds ``RESUME_AT`` credits again (RabbitMQ's bump of
-  200), so a publisher resumes for a batch, not for every single delivery.
-- A waiter is always called back: by the deliveries that bring credit back, or by the stall
-  timer, which every ``STALL`` s tops the pool up to ``FLOOR``. So slow consumers (a worker that
-  takes a second per message) slow a flooding publisher down to ``FLOOR`` messages per
-  ``STALL`` at worst, never to a stop, and a connection that publishes and consumes on the
-  same socket cannot deadlock on its own acks.
+  ``BEHIND_AT``, last consumer gone, queue deleted or purged), the pool is full and nobody
+  waits.
+- A waiter is always called back, by deliveries or by the stall timer.
 - The queue never refuses or drops a message because of credit: throttling happens at the
   socket (TCP back-pressure), as in RabbitMQ.
 """
@@ -31,28 +37,56 @@ from typing import Any
 BEHIND_AT = 1024  # ready messages of a queue with consumers above which publishers pay credit
 CREDIT = 400  # the pool (RabbitMQ's credit_flow_default_credit is {400, 200})
 RESUME_AT = 200  # credits in the pool that call the waiters back
-FLOOR = 200  # what the stall timer tops the pool up to
-STALL = 0.02  # seconds between two looks of the stall timer while someone waits
+IDLE_GRANT = 1000  # what a stall tops the pool up to when the consumers are slow, loop idle
+FLOOR = 50  # what a stall tops the pool up to on a saturated loop when nothing was delivered
+STALL = 0.01  # seconds between two looks of the stall timer while someone waits
+SLOW = 50  # deliveries per STALL below which a queue's consumers count as slow (5k msg/s)
+SATURATED = 0.9  # share of busy time over the last window above which the loop is saturated
+LOAD_WINDOW = 0.01  # seconds the busy share is measured over
+
+
+class LoopLoad:
+    """How busy the event loop has been lately: the transport adds the time it spends handling
+    input and writing output to ``busy``; the share of wall time that makes is the load."""
+
+    __slots__ = ("busy", "_since", "_busy_then", "_share")
+
+    def __init__(self) -> None:
+        self.busy = 0.0
+        self._since = -1.0
+        self._busy_then = 0.0
+        self._share = 0.0
+
+    def saturated(self, now: float) -> bool:
+        span = now - self._since
+        if span >= LOAD_WINDOW:
+            if self._since >= 0:
+                self._share = (self.busy - self._busy_then) / span
+                _DBG[f"share{int(self._share * 10)}"] += 1
+            self._since, self._busy_then = now, self.busy
+        return self._share >= SATURATED
 
 
 class CreditFlow:
     """Mixed into ``Queue``: the credit pool, its waiters and the stall timer."""
 
     credit: int
-    delivered: int
     _credit_waiters: list[Callable[[], None]]
     _stall_timer: Any
-
-    def _init_credit(self) -> None:
-        self.credit = CREDIT
-        self.delivered = 0  # messages delivered so far (consumers or basic.get)
-        self._credit_waiters = []
-        self._stall_timer = None
+    _stall_mark: int
+    _delivered_count: int
 
     # what Queue provides
     consumers: list[Any]
     deleted: bool
     ctx: Any
+
+    def _init_credit(self) -> None:
+        self.credit = CREDIT
+        self._credit_waiters = []
+        self._stall_timer = None
+        self._stall_mark = 0
+        self._delivered_count = 0  # while someone waits: deliveries so far
 
     def _ready_count(self) -> int:
         raise NotImplementedError
@@ -65,11 +99,12 @@ class CreditFlow:
         """Call ``callback`` once the queue has credit again (or stops being behind)."""
         self._credit_waiters.append(callback)
         if self._stall_timer is None and self.ctx is not None:
+            self._stall_mark = self._delivered_count
             self._stall_timer = self.ctx.call_later(STALL, self._on_stall)
 
     def _earn(self, count: int) -> None:
         """``count`` messages left the queue to consumers."""
-        self.delivered += count
+        self._delivered_count += count
         credit = self.credit + count
         if credit > CREDIT or self._ready_count() <= BEHIND_AT:
             credit = CREDIT
@@ -84,19 +119,40 @@ class CreditFlow:
             self._release_waiters()
 
     def _release_waiters(self) -> None:
+        _DBG["release"] += 1
         waiters, self._credit_waiters = self._credit_waiters, []
         for callback in waiters:
             callback()
 
     def _on_stall(self) -> None:
-        """Runs every STALL s while someone waits (and once more after): the floor."""
         self._stall_timer = None
         if not self._credit_waiters:
             return
         if not self.behind:
             self._refill()
             return
-        if self.credit < FLOOR:
-            self.credit = FLOOR
-        self._release_waiters()
-        self._stall_timer = self.ctx.call_later(STALL, self._on_stall)
+        delivered = self._delivered_count - self._stall_mark
+        if delivered < SLOW:
+            # The consumers are slow (or stuck): throttling the publisher would not help
+            # them unless it is the publisher's work that keeps the loop from them.
+            if not self.ctx.saturated():
+                _DBG["idle"] += 1
+                self.credit = max(self.credit, IDLE_GRANT)
+            elif not delivered:
+                _DBG["floor"] += 1
+                self.credit = max(self.credit, FLOOR)
+            else:
+                _DBG["slowsat"] += 1
+        else:
+            _DBG["fast"] += 1
+        if self.credit > 0:
+            self._release_waiters()
+        if self._credit_waiters:
+            self._stall_mark = self._delivered_count
+            self._stall_timer = self.ctx.call_later(STALL, self._on_stall)
+
+
+import atexit, collections, os  # noqa: E402  DEBUG
+_DBG: collections.Counter = collections.Counter()
+if os.environ.get("CREDIT_DEBUG"):
+    atexit.register(lambda: open(os.environ["CREDIT_DEBUG"], "a").write(f"{dict(_DBG)}\n"))
