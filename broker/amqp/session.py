@@ -327,6 +327,7 @@ class Session:
         if self.flow_queue is not None:
             self.flow_seconds = self.flow_time()
             self.flow_queue = None
+        self.server.load.flow_seconds_retired += self.flow_seconds
         for number in list(self.channels):
             self.drop_channel(number)
         if self.vhost is not None:

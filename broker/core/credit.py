@@ -47,11 +47,13 @@ LOAD_WINDOW = 0.01  # seconds the busy share is measured over
 
 class LoopLoad:
     """How busy the event loop has been lately: the transport adds the time it spends handling
-    input and writing output to ``busy``; the share of wall time that makes is the load."""
+    input and writing output to ``busy``; the share of wall time that makes is the load.
+    Also keeps the flow time of closed connections, for the node-wide flow-time counter."""
 
-    __slots__ = ("busy", "_since", "_busy_then", "_share")
+    __slots__ = ("busy", "_since", "_busy_then", "_share", "flow_seconds_retired")
 
     def __init__(self) -> None:
+        self.flow_seconds_retired = 0.0
         self.busy = 0.0
         self._since = -1.0
         self._busy_then = 0.0

@@ -167,7 +167,7 @@ def connection(s: Session) -> dict:
         "reductions": 0, "reductions_details": rate(), "send_cnt": st.send_cnt,
         **with_details({"send_oct": st.send_oct}), "send_pend": 0, "ssl": False,
         "ssl_cipher": None, "ssl_hash": None, "ssl_key_exchange": None, "ssl_protocol": None,
-        "state": "running" if not s.closed else "closed", "timeout": m.heartbeat,
+        "state": s.state, "timeout": m.heartbeat,
         "type": "network", "user": s.user, "user_provided_name":
             (m.client_properties or {}).get("connection_name"),
         "user_who_performed_action": s.user,
