@@ -2,10 +2,10 @@
 
 Bytes go in with ``receive_data``; ``events()`` yields what the peer asked for, parsing lazily so
 that whatever the session does with one event (closing a channel, closing the connection) is
-seen before the next frame is parsed. Frames to send accumulate in ``out`` and are taken with
-``data_to_send()``, once per read. ``hold()`` (called while handling an event) stops parsing after
-that event: the rest stays buffered until ``release()`` and the next ``events()``, which is how
-the broker bounds the work one connection gets per loop turn and applies flow control.
+seen before the next frame is parsed. The caller may stop early (close the generator): what was
+not parsed stays buffered for the next ``events()``, which is how the broker bounds the work one
+connection gets per loop turn and applies flow control. Frames to send accumulate in ``out``
+and are taken with ``data_to_send()``, once per read.
 
 Invariants:
 - The machine owns the handshake, frame bounds, channel numbers and content assembly; it never
@@ -122,7 +122,6 @@ class ConnectionMachine:
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = 0
-        self._held = False
         self.last_received = 0.0
         self.version = (0, 9)
 
@@ -237,22 +236,13 @@ class ConnectionMachine:
         """Bytes received and not parsed yet."""
         return self._have
 
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def hold(self) -> None:
-        """Stop parsing after the event being handled; the rest waits for ``release``."""
-        self._held = True
-
-    def release(self) -> None:
-        self._held = False
-
     def peer_timed_out(self, now: float) -> bool:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
 
     def events(self) -> Iterator[object]:
-        if self._held or not self._chunks or self._have < self._need:
+        """Parse what was received, one event at a time. The caller may stop early (close
+        the generator): what was not parsed yet is kept for the next call."""
+        if not self._chunks or self._have < self._need:
             return
         chunks = self._chunks
         buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -263,10 +253,10 @@ class ConnectionMachine:
         try:
             if self.state is State.AWAIT_HEADER:
                 if end < 8:
-                    self._keep(buf, 0, 8)
+                    need = 8
                     return
-                yield from self._on_protocol_header(buf[:8])
                 pos = 8
+                yield from self._on_protocol_header(buf[:8])
             while self.state is not State.CLOSED:
                 if end - pos < 7:
                     need = 7
@@ -289,8 +279,6 @@ class ConnectionMachine:
                 event = self._on_frame(ftype, channel, payload)
                 if event is not None:
                     yield event
-                    if self._held:
-                        break
         except errors.AMQPError as exc:
             pos = end
             yield Fault(exc)
@@ -298,8 +286,10 @@ class ConnectionMachine:
             pos = end
             self._to(State.CLOSED)
             yield CloseTransport(exc.reason, exc.delay)
-        if pos < end and self.state is not State.CLOSED:
-            self._keep(buf, pos, need)
+        finally:
+            # Also reached when the caller stops early (GeneratorExit at a yield).
+            if pos < end and self.state is not State.CLOSED:
+                self._keep(buf, pos, need)
 
     def _keep(self, buf: bytes, pos: int, need: int) -> None:
         """Keep the unparsed tail ahead of anything fed while events were being handled."""

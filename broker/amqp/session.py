@@ -8,10 +8,10 @@ The session never touches the socket: it reads events from the ConnectionMachine
 frames in ``machine.out``; the transport (the adapter) writes them once per read, or on the next
 loop turn when ``wake`` is called from outside a read (a delivery caused by another connection).
 
-Fairness and flow control: one go of ``process`` handles at most ``SLICE`` events, then the
-machine holds the rest and the transport continues on the next loop turn, so deliveries, acks
+Fairness and flow control: one go of ``process_input`` handles at most ``SLICE`` events, then
+the machine keeps the rest and the transport continues on the next loop turn, so deliveries, acks
 and other connections' publishes interleave with a flood in bounded slices. A publish into a
-queue that is out of credit (``broker.core.credit``) holds the machine until the queue calls
+queue that is out of credit (``broker.core.credit``) holds the input until the queue calls
 back (``wait_for_credit``); meanwhile the connection is not read and its state is ``flow``.
 What the session needs from the node (settings, durability, alarms) comes through
 ``ports.AMQPHost``; the server (``broker.core.server.Server``) is the state it serves.
@@ -88,6 +88,7 @@ class Session:
         self.published = False
         self.blocked = False
         self._slice = SLICE
+        self.input_held = False
         self.flow_queue: Queue | None = None  # the queue whose credit this connection awaits
         self.flow_seconds = 0.0  # time spent in flow, closed periods only (see flow_time)
         self._flow_since = 0.0
@@ -96,44 +97,49 @@ class Session:
     # ---- input -------------------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
         self.machine.receive_data(data, now)
-        self.process()
+        self.process_input()
 
-    def resume(self) -> None:
-        """The next go after a hold (next loop turn, or credit came back): a fresh slice."""
-        self._slice = SLICE
-        self.machine.release()
-        self.process()
-
-    def process(self) -> None:
-        """Handle what the machine has parsed, until the slice is used up or flow holds it."""
+    def process_input(self, fresh: bool = False) -> None:
+        """Handle what the machine can parse. Stops early, keeping the rest of the input in the
+        machine (``input_held``), once this go's slice of ``SLICE`` events is used up (the
+        transport goes on at the next loop turn, with a ``fresh`` slice) or a queue it
+        published to is out of credit (it goes on when the queue calls back)."""
+        if fresh:
+            self._slice = SLICE
         machine = self.machine
         channels = self.channels
         budget = self._slice
-        for event in machine.events():
-            channel = 0
-            budget -= 1
-            if budget <= 0:
-                machine.hold()
-            try:
-                if type(event) is Publish:
-                    channel = event.channel
-                    self.stats.publish += 1
-                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore
-                        self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
-                    if not self.published:
-                        self.published = True
-                    channels[channel].on_publish(event)
-                elif type(event) is Method:
-                    channel = event.channel
-                    self._on_method(event)
-                else:
-                    self._on_control(event)
-            except AMQPError as err:
-                if type(event) is Publish:
-                    err.at(60, 40)
-                elif type(event) is Method:
-                    err.at(event.method.index >> 16, event.method.index & 0xFFFF)
-                self.fail(err, channel)
+        self.input_held = False
+        events = machine.events()
+        try:
+            for event in events:
+                channel = 0
+                try:
+                    if type(event) is Publish:
+                        channel = event.channel
+                        self.stats.publish += 1
+                        if event.exchange not in self.authz.writable_exchanges:  # type: ignore
+                            self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
+                        if not self.published:
+                            self.published = True
+                        channels[channel].on_publish(event)
+                    elif type(event) is Method:
+                        channel = event.channel
+                        self._on_method(event)
+                    else:
+                        self._on_control(event)
+                except AMQPError as err:
+                    if type(event) is Publish:
+                        err.at(60, 40)
+                    elif type(event) is Method:
+                        err.at(event.method.index >> 16, event.method.index & 0xFFFF)
+                    self.fail(err, channel)
+                budget -= 1
+                if budget <= 0 or self.flow_queue is not None:
+                    self.input_held = not self.closed
+                    break
+        finally:
+            events.close()
         self._slice = budget
         self.flush_confirms()
         if self.published and self.alarms.active and not self.blocked:
@@ -252,7 +258,6 @@ class Session:
             return
         self.flow_queue = queue
         self._flow_since = time.monotonic()
-        self.machine.hold()
         queue.add_credit_waiter(self._credit_back)
 
     def _credit_back(self) -> None:
@@ -296,7 +301,7 @@ class Session:
         if self.machine.is_open and self.machine.client_capability("connection.blocked"):
             self.machine.send_method(0, C.Connection.Blocked(reason))
             self.wake()
-        self.adapter.pause_reading()
+        self.adapter.pause_reading("alarm")
 
     def unblock(self) -> None:
         if not self.blocked:
@@ -305,7 +310,7 @@ class Session:
         if self.machine.is_open and self.machine.client_capability("connection.blocked"):
             self.machine.send_method(0, C.Connection.Unblocked())
             self.wake()
-        self.adapter.resume_reading()
+        self.adapter.resume_reading("alarm")
         self.adapter.continue_soon()
 
     def tick(self, now: float) -> bool:

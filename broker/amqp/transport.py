@@ -6,10 +6,10 @@ Invariants:
   written by one flush scheduled on the next loop turn, however many there were.
 - Backpressure is explicit: when the socket buffer passes the high-water mark the session stops
   taking deliveries (``pause_writing``), and resumes when it drains.
-- Reading is paused for two independent reasons, and resumes only when neither holds: a
-  resource alarm blocked the connection, or the session holds unparsed input (its slice of
-  this loop turn is used up: it continues on the next turn; or it waits for a queue's credit:
-  it continues when the queue calls back).
+- Reading is paused for any of a set of reasons and resumes when none is left: ``alarm`` (a
+  resource alarm blocked the publisher), ``input`` (the session holds input back: its slice of
+  this loop turn is used up and it goes on at the next turn, or it waits for a queue's credit
+  and goes on when the queue calls back).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class AMQPProtocol(asyncio.Protocol):
         self._in_read = False
         self._flush_scheduled = False
         self._continue_scheduled = False
-        self._paused: set[str] = set()
+        self._read_pauses: set[str] = set()
         self._closing = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
@@ -86,22 +86,20 @@ class AMQPProtocol(asyncio.Protocol):
         stats = session.stats
         stats.recv_oct += len(data)
         stats.recv_cnt += 1
-        self._handle(session, data)
-        if session.machine.held:
-            self._after_hold()
+        self._handle_input(session, data)
         if not self._heartbeat_started and session.machine.is_open:
             self._start_heartbeat()
 
-    def _handle(self, session: Session, data: bytes | None) -> None:
-        """Handle input (``data``, or held input when None), dispatch what it woke, write.
-
-        The time it takes counts as busy time of the loop (``server.load``)."""
+    def _handle_input(self, session: Session, data: bytes | None) -> None:
+        """Feed ``data`` (None: continue with the input held back earlier, with a fresh
+        slice), dispatch what it woke, write the answers once; while input is held, the socket
+        is not read. The time it takes counts as busy time of the loop (``server.load``)."""
         server = self.server
         started = perf_counter()
         self._in_read = server.handling_input = True
         try:
             if data is None:
-                session.resume()
+                session.process_input(fresh=True)
             else:
                 session.data_received(data, self.loop.time())
         except Exception:
@@ -116,33 +114,29 @@ class AMQPProtocol(asyncio.Protocol):
         finally:
             server.handling_input = False
         self._flush()
-        server.load.busy += perf_counter() - started
-
-    def _after_hold(self) -> None:
-        session = self.session
-        assert session is not None
-        if session.machine.held:
-            self._pause("hold")
+        if session.input_held:
+            self.pause_reading("input")
             if session.flow_queue is None:
                 self.continue_soon()
         else:
-            self._resume("hold")
+            self.resume_reading("input")
+        server.load.busy += perf_counter() - started
 
     def continue_soon(self) -> None:
-        """Handle held input on the next loop turn (after every other ready callback)."""
+        """Go on with held input on the next loop turn (after every other ready callback)."""
         if self._continue_scheduled or self._closing:
             return
         self._continue_scheduled = True
-        self.loop.call_soon(self._continue)
+        self.loop.call_soon(self._continue_input)
 
-    def _continue(self) -> None:
+    def _continue_input(self) -> None:
         self._continue_scheduled = False
         session = self.session
         if session is None or self._closing or session.blocked or \
                 session.flow_queue is not None:
             return
-        self._handle(session, None)
-        self._after_hold()
+        self._handle_input(session, None)
+
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._handshake_timer, self._heartbeat_timer, self._close_timer):
             if timer is not None:
@@ -198,25 +192,16 @@ class AMQPProtocol(asyncio.Protocol):
             if self._close_timer is None:
                 self._close_timer = self.loop.call_later(delay, self._abort)
 
-    def pause_reading(self) -> None:
-        """A resource alarm blocked the connection."""
-        self._pause("alarm")
-
-    def resume_reading(self) -> None:
-        self._resume("alarm")
-
-    def _pause(self, reason: str) -> None:
-        if reason in self._paused:
-            return
-        self._paused.add(reason)
-        if len(self._paused) == 1 and self.transport is not None and not self._closing:
+    def pause_reading(self, reason: str) -> None:
+        if not self._read_pauses and self.transport is not None and not self._closing:
             self.transport.pause_reading()
+        self._read_pauses.add(reason)
 
-    def _resume(self, reason: str) -> None:
-        if reason not in self._paused:
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._read_pauses:
             return
-        self._paused.discard(reason)
-        if not self._paused and self.transport is not None and not self._closing:
+        self._read_pauses.discard(reason)
+        if not self._read_pauses and self.transport is not None and not self._closing:
             self.transport.resume_reading()
 
     def _abort(self) -> None:
