@@ -26,6 +26,7 @@ from pamqp import commands
 
 from . import codec, errors
 from .events import (
+    Ack,
     CloseTransport,
     Fault,
     LoginAttempt,
@@ -48,9 +49,17 @@ _head = struct.Struct(">BHI")
 _u16 = struct.Struct(">H")
 _u32 = struct.Struct(">I")
 _header_fields = struct.Struct(">HHQ")
+_ack_args = struct.Struct(">QB")
 PUBLISH_INDEX = 0x003C0028
+PUBLISH_PREFIX = b"\x00\x3c\x00\x28"
+ACK_INDEX = 0x003C0050
 MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
+
+
+def _cannot_decode(index: int, payload: bytes) -> errors.AMQPError:
+    return errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
+                             index >> 16, index & 0xFFFF)
 
 
 class State(enum.Enum):
@@ -262,6 +271,13 @@ class ConnectionMachine:
                     need = 7
                     break
                 ftype, channel, size = _head.unpack_from(buf, pos)
+                if ftype == 1 and buf.startswith(PUBLISH_PREFIX, pos + 7) and \
+                        size <= self.frame_max and self.state is State.OPEN:
+                    whole = self._publish_triple(buf, pos, end, channel, size)
+                    if whole is not None:
+                        pos = whole[1]
+                        yield whole[0]
+                        continue
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
                     raise errors.FrameError(
                         f"type {ftype}, all octets = <<>>: "
@@ -290,6 +306,47 @@ class ConnectionMachine:
             # Also reached when the caller stops early (GeneratorExit at a yield).
             if pos < end and self.state is not State.CLOSED:
                 self._keep(buf, pos, need)
+
+    def _publish_triple(self, buf: bytes, pos: int, end: int, channel: int,
+                        size: int) -> tuple[Publish, int] | None:
+        """The hot path: a basic.publish whose content header and single body frame are all
+        in ``buf`` becomes one event, without the frame-by-frame bookkeeping. None (the
+        frame-by-frame path takes over and raises what is wrong) for anything unusual: a
+        channel not plainly open, content split over frames, bad markers or sizes."""
+        if channel not in self.open_channels or channel in self.closing_channels or \
+                channel in self._content:
+            return None
+        stop = pos + 7 + size
+        if stop >= end or buf[stop] != 0xCE:
+            return None
+        args = parse_publish(buf[pos + 7:stop])
+        if args is None:
+            return None
+        hpos = stop + 1
+        if end - hpos < 7:
+            return None
+        htype, hchannel, hsize = _head.unpack_from(buf, hpos)
+        hstop = hpos + 7 + hsize
+        if htype != 2 or hchannel != channel or hsize < 14 or hsize > self.frame_max or \
+                hstop >= end or buf[hstop] != 0xCE:
+            return None
+        class_id, _weight, body_size = _header_fields.unpack_from(buf, hpos + 7)
+        if class_id != 60 or body_size > self.max_message_size:
+            return None
+        props = buf[hpos + 19:hstop]
+        if not body_size:
+            return Publish(channel, args[0], args[1], args[2], args[3], props, b"", args[4],
+                           args[5]), hstop + 1
+        bpos = hstop + 1
+        if end - bpos < 7:
+            return None
+        btype, bchannel, bsize = _head.unpack_from(buf, bpos)
+        bstop = bpos + 7 + bsize
+        if btype != 3 or bchannel != channel or bsize != body_size or \
+                bsize > self.frame_max or bstop >= end or buf[bstop] != 0xCE:
+            return None
+        return Publish(channel, args[0], args[1], args[2], args[3], props,
+                       buf[bpos + 7:bstop], args[4], args[5]), bstop + 1
 
     def _keep(self, buf: bytes, pos: int, need: int) -> None:
         """Keep the unparsed tail ahead of anything fed while events were being handled."""
@@ -352,6 +409,9 @@ class ConnectionMachine:
                         f"cannot decode {codec.erlang_binary(payload[4:])}", 60, 40)
                 self._content[channel] = _Content(*args)
                 return None
+            if index == ACK_INDEX and len(payload) == 13 and channel in self.open_channels:
+                tag, bits = _ack_args.unpack_from(payload, 4)
+                return Ack(channel, tag, bool(bits & 1))
         method = self._decode(index, payload)
         if channel == 0:
             return self._on_connection_method(method)
@@ -391,20 +451,18 @@ class ConnectionMachine:
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
         method = cls()
-        cannot = errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
-                                   index >> 16, index & 0xFFFF)
         try:
             end = args_length(method, payload, 4)
         except UnknownFieldType:
             raise errors.SilentClose("unknown field type in a table") from None
         except (ValueError, IndexError, struct.error):
-            raise cannot from None
+            raise _cannot_decode(index, payload) from None
         if end != len(payload):
-            raise cannot
+            raise _cannot_decode(index, payload)
         try:
             method.unmarshal(payload[4:])
         except Exception:
-            raise cannot from None
+            raise _cannot_decode(index, payload) from None
         return method
 
     def _on_connection_method(self, method: commands.base.Frame) -> object | None:

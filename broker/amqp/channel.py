@@ -19,9 +19,8 @@ from pamqp import commands as C
 
 from broker.core import arguments as qargs
 from broker.core import replyto
-from broker.core.messages import persistent_of
 from broker.core.queue import Consumer, Queue
-from protocol import codec
+from protocol import codec, properties
 from protocol.errors import (
     AccessRefused,
     CommandInvalid,
@@ -318,7 +317,22 @@ class Channel(TopologyHandlers):
             self._wake_consumed_queues()
 
     def on_basic_ack(self, m: C.Basic.Ack) -> None:
-        self._settle(m.delivery_tag, m.multiple, None)
+        self.on_ack(m.delivery_tag, m.multiple)
+
+    def on_ack(self, tag: int, multiple: bool) -> None:
+        if multiple or self.tx is not None or self.global_prefetch:
+            self._settle(tag, multiple, None)
+            return
+        # The hot path: one delivery acked on its own.
+        item = self.unacked.pop(tag, None)
+        if item is None:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        entry, queue, consumer = item
+        if consumer is not None:
+            consumer.unacked -= 1
+        self.session.stats.ack += 1
+        queue.ack(entry)
+        queue.wake()
 
     def on_basic_nack(self, m: C.Basic.Nack) -> None:
         self._settle(m.delivery_tag, m.multiple, m.requeue)
@@ -356,8 +370,9 @@ class Channel(TopologyHandlers):
             if self.reply_address is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
             props = replyto.with_reply_to(props, self.reply_address)
-        message = Message(ev.exchange, ev.routing_key, props, ev.body, persistent_of(props),
-                          ev.exchange_raw, ev.routing_key_raw)
+        meta = properties.peek_all(props)  # the one walk over the properties
+        message = Message(ev.exchange, ev.routing_key, props, ev.body, meta.delivery_mode == 2,
+                          ev.exchange_raw, ev.routing_key_raw, meta)
         self.session.check_publish(self, message)
         if self.confirms is not None:
             self.confirms.next()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
+from broker.core.messages import peeked
 from broker.core.naming import server_properties
 from broker.core.stats import Counters
 from protocol import properties
@@ -32,6 +33,7 @@ from protocol.codec import erlang_tuple
 from protocol.connection import ConnectionMachine
 from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed, PreconditionFailed
 from protocol.events import (
+    Ack,
     CloseTransport,
     Fault,
     LoginAttempt,
@@ -123,6 +125,9 @@ class Session:
                         if not self.published:
                             self.published = True
                         channels[channel].on_publish(event)
+                    elif type(event) is Ack:
+                        channel = event.channel
+                        channels[channel].on_ack(event.delivery_tag, event.multiple)
                     elif type(event) is Method:
                         channel = event.channel
                         self._on_method(event)
@@ -131,6 +136,8 @@ class Session:
                 except AMQPError as err:
                     if type(event) is Publish:
                         err.at(60, 40)
+                    elif type(event) is Ack:
+                        err.at(60, 80)
                     elif type(event) is Method:
                         err.at(event.method.index >> 16, event.method.index & 0xFFFF)
                     self.fail(err, channel)
@@ -239,12 +246,12 @@ class Session:
 
     # ---- broker hooks ------------------------------------------------------------------
     def check_publish(self, channel: Channel, message: Message) -> None:
-        props = message.properties
-        if props[:2] != b"\x00\x00":
-            expiration = properties.peek_expiration(props)
+        meta = peeked(message)
+        if meta is not properties.NOTHING:
+            expiration = meta.expiration
             if expiration is not None:
                 validate_expiration(expiration)
-            user_id = properties.peek_shortstr(props, properties.USER_ID)
+            user_id = meta.user_id
             if user_id is not None and user_id != self.user:
                 raise PreconditionFailed(f"user_id property set to '{user_id}' but "
                                          f"authenticated user was '{self.user}'")

@@ -11,14 +11,15 @@ read until the queue calls it back, once the pool holds ``RESUME_AT`` credits ag
 bump of 200), so it resumes for a batch, not for every single delivery.
 
 Slow consumers must not throttle a publisher: a worker that needs a second per message should
-see a backlog grow, as with RabbitMQ, not a publisher stuck at its pace. The difference between
-"the consumers could keep up but the broker is busy with the publisher" and "the consumers are
-slow" is whether the event loop is saturated (``LoopLoad``): while a publisher waits, a stall
-timer looks every ``STALL`` s; if the loop had idle time meanwhile, the broker is not what holds
-the consumers back, and it tops the pool up to ``CREDIT`` (at least ``CREDIT / STALL`` messages
-per second get in). On a saturated loop it only tops up to ``FLOOR`` when nothing was delivered
-at all, so a connection that publishes and consumes on one socket cannot deadlock on its own
-unread acks.
+see a backlog grow, as with RabbitMQ, not a publisher stuck at its pace. While a publisher
+waits, a stall timer looks at the queue every ``STALL`` s. When the consumers took at least
+``SLOW`` messages meanwhile (5k msg/s), they keep up and their deliveries bring credit back.
+When they took fewer, they are slow (or stuck), and what decides is whether the event loop is
+saturated (``LoopLoad``): if it had idle time, the broker is not what holds them back, and the
+pool is topped up to ``IDLE_GRANT`` (``IDLE_GRANT / STALL`` messages per second get in, a
+backlog grows as it would in RabbitMQ); on a saturated loop the pool is only topped up to
+``FLOOR`` when nothing was delivered at all, so a connection that publishes and consumes on one
+socket cannot deadlock on its own unread acks.
 
 Invariants:
 - Credit only matters while the queue is behind; whenever it is not (backlog drained to
@@ -64,7 +65,6 @@ class LoopLoad:
         if span >= LOAD_WINDOW:
             if self._since >= 0:
                 self._share = (self.busy - self._busy_then) / span
-                _DBG[f"share{int(self._share * 10)}"] += 1
             self._since, self._busy_then = now, self.busy
         return self._share >= SATURATED
 
@@ -121,7 +121,6 @@ class CreditFlow:
             self._release_waiters()
 
     def _release_waiters(self) -> None:
-        _DBG["release"] += 1
         waiters, self._credit_waiters = self._credit_waiters, []
         for callback in waiters:
             callback()
@@ -138,23 +137,12 @@ class CreditFlow:
             # The consumers are slow (or stuck): throttling the publisher would not help
             # them unless it is the publisher's work that keeps the loop from them.
             if not self.ctx.saturated():
-                _DBG["idle"] += 1
                 self.credit = max(self.credit, IDLE_GRANT)
             elif not delivered:
-                _DBG["floor"] += 1
                 self.credit = max(self.credit, FLOOR)
-            else:
-                _DBG["slowsat"] += 1
-        else:
-            _DBG["fast"] += 1
         if self.credit > 0:
             self._release_waiters()
         if self._credit_waiters:
             self._stall_mark = self._delivered_count
             self._stall_timer = self.ctx.call_later(STALL, self._on_stall)
 
-
-import atexit, collections, os  # noqa: E402  DEBUG
-_DBG: collections.Counter = collections.Counter()
-if os.environ.get("CREDIT_DEBUG"):
-    atexit.register(lambda: open(os.environ["CREDIT_DEBUG"], "a").write(f"{dict(_DBG)}\n"))

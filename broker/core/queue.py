@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from protocol import codec, properties
+from protocol import codec
 from storage.message import Entry, Message
 
 from .credit import BEHIND_AT, CREDIT, CreditFlow
+from .messages import peeked
 from .policies import combine
 
 if TYPE_CHECKING:
@@ -207,12 +208,9 @@ class Queue(CreditFlow):
 
     def _expiry_of(self, message: Message) -> float | None:
         ttl = self.message_ttl
-        raw = message.properties
-        if raw[:2] != b"\x00\x00":
-            text = properties.peek_expiration(raw)
-            if text is not None and text.isdigit():
-                per_message = int(text)
-                ttl = per_message if ttl is None else min(ttl, per_message)
+        per_message = peeked(message).expiration_ms
+        if per_message is not None:
+            ttl = per_message if ttl is None else min(ttl, per_message)
         if ttl is None or self.ctx is None:
             return None
         return self.ctx.now() + ttl / 1000.0
