@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from pamqp import commands
 
-from . import codec, errors
+from . import codec, errors, fast
 from .events import (
     Ack,
     CloseTransport,
@@ -51,8 +51,8 @@ _u32 = struct.Struct(">I")
 _header_fields = struct.Struct(">HHQ")
 _ack_args = struct.Struct(">QB")
 PUBLISH_INDEX = 0x003C0028
-PUBLISH_PREFIX = b"\x00\x3c\x00\x28"
 ACK_INDEX = 0x003C0050
+SCAN_BATCH = 64  # events parsed ahead in one call on the hot path
 MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
 
@@ -169,9 +169,9 @@ class ConnectionMachine:
                      body: bytes) -> None:
         """basic.deliver with its content."""
         self._check_channel(channel)
-        self.out.append(codec.deliver_message(channel, consumer_tag, delivery_tag, redelivered,
-                                              exchange, routing_key, props, body,
-                                              self.frame_max))
+        self.out.append(fast.deliver_message(channel, consumer_tag, delivery_tag, redelivered,
+                                             exchange, routing_key, props, body,
+                                             self.frame_max))
 
     def send_get_ok(self, channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
                     routing_key: bytes, message_count: int, props: bytes, body: bytes) -> None:
@@ -270,14 +270,23 @@ class ConnectionMachine:
                 if end - pos < 7:
                     need = 7
                     break
-                ftype, channel, size = _head.unpack_from(buf, pos)
-                if ftype == 1 and buf.startswith(PUBLISH_PREFIX, pos + 7) and \
-                        size <= self.frame_max and self.state is State.OPEN:
-                    whole = self._publish_triple(buf, pos, end, channel, size)
-                    if whole is not None:
-                        pos = whole[1]
-                        yield whole[0]
+                if self.state is State.OPEN:
+                    # The hot path: runs of publishes (with their content) and acks, parsed
+                    # in one call. Each event is checked again before it goes out, since
+                    # handling the previous one may have closed its channel.
+                    found, ends = fast.scan(buf, pos, SCAN_BATCH, self.frame_max,
+                                            self.max_message_size, self.open_channels,
+                                            self.closing_channels, self._content)
+                    if found:
+                        for event, stop in zip(found, ends, strict=True):
+                            if self.state is not State.OPEN or \
+                                    event.channel in self.closing_channels or \
+                                    event.channel not in self.open_channels:
+                                break
+                            pos = stop
+                            yield event
                         continue
+                ftype, channel, size = _head.unpack_from(buf, pos)
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
                     raise errors.FrameError(
                         f"type {ftype}, all octets = <<>>: "
@@ -306,47 +315,6 @@ class ConnectionMachine:
             # Also reached when the caller stops early (GeneratorExit at a yield).
             if pos < end and self.state is not State.CLOSED:
                 self._keep(buf, pos, need)
-
-    def _publish_triple(self, buf: bytes, pos: int, end: int, channel: int,
-                        size: int) -> tuple[Publish, int] | None:
-        """The hot path: a basic.publish whose content header and single body frame are all
-        in ``buf`` becomes one event, without the frame-by-frame bookkeeping. None (the
-        frame-by-frame path takes over and raises what is wrong) for anything unusual: a
-        channel not plainly open, content split over frames, bad markers or sizes."""
-        if channel not in self.open_channels or channel in self.closing_channels or \
-                channel in self._content:
-            return None
-        stop = pos + 7 + size
-        if stop >= end or buf[stop] != 0xCE:
-            return None
-        args = parse_publish(buf[pos + 7:stop])
-        if args is None:
-            return None
-        hpos = stop + 1
-        if end - hpos < 7:
-            return None
-        htype, hchannel, hsize = _head.unpack_from(buf, hpos)
-        hstop = hpos + 7 + hsize
-        if htype != 2 or hchannel != channel or hsize < 14 or hsize > self.frame_max or \
-                hstop >= end or buf[hstop] != 0xCE:
-            return None
-        class_id, _weight, body_size = _header_fields.unpack_from(buf, hpos + 7)
-        if class_id != 60 or body_size > self.max_message_size:
-            return None
-        props = buf[hpos + 19:hstop]
-        if not body_size:
-            return Publish(channel, args[0], args[1], args[2], args[3], props, b"", args[4],
-                           args[5]), hstop + 1
-        bpos = hstop + 1
-        if end - bpos < 7:
-            return None
-        btype, bchannel, bsize = _head.unpack_from(buf, bpos)
-        bstop = bpos + 7 + bsize
-        if btype != 3 or bchannel != channel or bsize != body_size or \
-                bsize > self.frame_max or bstop >= end or buf[bstop] != 0xCE:
-            return None
-        return Publish(channel, args[0], args[1], args[2], args[3], props,
-                       buf[bpos + 7:bstop], args[4], args[5]), bstop + 1
 
     def _keep(self, buf: bytes, pos: int, need: int) -> None:
         """Keep the unparsed tail ahead of anything fed while events were being handled."""
