@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ./data
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint venv clean acceptance soak
+.PHONY: run test test-pure bench lint venv clean acceptance soak
 
-$(STAMP): pyproject.toml
+# pip builds the optional C hot path (protocol/_fast_c.pyx) when Cython and a C compiler are
+# there, and installs the pure-Python one otherwise (setup.py).
+$(STAMP): pyproject.toml setup.py protocol/_fast_c.pyx
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -20,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The same broker on the pure-Python hot path (what runs where nothing could be compiled).
+test-pure: $(STAMP)
+	BURROWMQ_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/protocol tests/fuzz tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker protocol storage tests bench
@@ -37,4 +43,4 @@ acceptance: $(STAMP)
 	../shared/acceptance/run.sh --amqp-url amqp://guest:guest@127.0.0.1:5672/
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info protocol/_fast_c.c protocol/*.so
