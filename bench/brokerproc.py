@@ -104,9 +104,14 @@ class SpawnedBroker:
         """Spawn the broker (again, after ``terminate``: same port and data dir, log appended)."""
         with open(self.log_path, "ab") as log:
             self.t_spawn = time.perf_counter()
+            # The HTTP side stays on, on free ports: RabbitMQ's fixed 15672 / 15692 may be taken
+            # (a `make run`), and a taken one stops the broker's start.
+            env = {**os.environ, "RABBITMQ_MANAGEMENT_PORT": str(free_port()),
+                   "RABBITMQ_PROMETHEUS_PORT": str(free_port())}
             self.proc = subprocess.Popen(
                 self.command(),
                 cwd=project_root(),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

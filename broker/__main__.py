@@ -1,34 +1,49 @@
-"""`python -m broker` / `burrowmq`: parse settings, pick uvloop when installed, serve."""
+"""`python -m broker` / `burrowmq`: parse settings, pick uvloop when installed, serve.
+
+A user's mistake (a flag, the config file, a port taken, a locked data directory, a TLS or
+definitions file) ends the process with one line on stderr, ``burrowmq: error: <reason>``,
+and sysexits' status (``broker.node.startup``); never a traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
-from storage.datadir import DataDirError
+from storage.datadir import DataDirError, DataDirLocked
 
-from .node.config import parse_args
+from .core.definitions_json import DefinitionsError
+from .node.config import ConfigError, parse_args
+from .node.startup import EX_CANTCREAT, EX_CONFIG, EX_UNAVAILABLE, StartupError, setup_logging
 from .node.tls import TLSConfigError
 from .ops.launch import make_node
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    try:
+        cfg = parse_args(argv)
+    except ConfigError as exc:
+        print(f"burrowmq: error: {exc}", file=sys.stderr)
+        return exc.code
+    setup_logging(cfg.log_level)
+    runner = asyncio.run
     try:
         import uvloop
+        runner = uvloop.run
     except ImportError:
-        uvloop = None
-    runner = uvloop.run if uvloop is not None else asyncio.run
+        pass
     try:
         runner(make_node(cfg).serve_forever())
     except KeyboardInterrupt:
         pass
-    except (DataDirError, TLSConfigError) as exc:
-        logging.getLogger("broker").error("cannot start: %s", exc)
-        return 1
+    except (StartupError, DataDirError, TLSConfigError, DefinitionsError) as exc:
+        code = getattr(exc, "code", EX_CANTCREAT)
+        if isinstance(exc, DataDirLocked):
+            code = EX_UNAVAILABLE
+        elif isinstance(exc, TLSConfigError | DefinitionsError):
+            code = EX_CONFIG
+        print(f"burrowmq: error: {exc}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from pamqp import commands
 
@@ -43,6 +43,7 @@ from .methods import (
     ids,
     parse_publish,
 )
+from .tables import Table
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -111,7 +112,7 @@ class _Content:
 
 
 class ConnectionMachine:
-    def __init__(self, server_properties: dict, *, frame_max: int = 131072,
+    def __init__(self, server_properties: Table, *, frame_max: int = 131072,
                  channel_max: int = 2047, heartbeat: int = 60,
                  max_message_size: int = 134217728) -> None:
         self.server_properties = server_properties
@@ -121,7 +122,7 @@ class ConnectionMachine:
         self.max_message_size = max_message_size
         self.state = State.AWAIT_HEADER
         self.out: list[bytes] = []
-        self.client_properties: dict = {}
+        self.client_properties: Table = {}
         self.mechanism = ""
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
@@ -248,7 +249,7 @@ class ConnectionMachine:
     def peer_timed_out(self, now: float) -> bool:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
 
-    def events(self) -> Iterator[object]:
+    def events(self) -> Generator[object, None, None]:
         """Parse what was received, one event at a time. The caller may stop early (close
         the generator): what was not parsed yet is kept for the next call."""
         if not self._chunks or self._have < self._need:
@@ -418,7 +419,7 @@ class ConnectionMachine:
         cls = C.INDEX_MAPPING.get(index)
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
-        method = cls()
+        method: commands.base.Frame = cls()
         try:
             end = args_length(method, payload, 4)
         except UnknownFieldType:
@@ -488,7 +489,7 @@ class ConnectionMachine:
             raise errors.SilentClose(f"bad {method.mechanism} response", HANDSHAKE_SLOW_CLOSE)
         return LoginAttempt(method.mechanism, creds[0], creds[1], self.client_properties)
 
-    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
+    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> object | None:
         if not MIN_FRAME_MAX <= method.frame_max <= self.frame_max:
             raise errors.SilentClose(f"negotiated frame_max = {method.frame_max} is out of "
                                      "range", HANDSHAKE_SLOW_CLOSE)

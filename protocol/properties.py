@@ -12,6 +12,7 @@ import struct
 from pamqp import commands
 
 from .methods import UnknownFieldType, table_depth_ok
+from .tables import Table
 
 Properties = commands.Basic.Properties
 
@@ -69,11 +70,12 @@ class Peeked:
 
     def __init__(self, delivery_mode: int = 0, priority: int = 0,
                  expiration: str | None = None, user_id: str | None = None) -> None:
-        self.delivery_mode = delivery_mode
-        self.priority = priority
-        self.expiration = expiration
-        self.expiration_ms = int(expiration) if expiration and expiration.isdigit() else None
-        self.user_id = user_id
+        self.delivery_mode: int = delivery_mode
+        self.priority: int = priority
+        self.expiration: str | None = expiration
+        self.expiration_ms: int | None = \
+            int(expiration) if expiration and expiration.isdigit() else None
+        self.user_id: str | None = user_id
 
 
 NOTHING = Peeked()  # b"\x00\x00": no properties at all, the common case
@@ -167,7 +169,7 @@ def encode(props: Properties) -> bytes:
     return props.marshal()
 
 
-def headers(raw: bytes) -> dict:
+def headers(raw: bytes) -> Table:
     """The headers table decoded; {} when absent, malformed or nested too deeply to decode
     safely (routing then sees no headers rather than the connection dying)."""
     if not has_headers(raw):

@@ -25,6 +25,10 @@ import sys
 from array import array
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
 
 ENTRY = struct.Struct("<II")
 ENTRY_SIZE = ENTRY.size
@@ -55,7 +59,7 @@ class AckState:
 
 
 def read_acks(directory: str | os.PathLike[str], seg_id: int, end: int,
-              repair: bool = True) -> AckState:
+              repair: bool = True, sink: ReplicationSink | None = None) -> AckState:
     """Parse ``NNNNNNNN.ack`` (missing = nothing acked), ignoring entries at or past ``end``
     (records lost with a truncated tail). A torn final entry is ignored, and with ``repair``
     (at recovery, before anything appends again) truncated off the file."""
@@ -70,6 +74,8 @@ def read_acks(directory: str | os.PathLike[str], seg_id: int, end: int,
         data = data[:len(data) - torn]
         if repair:
             os.truncate(path, len(data))
+            if sink is not None:
+                sink.truncate(str(path), len(data))
     words = array("I")
     words.frombytes(data)
     if sys.byteorder == "big":
@@ -97,16 +103,17 @@ def read_acks(directory: str | os.PathLike[str], seg_id: int, end: int,
 class AckLog:
     """The ack files of one queue directory, with buffered appends. Loop-thread only."""
 
-    __slots__ = ("directory", "_pending", "_fds", "_max_open", "_limit", "_buffered")
+    __slots__ = ("directory", "_pending", "_fds", "_max_open", "_limit", "_buffered", "_sink")
 
     def __init__(self, directory: str | os.PathLike[str], max_open: int = 2,
-                 buffer_limit: int = 64 * 1024) -> None:
+                 buffer_limit: int = 64 * 1024, sink: ReplicationSink | None = None) -> None:
         self.directory = Path(directory)
         self._pending: dict[int, bytearray] = {}
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._max_open = max_open
         self._limit = buffer_limit
         self._buffered = 0
+        self._sink = sink
 
     @property
     def pending(self) -> bool:
@@ -134,16 +141,20 @@ class AckLog:
     def flush(self) -> None:
         """Write every buffered entry with ``os.write``; OSError leaves the rest buffered."""
         pending = self._pending
+        sink = self._sink
         error: OSError | None = None
         for seg_id in list(pending):
             buf = pending[seg_id]
-            written = 0
+            written = end = 0
             try:
                 fd = self._fd(seg_id)
+                end = os.lseek(fd, 0, os.SEEK_END) if sink is not None else 0
                 while written < len(buf):
                     written += os.write(fd, buf[written:] if written else buf)
             except OSError as exc:
                 error = exc
+            if written and sink is not None:
+                sink.append(str(self.directory / ack_name(seg_id)), end, bytes(buf[:written]))
             # a partial entry write is completed by the next flush (O_APPEND keeps the order)
             del buf[:written]
             self._buffered -= written
@@ -151,6 +162,12 @@ class AckLog:
                 del pending[seg_id]
         if error is not None:
             raise error
+
+    def fileno(self) -> int:
+        """-1, which the group commit reads as "nothing to fsync": there is one descriptor per
+        segment, and acks are only ever flushed (``touch(acks, sync=False)``). A lost ack costs
+        a redelivery after a crash, never a message."""
+        return -1
 
     def _fd(self, seg_id: int) -> int:
         fds = self._fds
@@ -173,10 +190,13 @@ class AckLog:
         fd = self._fds.pop(seg_id, None)
         if fd is not None:
             os.close(fd)
+        path = self.directory / ack_name(seg_id)
         try:
-            os.unlink(self.directory / ack_name(seg_id))
+            os.unlink(path)
         except FileNotFoundError:
-            pass
+            return
+        if self._sink is not None:
+            self._sink.delete(str(path))
 
     def close(self, flush: bool = True) -> None:
         """Flush what can be flushed (unless ``flush`` is False: the entries are dropped) and

@@ -27,10 +27,14 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from .sync import fsync_dir
+
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
 
 LOCK_NAME = "LOCK"
 DEFINITIONS_NAME = "definitions.bin"
@@ -65,6 +69,8 @@ class DataDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         """Create (if needed), lock and prepare ``path``; DataDirError / DataDirLocked."""
         self.path = Path(path).expanduser().absolute()
+        #: told about queue directories made and removed (``storage.replication``)
+        self.sink: ReplicationSink | None = None
         self._lock_fd = -1
         self._scratch = itertools.count(1)
         try:
@@ -128,8 +134,11 @@ class DataDir:
         path = self.queue_dir(vhost, name)
         if not path.exists():
             path.mkdir()
-            (path / QUEUE_META).write_bytes(msgpack.packb([vhost, name], use_bin_type=True))
+            meta = msgpack.packb([vhost, name], use_bin_type=True)
+            (path / QUEUE_META).write_bytes(meta)
             fsync_dir(self.queues_path)
+            if self.sink is not None:
+                self.sink.rewrite(str(path / QUEUE_META), meta)
         return path
 
     def queue_dirs(self) -> dict[Path, tuple[str, str] | None]:
@@ -147,7 +156,10 @@ class DataDir:
         return found
 
     def remove_queue_dir(self, vhost: str, name: str) -> None:
-        shutil.rmtree(self.queue_dir(vhost, name), ignore_errors=True)
+        path = self.queue_dir(vhost, name)
+        shutil.rmtree(path, ignore_errors=True)
+        if self.sink is not None:
+            self.sink.delete(str(path))
 
     def scratch_dir(self) -> Path:
         """A fresh path for a non-durable queue's store (created by the store)."""

@@ -20,15 +20,20 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .sync import fsync_dir
 
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
+
 MAGIC = b"BMQD"
 VERSION = 1
 _HEADER = struct.Struct("<4sB3xI")
+# The document is the broker's to shape (broker.core.durable_topology): to storage it is any
+# msgpack map, so its values are Any here.
 
 
 class DefinitionsError(Exception):
@@ -38,7 +43,7 @@ class DefinitionsError(Exception):
 def encode(doc: dict[str, Any]) -> bytes:
     if not isinstance(doc, dict):
         raise TypeError("definitions must be a dict")
-    payload = msgpack.packb(doc, use_bin_type=True)
+    payload: bytes = msgpack.packb(doc, use_bin_type=True)
     return _HEADER.pack(MAGIC, VERSION, zlib.crc32(payload)) + payload
 
 
@@ -69,8 +74,10 @@ def decode(data: bytes, path: str | os.PathLike[str] = "definitions") -> dict[st
     return doc
 
 
-def save(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
-    """Atomically replace ``path`` with ``doc`` (write temp, fsync, rename, fsync dir)."""
+def save(path: str | os.PathLike[str], doc: dict[str, Any],
+         sink: ReplicationSink | None = None) -> None:
+    """Atomically replace ``path`` with ``doc`` (write temp, fsync, rename, fsync dir), then
+    tell ``sink`` (from this thread)."""
     path = Path(path)
     data = encode(doc)
     tmp = path.with_name(path.name + ".tmp")
@@ -88,6 +95,8 @@ def save(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
     os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    if sink is not None:
+        sink.rewrite(str(path), data)
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:

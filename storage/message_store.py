@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .acks import AckLog
 from .cursor import LogCursor
@@ -46,6 +47,9 @@ from .segment import (
 )
 from .sync import DirectoryHandle, GroupCommit
 
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
+
 log = logging.getLogger(__name__)
 
 OFFSET_MASK = 0xFFFF_FFFF
@@ -59,14 +63,16 @@ class SegmentQueueStore:
                  roll_size: int = DEFAULT_ROLL_SIZE, window_messages: int | None = None,
                  window_bytes: int | None = None, gc_min_size: int | None = None,
                  read_ahead: int = DEFAULT_READ_AHEAD, write_buffer: int = DEFAULT_WRITE_BUFFER,
-                 clock: Callable[[], float] = time.monotonic, first_seq: int = 0) -> None:
+                 clock: Callable[[], float] = time.monotonic, first_seq: int = 0,
+                 sink: ReplicationSink | None = None) -> None:
         """Open (recovering when ``durable``) or create the store in ``directory``.
 
         A non-durable store starts empty: whatever ``directory`` held is wiped.
         ``window_*`` override the mode's window; ``clock`` is the queue's ``now()`` (entry
         ``expires`` are stored as wall-clock deadlines and converted back with it). Recovered
         messages get seqs ``first_seq + 1 .. last_seq`` (chain ``first_seq`` through the
-        sub-stores of one queue so their seqs do not overlap).
+        sub-stores of one queue so their seqs do not overlap). Every change to the files of
+        a durable store is told to ``sink`` (``storage.replication``).
         """
         self.directory = Path(directory)
         self.durable = durable
@@ -76,6 +82,7 @@ class SegmentQueueStore:
         self._read_ahead = read_ahead
         self._write_buffer = write_buffer
         self._clock = clock
+        self._sink = sink if durable else None
         self.set_mode(mode, window_messages, window_bytes)
         if not durable and self.directory.exists():
             shutil.rmtree(self.directory)
@@ -90,13 +97,13 @@ class SegmentQueueStore:
         self._seg_ids: list[int] = []
         self._writer: SegmentWriter | None = None
         self._wseg: Seg | None = None
-        self._acks = AckLog(self.directory)
+        self._acks = AckLog(self.directory, sink=self._sink)
         self._dirh = DirectoryHandle(self.directory)
         self._closed = False
         self._cursor = LogCursor(self.directory, self._segs, self._seg_ids,
                                  lambda seg: self._writer if seg is self._wseg else None,
                                  read_ahead, clock)
-        segs, self._next_id = recover(self.directory) if durable else ([], 1)
+        segs, self._next_id = recover(self.directory, self._sink) if durable else ([], 1)
         for seg in segs:
             self._segs[seg.id] = seg
             self._seg_ids.append(seg.id)
@@ -137,6 +144,7 @@ class SegmentQueueStore:
         self._bytes += size
 
     def shift(self) -> Entry | None:
+        entry: Entry | None
         if self._requeued:
             entry = heapq.heappop(self._requeued)
         elif self._window:
@@ -212,9 +220,9 @@ class SegmentQueueStore:
                 seg.live = seg.ready = seg.ready_bytes = 0
                 self._remove(seg)
                 continue
-            entry = self._read_one()
-            if entry is not None:
-                self.ack(entry)
+            left = self._read_one()
+            if left is not None:
+                self.ack(left)
         self._backlog = 0
         self._bytes = 0
         return count
@@ -264,6 +272,8 @@ class SegmentQueueStore:
         self._segs.clear()
         self._backlog = self._bytes = self._win_bytes = 0
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self._sink is not None:
+            self._sink.delete(str(self.directory))
 
     def _shut(self, seal: bool) -> None:
         self._closed = True
@@ -317,7 +327,7 @@ class SegmentQueueStore:
             except OSError:
                 return old
         try:
-            writer = SegmentWriter(self.directory, self._next_id, self._write_buffer)
+            writer = SegmentWriter(self.directory, self._next_id, self._write_buffer, self._sink)
         except OSError:
             if old is None:
                 raise
@@ -338,7 +348,7 @@ class SegmentQueueStore:
         seg = self._wseg
         assert seg is not None
         try:
-            write_index(self.directory, writer.seg_id, writer.stats)
+            write_index(self.directory, writer.seg_id, writer.stats, self._sink)
         except OSError as exc:  # recovery scans a segment without an index
             log.warning("%s: no index written: %s", writer.path, exc)
         if self._gc is not None:
@@ -352,7 +362,8 @@ class SegmentQueueStore:
 
     def _collect(self, seg: Seg) -> None:
         """``seg`` has no live record left: delete it (the live one only once big enough)."""
-        if seg is not self._wseg or self._writer.size >= self._gc_min:  # type: ignore[union-attr]
+        writer = self._writer  # set whenever _wseg is
+        if seg is not self._wseg or (writer is not None and writer.size >= self._gc_min):
             self._remove(seg)
 
     def _remove(self, seg: Seg) -> None:
@@ -368,7 +379,7 @@ class SegmentQueueStore:
         index = bisect.bisect_left(self._seg_ids, seg.id)
         del self._seg_ids[index]
         self._acks.remove(seg.id)
-        unlink_segment_files(self.directory, seg.id)
+        unlink_segment_files(self.directory, seg.id, self._sink)
 
     # ---- reading the backlog -----------------------------------------------------------
     def _read_one(self) -> Entry | None:

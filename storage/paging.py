@@ -108,6 +108,11 @@ class PagingStore:
     def bytes(self) -> int:
         return self._mem.bytes + (self._spill.bytes if self._spill is not None else 0)
 
+    @property
+    def in_memory(self) -> int:
+        """Ready entries held in RAM: the window plus the spill's own read window."""
+        return self._mem.in_memory + (self._spill.in_memory if self._spill is not None else 0)
+
     def close(self) -> None:
         self.delete()
 

@@ -80,6 +80,10 @@ class PriorityQueueStore:
     def bytes(self) -> int:
         return sum(b.bytes for b in self._buckets if b is not None)
 
+    @property
+    def in_memory(self) -> int:
+        return sum(getattr(b, "in_memory", len(b)) for b in self._buckets if b is not None)
+
     def set_mode(self, mode: str) -> None:
         for bucket in self._buckets:
             if bucket is not None:

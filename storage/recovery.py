@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .acks import ack_name, read_acks
 from .segment import (
@@ -32,6 +33,9 @@ from .segment import (
     segment_name,
     write_index,
 )
+
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +64,20 @@ class Seg:
                 f"ready_bytes={self.ready_bytes}, end={self.end}, recovered={self.recovered})")
 
 
-def unlink_segment_files(directory: Path, seg_id: int) -> None:
+def unlink_segment_files(directory: Path, seg_id: int,
+                         sink: ReplicationSink | None = None) -> None:
     """Remove a segment then its sidecars (in that order: a crash in between leaves orphan
     sidecars, which recovery deletes, never a segment without its acks)."""
     for name in (segment_name(seg_id), index_name(seg_id), ack_name(seg_id)):
         try:
             os.unlink(directory / name)
         except FileNotFoundError:
-            pass
+            continue
+        if sink is not None:
+            sink.delete(str(directory / name))
 
 
-def _segment_stats(directory: Path, seg_id: int) -> SegmentStats:
+def _segment_stats(directory: Path, seg_id: int, sink: ReplicationSink | None) -> SegmentStats:
     path = directory / segment_name(seg_id)
     stats = read_index(directory, seg_id)
     if stats is not None:
@@ -85,14 +92,17 @@ def _segment_stats(directory: Path, seg_id: int) -> SegmentStats:
         log.warning("%s: truncating %d bytes after offset %d (%s)", path,
                     result.file_size - stats.end, stats.end, result.error)
         os.truncate(path, stats.end)
+        if sink is not None:
+            sink.truncate(str(path), stats.end)
     if stats.end:
-        write_index(directory, seg_id, stats)
+        write_index(directory, seg_id, stats, sink)
     return stats
 
 
-def recover(directory: str | os.PathLike[str]) -> tuple[list[Seg], int]:
+def recover(directory: str | os.PathLike[str],
+            sink: ReplicationSink | None = None) -> tuple[list[Seg], int]:
     """Scan ``directory``; return the segments with ready messages (ascending) and the next
-    free segment id."""
+    free segment id. Changes to files are told to ``sink``."""
     directory = Path(directory)
     seg_ids: list[int] = []
     others: dict[int, list[str]] = {}
@@ -110,16 +120,18 @@ def recover(directory: str | os.PathLike[str]) -> tuple[list[Seg], int]:
         if seg_id not in seg_ids:
             for name in names:
                 os.unlink(directory / name)
+                if sink is not None:
+                    sink.delete(str(directory / name))
     segs: list[Seg] = []
     for seg_id in sorted(seg_ids):
-        stats = _segment_stats(directory, seg_id)
+        stats = _segment_stats(directory, seg_id, sink)
         ready = ready_bytes = 0
         if stats.persistent_count:
-            acks = read_acks(directory, seg_id, stats.end)
+            acks = read_acks(directory, seg_id, stats.end, sink=sink)
             ready = stats.persistent_count - acks.persistent_count
             ready_bytes = max(0, stats.persistent_bytes - acks.persistent_bytes)
         if ready <= 0:
-            unlink_segment_files(directory, seg_id)
+            unlink_segment_files(directory, seg_id, sink)
             continue
         seg = Seg(seg_id, end=stats.end, recovered=True)
         seg.live = seg.ready = ready

@@ -21,6 +21,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .record import (
     F_PERSISTENT,
@@ -33,6 +34,9 @@ from .record import (
     encode_into,
 )
 from .record import HEADER_SIZE as RECORD_HEADER_SIZE
+
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
 
 MAGIC = b"BMQSEG\r\n"
 VERSION = 1
@@ -101,10 +105,12 @@ class SegmentStats:
 class SegmentWriter:
     """The segment being appended to. Not thread-safe: one owner, the event-loop thread."""
 
-    __slots__ = ("directory", "seg_id", "stats", "_fd", "_buf", "_flushed", "_size", "_limit")
+    __slots__ = ("directory", "seg_id", "stats", "_fd", "_buf", "_flushed", "_size", "_limit",
+                 "_sink")
 
     def __init__(self, directory: str | os.PathLike[str], seg_id: int,
-                 buffer_limit: int = DEFAULT_WRITE_BUFFER) -> None:
+                 buffer_limit: int = DEFAULT_WRITE_BUFFER,
+                 sink: ReplicationSink | None = None) -> None:
         self.directory = Path(directory)
         self.seg_id = seg_id
         self._fd: int = os.open(self.directory / segment_name(seg_id),
@@ -113,6 +119,7 @@ class SegmentWriter:
         self._flushed = 0
         self._size = len(self._buf)
         self._limit = buffer_limit
+        self._sink = sink
         self.stats = SegmentStats(self._size)
 
     @property
@@ -160,6 +167,8 @@ class SegmentWriter:
             while written < len(buf):  # no memoryview: a failed write must not pin the buffer
                 written += os.write(self._fd, buf[written:] if written else buf)
         finally:
+            if written and self._sink is not None:
+                self._sink.append(str(self.path), self._flushed, bytes(buf[:written]))
             del buf[:written]
             self._flushed += written
 
@@ -177,7 +186,7 @@ class SegmentWriter:
     def seal(self) -> SegmentStats:
         """Flush and write the ``.idx`` sidecar; the file descriptor stays open (``close``)."""
         self.flush()
-        write_index(self.directory, self.seg_id, self.stats)
+        write_index(self.directory, self.seg_id, self.stats, self._sink)
         return self.stats
 
     def close(self) -> None:
@@ -186,16 +195,19 @@ class SegmentWriter:
             self._fd = -1
 
 
-def write_index(directory: str | os.PathLike[str], seg_id: int, stats: SegmentStats) -> None:
+def write_index(directory: str | os.PathLike[str], seg_id: int, stats: SegmentStats,
+                sink: ReplicationSink | None = None) -> None:
     payload = _INDEX.pack(_INDEX_MAGIC, VERSION, 0, stats.end, stats.count,
                           stats.persistent_count, stats.body_bytes, stats.persistent_bytes)
     data = payload + _CRC.pack(zlib.crc32(payload))
-    fd = os.open(Path(directory) / index_name(seg_id),
-                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    path = Path(directory) / index_name(seg_id)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)
     finally:
         os.close(fd)
+    if sink is not None:
+        sink.rewrite(str(path), data)
 
 
 def read_index(directory: str | os.PathLike[str], seg_id: int) -> SegmentStats | None:

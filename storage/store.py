@@ -94,6 +94,11 @@ class MemoryQueueStore:
         yield from self._ready
 
     @property
+    def in_memory(self) -> int:
+        """Ready entries held in RAM: all of them."""
+        return len(self._ready)
+
+    @property
     def bytes(self) -> int:
         return self._bytes
 

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import socket
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from protocol.errors import InternalError
 
@@ -58,7 +58,8 @@ class AMQPProtocol(asyncio.Protocol):
 
     # ---- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a stream server's transport is a full asyncio.Transport (uvloop's too)
+        self.transport = transport = cast(asyncio.Transport, transport)
         limit = self.host.config.connection_max
         if limit is not None and self.server.connection_count >= limit:
             log.warning("refusing a connection from %s: connection_max (%d) reached",

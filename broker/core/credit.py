@@ -33,7 +33,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 BEHIND_AT = 1024  # ready messages of a queue with consumers above which publishers pay credit
 CREDIT = 400  # the pool (RabbitMQ's credit_flow_default_credit is {400, 200})
@@ -69,19 +69,30 @@ class LoopLoad:
         return self._share >= SATURATED
 
 
+class _Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class FlowContext(Protocol):
+    """What the credit logic needs of a queue's context (``queue.QueueContext`` has it)."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer: ...
+    def saturated(self) -> bool: ...
+
+
 class CreditFlow:
     """Mixed into ``Queue``: the credit pool, its waiters and the stall timer."""
 
     credit: int
     _credit_waiters: list[Callable[[], None]]
-    _stall_timer: Any
+    _stall_timer: _Timer | None
     _stall_mark: int
     _delivered_count: int
 
     # what Queue provides
-    consumers: list[Any]
+    consumers: list[Any]  # Any: queue.Consumer (queue.py imports this module)
     deleted: bool
-    ctx: Any
+    ctx: FlowContext | None
 
     def _init_credit(self) -> None:
         self.credit = CREDIT
@@ -100,9 +111,10 @@ class CreditFlow:
     def add_credit_waiter(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the queue has credit again (or stops being behind)."""
         self._credit_waiters.append(callback)
-        if self._stall_timer is None and self.ctx is not None:
+        ctx = self.ctx
+        if self._stall_timer is None and ctx is not None:
             self._stall_mark = self._delivered_count
-            self._stall_timer = self.ctx.call_later(STALL, self._on_stall)
+            self._stall_timer = ctx.call_later(STALL, self._on_stall)
 
     def _earn(self, count: int) -> None:
         """``count`` messages left the queue to consumers."""
@@ -127,7 +139,8 @@ class CreditFlow:
 
     def _on_stall(self) -> None:
         self._stall_timer = None
-        if not self._credit_waiters:
+        ctx = self.ctx
+        if not self._credit_waiters or ctx is None:
             return
         if not self.behind:
             self._refill()
@@ -136,7 +149,7 @@ class CreditFlow:
         if delivered < SLOW:
             # The consumers are slow (or stuck): throttling the publisher would not help
             # them unless it is the publisher's work that keeps the loop from them.
-            if not self.ctx.saturated():
+            if not ctx.saturated():
                 self.credit = max(self.credit, IDLE_GRANT)
             elif not delivered:
                 self.credit = max(self.credit, FLOOR)
@@ -144,5 +157,5 @@ class CreditFlow:
             self._release_waiters()
         if self._credit_waiters:
             self._stall_mark = self._delivered_count
-            self._stall_timer = self.ctx.call_later(STALL, self._on_stall)
+            self._stall_timer = ctx.call_later(STALL, self._on_stall)
 

@@ -64,9 +64,15 @@ def boot_definitions(server: Server, cfg: Config) -> None:
     """Default user and vhost, then the definitions file if one is configured."""
     data = definitions_json.read_file(cfg.load_definitions) if cfg.load_definitions else {}
     if not data.get("users") and not server.auth.users:
+        log.info("Will seed default virtual host and user...")
         server.auth.add_user(cfg.default_user, cfg.default_pass, list(cfg.default_user_tags))
         server.auth.set_permissions(cfg.default_user, cfg.default_vhost,
                                     *cfg.default_permissions)
+        log.info("Created user '%s'", cfg.default_user)
+        log.info("Successfully set user tags for user '%s' to [%s]", cfg.default_user,
+                 ", ".join(cfg.default_user_tags))
+        log.info("Successfully set permissions for '%s' in virtual host '%s' to '%s', '%s', "
+                 "'%s'", cfg.default_user, cfg.default_vhost, *cfg.default_permissions)
     if data:
         with server.restoring():
             definitions_json.import_all(server, data)

@@ -1,18 +1,21 @@
 """rabbitmq.conf (the sysctl-style ``key = value`` format) -> Config field changes.
 
-Only the keys people put in real deployments are understood; an unknown key is logged and
-ignored, a malformed value raises ``ConfigFileError`` naming the line. Information units follow
-RabbitMQ: ``k``/``kiB``/``M``/``MiB``/``G``/``GiB`` are powers of 1024, ``kB``/``MB``/``GB``
-powers of 1000.
+Only the keys people put in real deployments are understood. Other keys RabbitMQ has (logging
+to files, cluster formation, plugins' settings ...) are accepted and ignored with a log line.
+Anything else refuses to boot, as RabbitMQ refuses a key it has no setting for: a misspelled
+key must not start a broker on defaults. Every error is a ``ConfigFileError`` naming the file,
+the line and the reason, in cuttlefish's words (``"abc" cannot be converted to a(n)
+integer``). Information units follow RabbitMQ: ``k``/``kiB``/``M``/``MiB``/``G``/``GiB`` are
+powers of 1024, ``kB``/``MB``/``GB`` powers of 1000.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger("broker.config")
 
@@ -20,16 +23,53 @@ UNITS = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024*
          "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
          "t": 1024**4, "tib": 1024**4}
 TRUE = ("true", "yes", "on", "1")
+FALSE = ("false", "no", "off", "0")
+LOG_LEVELS = {"debug": "debug", "info": "info", "notice": "info", "warning": "warning",
+              "warn": "warning", "error": "error", "critical": "critical", "none": "critical"}
 
 
 class ConfigFileError(ValueError):
     """A line of the config file could not be understood."""
 
 
+def _cannot(value: str, kind: str) -> ValueError:
+    return ValueError(f'"{value}" cannot be converted to a(n) {kind}')
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _cannot(text, "integer") from None
+
+
+def parse_port(text: str) -> int:
+    port = parse_int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a port number (0-65535)")
+    return port
+
+
+def parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise _cannot(text, "float") from None
+
+
+def parse_log_level(text: str) -> str:
+    level = LOG_LEVELS.get(text.strip().lower())
+    if level is None:
+        raise ValueError(f'"{text}" is not a log level: use one of debug, info, notice, '
+                         "warning, error, critical, none")
+    return level
+
+
 def parse_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
     if m is None or m.group(2).lower() not in UNITS:
-        raise ValueError(f"not an amount of information: {text!r}")
+        raise _cannot(text, "bytesize (a number with an optional kB, MB, GB, KiB, MiB, GiB "
+                            "unit)")
     return int(float(m.group(1)) * UNITS[m.group(2).lower()])
 
 
@@ -37,15 +77,20 @@ def parse_listener(text: str) -> tuple[str | None, int]:
     """``5672``, ``127.0.0.1:5672``, ``::1:5672`` or ``:::5672`` -> (host or None, port)."""
     text = text.strip()
     if text.isdigit():
-        return None, int(text)
+        return None, parse_port(text)
     host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f'"{text}" is not a listener: use PORT or HOST:PORT')
     if host in ("::", "0.0.0.0"):
-        return "0.0.0.0" if host == "0.0.0.0" else "::", int(port)
-    return host.strip("[]"), int(port)
+        return "0.0.0.0" if host == "0.0.0.0" else "::", parse_port(port)
+    return host.strip("[]"), parse_port(port)
 
 
 def _bool(text: str) -> bool:
-    return text.strip().lower() in TRUE
+    value = text.strip().lower()
+    if value not in TRUE + FALSE:
+        raise _cannot(text, "boolean (true or false)")
+    return value in TRUE
 
 
 def _listener(changes: dict, value: str) -> None:
@@ -85,39 +130,86 @@ def _permission(changes: dict, key: str, value: str) -> None:
     changes["default_permissions"] = (perms["configure"], perms["write"], perms["read"])
 
 
-SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+SIMPLE: dict[str, tuple[str, Callable[[str], object]]] = {
     "default_user": ("default_user", str),
     "default_pass": ("default_pass", str),
     "default_vhost": ("default_vhost", str),
-    "heartbeat": ("heartbeat", int),
-    "frame_max": ("frame_max", int),
-    "channel_max": ("channel_max", int),
-    "max_message_size": ("max_message_size", int),
-    "handshake_timeout": ("handshake_timeout", lambda v: int(v) / 1000.0),
+    "heartbeat": ("heartbeat", parse_int),
+    "frame_max": ("frame_max", parse_int),
+    "channel_max": ("channel_max", parse_int),
+    "max_message_size": ("max_message_size", parse_int),
+    "handshake_timeout": ("handshake_timeout", lambda v: parse_int(v) / 1000.0),
     "disk_free_limit.absolute": ("disk_free_limit", parse_bytes),
-    "disk_free_limit.relative": ("disk_free_limit_relative", float),
-    "vm_memory_high_watermark.relative": ("vm_memory_high_watermark_relative", float),
+    "disk_free_limit.relative": ("disk_free_limit_relative", parse_float),
+    "vm_memory_high_watermark.relative": ("vm_memory_high_watermark_relative", parse_float),
     "vm_memory_high_watermark.absolute": ("vm_memory_high_watermark_absolute", parse_bytes),
     "load_definitions": ("load_definitions", str),
     "definitions.local.path": ("load_definitions", str),
     "management.load_definitions": ("load_definitions", str),
-    "management.tcp.port": ("management_port", int),
+    "management.tcp.port": ("management_port", parse_port),
     "management.tcp.ip": ("management_host", str),
-    "prometheus.tcp.port": ("prometheus_port", int),
+    "prometheus.tcp.port": ("prometheus_port", parse_port),
     "prometheus.tcp.ip": ("prometheus_host", str),
     "cluster_name": ("cluster_name", str),
-    "log.console.level": ("log_level", lambda v: {"warn": "warning"}.get(v, v)),
-    "log.default.level": ("log_level", lambda v: {"warn": "warning"}.get(v, v)),
+    "log.console.level": ("log_level", parse_log_level),
+    "log.default.level": ("log_level", parse_log_level),
     "ssl_options.certfile": ("ssl_certfile", str),
     "ssl_options.keyfile": ("ssl_keyfile", str),
     "ssl_options.cacertfile": ("ssl_cacertfile", str),
     "ssl_options.verify": ("ssl_verify", str),
     "ssl_options.fail_if_no_peer_cert": ("ssl_fail_if_no_peer_cert", _bool),
-    "connection_max": ("connection_max", lambda v: None if v == "infinity" else int(v)),
+    "connection_max": ("connection_max", lambda v: None if v == "infinity" else parse_int(v)),
+    "collect_statistics_interval": ("collect_statistics_interval", parse_int),
 }
-IGNORED_PREFIXES = ("definitions.import_backend", "log.", "management.", "ssl_options",
-                    "cluster_formation", "queue_master_locator",
-                    "collect_statistics_interval", "deprecated_features")
+PATTERNS = ("listeners.tcp.default", "listeners.ssl.default", "loopback_users",
+            "loopback_users.guest", "default_user_tags.administrator",
+            "default_permissions.configure", "default_permissions.write",
+            "default_permissions.read")  # families: listeners.tcp.<name>, loopback_users.<user>
+# Keys RabbitMQ has that this broker does not act on: accepted, logged, ignored.
+ACCEPTED = frozenset("""
+    log.file log.file.level log.file.formatter log.dir log.console log.console.formatter
+    log.console.use_colors log.exchange log.exchange.level log.connection.level
+    log.channel.level log.queue.level log.mirroring.level log.federation.level
+    log.upgrade.level log.ra.level log.prelaunch.level log.ldap.level log.shovel.level
+    log.default.formatter log.file.rotation.date log.file.rotation.size
+    log.file.rotation.count log.file.rotation.compress log.syslog log.syslog.level
+    queue_master_locator vm_memory_calculation_strategy
+    vm_memory_high_watermark_paging_ratio total_memory_available_override_value
+    cluster_partition_handling cluster_keepalive_interval reverse_dns_lookups proxy_protocol
+    channel_operation_timeout consumer_timeout password_hashing_module
+    mnesia_table_loading_retry_timeout mnesia_table_loading_retry_limit
+    queue_index_embed_msgs_below lazy_queue_explicit_gc_run_operation_threshold
+    classic_queue.default_version default_queue_type hipe_compile background_gc_enabled
+    background_gc_target_interval disk_monitor_failure_retries
+    disk_monitor_failure_retry_interval credit_flow_default_credit writer_gc_threshold
+    definitions.import_backend definitions.skip_if_unchanged definitions.hashing.algorithm
+    management.rates_mode management.path_prefix management.http_log_dir
+    management.disable_stats management.enable_queue_totals management.login_session_timeout
+    management.tcp.compress management.tcp.idle_timeout management.tcp.inactivity_timeout
+    management.tcp.request_timeout management.tcp.shutdown_timeout
+    management.tcp.max_keepalive management.db_cache_multiplier
+    prometheus.return_per_object_metrics prometheus.path prometheus.tcp.compress
+    ssl_options.depth ssl_options.password ssl_options.honor_cipher_order
+    ssl_options.honor_ecc_order ssl_options.secure_renegotiate
+    ssl_options.client_renegotiation ssl_handshake_timeout ssl_allow_poodle_attack
+""".split())
+ACCEPTED_PREFIXES = ("cluster_formation.", "mqtt.", "stomp.", "web_mqtt.", "web_stomp.",
+                     "auth_ldap.", "auth_oauth2.", "auth_http.", "auth_mechanisms.",
+                     "auth_backends.", "ssl_options.versions.", "ssl_options.ciphers.",
+                     "management.ssl.", "management.cors.", "management.csp.",
+                     "management.hsts.", "management.sample_retention_policies.",
+                     "prometheus.ssl.", "tcp_listen_options.", "num_acceptors.",
+                     "deprecated_features.permit.", "log.categories.", "stream.",
+                     "federation.", "shovel.", "quorum_queue.", "raft.")
+
+
+def unknown_key(key: str) -> ValueError:
+    """RabbitMQ's refusal, with the nearest keys this broker knows."""
+    known = [*SIMPLE, *PATTERNS, *ACCEPTED]
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+    hint = f" Did you mean one of these? {', '.join(close)}" if close else ""
+    return ValueError(f"You've tried to set {key}, but there is no setting with that "
+                      f"name.{hint}")
 
 
 def apply_line(changes: dict, key: str, value: str) -> None:
@@ -137,14 +229,16 @@ def apply_line(changes: dict, key: str, value: str) -> None:
         _tags(changes, key, value)
     elif key.startswith("default_permissions."):
         _permission(changes, key, value)
-    elif key.startswith(IGNORED_PREFIXES):
-        log.debug("config key %s is accepted and ignored", key)
+    elif key in ACCEPTED or key.startswith(ACCEPTED_PREFIXES):
+        log.info("config key %s is a RabbitMQ setting this broker does not use: ignored", key)
     else:
-        log.warning("unknown config key %s ignored", key)
+        raise unknown_key(key)
 
 
-def parse_text(text: str, source: str = "rabbitmq.conf") -> dict:
+def parse_text(text: str, source: str = "rabbitmq.conf", origins: dict | None = None) -> dict:
+    """Config field changes; ``origins`` (when given) gets ``field -> "key at file:line"``."""
     changes: dict = {}
+    origins = {} if origins is None else origins
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -152,13 +246,32 @@ def parse_text(text: str, source: str = "rabbitmq.conf") -> dict:
         key, sep, value = line.partition("=")
         if not sep:
             raise ConfigFileError(f"{source}:{number}: expected 'key = value', got {raw!r}")
+        key = key.strip()
+        before = dict(changes)
         try:
-            apply_line(changes, key.strip(), value.strip())
+            apply_line(changes, key, value.strip())
         except ValueError as exc:
-            raise ConfigFileError(f"{source}:{number}: {exc}") from None
+            reason = str(exc) if str(exc).startswith("You've") else f"{key}: {exc}"
+            raise ConfigFileError(f"{source}:{number}: {reason}") from None
+        for name in changes:
+            if not name.startswith("_") and changes[name] is not before.get(name, _NOTHING):
+                origins[name] = f"{key} at {source}:{number}"
     changes.pop("_listener_seen", None)
     return changes
 
 
-def load(path: str) -> dict:
-    return parse_text(Path(path).read_text(), path)
+def load(path: str, origins: dict | None = None) -> dict:
+    """The file's changes (``origins`` as in ``parse_text``)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: config file does not exist") from None
+    except IsADirectoryError:
+        raise ConfigFileError(f"{path}: is a directory, not a config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    return parse_text(text, path, origins)
+
+
+_NOTHING = object()

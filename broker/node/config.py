@@ -6,19 +6,47 @@ The config file is rabbitmq.conf's format (see ``conffile``); it is found throug
 is off, 0 an ephemeral port (tests), anything else that port. The dataclass default keeps them
 off (tests, embedding); ``python -m broker`` turns them on at RabbitMQ's ports, and there a
 port of 0 (flag, env or file) means off, as operators expect.
+
+A setting that cannot be used raises ``ConfigError`` with a one-line message and the exit
+status to use (64 for a bad flag, 78 for a bad config file or variable: sysexits'
+EX_USAGE / EX_CONFIG). ``origins`` records where each non-default value came from
+(``--port``, ``RABBITMQ_NODE_PORT``, ``listeners.tcp.default at /etc/x.conf:3``), so that a
+port that cannot be bound is reported with the setting that chose it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import NoReturn
+
+from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION
 
 from . import conffile
 
 MANAGEMENT_PORT = 15672
 PROMETHEUS_PORT = 15692
+EX_USAGE, EX_CONFIG = 64, 78
+# How each listener's port can be set, for "port taken" errors.
+PORT_SETTINGS = {
+    "port": "--port, RABBITMQ_NODE_PORT or listeners.tcp.default",
+    "management_port": "--management-port, RABBITMQ_MANAGEMENT_PORT or management.tcp.port "
+                       "(0 turns the management API off)",
+    "prometheus_port": "--prometheus-port, RABBITMQ_PROMETHEUS_PORT or prometheus.tcp.port "
+                       "(0 turns the Prometheus endpoint off)",
+    "ssl_port": "--tls-port or listeners.ssl.default",
+}
+
+
+class ConfigError(Exception):
+    """A setting cannot be used: ``str(err)`` is the one-line reason, ``code`` the exit
+    status."""
+
+    def __init__(self, message: str, code: int = EX_CONFIG) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def default_data_dir() -> str:
@@ -62,56 +90,95 @@ class Config:
     ssl_verify: str = "verify_none"
     ssl_fail_if_no_peer_cert: bool = False
     connection_max: int | None = None
+    collect_statistics_interval: int = 5000  # ms between management samples, as RabbitMQ
+    control_socket: bool = False  # the CLI's ctl.sock in the data dir (on in python -m broker)
+    origins: tuple[tuple[str, str], ...] = ()  # (field, where its value was set)
+
+
+def origin(cfg: Config, name: str) -> str | None:
+    """Where ``cfg.<name>`` was set (a flag, a variable, a config line), None for a default."""
+    return dict(cfg.origins).get(name)
+
+
+def _with_origins(cfg: Config, changes: dict, where: str | dict) -> Config:
+    found = dict(cfg.origins)
+    for name in changes:
+        found[name] = where if isinstance(where, str) else where.get(name, "the config file")
+    return replace(cfg, **changes, origins=tuple(sorted(found.items())))
 
 
 def from_file(base: Config, path: str) -> Config:
-    changes = conffile.load(path)
+    """``ConfigError`` (``file:line: reason``) when the file cannot be used."""
+    lines: dict[str, str] = {}
+    try:
+        changes = conffile.load(path, lines)
+    except conffile.ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     if "vm_memory_high_watermark_absolute" in changes and \
             "vm_memory_high_watermark_relative" not in changes:
         changes["vm_memory_high_watermark_relative"] = None
     if "disk_free_limit" in changes and "disk_free_limit_relative" not in changes:
         changes["disk_free_limit_relative"] = None
-    return replace(base, config_file=path, **changes)
+    return _with_origins(replace(base, config_file=path), changes, lines)
 
 
 def from_env(base: Config) -> Config:
     env = os.environ
-    changes: dict = {}
+    cfg = base
     if "BURROWMQ_DATA_DIR" in env:
-        changes["data_dir"] = env["BURROWMQ_DATA_DIR"]
+        cfg = _with_origins(cfg, {"data_dir": env["BURROWMQ_DATA_DIR"]}, "BURROWMQ_DATA_DIR")
     for var, key in (("RABBITMQ_NODE_PORT", "port"),
                      ("RABBITMQ_MANAGEMENT_PORT", "management_port"),
                      ("RABBITMQ_PROMETHEUS_PORT", "prometheus_port")):
         if var in env:
-            changes[key] = int(env[var])
-    if "RABBITMQ_NODE_IP_ADDRESS" in env:
-        changes["host"] = env["RABBITMQ_NODE_IP_ADDRESS"]
-    for var, key in (("RABBITMQ_DEFAULT_USER", "default_user"),
+            try:
+                value = conffile.parse_port(env[var])
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {var}: {exc}") from None
+            cfg = _with_origins(cfg, {key: value}, var)
+    for var, key in (("RABBITMQ_NODE_IP_ADDRESS", "host"),
+                     ("RABBITMQ_DEFAULT_USER", "default_user"),
                      ("RABBITMQ_DEFAULT_PASS", "default_pass"),
                      ("RABBITMQ_DEFAULT_VHOST", "default_vhost")):
         if var in env:
-            changes[key] = env[var]
-    return replace(base, **changes)
+            cfg = _with_origins(cfg, {key: env[var]}, var)
+    return cfg
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (burrowmq --help lists the flags)", EX_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="burrowmq",
-                                     description="RabbitMQ-compatible AMQP 0-9-1 broker")
-    parser.add_argument("--config-file", help="a rabbitmq.conf (env RABBITMQ_CONFIG_FILE)")
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="AMQP port (default 5672)")
-    parser.add_argument("--data-dir", help="where durable state lives")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--heartbeat", type=int, help="heartbeat proposed to clients (s)")
-    parser.add_argument("--frame-max", type=int)
-    parser.add_argument("--channel-max", type=int)
+    d = Config()
+    parser = _Parser(prog="burrowmq", description="RabbitMQ-compatible AMQP 0-9-1 broker. "
+                     "Settings: defaults, then the config file, then environment variables, "
+                     "then these flags (later ones win).")
+    parser.add_argument("--version", action="version", version=f"burrowmq {BURROWMQ_VERSION} "
+                        f"(RabbitMQ {RABBITMQ_VERSION} compatible)")
+    parser.add_argument("--config-file", help="a rabbitmq.conf (env RABBITMQ_CONFIG_FILE; "
+                        "default: none)")
+    parser.add_argument("--host", help=f"address to listen on (env RABBITMQ_NODE_IP_ADDRESS; "
+                        f"default {d.host})")
+    parser.add_argument("--port", type=int, help=f"AMQP port (env RABBITMQ_NODE_PORT; default "
+                        f"{d.port})")
+    parser.add_argument("--data-dir", help=f"where durable state lives (env "
+                        f"BURROWMQ_DATA_DIR; default {default_data_dir()})")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help=f"default {d.log_level}")
+    parser.add_argument("--heartbeat", type=int, help=f"heartbeat proposed to clients, "
+                        f"seconds (default {d.heartbeat})")
+    parser.add_argument("--frame-max", type=int, help=f"default {d.frame_max}")
+    parser.add_argument("--channel-max", type=int, help=f"default {d.channel_max}")
     parser.add_argument("--management-port", type=int,
                         help=f"management HTTP API and UI port (default {MANAGEMENT_PORT}; "
                              "0 disables)")
     parser.add_argument("--prometheus-port", type=int,
                         help=f"Prometheus /metrics port (default {PROMETHEUS_PORT}; "
                              "0 disables)")
-    parser.add_argument("--load-definitions", help="definitions JSON file imported at boot")
+    parser.add_argument("--load-definitions", help="definitions JSON file imported at boot "
+                        "(default: none)")
     parser.add_argument("--tls-port", dest="ssl_port", type=int,
                         help="AMQPS port (default 5671; the listener runs when a certificate "
                              "and key are given)")
@@ -124,22 +191,52 @@ def build_parser() -> argparse.ArgumentParser:
                         action="store_const", const=True,
                         help="refuse clients without a valid certificate")
     parser.add_argument("--max-connections", dest="connection_max", type=int,
-                        help="refuse connections beyond this many")
+                        help="refuse connections beyond this many (default: unlimited)")
     parser.add_argument("--disk-free-limit", type=int,
-                        help="block publishers below this many free bytes (default 50 MB)")
+                        help=f"block publishers below this many free bytes (default "
+                             f"{d.disk_free_limit})")
+    for action in parser._actions:
+        action.metavar = METAVARS.get(action.dest, action.metavar)
     return parser
 
 
+METAVARS = {"config_file": "FILE", "host": "ADDRESS", "port": "PORT", "data_dir": "DIR",
+            "heartbeat": "SECONDS", "frame_max": "BYTES", "channel_max": "N",
+            "management_port": "PORT", "prometheus_port": "PORT", "load_definitions": "FILE",
+            "ssl_port": "PORT", "ssl_certfile": "FILE", "ssl_keyfile": "FILE",
+            "ssl_cacertfile": "FILE", "connection_max": "N", "disk_free_limit": "BYTES"}
+
+
+FLAGS = {action.dest: action.option_strings[-1] for action in build_parser()._actions
+         if action.option_strings}
+
+
 def parse_args(argv: list[str] | None = None) -> Config:
+    """Every source merged; ``ConfigError`` for a bad flag, file or variable."""
     args = build_parser().parse_args(argv)
-    cfg = Config(management_port=MANAGEMENT_PORT, prometheus_port=PROMETHEUS_PORT)
+    cfg = Config(management_port=MANAGEMENT_PORT, prometheus_port=PROMETHEUS_PORT,
+                 control_socket=True)
     path = args.config_file or os.environ.get("RABBITMQ_CONFIG_FILE")
     if path:
         cfg = from_file(cfg, path)
     cfg = from_env(cfg)
-    changes = {k: v for k, v in vars(args).items() if v is not None and k != "config_file"}
-    cfg = replace(cfg, **changes)
+    for name, value in vars(args).items():
+        if value is not None and name != "config_file":
+            cfg = _with_origins(cfg, {name: value}, FLAGS.get(name, name))
     if not cfg.data_dir:
         cfg = replace(cfg, data_dir=default_data_dir())
-    return replace(cfg, management_port=cfg.management_port or None,
+    check(cfg)
+    return replace(cfg, data_dir=os.path.abspath(os.path.expanduser(cfg.data_dir)),
+                   management_port=cfg.management_port or None,
                    prometheus_port=cfg.prometheus_port or None)
+
+
+def check(cfg: Config) -> None:
+    """Values every source may get wrong the same way (a flag's type is argparse's)."""
+    for name in ("port", "management_port", "prometheus_port", "ssl_port"):
+        value = getattr(cfg, name)
+        if value is not None and not 0 <= value <= 65535:
+            raise ConfigError(f"{value} is not a port number (0-65535), set by "
+                              f"{origin(cfg, name) or 'default'}")
+    known = {f.name for f in fields(Config)}
+    assert all(name in known for name, _ in cfg.origins), cfg.origins

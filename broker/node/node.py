@@ -27,10 +27,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from broker.amqp.transport import AMQPProtocol
-from broker.core.naming import BURROWMQ_VERSION
 from broker.core.server import ConnectionHandle, Server
 
-from . import boot, tls
+from . import boot, startup, tls
 from .alarms import Alarms
 from .config import Config
 from .stores import Stores
@@ -51,6 +50,7 @@ class Service(Protocol):
 class Node:
     def __init__(self, config: Config, services: Sequence[Service] = ()) -> None:
         self._config = config
+        # Set by start(), before which nothing reads it.
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.stores: Stores | None = None
         self.server = Server(config, self, self.make_store)
@@ -121,38 +121,59 @@ class Node:
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> int:
+        """Start everything or nothing: a failure (``StartupError``: a port taken ...) stops
+        what had started, releasing the data directory, and is raised."""
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        startup.log_banner(self.config)
         server = self.server
         self.stores = Stores(self.config.data_dir, self.now)
-        self.stores.start(self.loop, lambda: boot.snapshot(server))
-        server.persist = self._persist
-        boot.recover(server, self.stores)
-        boot.boot_definitions(server, self.config)
-        self.alarms.start()
-        await self.start_app()
-        for service in self.services:
-            await service.start(self)
+        try:
+            self.stores.start(self.loop, lambda: boot.snapshot(server))
+            server.persist = self._persist
+            boot.recover(server, self.stores)
+            boot.boot_definitions(server, self.config)
+            startup.log_limits(self.config)
+            self.alarms.start()
+            await self.start_app()
+            for service in self.services:
+                await service.start(self)
+        except BaseException:
+            await self.stop()
+            raise
+        startup.log_complete(self.plugins())
         return self.port
+
+    def plugins(self) -> list[str]:
+        """RabbitMQ's names for what runs beside AMQP."""
+        return [name for name, on in (("rabbitmq_management", self.management_port),
+                                      ("rabbitmq_prometheus", self.prometheus_port)) if on]
 
     async def start_app(self) -> None:
         """Open the AMQP listener (``rabbitmqctl start_app``)."""
         if self._listeners:
             return
         cfg = self.config
-        srv = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.host,
-                                            self.port, reuse_address=True, backlog=1024)
+        try:
+            srv = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.host,
+                                                self.port, reuse_address=True, backlog=1024)
+        except OSError as exc:
+            raise startup.port_error(cfg, "port", "AMQP", cfg.host, self.port, exc) from None
         self._listeners.append(srv)
         self.port = srv.sockets[0].getsockname()[1]
         self.running = True
-        log.info("burrowmq %s: started TCP listener on %s:%d", BURROWMQ_VERSION, cfg.host,
-                 self.port)
+        log.info("started TCP listener on %s:%d", cfg.host, self.port)
         if tls.enabled(cfg):
             host = cfg.ssl_host or cfg.host
-            srv = await self.loop.create_server(
-                lambda: AMQPProtocol(self), host, self.tls_port or cfg.ssl_port,
-                ssl=tls.server_context(cfg), reuse_address=True, backlog=1024,
-                ssl_handshake_timeout=cfg.handshake_timeout)
+            port = self.tls_port or cfg.ssl_port
+            try:
+                srv = await self.loop.create_server(
+                    lambda: AMQPProtocol(self), host, port, ssl=tls.server_context(cfg),
+                    reuse_address=True, backlog=1024,
+                    ssl_handshake_timeout=cfg.handshake_timeout)
+            except OSError as exc:
+                raise startup.port_error(cfg, "ssl_port", "AMQP over TLS", host, port,
+                                         exc) from None
             self._listeners.append(srv)
             self.tls_port = srv.sockets[0].getsockname()[1]
             log.info("started TLS (SSL) listener on %s:%d", host, self.tls_port)

@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from broker.core.messages import priority_of
 from storage import definitions_file
@@ -99,7 +98,7 @@ class Stores:
         future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc)
         future.add_done_callback(self._saved)
 
-    def _saved(self, future: asyncio.Future[Any]) -> None:
+    def _saved(self, future: asyncio.Future[None]) -> None:
         if future.exception() is not None:
             log.error("could not save definitions: %s", future.exception())
         self._saving = False

@@ -22,7 +22,29 @@ def enabled(cfg: Config) -> bool:
     return bool(cfg.ssl_certfile and cfg.ssl_keyfile)
 
 
+FILES = (("ssl_certfile", "certificate", "ssl_options.certfile"),
+         ("ssl_keyfile", "private key", "ssl_options.keyfile"),
+         ("ssl_cacertfile", "CA bundle", "ssl_options.cacertfile"))
+
+
+def _check_files(cfg: Config) -> None:
+    """Name the file (and the setting that chose it) a user got wrong."""
+    from .config import origin
+
+    for field, what, key in FILES:
+        path = getattr(cfg, field)
+        if not path:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise TLSConfigError(f"TLS {what} {path} ({origin(cfg, field) or key}): "
+                                 f"{exc.strerror or exc}") from None
+
+
 def server_context(cfg: Config) -> ssl.SSLContext:
+    _check_files(cfg)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

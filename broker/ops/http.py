@@ -3,8 +3,10 @@
 
 ``start`` runs after the AMQP listener is bound. aiohttp and prometheus_client are imported in
 a worker thread so the event loop keeps answering AMQP handshakes meanwhile (importing them
-takes ~150 ms, longer than the broker's whole cold start). A port that cannot be bound is
-logged and skipped: AMQP service does not depend on the HTTP side. Bound ports are published
+takes ~150 ms, longer than the broker's whole cold start). A port that cannot be bound stops
+the node's start (``StartupError`` naming the port and the setting that chose it), as in
+RabbitMQ: a broker without its API would leave the CLI and monitoring talking to whatever
+else holds the port. Bound ports are published
 on ``Node.management_port`` / ``Node.prometheus_port`` (useful with port 0). Nothing starts
 when both ports are off (the Config default: tests, embedding).
 """
@@ -14,10 +16,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from broker.node.startup import port_error
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from broker.node.node import Node
+
+    from .mgmt.sampler import Sampler
 
 log = logging.getLogger("broker.http")
 
@@ -30,7 +38,8 @@ def _import_all() -> None:
 
 class HttpService:
     def __init__(self) -> None:
-        self.runners: list[Any] = []
+        self.runners: list[web.AppRunner] = []
+        self.sampler: Sampler | None = None  # the management sampler, when it runs
 
     async def start(self, node: Node) -> None:
         cfg = node.config
@@ -38,19 +47,18 @@ class HttpService:
             return
         await asyncio.get_running_loop().run_in_executor(None, _import_all)
         from .mgmt.app import build_app
+        from .mgmt.util import SAMPLER_KEY
 
         if cfg.management_port is not None:
-            found = await _serve(build_app(node), cfg.management_host or cfg.host,
-                                 cfg.management_port, "Management plugin")
-            if found is not None:
-                self.runners.append(found[0])
-                node.management_port = found[1]
+            app = build_app(node)
+            runner, node.management_port = await self._serve(
+                node, app, cfg.management_host or cfg.host, "management_port",
+                "the management API", "Management plugin")
+            self.sampler = app[SAMPLER_KEY]
         if cfg.prometheus_port is not None:
-            found = await _serve(metrics_app(node), cfg.prometheus_host or cfg.host,
-                                 cfg.prometheus_port, "Prometheus metrics")
-            if found is not None:
-                self.runners.append(found[0])
-                node.prometheus_port = found[1]
+            runner, node.prometheus_port = await self._serve(
+                node, metrics_app(node), cfg.prometheus_host or cfg.host, "prometheus_port",
+                "Prometheus metrics", "Prometheus metrics")
 
     async def stop(self) -> None:
         for runner in self.runners:
@@ -58,24 +66,27 @@ class HttpService:
         self.runners.clear()
 
 
-async def _serve(app: Any, host: str, port: int, what: str) -> tuple[Any, int] | None:
-    from aiohttp import web
+    async def _serve(self, node: Node, app: web.Application, host: str, field: str,
+                     purpose: str, what: str) -> tuple[web.AppRunner, int]:
+        from aiohttp import web
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        log.error("%s: could not listen on %s:%d: %s", what, host, port, exc)
-        await runner.cleanup()
-        return None
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
-    return runner, bound
+        port = getattr(node.config, field)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise port_error(node.config, field, purpose, host, port, exc) from None
+        self.runners.append(runner)
+        # aiohttp keeps the site's asyncio.Server private (Optional until start() returned)
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
+        return runner, bound
 
 
-def metrics_app(node: Node) -> Any:
+def metrics_app(node: Node) -> web.Application:
     from aiohttp import web
 
     from . import metrics

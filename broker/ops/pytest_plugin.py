@@ -9,7 +9,8 @@ Fixtures:
   that want process isolation or signals; stopped with SIGTERM.
 
 Each handle has ``url`` (an ``amqp://`` URL), ``port``, ``management_port``,
-``management_url`` and ``prometheus_port`` (None when off); an in-process one also has
+``management_url``, ``prometheus_port`` (None when off) and ``data_dir`` (``burrowctl
+--data-dir <it>`` reaches the broker through its control socket); an in-process one also has
 ``node`` (``broker.node.node.Node``) and ``server`` (its state, ``broker.core.server.Server``).
 """
 
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: passed through to Config or a loop call
 
 import pytest
 
@@ -44,6 +45,7 @@ class BrokerHandle:
     prometheus_port: int | None = None
     user: str = "guest"
     password: str = "guest"
+    data_dir: str = ""
     node: Node | None = None
     loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -109,7 +111,8 @@ def start_in_thread(config: Config) -> BrokerHandle:
     if not ready.wait(15) or failure:
         raise RuntimeError(f"burrowmq did not start: {failure[0] if failure else 'timeout'}")
     return BrokerHandle(node.port, node.management_port, node.prometheus_port,
-                        config.default_user, config.default_pass, node, loop, thread)
+                        config.default_user, config.default_pass, config.data_dir, node, loop,
+                        thread)
 
 
 def free_port() -> int:
@@ -124,13 +127,14 @@ def start_process(data_dir: Path, *extra: str, management: bool = True,
     cmd = [sys.executable, "-m", "broker", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(data_dir), "--management-port", str(mgmt),
            "--prometheus-port", "0", *extra]
-    log = open(data_dir.parent / f"burrowmq-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    log_path = data_dir.parent / f"burrowmq-{port}.log"
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"burrowmq exited with {proc.returncode}; see {log.name}")
+            raise RuntimeError(f"burrowmq exited with {proc.returncode}; see {log_path}")
         try:
             with socket.create_connection(("127.0.0.1", port), 0.2):
                 break
@@ -139,7 +143,8 @@ def start_process(data_dir: Path, *extra: str, management: bool = True,
     else:
         stop_process(proc)
         raise RuntimeError("burrowmq did not start listening in time")
-    return BrokerHandle(port, mgmt or None, None, _process=proc, _extra={"log": log.name})
+    return BrokerHandle(port, mgmt or None, None, data_dir=str(data_dir), _process=proc,
+                        _extra={"log": str(log_path)})
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
@@ -155,11 +160,17 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 
 @pytest.fixture
 def burrowmq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Any]]:
+    """Start brokers in this process: ``burrowmq_factory(**overrides)`` -> handle.
+
+    Overrides are ``broker.node.config.Config`` fields (``heartbeat=5``, ``default_user="app"``,
+    ``prometheus_port=0`` ...). Each broker gets an ephemeral AMQP and management port and its
+    own temporary data directory; all are stopped when the test ends."""
     started: list[BrokerHandle] = []
 
     def make(**overrides: Any) -> BrokerHandle:
         data_dir = tmp_path_factory.mktemp("burrowmq")
-        base = Config(host="127.0.0.1", port=0, data_dir=str(data_dir), management_port=0)
+        base = Config(host="127.0.0.1", port=0, data_dir=str(data_dir), management_port=0,
+                      control_socket=True)
         handle = start_in_thread(replace(base, **overrides))
         started.append(handle)
         return handle
@@ -171,11 +182,20 @@ def burrowmq_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calla
 
 @pytest.fixture
 def burrowmq(burrowmq_factory: Callable[..., BrokerHandle]) -> BrokerHandle:
+    """A broker for this test, in-process: connect to ``burrowmq.url`` (guest/guest).
+
+    Ephemeral AMQP and management ports, a temporary data directory, stopped after the test.
+    The handle has ``url``, ``port``, ``management_port``, ``management_url``,
+    ``prometheus_port`` and ``data_dir``."""
     return burrowmq_factory()
 
 
 @pytest.fixture
 def burrowmq_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
+    """A broker as a separate process (``python -m broker``), for process isolation or signals.
+
+    Same handle as ``burrowmq``; stopped with SIGTERM after the test (clients get
+    320 CONNECTION_FORCED, as RabbitMQ's)."""
     handle = start_process(tmp_path_factory.mktemp("burrowmq") / "data")
     yield handle
     handle.stop()

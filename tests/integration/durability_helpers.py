@@ -119,8 +119,11 @@ class BrokerProcess:
         self.log_path = self.log_dir / f"broker-{id(self):x}-{self._starts}.log"
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        # no HTTP listeners: RabbitMQ's fixed 15672 / 15692 would be shared by every broker
+        # of the run (and a taken one stops the start)
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--data-dir",
-                str(self.data_dir), *self.extra]
+                str(self.data_dir), "--management-port", "0", "--prometheus-port", "0",
+                *self.extra]
         if self.slow_fsync:
             command = [sys.executable, "-c", SLOW_FSYNC_MAIN, str(self.slow_fsync), *args]
         else:

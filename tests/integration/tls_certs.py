@@ -7,7 +7,6 @@ Python's strict X.509 verification wants (key identifiers, basic constraints, ke
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -80,7 +79,9 @@ def _leaf(name: str, cn: str, ca: str, ext: str, cwd: Path) -> None:
 
 
 def make_pki(directory: Path) -> PKI:
-    assert shutil.which("openssl"), "the TLS tests need the openssl command (.ci/run installs it)"
+    from outside import require_program
+
+    require_program("openssl")
     directory.mkdir(parents=True, exist_ok=True)
     _ca("ca", "burrowmq test CA", directory)
     _ca("other-ca", "some other CA", directory)

@@ -71,3 +71,33 @@ def connect(url: str, **overrides: Any) -> pika.BlockingConnection:
 
 def amqp_url(handle: Any, user: str, password: str, vhost: str = "/") -> str:
     return f"amqp://{user}:{password}@127.0.0.1:{handle.port}/{quote(vhost)}"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(main: Any, *args: str) -> CliResult:
+    """Run a CLI's ``main(argv)`` in this process (fast: no interpreter start per command)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def burrowctl(*args: str) -> CliResult:
+    from broker.ops.ctl.__main__ import main
+
+    return run_cli(main, *args)
+
+
+def burrowmqadmin(*args: str) -> CliResult:
+    from broker.ops.ctl.rabbitmqadmin import main
+
+    return run_cli(main, *args)

@@ -40,7 +40,9 @@ def test_ping_fails_with_69_when_nothing_listens(tmp_path) -> None:  # type: ign
 
     proc = subprocess.run([sys.executable, "-m", "broker.ops.ctl", "--port", str(free_port()),
                            "ping"], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 69 and proc.stderr.startswith("Error:\nunable to perform")
+    assert proc.returncode == 69
+    assert proc.stderr.startswith("Error: unable to perform an operation on node 'rabbit@")
+    assert "Connection refused" in proc.stderr
 
 
 def test_user_and_permission_commands(burrowmq) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +62,7 @@ def test_user_and_permission_commands(burrowmq) -> None:  # type: ignore[no-unty
     conn.close()
     ctl(burrowmq, "delete_user", "ann")
     proc = ctl(burrowmq, "delete_user", "ann", check=False)
-    assert (proc.returncode, proc.stderr) == (65, 'Error:\nUser "ann" does not exist\n')
+    assert (proc.returncode, proc.stderr) == (67, 'Error:\nUser "ann" does not exist\n')
 
 
 def test_list_queues_columns_and_json(burrowmq) -> None:  # type: ignore[no-untyped-def]
@@ -139,13 +141,15 @@ def test_status_cluster_status_and_app_control(burrowmq) -> None:  # type: ignor
     node = data["node_name"]
     assert f"Disk Nodes\n\n{node}\n\nRunning Nodes\n\n{node}\n" in cluster
     ctl(burrowmq, "stop_app")
-    assert ctl(burrowmq, "ping", check=False).returncode == 69
+    assert ctl(burrowmq, "ping").stdout.endswith("Ping succeeded\n")  # liveness, as RabbitMQ
+    proc = ctl(burrowmq, "await_startup", "--timeout", "0.5", check=False)  # readiness
+    assert (proc.returncode, proc.stderr) == (69, "Error:\nrabbit_is_not_running\n")
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         connect(burrowmq.url)
     ctl(burrowmq, "add_user", "tmp", "pw")
     ctl(burrowmq, "reset")
     ctl(burrowmq, "start_app")
-    ctl(burrowmq, "ping")
+    ctl(burrowmq, "await_startup")
     assert table(ctl(burrowmq, "list_users", "-s", "user").stdout) == [["guest"]]
     connect(burrowmq.url).close()
 

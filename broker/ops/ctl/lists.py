@@ -69,6 +69,9 @@ LISTS: dict[str, ListSpec] = {
     "list_permissions": ListSpec("/vhosts/{vhost}/permissions",
                                  ("user", "configure", "write", "read"),
                                  'Listing permissions for vhost "{raw}" ...'),
+    "list_user_permissions": ListSpec("/users/{user}/permissions",
+                                      ("vhost", "configure", "write", "read"),
+                                      'Listing permissions for user "{user}" ...'),
     "list_policies": ListSpec("/policies/{vhost}", ("vhost", "name", "pattern", "apply-to",
                                                     "definition", "priority"),
                               'Listing policies for vhost "{raw}" ...', _policy),
@@ -81,13 +84,27 @@ TIMED = ("list_queues", "list_exchanges", "list_bindings", "list_connections", "
 
 def run_list(name: str, client: Client, out: Output, vhost: str, columns: list[str]) -> None:
     spec = LISTS[name]
-    rows = [spec.row(item) for item in client.get(
-        spec.path.format(vhost=q(vhost)), missing=f"Virtual host '{vhost}' does not exist")]
+    user = ""
+    missing = f"Virtual host '{vhost}' does not exist"
+    if name == "list_user_permissions":  # the one list whose argument is not a column
+        user, columns = columns[0], []
+        out.info(spec.info.format(user=user))
+        missing = f'User "{user}" does not exist'
+    try:
+        rows = [spec.row(item) for item in client.get(
+            spec.path.format(vhost=q(vhost), user=q(user)), missing=missing)]
+    except CtlError as err:
+        if user:
+            err.code = 69  # rabbitmqctl's code for {no_such_user, ...}
+        raise
+    if user:
+        out.table(list(spec.columns), rows)
+        return
     chosen = columns or list(spec.columns)
     known = set().union(*(r.keys() for r in rows)) if rows else set(chosen)
     unknown = [c for c in chosen if c not in known and rows]
     if unknown:
-        raise CtlError(f"Info key(s) {','.join(unknown)} are not supported", 64)
+        raise CtlError(f"Info key(s) {','.join(unknown)} are not supported", 64, "validation")
     if name == "list_vhosts" and "name" in chosen and not columns:
         rows = sorted(rows, key=lambda r: r["name"])
     if name in TIMED:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO  # Any: JSON values, printed as they come
 
 
 @dataclass
@@ -16,14 +16,14 @@ class Output:
     quiet: bool = False
     headers: bool = True
     formatter: str = "table"
-    stream: TextIO = sys.stdout
+    stream: TextIO | None = None  # None: whatever sys.stdout is when printing
 
     def info(self, text: str) -> None:
         if not self.quiet and self.formatter != "json":
-            print(text, file=self.stream)
+            self.line(text)
 
     def line(self, text: str) -> None:
-        print(text, file=self.stream)
+        print(text, file=self.stream or sys.stdout)
 
     def table(self, columns: list[str], rows: list[dict]) -> None:
         if self.formatter == "json":

@@ -3,8 +3,8 @@ built from /api/overview and /api/nodes; ``--formatter json`` prints one JSON ob
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Any
 
 from .client import Client
 from .output import Output
@@ -15,7 +15,7 @@ def _gb(value: int) -> str:
 
 
 def _listener_lines(overview: dict, with_node: bool) -> list[str]:
-    purposes = {"amqp": "AMQP 0-9-1 and AMQP 1.0", "http": "HTTP API",
+    purposes = {"amqp": "AMQP 0-9-1", "amqp/ssl": "AMQP 0-9-1 over TLS", "http": "HTTP API",
                 "http/prometheus": "Prometheus exporter API over HTTP"}
     lines = []
     for item in overview["listeners"]:
@@ -25,7 +25,14 @@ def _listener_lines(overview: dict, with_node: bool) -> list[str]:
     return lines
 
 
-def status(client: Client, out: Output, args: Any) -> None:
+def _versions(overview: dict) -> str:
+    """One line that agrees with ``status``: what clients see, what actually runs."""
+    return (f"RabbitMQ {overview['rabbitmq_version']} (burrowmq "
+            f"{overview.get('burrowmq_version', '')}) on Python "
+            f"{overview.get('python_version', '')}")
+
+
+def status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     node = client.get("/nodes")[0]
     if out.formatter == "json":
@@ -54,7 +61,8 @@ def status(client: Client, out: Output, args: Any) -> None:
         f"RabbitMQ version: {overview['rabbitmq_version']}",
         f"RabbitMQ release series support status: "
         f"{overview['release_series_support_status']}",
-        f"Node name: {node['name']}", f"Erlang configuration: {overview['erlang_full_version']}",
+        f"burrowmq version: {overview.get('burrowmq_version', '')}",
+        f"Node name: {node['name']}", f"Python: {overview.get('python_version', '')}",
         "", "Plugins", "", "Enabled plugins:", "",
         *[f" * {p}" for p in node["enabled_plugins"]],
         "", "Data directory", "", f"Node data directory: {node.get('db_dir', '')}",
@@ -76,15 +84,17 @@ def status(client: Client, out: Output, args: Any) -> None:
         out.line(line)
 
 
-def cluster_status(client: Client, out: Output, args: Any) -> None:
+def cluster_status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     node = client.get("/nodes")[0]
     name, version = node["name"], overview["rabbitmq_version"]
     if out.formatter == "json":
         out.line(json.dumps({
             "cluster_name": overview["cluster_name"], "disk_nodes": [name], "ram_nodes": [],
-            "running_nodes": [name], "versions": {name: {"rabbitmq_version": version,
-                                                         "erlang_version": "26.2.5"}},
+            "running_nodes": [name], "versions": {name: {
+                "rabbitmq_version": version,
+                "burrowmq_version": overview.get("burrowmq_version"),
+                "python_version": overview.get("python_version")}},
             "maintenance_status": {name: "not under maintenance"}, "alarms": [],
             "partitions": {}, "listeners": {name: overview["listeners"]},
             "cpu_cores": {name: node["processors"]}, "feature_flags": []}))
@@ -94,7 +104,7 @@ def cluster_status(client: Client, out: Output, args: Any) -> None:
         f"Cluster name: {overview['cluster_name']}",
         f"Total CPU cores available cluster-wide: {node['processors']}",
         "", "Disk Nodes", "", name, "", "Running Nodes", "", name,
-        "", "Versions", "", f"{name}: RabbitMQ {version} on Erlang 26.2.5",
+        "", "Versions", "", f"{name}: {_versions(overview)}",
         "", "CPU Cores", "", f"Node: {name}, available CPU cores: {node['processors']}",
         "", "Maintenance status", "", f"Node: {name}, status: not under maintenance",
         "", "Alarms", "", "(none)", "", "Network Partitions", "", "(none)",

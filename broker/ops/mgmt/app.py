@@ -3,6 +3,10 @@
 Every ``/api/*`` request is authenticated (HTTP basic, RabbitMQ's 401 bodies) before a handler
 runs; the UI's static files are public (the page asks for credentials itself). Unexpected
 exceptions become 500 ``internal_server_error`` with the exception's text and are logged.
+
+The same application serves the CLI's local control channel (``broker.ops.control_socket``), built
+with ``cookie=``: there a request is authorised by the node's cookie only, and acts as the
+internal administrator ``rmq-cli``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import api_admin, api_node, api_topology, conns, control
-from .util import NODE_KEY, RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
+from . import api_admin, api_node, api_topology, conns, control, limits, shovel
+from .sampler import shared_sampler
+from .util import CONTROL_KEY, NODE_KEY, SAMPLER_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
     from broker.node.node import Node
@@ -29,7 +34,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
         return await handler(request)
-    request[USER_KEY] = authenticate(request)
+    cookie = request.app.get(CONTROL_KEY)
+    if cookie is None:
+        request[USER_KEY] = authenticate(request)
+    else:
+        from ..localctl import CLI_USER, COOKIE_HEADER, cookie_matches
+
+        if not cookie_matches(cookie, request.headers.get(COOKIE_HEADER)):
+            raise error(401, "not_authorized", "the node's cookie did not match")
+        request[USER_KEY] = CLI_USER
     try:
         return await handler(request)
     except web.HTTPException:
@@ -43,13 +56,26 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WWW / "index.html")
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: Node, cookie: str | None = None) -> web.Application:
     app = web.Application(middlewares=[api_auth], client_max_size=64 * 1024 * 1024)
     app[NODE_KEY] = node
     app[SERVER_KEY] = node.server
-    app[RATES_KEY] = api_node.Rates(node.server)
+    if cookie is not None:
+        app[CONTROL_KEY] = cookie
+    # One sampler per node, shared by the HTTP app and the CLI's control-socket app.
+    sampler = shared_sampler(node)
+    app[SAMPLER_KEY] = sampler
+
+    async def start_sampler(app: web.Application) -> None:
+        sampler.start()
+
+    async def stop_sampler(app: web.Application) -> None:
+        sampler.stop()
+
+    app.on_startup.append(start_sampler)
+    app.on_cleanup.append(stop_sampler)
     for table in (api_node.routes, api_admin.routes, conns.routes, api_topology.routes,
-                  control.routes):
+                  control.routes, limits.routes, shovel.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)

@@ -1,15 +1,22 @@
-"""Node control for the CLI (rabbitmqctl stop_app / start_app / reset / stop), under
-``/api/burrowmq/`` since RabbitMQ's own CLI does these over Erlang distribution, not HTTP.
-Administrator only."""
+"""Node control for the CLI (rabbitmqctl stop_app / start_app / reset / stop, environment,
+authenticate_user, join_cluster / forget_cluster_node), under ``/api/burrowmq/`` since
+RabbitMQ's own CLI does these over Erlang distribution, not HTTP. Administrator only.
+
+This node runs standalone: the cluster commands answer so, in RabbitMQ's words where it has
+them (``The node selected is not in the cluster.``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from aiohttp import web
 
 from . import fmt
-from .util import error, no_content, node_of, require_admin
+from .util import body_json, error, no_content, node_of, reply, require_admin, server_of
+
+SECRET_FIELDS = ("default_pass",)
 
 routes = web.RouteTableDef()
 
@@ -45,3 +52,42 @@ async def stop(request: web.Request) -> web.Response:
     node = node_of(request)
     asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(node.stop()))
     return no_content()
+
+
+@routes.get("/api/burrowmq/environment")
+async def environment(request: web.Request) -> web.Response:
+    """The node's effective settings (``rabbitmqctl environment``), secrets masked."""
+    require_admin(request)
+    values = dataclasses.asdict(node_of(request).config)
+    values.pop("origins", None)
+    for key in SECRET_FIELDS:
+        values[key] = "********"
+    return reply(values)
+
+
+@routes.post("/api/burrowmq/authenticate")
+async def authenticate_user(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await body_json(request)
+    user, password = str(body.get("username", "")), str(body.get("password", ""))
+    if not server_of(request).auth.authenticate(user, password):
+        return reply({"status": "failed", "reason": f"user '{user}' - invalid credentials"})
+    return reply({"status": "ok"})
+
+
+@routes.post("/api/burrowmq/join_cluster")
+async def join_cluster(request: web.Request) -> web.Response:
+    require_admin(request)
+    other = str((await body_json(request)).get("node", ""))
+    raise error(503, "unavailable", f"cannot join {other}: {fmt.node_name()} runs as a "
+                "single node (clustering is not enabled on this node)")
+
+
+@routes.post("/api/burrowmq/forget_cluster_node")
+async def forget_cluster_node(request: web.Request) -> web.Response:
+    require_admin(request)
+    other = str((await body_json(request)).get("node", ""))
+    if other == fmt.node_name():
+        raise error(400, "bad_request", f"cannot remove {other}: it is the only node of the "
+                    "cluster")
+    raise error(404, "Object Not Found", "The node selected is not in the cluster.")

@@ -1,0 +1,408 @@
+"""The leader's replication server: storage's ``ReplicationSink``, streaming to followers.
+
+Every change storage reports gets the next position and one encoded frame, written as-is to
+every streaming follower. A follower that connects is authenticated (``wire``), then full-synced
+against a snapshot, then streams.
+
+The snapshot (why nothing is missed or sent twice): when a follower's listing has arrived, the
+server, in one step on the loop thread, records every replicated file's size (its *cap*) and
+starts queueing later changes for that follower. Storage writes on the same thread, so a byte
+below a cap was reported before the snapshot and one above it after. The sync sends each file up
+to its cap only (or from the follower's matching prefix up to it: a copy that stopped midway
+resumes), then ``S_END(position at the snapshot)``, then the queued changes. A file deleted
+after the snapshot but before it was read (a queued delete covers it when it is opened, on the
+same thread) is not sent at all: its copy is deleted, the queued changes to its old self are
+skipped up to that delete (``doomed``), and a new file of the same name comes whole from the
+queued changes after it. Files rewritten in place meanwhile are sent as found and fixed by their
+queued rewrite.
+
+Invariants:
+- Sink calls from another thread (definitions saved in an executor) are moved onto the loop,
+  keeping their order.
+- A follower more than ``max_buffer`` bytes behind (queued or unsent) is disconnected; so is one
+  that has not acked for ``dead_after`` seconds. Neither blocks storage.
+- Acks go to the ``IsrTracker``; ``wait_replicated`` is its ``wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import threading
+from pathlib import Path
+
+from . import files, wire
+from .isr import IsrTracker
+from .wire import Kind, ProtocolError
+
+log = logging.getLogger(__name__)
+
+SMALL = 256 * 1024  # files up to this size are read on the loop (page cache), not in a thread
+
+
+class FollowerSession:
+    __slots__ = ("node", "writer", "state", "pending", "pending_bytes", "deleted", "doomed",
+                 "acked", "last_ack", "max_buffer")
+
+    def __init__(self, node: str, writer: asyncio.StreamWriter, max_buffer: int) -> None:
+        self.node = node
+        self.writer = writer
+        self.state = "syncing"
+        self.pending: list[tuple[Kind, str, bytes]] = []
+        self.pending_bytes = 0
+        self.deleted: list[str] = []  # names deleted since the snapshot (files or dirs)
+        self.doomed: set[str] = set()
+        self.acked = 0
+        self.last_ack = 0.0
+        self.max_buffer = max_buffer
+
+    def send(self, kind: Kind, rel: str, data: bytes) -> None:
+        if self.state == "streaming":
+            self.writer.write(data)
+            if self.writer.transport.get_write_buffer_size() > self.max_buffer:
+                self.abort("too far behind")
+        elif self.state == "syncing":
+            if kind == Kind.DELETE:
+                self.deleted.append(rel)
+            self.pending.append((kind, rel, data))
+            self.pending_bytes += len(data)
+            if self.pending_bytes > self.max_buffer:
+                self.abort("too many changes queued during its full sync")
+
+    def deleted_since_snapshot(self, rel: str) -> bool:
+        return any(rel == d or rel.startswith(d + "/") for d in self.deleted)
+
+    def finish_sync(self) -> None:
+        """Write the changes queued since the snapshot and stream from now on (one step)."""
+        doomed = self.doomed
+        for kind, rel, data in self.pending:
+            if doomed:
+                if kind == Kind.DELETE:
+                    inside = rel + "/"
+                    doomed = {d for d in doomed if d != rel and not d.startswith(inside)}
+                elif rel in doomed:
+                    continue
+            self.writer.write(data)
+        self.pending = []
+        self.pending_bytes = 0
+        self.state = "streaming"
+
+    def abort(self, why: str) -> None:
+        if self.state != "closed":
+            log.warning("replication to %s stopped: %s", self.node, why)
+            self.state = "closed"
+            self.pending = []
+            self.writer.transport.abort()
+
+
+class ReplicationServer:
+    def __init__(self, root: str | os.PathLike[str], node: str, epoch: int, secret: bytes,
+                 tracker: IsrTracker | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 heartbeat: float = 0.5, dead_after: float = 10.0,
+                 max_buffer: int = 64 * 1024 * 1024, handshake_timeout: float = 5.0) -> None:
+        self.root = Path(root).absolute()
+        self._root = str(self.root)
+        self.node = node
+        self.epoch = epoch
+        self.secret = secret
+        self.tracker = tracker if tracker is not None else IsrTracker(node, min_insync=1)
+        self.host = host
+        self.port = port
+        self.heartbeat = heartbeat
+        self.dead_after = dead_after
+        self.max_buffer = max_buffer
+        self.handshake_timeout = handshake_timeout
+        self.position = 0
+        self.sessions: dict[str, FollowerSession] = {}
+        self._live: list[FollowerSession] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pinger: asyncio.Task[None] | None = None
+
+    # ---- lifetime ----------------------------------------------------------------------
+    async def start(self) -> int:
+        """Listen; return the port."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._pinger = self._loop.create_task(self._ping(), name="replication heartbeat")
+        self.tracker.start()
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions.values()):
+            session.abort("leader stopping")
+        for writer in list(self._writers):
+            writer.transport.abort()  # every connection handler ends on its own
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        await self.tracker.stop()
+
+    async def wait_replicated(self, position: int, timeout: float | None = None) -> None:
+        """Until every in-sync follower has acked ``position`` (``isr.IsrTracker.wait``)."""
+        await self.tracker.wait(position, timeout)
+
+    # ---- ReplicationSink ---------------------------------------------------------------
+    def _elsewhere(self) -> bool:
+        return self._loop is not None and threading.get_ident() != self._thread
+
+    def append(self, path: str, offset: int, data: bytes) -> None:
+        rel = files.relative(self._root, path)
+        if rel is None:
+            return
+        if self._elsewhere():
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._append, rel, offset, bytes(data))
+        else:
+            self._append(rel, offset, data)
+
+    def truncate(self, path: str, size: int) -> None:
+        rel = files.relative(self._root, path)
+        if rel is None:
+            return
+        if self._elsewhere():
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self.truncate, path, size)
+            return
+        self.position += 1
+        self._emit(Kind.TRUNCATE, rel, wire.truncate(self.position, rel, size))
+
+    def rewrite(self, path: str, data: bytes) -> None:
+        rel = files.relative(self._root, path)
+        if rel is None:
+            return
+        if self._elsewhere():
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._rewrite, rel, bytes(data))
+        else:
+            self._rewrite(rel, data)
+
+    def delete(self, path: str) -> None:
+        rel = files.relative(self._root, path)
+        if rel is None:
+            return
+        if self._elsewhere():
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self.delete, path)
+            return
+        self.position += 1
+        self._emit(Kind.DELETE, rel, wire.delete(self.position, rel))
+
+    def _append(self, rel: str, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), wire.CHUNK):
+            chunk = view[start:start + wire.CHUNK]
+            self.position += len(chunk)
+            self._emit(Kind.APPEND, rel, wire.append(self.position, rel, offset + start,
+                                                      bytes(chunk)))
+
+    def _rewrite(self, rel: str, data: bytes) -> None:
+        total = len(data)
+        view = memoryview(data)
+        start = 0
+        while True:
+            chunk = view[start:start + wire.CHUNK]
+            self.position += max(1, len(chunk))
+            self._emit(Kind.REWRITE, rel, wire.rewrite(self.position, rel, total, start,
+                                                       bytes(chunk)))
+            start += len(chunk)
+            if start >= total:
+                return
+
+    def _emit(self, kind: Kind, rel: str, data: bytes) -> None:
+        for session in self._live:
+            session.send(kind, rel, data)
+        if self._loop is not None:
+            self.tracker.produced(self.position)
+
+    # ---- followers ---------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            log.info("replication peer %s gone: %s", writer.get_extra_info("peername"),
+                     exc or type(exc).__name__)
+        except ProtocolError as exc:
+            log.warning("replication peer %s: %s", writer.get_extra_info("peername"), exc)
+            with contextlib.suppress(Exception):
+                writer.write(wire.error(str(exc)))
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.transport.abort()
+
+    async def _handshake(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> str | None:
+        timeout = self.handshake_timeout
+        kind, r = await asyncio.wait_for(wire.read_frame(reader), timeout)
+        if kind != Kind.HELLO or r.raw(4) != b"BMQR":
+            raise ProtocolError("not a burrowmq replication client")
+        version = r.u16()
+        if version != wire.VERSION:
+            writer.write(wire.error(f"protocol version {version} unsupported"))
+            return None
+        node, nonce_f = r.str(), r.raw(wire.NONCE)
+        nonce_l = os.urandom(wire.NONCE)
+        mac = wire.leader_mac(self.secret, nonce_f, nonce_l, self.epoch, self.node)
+        writer.write(wire.challenge(self.node, self.epoch, nonce_l, mac))
+        kind, r = await asyncio.wait_for(wire.read_frame(reader), timeout)
+        if kind == Kind.ERROR:
+            log.warning("follower %s refused this leader: %s", node, r.str())
+            return None
+        expected = wire.follower_mac(self.secret, nonce_l, nonce_f, node)
+        if kind != Kind.AUTH or not hmac.compare_digest(r.raw(wire.DIGEST), expected):
+            log.warning("replication peer %s (%s) failed authentication", node,
+                        writer.get_extra_info("peername"))
+            writer.write(wire.error("authentication failed"))
+            return None
+        if node == self.node:
+            writer.write(wire.error(f"{node} is this leader's own name"))
+            return None
+        writer.write(wire.frame(Kind.WELCOME))
+        return node
+
+    async def _listing(self, reader: asyncio.StreamReader) -> dict[str, tuple[int, bytes]]:
+        theirs: dict[str, tuple[int, bytes]] = {}
+        while True:
+            kind, r = await asyncio.wait_for(wire.read_frame(reader), 60.0)
+            if kind == Kind.LIST_END:
+                return theirs
+            if kind != Kind.LIST:
+                raise ProtocolError(f"expected a file list, got {kind.name}")
+            while not r.done:
+                rel, size, digest = r.str(), r.u64(), r.raw(wire.DIGEST)
+                theirs[rel] = (size, digest)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        node = await self._handshake(reader, writer)
+        if node is None:
+            return
+        old = self.sessions.get(node)
+        if old is not None:
+            old.abort("it connected again")
+        theirs = await self._listing(reader)
+        session = FollowerSession(node, writer, self.max_buffer)
+        self.sessions[node] = session
+        self.tracker.connected(node)
+        # the snapshot: caps and the start of queueing in one step, no await in between
+        caps = files.scan(self.root)
+        self._live.append(session)
+        start = self.position
+        try:
+            log.info("full sync of %s: %d files here, %d there", node, len(caps), len(theirs))
+            await self._full_sync(session, caps, theirs)
+            if session.state == "closed":
+                return
+            writer.write(wire.frame(Kind.S_END, wire.u64(start)))
+            session.finish_sync()
+            session.last_ack = asyncio.get_running_loop().time()
+            self.tracker.synced(node)
+            await writer.drain()
+            while True:
+                kind, r = await wire.read_frame(reader)
+                if kind == Kind.ACK:
+                    position = r.u64()
+                    session.acked = position
+                    session.last_ack = asyncio.get_running_loop().time()
+                    self.tracker.acked(node, position)
+                elif kind == Kind.ERROR:
+                    log.warning("follower %s stopped: %s", node, r.str())
+                    return
+                else:
+                    raise ProtocolError(f"unexpected {kind.name} from a follower")
+        finally:
+            session.abort("disconnected")
+            with contextlib.suppress(ValueError):
+                self._live.remove(session)
+            if self.sessions.get(node) is session:
+                del self.sessions[node]
+                self.tracker.disconnected(node)
+
+    async def _full_sync(self, session: FollowerSession, caps: dict[str, int],
+                         theirs: dict[str, tuple[int, bytes]]) -> None:
+        writer = session.writer
+        loop = asyncio.get_running_loop()
+        hashed = 0  # bytes hashed on the loop since it last yielded
+        for rel in sorted(theirs.keys() - caps.keys()):
+            writer.write(wire.frame(Kind.S_DELETE, wire.s(rel)))
+        for rel, cap in sorted(caps.items()):
+            if session.state == "closed":
+                return
+            have = theirs.get(rel)
+            fd = -1
+            if not session.deleted_since_snapshot(rel):  # checked and opened in one step
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(self.root / rel, os.O_RDONLY | os.O_CLOEXEC)
+            if fd < 0:  # the snapshot's file is gone: its delete is queued
+                session.doomed.add(rel)
+                if have is not None:
+                    writer.write(wire.frame(Kind.S_DELETE, wire.s(rel)))
+                continue
+            try:
+                offset = 0
+                if have is not None and have[0] <= cap:
+                    size, digest = have
+                    if size <= SMALL:
+                        mine = files.digest_fd(fd, size)
+                        hashed += size
+                        if hashed > 16 * SMALL:  # many small files: let the loop breathe
+                            hashed = 0
+                            await asyncio.sleep(0)
+                    else:
+                        mine = await loop.run_in_executor(None, files.digest_fd, fd, size)
+                    if mine == digest:
+                        if size == cap:
+                            continue
+                        offset = size  # their copy is a prefix of ours: send the rest
+                first = True
+                while offset < cap or first:
+                    want = min(wire.CHUNK, cap - offset)
+                    chunk = os.pread(fd, want, offset) if want <= SMALL else \
+                        await loop.run_in_executor(None, os.pread, fd, want, offset)
+                    if not chunk and not first:
+                        break  # shrank (rewritten since the snapshot): its rewrite is queued
+                    writer.write(wire.sync_write(rel, offset, chunk))
+                    offset += len(chunk)
+                    first = False
+                    if not chunk:
+                        break
+                    await writer.drain()
+            finally:
+                os.close(fd)
+        await writer.drain()
+
+    async def _ping(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            now = loop.time()
+            ping = wire.frame(Kind.PING, wire.u64(self.position))
+            for session in list(self._live):
+                if session.state == "syncing":  # a long sync is not silence
+                    session.writer.write(ping)
+                if session.state != "streaming":
+                    continue
+                if now - session.last_ack > self.dead_after:
+                    session.abort(f"no ack for {self.dead_after:g} s")
+                    continue
+                session.send(Kind.PING, "", ping)

@@ -1,0 +1,60 @@
+"""Fixtures of the cluster tests: real etcd processes and clients of them.
+
+``etcd`` is one member shared by the whole session (tests keep apart by their own cluster
+name); ``etcd3`` is a fresh three-member etcd for tests that kill members. etcd missing skips
+the tests locally, but fails them in CI (CI=true installs etcd-server).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from etcd_server import ETCD, EtcdCluster, start_cluster
+
+from broker.cluster.etcd import EtcdClient
+from broker.cluster.keyspace import ClusterKeys
+
+
+def _need_etcd() -> None:
+    if ETCD is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("etcd is not installed (CI installs etcd-server)")
+        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    _need_etcd()
+    cluster = start_cluster(tmp_path_factory.mktemp("etcd"), 1)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def etcd3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    _need_etcd()
+    cluster = start_cluster(tmp_path_factory.mktemp("etcd3"), 3)
+    yield cluster
+    cluster.stop()
+
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def cluster_name() -> str:
+    return f"c{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture
+async def client(etcd: EtcdCluster) -> AsyncIterator[EtcdClient]:
+    async with EtcdClient(etcd.endpoints, timeout=3.0) as c:
+        yield c
+
+
+@pytest.fixture
+async def keys(client: EtcdClient, cluster_name: str) -> ClusterKeys:
+    return ClusterKeys(client, cluster_name)
