@@ -51,6 +51,8 @@ FUZZ_EXAMPLES ?= 10000
 soak: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -m slow tests/load tests/fuzz
 
+# With RabbitMQ installed, the bench starts one of its own and compares (see bench/README.md).
+BENCH_ARGS ?= $(if $(wildcard /usr/lib/rabbitmq/bin/rabbitmq-server),--rabbitmq,)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -3,8 +3,8 @@
 The document has the shape of RabbitMQ's definitions export (vhosts, exchanges, queues,
 bindings, policies). Only durable things are in it: durable exchanges (not the predeclared
 ones), durable non-exclusive queues, bindings whose source and destination are both durable,
-and every vhost and policy. Restoring declares them again in dependency order; each durable
-queue reopens its own message store.
+and every vhost (with its description, tags and default queue type) and policy. Restoring
+declares them again in dependency order; each durable queue reopens its own message store.
 """
 
 from __future__ import annotations
@@ -69,12 +69,17 @@ def snapshot(server: Server) -> JSONObject:
                  "policies": []}
     for vhost in server.vhosts.values():
         snapshot_vhost(vhost, doc)
+        doc["vhosts"][-1].update(server.vhost_meta.get(vhost.name, {}))
     return doc
 
 
 def restore(server: Server, doc: JSONObject) -> None:
     for item in doc.get("vhosts", []):
-        server.add_vhost(item["name"]).limits = dict(item.get("limits") or {})
+        vhost = server.add_vhost(item["name"], item.get("description", ""),
+                                 list(item.get("tags") or []),
+                                 item.get("default_queue_type", "classic"))
+        vhost.limits = dict(item.get("limits") or {})
+        server.update_vhost_meta(item["name"], item.get("description"), item.get("tags"))
     for item in doc.get("exchanges", []):
         vhost = server.add_vhost(item["vhost"])
         vhost.declare_exchange(item["name"], item["type"], durable=True,

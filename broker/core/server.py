@@ -134,6 +134,17 @@ class Server:
                 self.auth.set_permissions(grantee, name, ".*", ".*", ".*")
         return vhost
 
+    def update_vhost_meta(self, name: str, description: str | None = None,
+                          tags: list[str] | None = None) -> None:
+        """Change an existing vhost's description or tags (None leaves a field as it is)."""
+        meta = self.vhost_meta[name]
+        if description is not None:
+            meta["description"] = description
+        if tags is not None:
+            meta["tags"] = list(tags)
+        if self.persist is not None and self.recovered:
+            self.persist()
+
     @contextmanager
     def restoring(self) -> Iterator[None]:
         """Vhosts declared inside (recovery, definitions import) grant nobody permissions."""

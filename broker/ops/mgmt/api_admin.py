@@ -75,10 +75,8 @@ async def put_vhost(request: web.Request) -> web.Response:
     server.add_vhost(name, body.get("description", ""), tags,
                      body.get("default_queue_type", "classic"), acting_user=request[USER_KEY])
     if existed:
-        meta = server.vhost_meta[name]
-        meta.update({k: v for k, v in (("description", body.get("description")),
-                                       ("tags", tags if "tags" in body else None))
-                     if v is not None})
+        server.update_vhost_meta(name, body.get("description"),
+                                 tags if "tags" in body else None)
     return no_content() if existed else web.Response(status=201)
 
 
