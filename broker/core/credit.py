@@ -14,12 +14,13 @@ Slow consumers must not throttle a publisher: a worker that needs a second per m
 see a backlog grow, as with RabbitMQ, not a publisher stuck at its pace. While a publisher
 waits, a stall timer looks at the queue every ``STALL`` s. When the consumers took at least
 ``SLOW`` messages meanwhile (5k msg/s), they keep up and their deliveries bring credit back.
-When they took fewer, they are slow (or stuck), and what decides is whether the event loop is
-saturated (``LoopLoad``): if it had idle time, the broker is not what holds them back, and the
-pool is topped up to ``IDLE_GRANT`` (``IDLE_GRANT / STALL`` messages per second get in, a
-backlog grows as it would in RabbitMQ); on a saturated loop the pool is only topped up to
-``FLOOR`` when nothing was delivered at all, so a connection that publishes and consumes on one
-socket cannot deadlock on its own unread acks.
+When they took fewer in ``SLOW_LOOKS`` looks in a row, they are slow (or stuck), and what
+decides is whether the event loop is saturated (``LoopLoad``): if it had idle time, the broker
+is not what holds them back, and the pool is topped up to ``IDLE_GRANT`` (up to
+``IDLE_GRANT / STALL`` messages per second get in, and a backlog grows as it would in
+RabbitMQ); on a saturated loop the pool is only topped up to ``FLOOR`` when nothing was
+delivered at all, so a connection that publishes and consumes on one socket cannot deadlock
+on its own unread acks.
 
 Invariants:
 - Credit only matters while the queue is behind; whenever it is not (backlog drained to
@@ -42,6 +43,8 @@ IDLE_GRANT = 1000  # what a stall tops the pool up to when the consumers are slo
 FLOOR = 50  # what a stall tops the pool up to on a saturated loop when nothing was delivered
 STALL = 0.01  # seconds between two looks of the stall timer while someone waits
 SLOW = 50  # deliveries per STALL below which a queue's consumers count as slow (5k msg/s)
+SLOW_LOOKS = 3  # ... in that many looks in a row (a consumer process off the CPU for a few
+#                 ms on a busy machine is not a slow consumer)
 SATURATED = 0.9  # share of busy time over the last window above which the loop is saturated
 LOAD_WINDOW = 0.01  # seconds the busy share is measured over
 
@@ -88,6 +91,7 @@ class CreditFlow:
     _stall_timer: _Timer | None
     _stall_mark: int
     _delivered_count: int
+    _slow_looks: int
 
     # what Queue provides
     consumers: list[Any]  # Any: queue.Consumer (queue.py imports this module)
@@ -100,6 +104,7 @@ class CreditFlow:
         self._stall_timer = None
         self._stall_mark = 0
         self._delivered_count = 0  # while someone waits: deliveries so far
+        self._slow_looks = 0  # consecutive stall looks that found the consumers slow
 
     def _ready_count(self) -> int:
         raise NotImplementedError
@@ -146,7 +151,8 @@ class CreditFlow:
             self._refill()
             return
         delivered = self._delivered_count - self._stall_mark
-        if delivered < SLOW:
+        self._slow_looks = self._slow_looks + 1 if delivered < SLOW else 0
+        if self._slow_looks >= SLOW_LOOKS:
             # The consumers are slow (or stuck): throttling the publisher would not help
             # them unless it is the publisher's work that keeps the loop from them.
             if not ctx.saturated():
