@@ -169,7 +169,9 @@ class ConnectionMachine:
                      redelivered: bool, exchange: bytes, routing_key: bytes, props: bytes,
                      body: bytes) -> None:
         """basic.deliver with its content."""
-        self._check_channel(channel)
+        if channel in self.closing_channels or channel not in self.open_channels or \
+                self.state is not State.OPEN:
+            self._check_channel(channel)  # raises
         self.out.append(fast.deliver_message(channel, consumer_tag, delivery_tag, redelivered,
                                              exchange, routing_key, props, body,
                                              self.frame_max))

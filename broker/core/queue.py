@@ -227,10 +227,8 @@ class Queue(CreditFlow):
         self.store.push(entry)
         if self._limited:
             self._drop_head_over_limit()
-        if self.consumers:
-            self.dispatch()
-            if len(self.store) > BEHIND_AT:
-                self.credit -= 1
+        if self.consumers and self.dispatch() and len(self.store) > BEHIND_AT:
+            self.credit -= 1
         if expires is not None:
             self._expire_head()
         return True
@@ -386,21 +384,22 @@ class Queue(CreditFlow):
         self._scheduled = False
         self.dispatch()
 
-    def dispatch(self) -> None:
+    def dispatch(self) -> bool:
+        """Deliver what consumers have credit for; False when that emptied the queue (so the
+        publish path can skip counting it)."""
         consumers = self.consumers
         count = len(consumers)
         if not count or self.deleted:
-            return
+            return True
         if count == 1 or self.single_active:
             self._rr = 0
-            self._dispatch_to(consumers[0])
-            return
+            return self._dispatch_to(consumers[0])
         if consumers[0].priority != consumers[-1].priority:
-            self._dispatch_by_priority()
-            return
+            return self._dispatch_by_priority()
         store = self.store
         budget = BUDGET
         idle = 0
+        more = True
         while idle < count and budget:
             if self._rr >= count:
                 self._rr = 0
@@ -411,6 +410,7 @@ class Queue(CreditFlow):
                 continue
             entry = self._next_entry(store)
             if entry is None:
+                more = False
                 break
             self._rr += 1
             consumer.channel.deliver(consumer, entry)
@@ -420,30 +420,34 @@ class Queue(CreditFlow):
                 break
             count = len(consumers)
         self._delivered(BUDGET - budget)
-        if not budget and len(store):
+        if not budget:
             self.wake()
+        return more
 
-    def _dispatch_to(self, consumer: Consumer) -> None:
+    def _dispatch_to(self, consumer: Consumer) -> bool:
         """One consumer: as many as its credit allows, in one batch (one call, one wake)."""
-        store = self.store
-        room = min(consumer.room(), BUDGET, len(store))
+        room = consumer.room()
         if room <= 0:
-            return
+            return True
+        if room > BUDGET:
+            room = BUDGET
         entries: list[Entry] = []
-        shift = store.shift
+        shift = self.store.shift
+        more = True
         while len(entries) < room:
             entry = shift()
             if entry is None:
+                more = False
                 break
             if entry.expires is not None and self._expired(entry):
                 continue
             entries.append(entry)
-        if not entries:
-            return
-        consumer.channel.deliver_many(consumer, entries)
-        self._delivered(len(entries))
-        if len(entries) == BUDGET and len(store):
-            self.wake()
+        if entries:
+            consumer.channel.deliver_many(consumer, entries)
+            self._delivered(len(entries))
+            if len(entries) == BUDGET and more:
+                self.wake()
+        return more
 
     def _delivered(self, count: int) -> None:
         if count and (self.credit < CREDIT or self._credit_waiters):
@@ -464,19 +468,22 @@ class Queue(CreditFlow):
         self._expire_head()
         return True
 
-    def _dispatch_by_priority(self) -> None:
+    def _dispatch_by_priority(self) -> bool:
         """Consumers are sorted by priority: the first one with credit gets the message."""
         store = self.store
         sent = 0
+        more = True
         while sent < BUDGET:
             consumer = next((c for c in self.consumers if c.has_credit()), None)
             if consumer is None:
                 break
             entry = self._next_entry(store)
             if entry is None:
+                more = False
                 break
             consumer.channel.deliver(consumer, entry)
             sent += 1
         self._delivered(sent)
-        if sent == BUDGET and len(store):
+        if sent == BUDGET:
             self.wake()
+        return more
