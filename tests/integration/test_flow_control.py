@@ -245,3 +245,60 @@ def test_publishing_and_consuming_on_one_connection_does_not_deadlock(broker) ->
     sender.join(10)
     assert got == total
     raw.close()
+
+
+def _states(broker) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Connection name (client-provided, else the peer) -> state, read on the broker's loop."""
+    from broker.amqp.session import open_sessions
+    from broker.ops.mgmt.fmt import connection_state
+
+    def read() -> dict[str, str]:
+        return {(s.machine.client_properties or {}).get("connection_name") or s.peer:
+                connection_state(s) for s in open_sessions(broker.server)}
+    return broker.call(read)  # type: ignore[no-any-return]
+
+
+def test_an_alarm_blocks_a_flooder_in_flow_and_it_resumes_after(broker_factory) -> None:
+    """The memory alarm and flow control side by side: a flooder held for credit is blocked
+    by the alarm (nothing it sent is routed while it lasts), the consumer keeps draining, and
+    once the alarm clears the flood goes on and meets flow control again."""
+    import dataclasses
+
+    def set_watermark(absolute: int) -> None:
+        def change() -> None:
+            node = broker.node
+            node.config = dataclasses.replace(node.config,
+                                              vm_memory_high_watermark_absolute=absolute,
+                                              vm_memory_high_watermark_relative=None)
+        broker.call(change)
+
+    huge = 10**15
+    broker = broker_factory(vm_memory_high_watermark_absolute=huge,
+                            vm_memory_high_watermark_relative=None)
+    setup = pika.BlockingConnection(pika.URLParameters(broker.url))
+    setup.channel().queue_declare("alarmed")
+    consumer = AckingConsumer(broker.port, "alarmed")
+    flooder = Flooder(broker.port, "alarmed")
+    consumer.start()
+    flooder.start()
+    queue = broker.server.vhosts["/"].queues["alarmed"]
+    try:
+        wait_until(lambda: _states(broker).get("flooder") == "flow", "the flooder in flow")
+        set_watermark(1)
+        wait_until(lambda: _states(broker).get("flooder") == "blocked", "the flooder blocked")
+        # blocked: what it sends is not routed, while the consumer drains what is there
+        routed = broker.call(lambda: queue.published)
+        wait_until(lambda: broker.call(lambda: queue.message_count) == 0, "the queue drained")
+        assert broker.call(lambda: queue.published) == routed
+        set_watermark(huge)
+        wait_until(lambda: broker.call(lambda: queue.published) > routed + 10_000,
+                   "the flood going on after the alarm")
+        wait_until(lambda: _states(broker).get("flooder") == "flow", "the flooder in flow again")
+    finally:
+        set_watermark(huge)
+        flooder.go = consumer.go = False
+        flooder.join(5)
+        consumer.join(5)
+        flooder.raw.close()
+        consumer.raw.close()
+        setup.close()
