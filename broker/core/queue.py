@@ -8,7 +8,14 @@ Invariants:
   context to call it again on the next loop turn, so one backlog cannot fill a socket buffer in
   one step.
 - Expiry happens at the head, as in RabbitMQ's classic queues: an expired message is never
-  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX.
+  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX. The one
+  exception is the message being published: a consumer that can take it at once gets it
+  whatever its TTL, as RabbitMQ hands it over before it is ever queued (so a TTL of 0 means
+  "now or never", not "never").
+- The drop-head limit applies to what stays in the queue: after a publish (once a waiting
+  consumer had its chance) and after a requeue, the oldest messages over x-max-length /
+  x-max-length-bytes go (reason ``maxlen``). reject-publish[-dlx] only refuses new publishes:
+  a requeue may leave the queue over its limit.
 - Flow control (``credit.CreditFlow``): while the queue is behind, each message routed in spends
   a credit and each one delivered earns one back; the channel makes a publisher that spent the
   last one wait for ``add_credit_waiter``.
@@ -27,6 +34,7 @@ from protocol.tables import Table
 from storage.message import Entry, Message
 
 from .credit import BEHIND_AT, CREDIT, CreditFlow
+from .dedup import DedupStore, QueueDedup
 from .jsondoc import JSONObject
 from .messages import peeked
 from .policies import combine
@@ -35,7 +43,7 @@ from .stats import Counters, retire_consumer
 if TYPE_CHECKING:
     from storage.store import QueueStore
 
-    from .exchanges import Binding
+    from .exchanges.base import Binding
 
 BUDGET = 256
 
@@ -118,6 +126,9 @@ class Consumer:
 
 class Queue(CreditFlow):
     ctx: QueueContext | None
+    #: Every message is written to the store, transient ones too (streams): a publisher
+    #: confirm then waits for the disk whatever the delivery mode.
+    logs_everything = False
 
     def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
                  durable: bool = False, exclusive_owner: object = None, auto_delete: bool = False,
@@ -139,6 +150,7 @@ class Queue(CreditFlow):
         self.bindings: set[Binding] = set()
         self._scheduled = False
         self._rr = 0
+        self._arriving: Entry | None = None  # being published: exempt from the expiry check
         self._seq = store.last_seq
         self._seq_base = self._seq
         self.stats = Counters()  # gets and requeues; consumers count their own (core.stats)
@@ -148,6 +160,11 @@ class Queue(CreditFlow):
         self._idle_timer: Cancellable | None = None
         self.on_empty_consumers: Callable[[Queue], None] | None = None
         self._init_credit()
+        # x-message-deduplication: keys of the messages held; their store releases them
+        self.dedup: QueueDedup | None = None
+        if self.arguments.get("x-message-deduplication") is True:
+            self.dedup = QueueDedup()
+            self.store = DedupStore(store, self.dedup)
         self.refresh_settings()
 
     # ---- settings ----------------------------------------------------------------------
@@ -212,8 +229,15 @@ class Queue(CreditFlow):
 
     # ---- messages ----------------------------------------------------------------------
     def publish(self, message: Message) -> bool:
-        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx])."""
+        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx]).
+
+        A duplicate in a deduplicating queue is dropped but counts as taken (confirmed)."""
+        dedup = self.dedup
+        if dedup is not None and dedup.duplicate(message):
+            return True
         if self._limited and self._full_for(message):
+            if self.overflow in ("reject-publish", "reject-publish-dlx") and dedup is not None:
+                dedup.release(message)
             if self.overflow == "reject-publish":
                 return False
             if self.overflow == "reject-publish-dlx":
@@ -225,9 +249,14 @@ class Queue(CreditFlow):
         if expires is not None:
             entry.expires = expires
         self.store.push(entry)
+        more = True
+        if self.consumers:
+            outer, self._arriving = self._arriving, entry  # a dead letter may publish here
+            more = self.dispatch()
+            self._arriving = outer
         if self._limited:
             self._drop_head_over_limit()
-        if self.consumers and self.dispatch() and len(self.store) > BEHIND_AT:
+        if more and self.consumers and len(self.store) > BEHIND_AT:
             self.credit -= 1
         if expires is not None:
             self._expire_head()
@@ -307,6 +336,8 @@ class Queue(CreditFlow):
                 return
         self.stats.redeliver += 1
         self.store.requeue(entry)
+        if self._limited and self.overflow == "drop-head":
+            self._drop_head_over_limit()
         if entry.expires is not None:
             self._expire_head()
 
@@ -350,6 +381,10 @@ class Queue(CreditFlow):
         self._refill()
 
     # ---- consumers ---------------------------------------------------------------------
+    def check_consumer(self, prefetch: int, global_prefetch: int, no_ack: bool,
+                       arguments: Table) -> None:
+        """Refuse a basic.consume this queue type cannot serve (raise); any is fine here."""
+
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         if consumer.priority:
@@ -461,7 +496,8 @@ class Queue(CreditFlow):
 
     def _expired(self, entry: Entry) -> bool:
         """A shifted entry past its expiry is dead-lettered (and the head behind it checked)."""
-        if self.ctx is None or entry.expires is None or entry.expires > self.ctx.now():
+        if self.ctx is None or entry.expires is None or entry is self._arriving or \
+                entry.expires > self.ctx.now():
             return False
         self.store.ack(entry)
         self._dead_letter(entry.message, "expired")
