@@ -5,7 +5,8 @@ that whatever the session does with one event (closing a channel, closing the co
 seen before the next frame is parsed. The caller may stop early (close the generator): what was
 not parsed stays buffered for the next ``events()``, which is how the broker bounds the work one
 connection gets per loop turn and applies flow control. Frames to send accumulate in ``out``
-and are taken with ``data_to_send()``, once per read.
+(``output.Output``: methods, and deliver / get-ok / return / confirms checked against the
+channel table) and are taken with ``data_to_send()``, once per read.
 
 Invariants:
 - The machine owns the handshake, frame bounds, channel numbers and content assembly; it never
@@ -43,6 +44,7 @@ from .methods import (
     ids,
     parse_publish,
 )
+from .output import Output
 from .tables import Table
 
 C = commands
@@ -111,7 +113,7 @@ class _Content:
         self.have_header = False
 
 
-class ConnectionMachine:
+class ConnectionMachine(Output):
     def __init__(self, server_properties: Table, *, frame_max: int = 131072,
                  channel_max: int = 2047, heartbeat: int = 60,
                  max_message_size: int = 134217728) -> None:
@@ -148,61 +150,6 @@ class ConnectionMachine:
     def channel_usable(self, channel: int) -> bool:
         return (self.state is State.OPEN and channel in self.open_channels
                 and channel not in self.closing_channels)
-
-    # ---- output ------------------------------------------------------------------------
-    def send_method(self, channel: int, method: commands.base.Frame) -> None:
-        self.out.append(codec.method_frame(channel, method))
-
-    def send_raw(self, data: bytes) -> None:
-        self.out.append(data)
-
-    # The hot outbound methods: frames built by the hand-written encoder (tested byte for byte
-    # against pamqp), checked here like every inbound frame is checked on its way in. Names are
-    # pre-encoded shortstrs, properties the publisher's raw bytes; content is split at the
-    # negotiated frame_max.
-    def _check_channel(self, channel: int) -> None:
-        if (channel not in self.open_channels or channel in self.closing_channels
-                or self.state is not State.OPEN):
-            raise errors.InternalError(f"frame for channel {channel}, which is not open")
-
-    def send_deliver(self, channel: int, consumer_tag: bytes, delivery_tag: int,
-                     redelivered: bool, exchange: bytes, routing_key: bytes, props: bytes,
-                     body: bytes) -> None:
-        """basic.deliver with its content."""
-        if channel in self.closing_channels or channel not in self.open_channels or \
-                self.state is not State.OPEN:
-            self._check_channel(channel)  # raises
-        self.out.append(fast.deliver_message(channel, consumer_tag, delivery_tag, redelivered,
-                                             exchange, routing_key, props, body,
-                                             self.frame_max))
-
-    def send_get_ok(self, channel: int, delivery_tag: int, redelivered: bool, exchange: bytes,
-                    routing_key: bytes, message_count: int, props: bytes, body: bytes) -> None:
-        self._check_channel(channel)
-        self.out.append(codec.get_ok_frame(channel, delivery_tag, redelivered, exchange,
-                                           routing_key, message_count))
-        self.out.append(codec.content_frames(channel, props, body, self.frame_max))
-
-    def send_return(self, channel: int, reply_code: int, reply_text: str, exchange: bytes,
-                    routing_key: bytes, props: bytes, body: bytes) -> None:
-        self._check_channel(channel)
-        self.out.append(codec.return_frame(channel, reply_code, reply_text, exchange,
-                                           routing_key))
-        self.out.append(codec.content_frames(channel, props, body, self.frame_max))
-
-    def send_confirm(self, channel: int, delivery_tag: int, multiple: bool,
-                     ack: bool = True) -> None:
-        """basic.ack (or basic.nack; requeue set, as RabbitMQ's record default) to a publisher."""
-        self._check_channel(channel)
-        self.out.append(codec.ack_frame(channel, delivery_tag, multiple) if ack
-                        else codec.nack_frame(channel, delivery_tag, multiple))
-
-    def data_to_send(self) -> bytes:
-        if not self.out:
-            return b""
-        data = b"".join(self.out)
-        self.out.clear()
-        return data
 
     # ---- answers to events ---------------------------------------------------------------
     def accept_login(self) -> None:
@@ -242,11 +189,6 @@ class ConnectionMachine:
         self.last_received = now
         self._chunks.append(data)
         self._have += len(data)
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not parsed yet."""
-        return self._have
 
     def peer_timed_out(self, now: float) -> bool:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
