@@ -108,12 +108,7 @@ class AMQPProtocol(asyncio.Protocol):
             session.fail(InternalError("internal error"), 0)
         finally:
             self._in_read = False
-        try:
-            server.run_woken()
-        except Exception:
-            log.exception("internal error in a dispatch after input from %s", session.peer)
-        finally:
-            server.handling_input = False
+        server.run_woken()
         self._flush()
         if session.input_held:
             self.pause_reading("input")

@@ -281,7 +281,11 @@ class Server:
         woken, self._woken = self._woken, []
         self.handling_input = False
         for queue in woken:
-            queue.run_scheduled()
+            try:
+                queue.run_scheduled()
+            except Exception:  # one queue's failure must not leave the others unserved
+                log.exception("dispatch of queue '%s' in vhost '%s' failed", queue.name,
+                              queue.vhost)
 
     def saturated(self) -> bool:
         return self.load.saturated(self.scheduler.now())
