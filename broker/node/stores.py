@@ -5,6 +5,10 @@
 - any other queue: a PagingStore (RAM, spilling to a scratch segment store when long);
 - x-max-priority: a PriorityQueueStore of one of those per priority (sub-directories for durable
   queues, reopened eagerly so recovered messages come back).
+
+In cluster mode the leader's stores get a replication ``sink`` (``storage.replication``): every
+durable store, the data directory and the definitions document tell it their changes. The data
+directory is then the cluster's (``owns_data=False``): it stays locked after ``close``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.core.messages import priority_of
 from storage import definitions_file
@@ -24,16 +28,24 @@ from storage.priority import PriorityQueueStore
 from storage.store import QueueStore
 from storage.sync import GroupCommit
 
+if TYPE_CHECKING:
+    from storage.replication import ReplicationSink
+
 log = logging.getLogger("broker.storage")
 
 
 class Stores:
-    def __init__(self, data_dir: str, clock: Callable[[], float]) -> None:
-        self.data = DataDir(data_dir)
+    def __init__(self, data_dir: str | DataDir, clock: Callable[[], float],
+                 sink: ReplicationSink | None = None) -> None:
+        self.owns_data = not isinstance(data_dir, DataDir)
+        self.data = DataDir(data_dir) if not isinstance(data_dir, DataDir) else data_dir
+        self.data.sink = sink
+        self.sink = sink
         self.clock = clock
         self.group: GroupCommit | None = None
         self._saving = False
         self._dirty = False
+        self._after_save: list[Callable[[], None]] = []
         self._snapshot: Callable[[], dict] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], dict]) -> None:
@@ -59,7 +71,7 @@ class Stores:
 
     def _segment(self, directory: Path, mode: str, first_seq: int = 0) -> SegmentQueueStore:
         return SegmentQueueStore(directory, durable=True, mode=mode, group_commit=self.group,
-                                 clock=self.clock, first_seq=first_seq)
+                                 clock=self.clock, first_seq=first_seq, sink=self.sink)
 
     def _paging(self, mode: str) -> PagingStore:
         return PagingStore(lambda: SegmentQueueStore(self.data.scratch_dir(), durable=False,
@@ -83,6 +95,13 @@ class Stores:
         assert self.group is not None
         self.group.when_durable(callback)
 
+    def when_saved(self, callback: Callable[[], None]) -> None:
+        """Call back once no definitions save is pending or running (at once when none is)."""
+        if not self._saving:
+            callback()
+        else:
+            self._after_save.append(callback)
+
     def definitions_changed(self) -> None:
         """Save the durable topology soon: once per loop turn, never two writes at once."""
         if self._saving:
@@ -96,7 +115,8 @@ class Stores:
         assert self._snapshot is not None
         doc = self._snapshot()
         self._dirty = False
-        future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc)
+        future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc,
+                                      self.sink)
         future.add_done_callback(self._saved)
 
     def _saved(self, future: asyncio.Future[Any]) -> None:
@@ -105,10 +125,14 @@ class Stores:
         self._saving = False
         if self._dirty:
             self.definitions_changed()
+        elif self._after_save:
+            waiting, self._after_save = self._after_save, []
+            for callback in waiting:
+                callback()
 
     def save_now(self) -> None:
         if self._snapshot is not None:
-            definitions_file.save(self.data.definitions_path, self._snapshot())
+            definitions_file.save(self.data.definitions_path, self._snapshot(), self.sink)
 
     def write_through(self) -> None:
         group = self.group
@@ -134,4 +158,8 @@ class Stores:
             self.save_now()
         except OSError as exc:
             log.error("could not save definitions at shutdown: %s", exc)
-        self.data.close()
+        waiting, self._after_save = self._after_save, []
+        for callback in waiting:
+            callback()
+        if self.owns_data:
+            self.data.close()

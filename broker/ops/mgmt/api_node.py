@@ -46,14 +46,14 @@ RATE_FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "ack", "confirm", 
 class Rates:
     """Per-second message rates from two samples of the global counters at least 5 s apart."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, node: Node) -> None:
+        self.node = node
         self.prev: tuple[float, dict[str, int]] | None = None
         self.last: tuple[float, dict[str, int]] | None = None
 
     def sample(self) -> tuple[dict[str, int], dict[str, float]]:
         now = time.monotonic()
-        counts = self.server.totals().as_dict()
+        counts = self.node.server.totals().as_dict()
         if self.last is None or now - self.last[0] >= 5.0:
             self.prev, self.last = self.last, (now, counts)
         base = self.prev or self.last
