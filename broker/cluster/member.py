@@ -64,6 +64,7 @@ class Settings:
     min_insync: int = 2
     ack_timeout: float = 3.0
     extra: dict[str, Any] = field(default_factory=dict)  # stored with the member record
+    replication_via: str = ""  # reach every leader's replication port here (a tunnel; tests)
     auto_join: bool = False  # first boot: join the cluster named in the configuration
     blank: bool = True  # the data directory holds no definitions yet
 
@@ -245,9 +246,9 @@ class ClusterMember:
 
     def _start_following(self, leader: Leader, member: Member) -> None:
         assert self.secret is not None
-        host, _, port = member.replication.rpartition(":")
-        log.info("following %s (epoch %d) at %s", member.node, leader.epoch,
-                 member.replication)
+        address = self.settings.replication_via or member.replication
+        host, _, port = address.rpartition(":")
+        log.info("following %s (epoch %d) at %s", member.node, leader.epoch, address)
         self.follower = ReplicationClient(self.root, self.node, self.secret,
                                           (host.strip("[]"), int(port)),
                                           expected_epoch=leader.epoch,

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -175,6 +177,8 @@ class ClusterMode:
             lease_ttl=cfg.lease_ttl, min_insync=cfg.min_insync,
             ack_timeout=cfg.replica_ack_timeout,
             extra={"version": BURROWMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION},
+            # a tunnel to whichever node leads (tests put a fault proxy there)
+            replication_via=os.environ.get("BURROWMQ_REPLICATION_VIA", ""),
             auto_join=auto_join, blank=not (self.root / DEFINITIONS_NAME).exists())
 
     def advertise_host(self) -> str:
@@ -289,7 +293,7 @@ class ClusterMode:
                     lag[name] = max(0, tracker.position - tracker.acked_position(name))
         return {
             "cluster_name": self.cluster, "node": self.name, "role": self.role,
-            "members": {name: m.encode().decode() for name, m in members.items()},
+            "members": {name: json.loads(m.encode()) for name, m in members.items()},
             "running": running,
             "leader": leader.value.decode() if leader is not None else None,
             "epoch": leader.epoch if leader is not None else None,
