@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 from pathlib import Path
@@ -142,8 +143,13 @@ class ClusterMode:
         self.member = ClusterMember(self._settings(auto_join="member" not in state),
                                     self.root, self, self.keys)
         self.member.start()
+        if self._peers_task is None or self._peers_task.done():
+            self._peers_task = asyncio.get_running_loop().create_task(self._peers_loop())
 
     async def stop_app(self, graceful: bool = True) -> None:
+        if self._peers_task is not None:
+            self._peers_task.cancel()
+            self._peers_task = None
         member, self.member = self.member, None
         if member is not None:
             await member.close()
@@ -154,8 +160,6 @@ class ClusterMode:
 
     async def close(self) -> None:
         await self.stop_app()
-        if self._peers_task is not None:
-            self._peers_task.cancel()
         await self.keys.client.close()
         if self.data is not None:
             self.data.close()
@@ -176,7 +180,9 @@ class ClusterMode:
             replication_socket=self._replication_socket,
             lease_ttl=cfg.lease_ttl, min_insync=cfg.min_insync,
             ack_timeout=cfg.replica_ack_timeout,
-            extra={"version": BURROWMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION},
+            extra={"version": BURROWMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
+                   "python_version": platform.python_version(),
+                   "cpu_cores": os.cpu_count() or 1},
             # a tunnel to whichever node leads (tests put a fault proxy there)
             replication_via=os.environ.get("BURROWMQ_REPLICATION_VIA", ""),
             auto_join=auto_join, blank=not (self.root / DEFINITIONS_NAME).exists())
@@ -199,8 +205,6 @@ class ClusterMode:
                                                  leadership.tracker, leadership.lease,
                                                  node.config.confirm_timeout))
         proxy.close_all(self.splices)
-        if self._peers_task is None or self._peers_task.done():
-            self._peers_task = asyncio.get_running_loop().create_task(self._peers_loop())
 
     async def unlead(self, reason: str, graceful: bool) -> None:
         self.node.set_durability(None)
@@ -270,9 +274,11 @@ class ClusterMode:
         self.peers = found
 
     async def _peers_loop(self) -> None:
-        while self.leading:
-            await asyncio.sleep(10)
+        """Trust new members' addresses within seconds (every node: requests relayed with
+        ``-n`` reach followers too)."""
+        while self.member is not None:
             await self._refresh_peers()
+            await asyncio.sleep(5 if len(self.peers) > 2 else 0.5)
 
     # ---- cluster commands --------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -319,9 +325,6 @@ class ClusterMode:
         await ClusterMember(settings, self.root, self, self.keys).join()
 
     async def forget(self, other: str) -> None:
-        if other == self.name:
-            raise ClusterError(f"cannot remove {other}: it is this node (use 'burrowctl "
-                               "reset' on it instead)")
         try:
             members = await self.keys.members()
             running = await self.keys.running()
@@ -333,6 +336,9 @@ class ClusterMode:
         if leader is not None and leader.value.decode() == other:
             raise ClusterError(f"{other} is the cluster's leader: stop it first (another node "
                                "takes over), then forget it")
+        if other == self.name:
+            raise ClusterError(f"cannot remove {other}: it is this node (use 'burrowctl "
+                               "reset' on it instead)")
         if other in running:
             raise ClusterError(f"{{failed_to_remove_node,'{other}',{{active,\"Mnesia is "
                                f"running\",'{other}'}}}}: {other} is running; stop it first")

@@ -251,11 +251,9 @@ def apply_line(changes: dict, key: str, value: str) -> None:
             raise ValueError("an etcd endpoint is host:port")
         changes["etcd_endpoints"] = (*changes.get("etcd_endpoints", ()), endpoint)
     elif key == "cluster_formation.peer_discovery_backend":
-        if value.strip() not in DISCOVERY_BACKENDS:
+        if value.strip() not in DISCOVERY_BACKENDS:  # cluster mode is on when endpoints are
             log.warning("peer discovery backend %s is not one this broker has (etcd): "
                         "ignored", value.strip())
-        elif "classic_config" in value:
-            changes["etcd_endpoints"] = ()
     elif key in ACCEPTED or key.startswith(ACCEPTED_PREFIXES):
         log.info("config key %s is a RabbitMQ setting this broker does not use: ignored", key)
     else:

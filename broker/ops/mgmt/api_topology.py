@@ -17,12 +17,13 @@ from broker.core.queue import Queue
 from protocol import properties as props_codec
 from protocol.errors import AMQPError
 
-from . import fmt
+from . import cluster, fmt
 from .util import (
     bad_request,
     body_json,
     list_reply,
     no_content,
+    node_of,
     not_found,
     reply,
     server_of,
@@ -135,8 +136,9 @@ def encode_properties(props: dict) -> bytes:
 async def list_queues(request: web.Request) -> web.Response:
     server = server_of(request)
     unacked = fmt.unacked_by_queue(server)
-    return list_reply(request, [fmt.queue(server, q, unacked) for v in vhosts_in_scope(request)
-                                for q in v.queues.values()])
+    view = await cluster.replica_view(node_of(request))
+    return list_reply(request, [cluster.with_replicas(fmt.queue(server, q, unacked), q, view)
+                                for v in vhosts_in_scope(request) for q in v.queues.values()])
 
 
 def _queue(request: web.Request) -> Queue:
@@ -150,7 +152,8 @@ def _queue(request: web.Request) -> Queue:
 async def show_queue(request: web.Request) -> web.Response:
     server = server_of(request)
     queue = _queue(request)
-    body = fmt.queue(server, queue, fmt.unacked_by_queue(server))
+    body = cluster.with_replicas(fmt.queue(server, queue, fmt.unacked_by_queue(server)), queue,
+                                 await cluster.replica_view(node_of(request)))
     body["consumer_details"] = [fmt.consumer(c) for c in queue.consumers]
     body["incoming"] = []
     body["deliveries"] = []

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -39,7 +39,9 @@ from .util import (
 )
 
 if TYPE_CHECKING:
+    from broker.core.queue import Queue
     from broker.node.clustering import ClusterMode
+    from broker.node.node import Node
 
 log = logging.getLogger("broker.management")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,6 +50,7 @@ NODE_HEADER = "x-burrowmq-node"
 HOPS_HEADER = "x-burrowmq-hops"
 PUBLIC = frozenset({"/api/health/checks/leader"})
 LOCAL_PREFIXES = ("/api/burrowmq/", "/api/health/checks/", "/api/healthchecks/")
+AT_LEADER = frozenset({"/api/burrowmq/forget_cluster_node"})
 PASSED_OFF = frozenset({NODE_HEADER, httpfwd.PEER_HEADER, "x-burrowmq-cookie"})
 
 routes = web.RouteTableDef()
@@ -86,7 +89,12 @@ async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
     target = request.headers.get(NODE_HEADER)
     if target and target != cluster.name:
         return await _relay(request, cluster, target, cli)
-    if not (cluster.serving or request.path.startswith(LOCAL_PREFIXES)):
+    local = request.path.startswith(LOCAL_PREFIXES) or \
+        request.path == f"/api/nodes/{cluster.name}"
+    if request.path in AT_LEADER and cluster.member is not None and \
+            cluster.member.leader_member is not None:
+        local = False  # the leader also takes the node out of its in-sync replicas
+    if not (cluster.serving or local):
         if int(request.headers.get(HOPS_HEADER, "0")) >= 2:
             raise error(503, "unavailable", "no node here holds the state (leader changing)")
         address = await cluster.leader_address("http")
@@ -179,6 +187,42 @@ async def _auth_by_leader(request: web.Request,
     return who["name"], tags
 
 
+# ---- replicas in /api/queues --------------------------------------------------------------
+async def replica_view(node: Node) -> dict[str, Any] | None:
+    """Who holds copies (every member, every durable queue): leader, members, in-sync ones,
+    running ones; None on a single node."""
+    cluster = node.cluster
+    if cluster is None or cluster.member is None or cluster.member.leadership is None:
+        return None
+    try:
+        members = sorted(await cluster.keys.members())
+        running = await cluster.keys.running()
+    except EtcdError:
+        return None
+    isr = cluster.member.leadership.tracker.members
+    return {"leader": cluster.name, "members": members,
+            "in_sync": [n for n in members if n in isr],
+            "running": [n for n in members if n in running]}
+
+
+def with_replicas(item: dict[str, Any], queue: Queue, view: dict[str, Any] | None) -> \
+        dict[str, Any]:
+    """RabbitMQ 3.x's mirror fields for a durable queue (every one is replicated in cluster
+    mode, whatever its policy says), a quorum queue's members; the UI shows "+N" from them."""
+    if view is None or not queue.durable or queue.exclusive:
+        return item
+    leader = view["leader"]
+    if item.get("type") in ("quorum", "stream"):
+        item["leader"] = leader
+        item["members"] = list(view["members"])
+        item["online"] = list(view["running"])
+    else:
+        item["slave_nodes"] = [n for n in view["members"] if n != leader]
+        item["synchronised_slave_nodes"] = [n for n in view["in_sync"] if n != leader]
+        item["recoverable_slaves"] = list(item["slave_nodes"])
+    return item
+
+
 # ---- endpoints -----------------------------------------------------------------------------
 @routes.get("/api/health/checks/leader")
 async def leader_check(request: web.Request) -> web.Response:
@@ -218,10 +262,11 @@ async def cluster_status(request: web.Request) -> web.Response:
         name = cluster_node_name()
         from . import fmt
 
+        alarms = sorted(node.alarms.active)
         return reply({"cluster_name": fmt.cluster_name(node.server), "node": name,
-                      "role": "single", "members": {name: "{}"},
-                      "running": {name: {}} if node.running else {}, "leader": name,
-                      "isr": [name], "lag": {}, "epoch": None})
+                      "role": "single", "members": {name: {"node": name}},
+                      "running": {name: {"alarms": alarms}} if node.running else {},
+                      "leader": name, "isr": [name], "lag": {}, "epoch": None})
     try:
         return reply(await node.cluster.status())
     except ClusterError as exc:
