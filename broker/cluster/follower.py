@@ -212,6 +212,7 @@ class ReplicationClient:
             elif kind == Kind.S_END:
                 self.position = r.u64()
                 self.streaming = True
+                self._pinged = True  # ack the end of the sync even at position 0
                 await self._flush()
                 if self.syncing or files.load_state(self.root).get("syncing"):
                     await asyncio.get_running_loop().run_in_executor(

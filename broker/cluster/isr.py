@@ -131,11 +131,13 @@ class IsrTracker:
 
     def acked(self, node: str, position: int) -> None:
         f = self._followers.get(node)
-        if f is None or position <= f.acked:
+        if f is None or position < f.acked:
             return
+        grew = position > f.acked  # an equal ack still says "caught up" (an idle leader)
         f.acked = position
         if node in self._in_sync:
-            self._check()
+            if grew:
+                self._check()
         elif f.synced and f.connected and node not in self._joining and \
                 self._lag(f.acked) < self.ack_deadline / 2:
             self._joining.add(node)
