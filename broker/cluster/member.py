@@ -425,9 +425,13 @@ class ClusterMember:
     async def _drain(self, ours: Leadership, timeout: float = 2.0) -> None:
         """Give in-sync followers the last changes (the stores were just closed)."""
         ours.server.flush()
-        done = asyncio.get_running_loop().create_future()
-        ours.tracker.when_replicated(ours.server.position,
-                                     lambda ok: done.done() or done.set_result(ok), timeout)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def replicated(ok: bool) -> None:
+            if not done.done():
+                done.set_result(ok)
+
+        ours.tracker.when_replicated(ours.server.position, replicated, timeout)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(done, timeout + 0.5)
 

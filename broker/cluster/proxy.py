@@ -270,9 +270,9 @@ class Splice(asyncio.Protocol):
         if self.transport is None:
             upstream.close()
             return
-        self.upstream = cast(asyncio.Transport, upstream)
+        self.upstream = upstream
         self.upstream.write(header(self.transport.get_extra_info("peername"),
-                              self.transport.get_extra_info("sockname")))
+                                   self.transport.get_extra_info("sockname")))
         if self.held:
             self.upstream.writelines(self.held)
             self.held = []

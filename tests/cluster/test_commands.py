@@ -145,3 +145,24 @@ def test_leader_health_check(cluster3: BrokerCluster, via: str) -> None:
         assert (code, body["status"], body["leader"]) == (200, "ok", leader.name)
     else:
         assert (code, body["status"], body["leader"]) == (503, "failed", leader.name)
+
+
+def test_leader_sees_the_clients_address_through_a_follower(cluster3: BrokerCluster) -> None:
+    leader = cluster3.leader()
+    assert leader is not None
+    follower = next(n for n in cluster3.nodes if n is not leader)
+    conn = pika.BlockingConnection(pika.URLParameters(follower.url))
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            code, found = leader.get("/api/connections")
+            if code == 200 and found:
+                break
+            assert time.monotonic() < deadline, (code, found)
+            time.sleep(0.1)
+        client = conn._impl._transport._sock.getsockname()  # type: ignore[attr-defined]
+        assert [(c["peer_host"], c["peer_port"]) for c in found] == [tuple(client)]
+        assert f"accepting AMQP connection <0.1000.0> ({client[0]}:{client[1]} ->" in \
+            leader.log_text()
+    finally:
+        conn.close()
