@@ -34,8 +34,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# ruff, then mypy (configured in pyproject.toml: strict for protocol/, storage/, broker/core/)
 lint: $(STAMP)
 	$(BIN)/ruff check broker protocol storage tests bench
+	$(BIN)/mypy
 
 # Slow tests only: 1,000 connections, the soak (SOAK_SECONDS, default 600) and the fuzzers with a
 # bigger budget (FUZZ_EXAMPLES per property, LIVE_FUZZ_SOAK_CONNECTIONS bad connections).
@@ -43,6 +45,8 @@ FUZZ_EXAMPLES ?= 10000
 soak: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -m slow tests/load tests/fuzz
 
+# With RabbitMQ installed, the bench starts one of its own and compares (see bench/README.md).
+BENCH_ARGS ?= $(if $(wildcard /usr/lib/rabbitmq/bin/rabbitmq-server),--rabbitmq,)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,12 +1,12 @@
-"""Throughput / latency / footprint benchmark for AMQP 0-9-1 brokers.
+"""Load-test AMQP 0-9-1 brokers the way users do, ours next to RabbitMQ.
 
-Run as ``python -m bench [options]``; see ``bench/README.md``. The package holds a
-minimal blocking raw-socket AMQP client (``bench.amqp``) fast enough not to be the
-bottleneck, the publisher/consumer worker processes (``bench.workers``), broker
-process management (``bench.brokerproc``), shared types, worker runner and RSS
-sampler (``bench.common``), scenario orchestration (``bench.scenarios``), the
-lazy-backlog fill/restart/drain scenario (``bench.backlog``) and result
-formatting (``bench.report``).
+Run as ``python -m bench [options]`` (``make bench``); see ``bench/README.md``. PerfTest-style
+floods (``bench.flood`` workers, ``bench.rounds`` scenarios and rounds) alternate between the
+brokers of one run (``bench.scenarios``: ours, a RabbitMQ of its own from ``bench.rabbit``,
+URLs); ``bench.backlogrss`` measures RSS under a 1M backlog per queue kind, ``bench.backlog``
+the lazy-queue fill/restart/drain; ``bench.report`` prints the tables. ``python -m
+bench.profile`` profiles our broker during a flood (``bench/PROFILE.md``).
 """
 
-__all__ = ["amqp", "backlog", "brokerproc", "common", "report", "scenarios", "workers"]
+__all__ = ["amqp", "backlog", "backlogrss", "brokerproc", "common", "flood", "profile",
+           "rabbit", "report", "rounds", "scenarios", "workers"]

@@ -1,11 +1,10 @@
-"""Command line entry point: ``python -m bench [options]``.
+"""Command line entry point: ``python -m bench [options]`` (``make bench BENCH_ARGS=...``).
 
-By default spawns our broker (``<python> -m broker``) on a free loopback port
-with a temporary data dir, runs the default scenarios (no-ack, manual-ack,
-cold-start, idle-rss), prints a table and stops the broker (``lazy-backlog``
-spawns a broker of its own, which it restarts on the same data dir). ``--url`` targets
-an already running broker instead; ``--compare-url`` adds brokers to compare
-against, with a ratio column first-target/other for every figure.
+By default spawns our broker on a free loopback port with a temporary data dir and runs the
+default scenarios (the six flood scenarios, backlog-rss, idle-rss). ``--rabbitmq`` also
+starts a RabbitMQ of the bench's own (``bench.rabbit``), ``--compare-url`` adds an already
+running broker; flood rounds alternate between all of them and the tables compare them.
+Progress goes to stderr, the tables (or ``--json``) to stdout.
 """
 
 from __future__ import annotations
@@ -15,71 +14,58 @@ import json
 import signal
 import sys
 
-from bench.amqp import AMQPUrl
-from bench.report import render_table, to_json
-from bench.scenarios import (
-    ALL_SCENARIOS,
-    DEFAULT_CMD,
-    DEFAULT_SCENARIOS,
-    Options,
-    Target,
-    TargetResult,
-    run_target,
-)
+from bench.brokerproc import DEFAULT_CMD
+from bench.common import Options
+from bench.rabbit import RABBITMQ_SERVER
+from bench.report import render, to_json
+from bench.scenarios import ALL_SCENARIOS, DEFAULT_SCENARIOS, Plan, run_all
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="AMQP 0-9-1 broker benchmark (raw-socket client, separate processes).",
+        description="AMQP 0-9-1 broker benchmark: PerfTest-style floods from raw-socket "
+        "clients in separate processes, compared against other brokers in the same run.",
     )
-    parser.add_argument(
-        "--url",
-        action="append",
-        default=[],
-        help="benchmark this already-running broker instead of spawning ours (repeatable)",
-    )
-    parser.add_argument(
-        "--compare-url",
-        action="append",
-        default=[],
-        help="also benchmark this broker and print ratios against the first target (repeatable)",
-    )
-    parser.add_argument(
-        "--scenario",
-        action="append",
-        choices=[*ALL_SCENARIOS, "all", "default"],
-        help=f"scenario to run (repeatable); default: {', '.join(DEFAULT_SCENARIOS)}",
-    )
-    parser.add_argument(
-        "-n",
-        "--messages",
-        type=int,
-        help="messages per throughput scenario (default 200000; lazy-backlog: 1000000)",
-    )
-    parser.add_argument("--size", type=int, default=1024, help="body size in bytes")
-    parser.add_argument("--batch", type=int, default=500, help="messages per sendall")
-    parser.add_argument(
-        "--prefetch", type=int, help="consumer prefetch (default 100; lazy-backlog drain: 1000)"
-    )
-    parser.add_argument("--confirm-window", type=int, default=500)
-    parser.add_argument("--cold-starts", type=int, default=5)
-    parser.add_argument(
-        "--timeout", type=float, default=300.0, help="per-worker socket timeout, seconds"
-    )
-    parser.add_argument(
-        "--ready-timeout", type=float, default=30.0, help="broker start / consumer ready timeout"
-    )
-    parser.add_argument(
-        "--broker-cmd",
-        default=DEFAULT_CMD,
-        help="command template for spawning our broker (placeholders {python} {host} "
-        "{port} {data_dir}); default: %(default)s",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    args = parser.parse_args(argv)
-    if (args.messages or 1) < 1 or args.size < 0 or args.batch < 1 or (args.prefetch or 0) < 0:
-        parser.error("--messages/--batch must be >= 1, --size/--prefetch >= 0")
+    p.add_argument("--url", action="append", default=[],
+                   help="benchmark this running broker instead of spawning ours (repeatable)")
+    p.add_argument("--compare-url", action="append", default=[],
+                   help="also benchmark this running broker (repeatable)")
+    p.add_argument("--rabbitmq", action="store_true",
+                   help="also start a RabbitMQ of our own (temp dir, free ports) to compare")
+    p.add_argument("--rabbitmq-server", default=RABBITMQ_SERVER,
+                   help="rabbitmq-server script for --rabbitmq (default %(default)s)")
+    p.add_argument("--with-asyncio", action="store_true",
+                   help="also run ours on asyncio's event loop instead of uvloop (ours-asyncio)")
+    p.add_argument("--scenario", action="append", choices=[*ALL_SCENARIOS, "all", "default"],
+                   help=f"repeatable; default: {' '.join(DEFAULT_SCENARIOS)}")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per flood scenario and broker")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per round")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds at the start of each round left out of the rates")
+    p.add_argument("--size", type=int, default=1024, help="body size in bytes")
+    p.add_argument("--batch", type=int, default=500, help="messages per pre-encoded batch")
+    p.add_argument("--prefetch", type=int, default=100, help="manual-ack consumers' prefetch")
+    p.add_argument("--confirm-window", type=int, default=500)
+    p.add_argument("--backlog-messages", type=int, default=1_000_000,
+                   help="messages per queue for backlog-rss and lazy-backlog")
+    p.add_argument("--backlog-kind", action="append",
+                   choices=["durable", "transient", "priority"],
+                   help="backlog-rss queue kinds (repeatable; default all three)")
+    p.add_argument("--cold-starts", type=int, default=5)
+    p.add_argument("--timeout", type=float, default=300.0, help="socket timeout, seconds")
+    p.add_argument("--ready-timeout", type=float, default=30.0,
+                   help="broker start / worker ready timeout, seconds")
+    p.add_argument("--broker-cmd", default=DEFAULT_CMD,
+                   help="command template for our broker (placeholders {python} {host} "
+                   "{port} {data_dir}); default: %(default)s")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the tables")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON document to FILE")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.duration <= args.warmup or args.warmup < 0:
+        p.error("--rounds must be >= 1 and --duration > --warmup >= 0")
+    if args.size < 0 or args.batch < 1 or args.prefetch < 0 or args.backlog_messages < 1:
+        p.error("--size/--prefetch must be >= 0, --batch/--backlog-messages >= 1")
     return args
 
 
@@ -92,61 +78,41 @@ def select_scenarios(chosen: list[str] | None) -> list[str]:
     return [s for s in ALL_SCENARIOS if s in wanted]
 
 
-def build_targets(urls: list[str], compare: list[str]) -> list[Target]:
-    targets = [Target("ours")] if not urls else []
-    seen: set[str] = {t.name for t in targets}
-    for raw in [*urls, *compare]:
-        url = AMQPUrl.parse(raw)
-        name = f"{url.host}:{url.port}"
-        suffix = 2
-        while name in seen:
-            name, suffix = f"{url.host}:{url.port}#{suffix}", suffix + 1
-        seen.add(name)
-        targets.append(Target(name, url))
-    return targets
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds the `with SpawnedBroker` blocks: broker stopped
+    raise SystemExit(128 + signum)  # unwinds the ExitStack: every started broker is stopped
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     scenarios = select_scenarios(args.scenario)
-    defaults = Options()
     opts = Options(
-        messages=args.messages or defaults.messages,
-        backlog_messages=args.messages or defaults.backlog_messages,
-        size=args.size,
-        batch=args.batch,
-        prefetch=defaults.prefetch if args.prefetch is None else args.prefetch,
-        backlog_prefetch=defaults.backlog_prefetch if args.prefetch is None else args.prefetch,
-        confirm_window=args.confirm_window,
-        cold_starts=args.cold_starts,
-        timeout=args.timeout,
-        ready_timeout=args.ready_timeout,
-        broker_cmd=args.broker_cmd,
+        size=args.size, batch=args.batch, prefetch=args.prefetch,
+        confirm_window=args.confirm_window, cold_starts=args.cold_starts, timeout=args.timeout,
+        ready_timeout=args.ready_timeout, broker_cmd=args.broker_cmd,
+        backlog_messages=args.backlog_messages, rounds=args.rounds, duration=args.duration,
+        warmup=args.warmup,
+        backlog_kinds=tuple(args.backlog_kind or ("durable", "transient", "priority")),
     )
-    targets = build_targets(args.url, args.compare_url)
-    results: list[TargetResult] = []
-    for target in targets:
-        try:
-            results.append(run_target(target, scenarios, opts, log))
-        except KeyboardInterrupt:
-            log("interrupted")
-            return 130
+    plan = Plan(urls=args.url, compare_urls=args.compare_url, rabbitmq=args.rabbitmq,
+                rabbitmq_server=args.rabbitmq_server, with_asyncio=args.with_asyncio)
+    try:
+        run = run_all(plan, scenarios, opts, log)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(to_json(run, opts, scenarios), fh, indent=2)
     if args.json:
-        print(json.dumps(to_json(targets, results, opts, scenarios), indent=2))
+        print(json.dumps(to_json(run, opts, scenarios), indent=2))
     else:
-        print(render_table(targets, results, opts, scenarios))
-    bad_words = ("error", "failed", "died")
-    failed = any(word in note for r in results for note in r.notes for word in bad_words)
-    return 1 if failed else 0
+        print(render(run, opts, scenarios))
+    return 1 if run.failed() else 0
 
 
 if __name__ == "__main__":

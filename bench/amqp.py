@@ -85,11 +85,12 @@ class AMQPUrl:
         return f"amqp://{self.user}@{self.host}:{self.port}/{vhost}"
 
 
-def describe_close(method_frame: Frame) -> str:
+def describe_close(method_frame: object) -> str:
     """Human-readable text for a Channel.Close / Connection.Close frame."""
     code = getattr(method_frame, "reply_code", "?")
     text = getattr(method_frame, "reply_text", "")
-    return f"{method_frame.name} {code} {text}"
+    name = getattr(method_frame, "name", type(method_frame).__name__)
+    return f"{name} {code} {text}"
 
 
 def ack_frame(channel: int, delivery_tag: int) -> bytes:
@@ -198,7 +199,7 @@ class Connection:
         mechanisms = (start.mechanisms or "PLAIN").split()
         if "PLAIN" not in mechanisms:
             raise AMQPError(f"server does not offer PLAIN auth: {mechanisms}")
-        client_properties = {
+        client_properties: dict[str, Any] = {
             "product": product,
             "platform": "Python raw socket",
             "capabilities": {

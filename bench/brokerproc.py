@@ -28,7 +28,10 @@ from pathlib import Path
 
 from bench.amqp import AMQPUrl, Connection
 
-DEFAULT_CMD = "{python} -m broker --host {host} --port {port} --data-dir {data_dir}"
+DEFAULT_CMD = (
+    "{python} -m broker --host {host} --port {port} --data-dir {data_dir} "
+    "--management-port 0 --prometheus-port 0"
+)
 POLL_INTERVAL = 0.005
 
 
@@ -248,3 +251,38 @@ def listener_pid(port: int) -> int | None:
                 if os.readlink(f"/proc/{entry}/fd/{fd}") in inodes:
                     return int(entry)
     return None
+
+
+# -- CPU --------------------------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of one process (/proc/<pid>/stat), in seconds.
+
+    The reaped children's times (cutime, cstime) count too, so a helper process that
+    exits during a measuring window is not lost.
+    """
+    with open(f"/proc/{pid}/stat") as fh:
+        text = fh.read()
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    return sum(int(v) for v in fields[11:15]) / CLK_TCK  # fields 14-17 of proc(5)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants (and their reaped children)."""
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            total += cpu_seconds(member)
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine spent busy (not idle/iowait), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / CLK_TCK

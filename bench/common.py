@@ -39,7 +39,6 @@ class Metric:
 class Options:
     """Benchmark parameters shared by all targets."""
 
-    messages: int = 200_000
     size: int = 1024
     batch: int = 500
     prefetch: int = 100
@@ -48,8 +47,12 @@ class Options:
     timeout: float = 300.0
     ready_timeout: float = 30.0
     broker_cmd: str = DEFAULT_CMD
-    backlog_messages: int = 1_000_000  # lazy-backlog: --messages when given explicitly
-    backlog_prefetch: int = 1000
+    backlog_messages: int = 1_000_000  # backlog-rss and lazy-backlog
+    backlog_prefetch: int = 1000  # lazy-backlog drain
+    rounds: int = 3  # flood scenarios: rounds per broker, alternating between brokers
+    duration: float = 8.0  # seconds per round
+    warmup: float = 2.0  # seconds at the start of a round left out of the rates
+    backlog_kinds: tuple[str, ...] = ("durable", "transient", "priority")
 
 
 @dataclass

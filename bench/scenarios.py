@@ -1,268 +1,220 @@
-"""Scenario orchestration: run each benchmark scenario against one target broker.
+"""Run orchestration: start the brokers, alternate flood rounds between them, run the rest.
 
-A target is either our broker, spawned fresh (``url is None``), or an already
-running broker given by URL. Throughput scenarios declare a fresh queue over a
-control connection, start the consumer and publisher as separate ``spawn``
-multiprocessing processes (consumer first, publisher once the consumer is
-subscribed; for ``priority`` the queue is filled first and drained afterwards
-so the delivery order can be checked), collect their result dicts and turn
-them into named figures (see ``METRICS``).
+Brokers under test, in table order: ours (spawned on a free port with a temporary data dir;
+or the ``--url`` brokers instead), a RabbitMQ of the bench's own (``--rabbitmq``), and any
+``--compare-url`` brokers. All stay up for the whole run. Flood scenarios run round by round,
+alternating between the brokers (scenario 1: round 1 on each broker, round 2 on each...), so
+every broker sees the same background load from the other helpers on the machine; a figure
+is the median over the rounds. Then ``backlog-rss`` (a fresh spawned broker per queue kind)
+and the extra scenarios (``idle-rss``: RSS of each broker right after its start; ``cold-start``
+and ``lazy-backlog``: ours only unless given URLs, see ``bench.backlog``).
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import statistics
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from bench.amqp import AMQPError, AMQPUrl, Connection
-from bench.backlog import BACKLOG_METRICS, run_lazy_backlog
-from bench.brokerproc import (
-    DEFAULT_CMD,
-    SpawnedBroker,
-    cold_start_times,
-    listener_pid,
-    tree_rss_mb,
-)
-from bench.common import (
-    LOOPBACK,
-    Log,
-    Metric,
-    Options,
-    Runner,
-    Target,
-    TargetResult,
-    fmt_rate,
-    merge,
-)
-from bench.workers import Job
+from bench.amqp import AMQPUrl
+from bench.backlog import run_lazy_backlog
+from bench.backlogrss import run_backlog_rss
+from bench.brokerproc import BrokerError, SpawnedBroker, cold_start_times, listener_pid, tree_rss_mb
+from bench.common import LOOPBACK, Log, Options, TargetResult, merge
+from bench.rabbit import SpawnedRabbit
+from bench.rounds import FLOOD_NAMES, FLOODS, BrokerRef, RoundResult, run_round, wait_quiet
 
-__all__ = ["ALL_SCENARIOS", "DEFAULT_CMD", "DEFAULT_SCENARIOS", "METRICS", "Metric", "Options",
-           "Target", "TargetResult", "run_target", "run_throughput"]
-
-THROUGHPUT = ("no-ack", "manual-ack", "persistent-confirms", "priority")
-DEFAULT_SCENARIOS = ("no-ack", "manual-ack", "cold-start", "idle-rss")
-ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "persistent-confirms", "priority", "lazy-backlog")
+EXTRAS = ("idle-rss", "cold-start", "lazy-backlog")
+ALL_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", *EXTRAS)
+DEFAULT_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", "idle-rss")
+FIGURES = ("in", "out", "backlog", "cpu", "machine", "clients", "rss", "p50", "p99")
 
 
-METRICS = (
-    Metric("no-ack.in", "no-ack publish (in)", "msg/s"),
-    Metric("no-ack.out", "no-ack consume (out)", "msg/s"),
-    Metric("manual-ack.in", "manual-ack publish (in)", "msg/s"),
-    Metric("manual-ack.out", "manual-ack consume (out)", "msg/s"),
-    Metric("persistent-confirms.in", "persistent+confirms confirmed", "msg/s"),
-    Metric("persistent-confirms.out", "persistent+confirms consume (out)", "msg/s"),
-    Metric("persistent-confirms.p50", "confirm latency p50", "ms", False),
-    Metric("persistent-confirms.p99", "confirm latency p99", "ms", False),
-    Metric("priority.in", "priority publish (in)", "msg/s"),
-    Metric("priority.out", "priority drain (out)", "msg/s"),
-    Metric("priority.inversions", "priority order inversions", "count", False),
-    Metric("priority.lost", "priority messages missing", "count", False),
-    Metric("cold-start.median", "cold start to open-ok (median)", "s", False),
-    Metric("idle-rss.mb", "idle RSS", "MB", False),
-    *BACKLOG_METRICS,
-)
+@dataclass
+class Plan:
+    """Which brokers to measure, besides the options every scenario shares."""
+
+    urls: list[str] = field(default_factory=list)  # instead of spawning ours
+    compare_urls: list[str] = field(default_factory=list)
+    rabbitmq: bool = False  # start a RabbitMQ of our own
+    rabbitmq_server: str = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    with_asyncio: bool = False  # also ours on asyncio's loop instead of uvloop
 
 
-# -- throughput scenarios ----------------------------------------------------------------
+@dataclass
+class RunResult:
+    """Everything one run measured, per broker name."""
+
+    brokers: list[BrokerRef] = field(default_factory=list)
+    rounds: dict[str, dict[str, list[RoundResult]]] = field(default_factory=dict)
+    backlog: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    extras: dict[str, TargetResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def median(self, scenario: str, broker: str, figure: str) -> float | None:
+        vals = [r.values.get(figure) for r in self.rounds.get(scenario, {}).get(broker, [])]
+        present = [v for v in vals if v is not None]
+        return statistics.median(present) if present else None
+
+    def failed(self) -> bool:
+        words = ("error", "failed", "died")
+        notes = [*self.notes, *(n for t in self.extras.values() for n in t.notes)]
+        return any(w in n for n in notes for w in words)
 
 
-def _jobs(kind: str, url: AMQPUrl, queue: str, opts: Options) -> tuple[Job, Job]:
-    pub = Job(
-        url=url,
-        queue=queue,
-        messages=opts.messages,
-        size=opts.size,
-        batch=opts.batch,
-        prefetch=opts.prefetch,
-        timeout=opts.timeout,
-    )
-    if kind == "no-ack":
-        return pub, replace(pub, no_ack=True)
-    if kind == "manual-ack":
-        return pub, pub
-    if kind == "persistent-confirms":
-        pub = replace(pub, persistent=True, confirm_window=opts.confirm_window)
-        return pub, pub
-    if kind == "priority":
-        pub = replace(pub, priorities=True)
-        return pub, pub
-    raise ValueError(f"unknown throughput scenario {kind!r}")
+def _url_ref(raw: str, taken: set[str]) -> BrokerRef:
+    url = AMQPUrl.parse(raw)
+    name, suffix = f"{url.host}:{url.port}", 2
+    while name in taken:
+        name, suffix = f"{url.host}:{url.port}#{suffix}", suffix + 1
+    pid = listener_pid(url.port) if url.host in LOOPBACK else None
+    return BrokerRef(name, url, pid, "url")
 
 
-def _prepare_queue(url: AMQPUrl, kind: str, queue: str) -> None:
-    with Connection(url, product="bench-control") as conn:
-        conn.channel_open(1)
-        channel = 1
+def _start_brokers(plan: Plan, opts: Options, stack: contextlib.ExitStack, log: Log,
+                   out: RunResult) -> None:
+    taken: set[str] = set()
+    if not plan.urls:
+        ours = stack.enter_context(SpawnedBroker(opts.broker_cmd))
+        ours.start()
+        ready = ours.wait_ready(opts.ready_timeout)
+        log(f"[ours] pid {ours.pid} on port {ours.port}, ready in {ready:.2f}s")
+        out.brokers.append(BrokerRef("ours", ours.url, ours.pid, "ours", ours))
+        taken.add("ours")
+    if plan.with_asyncio:
+        variant = stack.enter_context(SpawnedBroker(asyncio_cmd(opts.broker_cmd)))
+        variant.start()
+        variant.wait_ready(opts.ready_timeout)
+        log(f"[ours-asyncio] pid {variant.pid} on port {variant.port}")
+        out.brokers.append(BrokerRef("ours-asyncio", variant.url, variant.pid, "ours-asyncio",
+                                     variant))
+    for raw in plan.urls:
+        out.brokers.append(ref := _url_ref(raw, taken))
+        taken.add(ref.name)
+    if plan.rabbitmq:
+        rabbit = stack.enter_context(SpawnedRabbit(plan.rabbitmq_server))
+        rabbit.start()
+        ready = rabbit.wait_ready(max(opts.ready_timeout, 60.0))
+        log(f"[rabbitmq] pid {rabbit.pid} on port {rabbit.port} (node {rabbit.nodename}, "
+            f"epmd pid {rabbit.epmd.pid if rabbit.epmd else '?'}), ready in {ready:.2f}s")
+        out.brokers.append(BrokerRef("rabbitmq", rabbit.url, rabbit.pid, "rabbitmq", rabbit))
+        taken.add("rabbitmq")
+    for raw in plan.compare_urls:
+        out.brokers.append(ref := _url_ref(raw, taken))
+        taken.add(ref.name)
+
+
+def asyncio_cmd(cmd: str) -> str:
+    """Our broker command run through ``bench/asyncio_broker.py`` (asyncio's loop)."""
+    shim = Path(__file__).with_name("asyncio_broker.py")
+    return cmd.replace("{python} -m broker", f"{{python}} {shim}")
+
+
+def _alive(broker: BrokerRef) -> bool:
+    proc = getattr(broker.handle, "proc", None)
+    return proc is None or proc.poll() is None
+
+
+def _idle_rss(brokers: list[BrokerRef], out: RunResult) -> None:
+    time.sleep(1.0)
+    for b in brokers:
+        res = out.extras.setdefault(b.name, TargetResult())
         try:
-            conn.queue_delete(1, queue)
-        except AMQPError:  # the error closed channel 1
-            channel = 2
-            conn.channel_open(channel)
-        conn.queue_declare(
-            channel,
-            queue,
-            durable=kind == "persistent-confirms",
-            arguments={"x-max-priority": 10} if kind == "priority" else None,
-        )
-
-
-def _delete_queue(url: AMQPUrl, queue: str) -> None:
-    try:
-        with Connection(url, product="bench-control") as conn:
-            conn.channel_open(1)
-            conn.queue_delete(1, queue)
-    except (OSError, AMQPError):
-        pass
-
-
-def run_throughput(kind: str, url: AMQPUrl, opts: Options, log: Log) -> TargetResult:
-    """Run one throughput scenario against ``url`` and return its figures."""
-    out = TargetResult()
-    queue = f"bench.{kind}.{os.getpid()}.{time.monotonic_ns() % 1_000_000}"
-    pub_job, con_job = _jobs(kind, url, queue, opts)
-    _prepare_queue(url, kind, queue)
-    runner = Runner(opts.timeout)
-    try:
-        if kind == "priority":  # fill first, then drain: order must be non-increasing
-            runner.start("publisher", pub_job)
-            pub = runner.collect("publisher")
-            if "error" in pub:
-                con = {"error": "skipped (publisher failed)"}
-            else:
-                runner.start("consumer", con_job)
-                con = runner.collect("consumer")
-        else:
-            ready = runner.start("consumer", con_job)
-            ready.wait(opts.ready_timeout)
-            runner.drain()
-            if "consumer" in runner.got:
-                con, pub = runner.got["consumer"], {"error": "skipped (consumer failed)"}
-            else:
-                runner.start("publisher", pub_job)
-                pub = runner.collect("publisher")
-                con = runner.collect("consumer")
-    except BaseException:  # interrupted (SIGTERM/^C): stop the workers right away
-        runner.close(grace=0.0)
-        raise
-    finally:
-        runner.close()
-        _delete_queue(url, queue)
-    out.details[kind] = {"publisher": pub, "consumer": con}
-    for role, res in (("publisher", pub), ("consumer", con)):
-        if "error" in res:
-            out.notes.append(f"{kind}: {role} error: {res['error']}")
-    if "body_bytes" in con and con["body_bytes"] != con["messages"] * opts.size:
-        out.notes.append(
-            f"{kind}: consumer error: got {con['body_bytes']} body bytes for "
-            f"{con['messages']} deliveries of {opts.size} B"
-        )
-    out.values[f"{kind}.in"] = pub.get("rate") if "error" not in pub else None
-    out.values[f"{kind}.out"] = con.get("rate") if "error" not in con else None
-    if kind == "persistent-confirms" and "error" not in pub:
-        out.values[f"{kind}.p50"] = pub["latency_p50_ms"]
-        out.values[f"{kind}.p99"] = pub["latency_p99_ms"]
-        if pub.get("nacked"):
-            out.notes.append(f"{kind}: {pub['nacked']} publishes were nacked")
-    if kind == "priority" and "error" not in pub and "error" not in con:
-        out.values[f"{kind}.inversions"] = float(con["inversions"])
-        out.values[f"{kind}.lost"] = float(opts.messages - con["messages"])
-        if con["histogram"] != pub["histogram"]:
-            out.notes.append(f"{kind}: per-priority counts differ from what was published")
-    if "t_start" in pub and "t_last" in con and kind != "priority":
-        e2e = con["t_last"] - pub["t_start"]
-        out.details[kind]["end_to_end_rate"] = opts.messages / e2e if e2e > 0 else None
-    cpu = ", ".join(
-        f"{role} {res['cpu_s']:.1f}/{res['wall_s']:.1f}s"
-        for role, res in (("publisher", pub), ("consumer", con))
-        if "cpu_s" in res
-    )
-    log(
-        f"  {kind}: in {fmt_rate(out.values.get(f'{kind}.in'))} msg/s, "
-        f"out {fmt_rate(out.values.get(f'{kind}.out'))} msg/s (client cpu/wall: {cpu})"
-    )
-    return out
-
-
-# -- per-target driver ---------------------------------------------------------------------
-
-
-def _run_throughputs(
-    url: AMQPUrl, scenarios: list[str], opts: Options, log: Log, res: TargetResult
-) -> None:
-    for kind in (s for s in scenarios if s in THROUGHPUT):
-        log(f"  running {kind} ({opts.messages} x {opts.size} B)...")
-        try:
-            merge(res, run_throughput(kind, url, opts, log))
-        except (OSError, AMQPError) as exc:
-            res.notes.append(f"{kind}: failed: {type(exc).__name__}: {exc}")
-            log(f"  {kind} failed: {exc}")
-
-
-def run_target(target: Target, scenarios: list[str], opts: Options, log: Log) -> TargetResult:
-    """Run the selected scenarios against one target."""
-    res = TargetResult()
-    log(f"[{target.name}] {target.url or 'spawned: ' + opts.broker_cmd}")
-    if target.url is not None:
-        _run_url_target(target.url, scenarios, opts, log, res)
-    else:
-        _run_spawned_target(scenarios, opts, log, res)
-    if "lazy-backlog" in scenarios:  # its own fresh broker (spawned) or queue (url)
-        merge(res, run_lazy_backlog(target.url, opts, log))
-    return res
-
-
-def _run_url_target(
-    url: AMQPUrl, scenarios: list[str], opts: Options, log: Log, res: TargetResult
-) -> None:
-    if "cold-start" in scenarios:
-        res.values["cold-start.median"] = None
-        res.notes.append("cold-start: not measured for an already-running (--url) broker")
-    if "idle-rss" in scenarios:
-        pid = listener_pid(url.port) if url.host in LOOPBACK else None
-        if pid is None:
+            res.values["idle-rss.mb"] = tree_rss_mb(b.pid) if b.pid is not None else None
+        except OSError:
             res.values["idle-rss.mb"] = None
-            res.notes.append("idle-rss: no visible local listener process for the URL")
-        else:
-            res.values["idle-rss.mb"] = tree_rss_mb(pid)
-            res.notes.append(
-                f"idle-rss: RSS of already-running pid {pid} (listener of port "
-                f"{url.port}) before the run, not a fresh start"
-            )
-    _run_throughputs(url, scenarios, opts, log, res)
+        if b.kind == "url":
+            res.notes.append(f"idle-rss: RSS of already-running pid {b.pid} before the run")
 
 
-def _run_spawned_target(
-    scenarios: list[str], opts: Options, log: Log, res: TargetResult
-) -> None:
-    if "cold-start" in scenarios:
-        log(f"  cold start x{opts.cold_starts}...")
-        try:
-            times = cold_start_times(opts.broker_cmd, opts.cold_starts, opts.ready_timeout)
-            res.values["cold-start.median"] = statistics.median(times)
-            res.details["cold-start"] = {"runs_s": times}
-            log(f"  cold start: {', '.join(f'{t:.3f}' for t in times)} s")
-        except Exception as exc:
-            res.values["cold-start.median"] = None
-            res.notes.append(f"cold-start: failed: {exc}")
-            log(f"  cold start failed: {exc}")
-    if not any(s == "idle-rss" or s in THROUGHPUT for s in scenarios):
-        return
-    with SpawnedBroker(opts.broker_cmd) as broker:
-        try:
-            broker.start()
-            ready_s = broker.wait_ready(opts.ready_timeout)  # one connection opened+closed
-        except Exception as exc:
-            res.notes.append(f"broker start failed: {exc}")
-            log(f"  broker start failed: {exc}")
-            return
-        log(f"  broker pid {broker.pid} on port {broker.port}, ready in {ready_s:.3f}s")
+def _floods(scenarios: list[str], opts: Options, log: Log, out: RunResult) -> None:
+    for spec in (s for s in FLOODS if s.name in scenarios):
+        per = out.rounds.setdefault(spec.name, {b.name: [] for b in out.brokers})
+        for rnd in range(1, opts.rounds + 1):
+            for broker in out.brokers:
+                if not _alive(broker):
+                    continue
+                waited = wait_quiet(out.brokers)
+                try:
+                    res = run_round(broker, spec, opts, log)
+                except (OSError, BrokerError, TimeoutError) as exc:
+                    res = RoundResult(notes=[f"round failed: {type(exc).__name__}: {exc}"])
+                if not _alive(broker):
+                    tail = broker.handle.log_tail() if broker.handle else ""
+                    res.notes.append(f"broker died during the round; log tail:\n{tail}")
+                per[broker.name].append(res)
+                out.notes.extend(f"{spec.name} round {rnd} on {broker.name}: {n}"
+                                 for n in res.notes)
+                log(_round_line(spec.name, rnd, broker.name, res, waited))
+
+
+def _round_line(scenario: str, rnd: int, broker: str, res: RoundResult, waited: float) -> str:
+    v = res.values
+
+    def k(key: str) -> str:
+        x = v.get(key)
+        return "n/a" if x is None else f"{x / 1000:.1f}k"
+
+    def f(key: str, fmt: str) -> str:
+        x = v.get(key)
+        return "n/a" if x is None else format(x, fmt)
+
+    lat = f" confirms p50/p99 {f('p50', '.1f')}/{f('p99', '.1f')} ms" if "p50" in v else ""
+    return (f"  {scenario} #{rnd} {broker}: in {k('in')} out {k('out')} backlog "
+            f"{f('backlog', ',.0f')} cpu {f('cpu', '.2f')} machine {f('machine', '.2f')} "
+            f"clients {f('clients', '.2f')} "
+            f"rss {f('rss', '.0f')} MB{lat} (quiet after {waited:.1f}s)"
+            + ("".join(f"\n    ! {n}" for n in res.notes)))
+
+
+def _fresh(plan: Plan, opts: Options, kind: str) -> Callable[[], Any] | None:
+    """A new spawned broker like ``kind`` (None for a --url broker, which is reused)."""
+    if kind == "ours":
+        return lambda: SpawnedBroker(opts.broker_cmd)
+    if kind == "ours-asyncio":
+        return lambda: SpawnedBroker(asyncio_cmd(opts.broker_cmd))
+    if kind == "rabbitmq":
+        return lambda: SpawnedRabbit(plan.rabbitmq_server)
+    return None
+
+
+def _backlog_rss(plan: Plan, opts: Options, log: Log, out: RunResult) -> None:
+    for broker in out.brokers:
+        fresh = _fresh(plan, opts, broker.kind)
+        out.backlog[broker.name] = got = run_backlog_rss(broker, fresh, opts, log)
+        out.notes.extend(f"backlog-rss {kind} on {broker.name}: {r['error']}"
+                         for kind, r in got.items() if "error" in r)
+
+
+def _extras(scenarios: list[str], opts: Options, log: Log, out: RunResult) -> None:
+    for broker in out.brokers:
+        res = out.extras.setdefault(broker.name, TargetResult())
+        if "cold-start" in scenarios and broker.kind == "ours":
+            log(f"  cold start x{opts.cold_starts}...")
+            try:
+                times = cold_start_times(opts.broker_cmd, opts.cold_starts, opts.ready_timeout)
+                res.values["cold-start.median"] = statistics.median(times)
+                res.details["cold-start"] = {"runs_s": times}
+            except (OSError, BrokerError) as exc:
+                res.notes.append(f"cold-start: failed: {exc}")
+        if "lazy-backlog" in scenarios:
+            merge(res, run_lazy_backlog(None if broker.kind == "ours" else broker.url,
+                                        opts, log))
+
+
+def run_all(plan: Plan, scenarios: list[str], opts: Options, log: Log) -> RunResult:
+    """Start the brokers, run ``scenarios`` against all of them, stop what was started."""
+    out = RunResult()
+    with contextlib.ExitStack() as stack:
+        _start_brokers(plan, opts, stack, log, out)
         if "idle-rss" in scenarios:
-            time.sleep(1.0)
-            res.values["idle-rss.mb"] = tree_rss_mb(broker.pid)
-        _run_throughputs(broker.url, scenarios, opts, log, res)
-        if broker.proc is not None and broker.proc.poll() is None:
-            res.details["rss_after_run_mb"] = tree_rss_mb(broker.pid)
-        else:
-            res.notes.append(f"broker died during the run; log tail:\n{broker.log_tail()}")
+            _idle_rss(out.brokers, out)
+        _floods(scenarios, opts, log, out)
+        if "backlog-rss" in scenarios:
+            _backlog_rss(plan, opts, log, out)
+        _extras(scenarios, opts, log, out)
+    return out

@@ -26,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"burrowmq: error: {exc}", file=sys.stderr)
         return exc.code
     setup_logging(cfg.log_level)
+    runner = asyncio.run
     try:
         import uvloop
+        runner = uvloop.run
     except ImportError:
-        uvloop = None
-    runner = uvloop.run if uvloop is not None else asyncio.run
+        pass
     try:
         runner(make_node(cfg).serve_forever())
     except KeyboardInterrupt:

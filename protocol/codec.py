@@ -75,7 +75,7 @@ def content_frames(channel: int, props: bytes, body: bytes, frame_max: int) -> b
             return header + props + FRAME_END
         return b"".join((header, props, FRAME_END,
                          _frame_head.pack(FRAME_BODY, channel, size), body, FRAME_END))
-    parts = [header, props, FRAME_END]
+    parts: list[bytes | memoryview] = [header, props, FRAME_END]
     view = memoryview(body)
     for start in range(0, size, limit):
         chunk = view[start:start + limit]

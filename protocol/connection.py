@@ -40,6 +40,7 @@ from .methods import (
     ids,
     parse_publish,
 )
+from .tables import Table
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -100,7 +101,7 @@ class _Content:
 
 
 class ConnectionMachine:
-    def __init__(self, server_properties: dict, *, frame_max: int = 131072,
+    def __init__(self, server_properties: Table, *, frame_max: int = 131072,
                  channel_max: int = 2047, heartbeat: int = 60,
                  max_message_size: int = 134217728) -> None:
         self.server_properties = server_properties
@@ -110,7 +111,7 @@ class ConnectionMachine:
         self.max_message_size = max_message_size
         self.state = State.AWAIT_HEADER
         self.out: list[bytes] = []
-        self.client_properties: dict = {}
+        self.client_properties: Table = {}
         self.mechanism = ""
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
@@ -340,7 +341,7 @@ class ConnectionMachine:
         cls = C.INDEX_MAPPING.get(index)
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
-        method = cls()
+        method: commands.base.Frame = cls()
         cannot = errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
                                    index >> 16, index & 0xFFFF)
         try:
@@ -412,7 +413,7 @@ class ConnectionMachine:
             raise errors.SilentClose(f"bad {method.mechanism} response", HANDSHAKE_SLOW_CLOSE)
         return LoginAttempt(method.mechanism, creds[0], creds[1], self.client_properties)
 
-    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
+    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> object | None:
         if not MIN_FRAME_MAX <= method.frame_max <= self.frame_max:
             raise errors.SilentClose(f"negotiated frame_max = {method.frame_max} is out of "
                                      "range", HANDSHAKE_SLOW_CLOSE)

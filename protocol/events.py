@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 
 from pamqp import base
 
+from .tables import Table
+
 
 @dataclass(frozen=True, slots=True)
 class LoginAttempt:
     mechanism: str
     username: str
     password: str
-    client_properties: dict = field(default_factory=dict)
+    client_properties: Table = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class Publish:
 class PeerClosed:
     """The client sent connection.close; close-ok is already queued."""
 
-    reply_code: int
+    reply_code: int | None  # pamqp's type; always set once the method decoded
     reply_text: str
 
 

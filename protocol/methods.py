@@ -7,6 +7,7 @@ walk that detects trailing junk, and access.request, which pamqp's 0-9-1 spec no
 from __future__ import annotations
 
 import struct
+from typing import ClassVar
 
 from pamqp import commands, decode
 
@@ -18,7 +19,7 @@ _u32 = struct.Struct(">I")
 class AccessRequest(commands.base.Frame):
     """access.request (30/10): gone from 0-9-1's pamqp, still sent by old clients."""
 
-    __slots__: list[str] = []
+    __slots__: ClassVar[list[str]] = []
     index = 0x001E000A
     name = "Access.Request"
 

@@ -12,6 +12,7 @@ import struct
 from pamqp import commands
 
 from .methods import UnknownFieldType, table_depth_ok
+from .tables import Table
 
 Properties = commands.Basic.Properties
 
@@ -109,7 +110,7 @@ def encode(props: Properties) -> bytes:
     return props.marshal()
 
 
-def headers(raw: bytes) -> dict:
+def headers(raw: bytes) -> Table:
     """The headers table decoded; {} when absent, malformed or nested too deeply to decode
     safely (routing then sees no headers rather than the connection dying)."""
     if not has_headers(raw):

@@ -11,6 +11,14 @@ from __future__ import annotations
 
 import datetime
 import struct
+from typing import Any
+
+# A decoded field table (queue and consumer arguments, message headers, client properties).
+# Its values may be any AMQP field type, nested tables and arrays included, and a peer may send
+# any of them: readers check the type of what they read (isinstance) or rely on the argument
+# validation that already did, so Any here rather than pamqp's FieldValue union, which would
+# need narrowing at every read even after validation.
+Table = dict[str, Any]
 
 _u32 = struct.Struct(">I")
 _FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8,
@@ -28,7 +36,8 @@ def value_length(raw: bytes | memoryview, pos: int) -> int:
     if tag in _FIXED:
         return 1 + _FIXED[tag]
     if tag in _SIZED:
-        return 5 + _u32.unpack_from(raw, pos + 1)[0]
+        size: int = _u32.unpack_from(raw, pos + 1)[0]
+        return 5 + size
     if not tag:
         raise IndexError("truncated table")
     raise UnknownTag(f"unknown field type {tag!r}")

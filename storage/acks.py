@@ -163,6 +163,12 @@ class AckLog:
         if error is not None:
             raise error
 
+    def fileno(self) -> int:
+        """-1, which the group commit reads as "nothing to fsync": there is one descriptor per
+        segment, and acks are only ever flushed (``touch(acks, sync=False)``). A lost ack costs
+        a redelivery after a crash, never a message."""
+        return -1
+
     def _fd(self, seg_id: int) -> int:
         fds = self._fds
         fd = fds.get(seg_id)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 MAGIC = b"BMQD"
 VERSION = 1
 _HEADER = struct.Struct("<4sB3xI")
+# The document is the broker's to shape (broker.core.durable_topology): to storage it is any
+# msgpack map, so its values are Any here.
 
 
 class DefinitionsError(Exception):
@@ -41,7 +43,7 @@ class DefinitionsError(Exception):
 def encode(doc: dict[str, Any]) -> bytes:
     if not isinstance(doc, dict):
         raise TypeError("definitions must be a dict")
-    payload = msgpack.packb(doc, use_bin_type=True)
+    payload: bytes = msgpack.packb(doc, use_bin_type=True)
     return _HEADER.pack(MAGIC, VERSION, zlib.crc32(payload)) + payload
 
 

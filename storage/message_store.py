@@ -144,6 +144,7 @@ class SegmentQueueStore:
         self._bytes += size
 
     def shift(self) -> Entry | None:
+        entry: Entry | None
         if self._requeued:
             entry = heapq.heappop(self._requeued)
         elif self._window:
@@ -219,9 +220,9 @@ class SegmentQueueStore:
                 seg.live = seg.ready = seg.ready_bytes = 0
                 self._remove(seg)
                 continue
-            entry = self._read_one()
-            if entry is not None:
-                self.ack(entry)
+            left = self._read_one()
+            if left is not None:
+                self.ack(left)
         self._backlog = 0
         self._bytes = 0
         return count
@@ -361,7 +362,8 @@ class SegmentQueueStore:
 
     def _collect(self, seg: Seg) -> None:
         """``seg`` has no live record left: delete it (the live one only once big enough)."""
-        if seg is not self._wseg or self._writer.size >= self._gc_min:  # type: ignore[union-attr]
+        writer = self._writer  # set whenever _wseg is
+        if seg is not self._wseg or (writer is not None and writer.size >= self._gc_min):
             self._remove(seg)
 
     def _remove(self, seg: Seg) -> None:

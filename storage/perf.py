@@ -55,7 +55,11 @@ async def fill(store: SegmentQueueStore, gcommit: GroupCommit, count: int, size:
             store.push(Entry(seq, Message("amq.direct", "perf", PERSISTENT, body, True)))
             if not seq & 63 and time.perf_counter() >= deadline:
                 break
-        gcommit.when_durable(lambda ok, n=seq - first: confirmed.__setitem__(0, confirmed[0] + n))
+
+        def count_confirmed(ok: bool, n: int = seq - first) -> None:
+            confirmed[0] += n
+
+        gcommit.when_durable(count_confirmed)
         await asyncio.sleep(0)
     await gcommit.sync()
     assert confirmed[0] == count, (confirmed[0], count)

@@ -141,6 +141,7 @@ def _frame(buf: bytes | bytearray | memoryview, pos: int, limit: int) -> int:
     """Check the header and CRC of the record at ``pos``; return its end offset."""
     if pos + HEADER_SIZE > limit:
         raise ShortRecord("header cut short", pos, HEADER_SIZE)
+    length: int
     length, crc = _unpack_header(buf, pos)
     if length < MIN_PAYLOAD or length > MAX_PAYLOAD:
         raise CorruptRecord(f"impossible length {length}", pos)

@@ -269,5 +269,10 @@ class GroupCommit:
         if self._loop is None:
             self._loop = loop
         future: asyncio.Future[bool] = loop.create_future()
-        self.when_durable(lambda ok: future.done() or future.set_result(ok))
+
+        def resolve(ok: bool) -> None:
+            if not future.done():
+                future.set_result(ok)
+
+        self.when_durable(resolve)
         return await future

@@ -58,7 +58,7 @@ class Authorizer:
         self.require("write", "exchange", exchange)
         self.writable_exchanges.add(exchange)
 
-    def check_method(self, method: Any, last_queue: str | None) -> None:
+    def check_method(self, method: C.base.Frame, last_queue: str | None) -> None:
         rule = RULES.get(type(method))
         if rule is not None:
             rule(self, method, last_queue or "")
@@ -113,10 +113,12 @@ def _queue_bind(a: Authorizer, m: C.Queue.Bind | C.Queue.Unbind, lq: str) -> Non
     a.require("read", "exchange", m.exchange)
 
 
-def _read_queue(a: Authorizer, m: Any, lq: str) -> None:
+def _read_queue(a: Authorizer, m: Any, lq: str) -> None:  # Queue.Purge/Delete, Basic.Get/Consume
     a.require("read", "queue", m.queue or lq)
 
 
+# Each rule takes the method class it is filed under: Any, since a dict cannot pair key and value
+# types.
 RULES: dict[type, Callable[[Authorizer, Any, str], None]] = {
     C.Exchange.Declare: _exchange_declare,
     C.Exchange.Delete: _exchange_delete,

@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
@@ -21,6 +21,7 @@ from broker.core import arguments as qargs
 from broker.core import replyto
 from broker.core.messages import persistent_of
 from broker.core.queue import Consumer, Queue
+from broker.core.stats import Counters, retire_consumer
 from protocol import codec
 from protocol.errors import (
     AccessRefused,
@@ -39,6 +40,8 @@ from .channel_topology import TopologyHandlers, random_name
 from .confirms import Confirms
 
 if TYPE_CHECKING:
+    from broker.core.exchanges import Exchange
+
     from .ports import ChannelOwner
 
 
@@ -48,8 +51,9 @@ def _handler_name(pamqp_name: str) -> str:
     return f"on_{cls.lower()}_{snake}"
 
 
-HANDLER_NAMES: dict[type, str] = {cls: _handler_name(cls.name)
-                                  for cls in (*C.INDEX_MAPPING.values(), AccessRequest)}
+HANDLER_NAMES: dict[type[C.base.Frame], str] = {cls: _handler_name(cls.name)
+                                  for cls in (*C.INDEX_MAPPING.values(), AccessRequest)
+                                  if issubclass(cls, C.base.Frame)}  # pamqp: dict[int, type]
 
 
 def _delivered_properties(entry: Entry) -> bytes:
@@ -75,6 +79,8 @@ class Channel(TopologyHandlers):
         self.reply_address: str | None = None
         self._tx_wrote_to_disk = False
         self.closed = False
+        self.stats = Counters()  # publishes, gets, returns; consumers count their own
+        self.departed: list[Consumer] = []
 
     # ---- plumbing ----------------------------------------------------------------------
     @property
@@ -130,6 +136,7 @@ class Channel(TopologyHandlers):
             if consumer is not None:
                 consumer.unacked -= 1
             touched.add(queue)
+        self.stats.redeliver += len(self.unacked)
         self.unacked.clear()
         for queue in touched:
             queue.wake()
@@ -147,7 +154,8 @@ class Channel(TopologyHandlers):
 
     def _wake_consumed_queues(self) -> None:
         for queue in {c.queue for c in self.consumers.values()}:
-            queue.wake()
+            if queue is not None:  # the direct reply-to consumer has no queue
+                queue.wake()
 
     def on_basic_consume(self, m: C.Basic.Consume) -> None:
         tag = m.consumer_tag or random_name("amq.ctag-")
@@ -182,6 +190,7 @@ class Channel(TopologyHandlers):
             self.reply(C.Basic.ConsumeOk(tag))
 
     def _forget_consumer(self, consumer: Consumer) -> None:
+        retire_consumer(self, consumer)
         if consumer.queue is not None:
             consumer.queue.remove_consumer(consumer)
         elif self.reply_address is not None:
@@ -189,14 +198,15 @@ class Channel(TopologyHandlers):
             self.reply_address = None
 
     def on_basic_cancel(self, m: C.Basic.Cancel) -> None:
-        consumer = self.consumers.pop(m.consumer_tag, None)
+        consumer = self.consumers.pop(m.consumer_tag or "", None)  # pamqp: str | None
         if not m.nowait:
             self.reply(C.Basic.CancelOk(m.consumer_tag))
         if consumer is not None:
             self._forget_consumer(consumer)
 
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
-        self.consumers.pop(consumer.tag, None)
+        if self.consumers.pop(consumer.tag, None) is not None:
+            retire_consumer(self, consumer)
         if self.machine.client_capability("consumer_cancel_notify") and \
                 self.machine.channel_usable(self.number):
             self.reply(C.Basic.Cancel(consumer.tag, True))
@@ -212,13 +222,13 @@ class Channel(TopologyHandlers):
         out.append(codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
                                          msg.exchange_raw, msg.routing_key_raw, props, msg.body,
                                          self.machine.frame_max))
+        consumer.delivered += 1
         if consumer.no_ack:
-            self.session.stats.deliver_no_ack += 1
             if consumer.queue is not None:
                 consumer.queue.ack(entry)
         else:
-            self.session.stats.deliver += 1
-            self.unacked[tag] = (entry, consumer.queue, consumer)
+            # only the reply consumer has no queue, and it is no-ack
+            self.unacked[tag] = (entry, consumer.queue, consumer)  # type: ignore[assignment]
             consumer.unacked += 1
         self.session.wake()
 
@@ -232,10 +242,17 @@ class Channel(TopologyHandlers):
         queue = self.usable_queue(m.queue)
         entry = queue.get()
         if entry is None:
+            self.stats.get_empty += 1
+            queue.stats.get_empty += 1
             self.reply(C.Basic.GetEmpty())
             return
         self.next_tag += 1
-        self.session.stats.get += 1
+        if m.no_ack:
+            self.stats.get_no_ack += 1
+            queue.stats.get_no_ack += 1
+        else:
+            self.stats.get += 1
+            queue.stats.get += 1
         tag = self.next_tag
         msg = entry.message
         out = self.machine.out
@@ -291,17 +308,23 @@ class Channel(TopologyHandlers):
                 return
             raise
         touched: set[Queue] = set()
+        acking = requeue is None
         for entry, queue, consumer in taken:
             if consumer is not None:
                 consumer.unacked -= 1
+                consumer.acked += acking
+            elif acking:  # a basic.get message: no consumer counts it
+                self.stats.ack += 1
+                queue.stats.ack += 1
             if requeue:
                 queue.requeue(entry)
-            elif requeue is None:
-                self.session.stats.ack += 1
+            elif acking:
                 queue.ack(entry)
             else:
                 queue.reject(entry)
             touched.add(queue)
+        if requeue:
+            self.stats.redeliver += len(taken)
         for queue in touched:
             queue.wake()
         if self.global_prefetch:
@@ -314,7 +337,7 @@ class Channel(TopologyHandlers):
         self._settle(m.delivery_tag, m.multiple, m.requeue)
 
     def on_basic_reject(self, m: C.Basic.Reject) -> None:
-        self._settle(m.delivery_tag, False, m.requeue)
+        self._settle(m.delivery_tag or 0, False, m.requeue)  # pamqp: int | None
 
     def on_basic_recover(self, m: C.Basic.Recover) -> None:
         if not m.requeue:
@@ -329,6 +352,7 @@ class Channel(TopologyHandlers):
 
     # ---- basic: publish ----------------------------------------------------------------
     def on_publish(self, ev: Publish) -> None:
+        self.stats.publish += 1
         if ev.immediate:
             raise NotImplemented_("immediate=true")
         limit = self.session.host.config.max_message_size
@@ -356,25 +380,25 @@ class Channel(TopologyHandlers):
             return
         self._route(exchange, message, ev.mandatory)
 
-    def _route(self, exchange: Any, message: Message, mandatory: bool) -> None:
+    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
         queues = self.vhost.route(exchange, message.routing_key, message.properties)
         if not queues and exchange is self.vhost.default_exchange and \
                 message.routing_key.startswith(replyto.PREFIX):
             target = self.session.server.replies.lookup(message.routing_key)
             if target is not None:
                 target.deliver_reply(message)
-                queues = (None,)
+                queues = (None,)  # type: ignore[assignment]  # delivered: no queue, no return
         confirms = self.confirms
         if not queues:
-            self.session.stats.drop_unroutable += not mandatory
+            self.stats.drop_unroutable += not mandatory
             if mandatory:
-                self.session.stats.return_unroutable += 1
+                self.stats.return_unroutable += 1
                 self.machine.out.append(codec.return_frame(
                     self.number, 312, "NO_ROUTE", message.exchange_raw,
                     message.routing_key_raw))
                 self.machine.out.append(codec.content_frames(
                     self.number, message.properties, message.body, self.machine.frame_max))
-        elif queues == (None,):
+        elif queues == (None,):  # type: ignore[comparison-overlap]  # the sentinel above
             pass
         elif confirms is not None:
             seq = confirms.seq

@@ -80,6 +80,16 @@ class AMQPHost(Protocol):
     def loop(self) -> asyncio.AbstractEventLoop: ...
 
 
+class TransportAdapter(Protocol):
+    """The socket side of a connection, as its session drives it
+    (``broker.amqp.transport.AMQPProtocol``)."""
+
+    def schedule_flush(self) -> None: ...
+    def close_transport(self, delay: float) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
 class ChannelOwner(Protocol):
     """What a channel uses of its connection."""
 
@@ -89,6 +99,8 @@ class ChannelOwner(Protocol):
     machine: ConnectionMachine
     stats: Counters
     authz: Authorizer | None
+    # Any: these are broker.amqp.channel.Channel, which imports this module; the session's
+    # attribute is a set[Channel], and a set of a protocol type would not match it (invariance).
     confirms_pending: set[Any]  # channels with confirms to flush at the end of this read
     exclusive_queues: set[Queue]
 
@@ -97,4 +109,4 @@ class ChannelOwner(Protocol):
     def wake(self) -> None: ...
     def drop_channel(self, number: int) -> None: ...
     def fail(self, err: AMQPError, channel: int) -> None: ...
-    def check_publish(self, channel: Any, message: Message) -> None: ...
+    def check_publish(self, channel: Any, message: Message) -> None: ...  # Any: a Channel

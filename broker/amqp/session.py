@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
 from broker.core.naming import server_properties
-from broker.core.stats import Counters
+from broker.core.stats import Counters, channel_totals, session_totals
 from protocol import properties
 from protocol.codec import erlang_tuple
 from protocol.connection import ConnectionMachine
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from broker.core.vhost import VirtualHost
     from storage.message import Message
 
-    from .ports import AMQPHost
+    from .ports import AMQPHost, TransportAdapter
 
 log = logging.getLogger("broker.connection")
 
@@ -55,7 +55,8 @@ def open_sessions(server: Server) -> list[Session]:
 
 
 class Session:
-    def __init__(self, host: AMQPHost, adapter: Any, peer: str, local: str = "") -> None:
+    def __init__(self, host: AMQPHost, adapter: TransportAdapter, peer: str,
+                 local: str = "") -> None:
         self.host = host
         self.server = server = host.server
         self.alarms = host.alarms
@@ -70,6 +71,7 @@ class Session:
         cfg = host.config
         self.machine = ConnectionMachine(server_properties(), frame_max=cfg.frame_max,
                                          channel_max=cfg.channel_max, heartbeat=cfg.heartbeat)
+        # Set by connection.open, before which no channel exists to read it.
         self.vhost: VirtualHost = None  # type: ignore[assignment]
         self.user = ""
         self.channels: dict[int, Channel] = {}
@@ -90,8 +92,8 @@ class Session:
             try:
                 if type(event) is Publish:
                     channel = event.channel
-                    self.stats.publish += 1
-                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore
+                    # authz is set by connection.open; the machine yields no Publish before
+                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore[union-attr]
                         self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
                     if not self.published:
                         self.published = True
@@ -125,26 +127,27 @@ class Session:
             return
         channel = self.channels.get(number)
         if channel is None:
+            self._check_channel_limit()
             channel = self.channels[number] = Channel(self, number)
             self.stats.channels_opened += 1
+        # authz is set by connection.open; the machine yields no channel method before
         self.authz.check_method(event.method, channel.last_queue)  # type: ignore[union-attr]
         channel.handle(event.method)
 
     def _on_control(self, event: object) -> None:
-        kind = type(event)
-        if kind is LoginAttempt:
-            self._login(event)  # type: ignore[arg-type]
-        elif kind is OpenVhost:
-            self._open_vhost(event.vhost)  # type: ignore[attr-defined]
-        elif kind is PeerClosed:
+        if isinstance(event, LoginAttempt):
+            self._login(event)
+        elif isinstance(event, OpenVhost):
+            self._open_vhost(event.vhost)
+        elif isinstance(event, PeerClosed):
             log.info("closing AMQP connection %s", self.describe())
             self.teardown()
             self.adapter.close_transport(0.0)
-        elif kind is CloseTransport:
+        elif isinstance(event, CloseTransport):
             self.teardown()
-            self.adapter.close_transport(event.delay)  # type: ignore[attr-defined]
-        elif kind is Fault:
-            raise event.error  # type: ignore[attr-defined]
+            self.adapter.close_transport(event.delay)
+        elif isinstance(event, Fault):
+            raise event.error
 
     def _login(self, event: LoginAttempt) -> None:
         host = self.peer.rpartition(":")[0]
@@ -166,12 +169,34 @@ class Session:
             raise NotAllowed(f"vhost {name} not found", 10, 40)
         if not self.server.may_access(self.user, name):
             raise NotAllowed(f"access to vhost '{name}' refused for user '{self.user}'", 10, 40)
+        self._check_connection_limits(vhost)
         self.vhost = vhost
         self.authz = Authorizer(self.server.auth, self.user, name)
         self.machine.open_ok()
         self.server.sessions.add(self)
         log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'",
                  self.label, self.user, name)
+
+    def _check_connection_limits(self, vhost: VirtualHost) -> None:
+        """RabbitMQ's vhost and user connection limits (a negative limit is no limit)."""
+        sessions = open_sessions(self.server)
+        limit = vhost.limits.get("max-connections", -1)
+        if limit >= 0 and sum(1 for s in sessions if s.vhost is vhost) >= limit:
+            raise NotAllowed(f"access to vhost '{vhost.name}' refused for user '{self.user}': "
+                             f"connection limit ({limit}) is reached", 10, 40)
+        user = self.server.auth.users.get(self.user)
+        limit = user.limits.get("max-connections", -1) if user is not None else -1
+        if limit >= 0 and sum(1 for s in sessions if s.user == self.user) >= limit:
+            raise NotAllowed(f"connection refused for user '{self.user}': user connection "
+                             f"limit ({limit}) is reached", 10, 40)
+
+    def _check_channel_limit(self) -> None:
+        user = self.server.auth.users.get(self.user)
+        limit = user.limits.get("max-channels", -1) if user is not None else -1
+        if limit >= 0 and sum(len(s.channels) for s in open_sessions(self.server)
+                              if s.user == self.user) >= limit:
+            raise NotAllowed(f"number of channels opened for user '{self.user}' has reached "
+                             f"the maximum allowed user limit of {limit}", 20, 10)
 
     def describe(self) -> str:
         """RabbitMQ's way of naming a connection in logs, with vhost and user once known."""
@@ -196,12 +221,13 @@ class Session:
         channel = self.channels.pop(number, None)
         if channel is not None:
             self.stats.channels_closed += 1
-            self.stats.confirm += channel.confirms.seq if channel.confirms is not None else 0
             self.confirms_pending.discard(channel)
             channel.teardown()
+            self.stats.add(channel_totals(channel))
 
-    def confirms_issued(self) -> int:
-        return sum(c.confirms.seq for c in self.channels.values() if c.confirms is not None)
+    def totals(self) -> Counters:
+        """This connection's counters with its open channels' (``broker.core.stats``)."""
+        return session_totals(self)
 
     # ---- broker hooks ------------------------------------------------------------------
     def check_publish(self, channel: Channel, message: Message) -> None:
@@ -224,7 +250,8 @@ class Session:
         if writable:
             for channel in self.channels.values():
                 for consumer in channel.consumers.values():
-                    consumer.queue.wake()
+                    if consumer.queue is not None:  # the direct reply-to consumer has none
+                        consumer.queue.wake()
 
     def block(self, reason: str) -> None:
         if self.blocked or self.closed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from protocol.errors import InternalError
 
@@ -51,7 +51,8 @@ class AMQPProtocol(asyncio.Protocol):
 
     # ---- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a stream server's transport is a full asyncio.Transport (uvloop's too)
+        self.transport = transport = cast(asyncio.Transport, transport)
         limit = self.host.config.connection_max
         if limit is not None and self.server.connection_count >= limit:
             log.warning("refusing a connection from %s: connection_max (%d) reached",

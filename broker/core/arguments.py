@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from protocol.errors import PreconditionFailed
+from protocol.tables import Table
 
 
-def type_name(value: Any) -> str:
+def type_name(value: object) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -39,7 +40,7 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def show(value: Any) -> str:
+def show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -49,35 +50,35 @@ def show(value: Any) -> str:
     return str(value)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _integer(value: Any) -> str | None:
+def _integer(value: object) -> str | None:
     if not _is_int(value):
         return f'"expected integer, got {type_name(value)}"'
     return None
 
 
-def _non_negative(value: Any) -> str | None:
+def _non_negative(value: Any) -> str | None:  # Any: _integer checks it is an int first
     return _integer(value) or (f"{{value_negative,{value}}}" if value < 0 else None)
 
 
-def _positive(value: Any) -> str | None:
+def _positive(value: object) -> str | None:
     problem = _non_negative(value)
     if problem:
         return problem
     return f"{{value_zero,{value}}}" if value == 0 else None
 
 
-def _priority(value: Any) -> str | None:
+def _priority(value: Any) -> str | None:  # Any: _non_negative checks it is an int first
     problem = _non_negative(value)
     if problem:
         return problem
     return f"{{max_value_exceeded,{value}}}" if value > 255 else None
 
 
-def _queue_type(value: Any) -> str | None:
+def _queue_type(value: object) -> str | None:
     if not isinstance(value, str):
         return f"{{unacceptable_type,{type_name(value)}}}"
     if value not in ("classic", "quorum", "stream"):
@@ -85,13 +86,13 @@ def _queue_type(value: Any) -> str | None:
     return None
 
 
-def _overflow(value: Any) -> str | None:
+def _overflow(value: object) -> str | None:
     if value not in ("drop-head", "reject-publish", "reject-publish-dlx"):
         return "invalid_overflow"
     return None
 
 
-def _queue_mode(value: Any) -> str | None:
+def _queue_mode(value: object) -> str | None:
     if not isinstance(value, str):
         return f"{{unacceptable_type,{type_name(value)}}}"
     if value not in ("default", "lazy"):
@@ -99,15 +100,15 @@ def _queue_mode(value: Any) -> str | None:
     return None
 
 
-def _boolean(value: Any) -> str | None:
+def _boolean(value: object) -> str | None:
     return None if isinstance(value, bool) else f"{{unacceptable_type,{type_name(value)}}}"
 
 
-def _string(value: Any) -> str | None:
+def _string(value: object) -> str | None:
     return None if isinstance(value, str) else f"{{unacceptable_type,{type_name(value)}}}"
 
 
-QUEUE_ARGS: dict[str, Callable[[Any], str | None]] = {
+QUEUE_ARGS: dict[str, Callable[[object], str | None]] = {
     "x-expires": _positive,
     "x-message-ttl": _non_negative,
     "x-dead-letter-exchange": _string,
@@ -127,7 +128,7 @@ QUEUE_ARGS: dict[str, Callable[[Any], str | None]] = {
 _TYPED_ERRORS = ("x-dead-letter-exchange", "x-dead-letter-routing-key")
 
 
-def validate_queue_args(queue: str, vhost: str, args: dict) -> None:
+def validate_queue_args(queue: str, vhost: str, args: Table) -> None:
     for key, check in QUEUE_ARGS.items():
         if key not in args:
             continue
@@ -145,7 +146,7 @@ def validate_queue_args(queue: str, vhost: str, args: dict) -> None:
                                  f"in vhost '{vhost}': routing_key_but_no_dlx_defined")
 
 
-def validate_consumer_args(queue: str, vhost: str, args: dict) -> None:
+def validate_consumer_args(queue: str, vhost: str, args: Table) -> None:
     if "x-priority" in args:
         problem = _integer(args["x-priority"])
         if problem:
@@ -153,20 +154,20 @@ def validate_consumer_args(queue: str, vhost: str, args: dict) -> None:
                 f"invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': {problem}")
 
 
-def _normalised(key: str, args: dict) -> Any:
+def _normalised(key: str, args: Table) -> object:
     value = args.get(key)
     if key == "x-queue-type" and value == "classic":
         return None
     return value
 
 
-def _same(a: Any, b: Any) -> bool:
+def _same(a: object, b: object) -> bool:
     if _is_int(a) and _is_int(b):
-        return a == b
+        return bool(a == b)
     return type(a) is type(b) and a == b
 
 
-def check_equivalent(kind: str, name: str, vhost: str, current: dict, received: dict,
+def check_equivalent(kind: str, name: str, vhost: str, current: Table, received: Table,
                      keys: tuple[str, ...]) -> None:
     for key in keys:
         old, new = _normalised(key, current), _normalised(key, received)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from protocol import properties, tables
@@ -97,7 +98,7 @@ def with_death(message: Message, queue: Queue, reason: str, now: datetime.dateti
     return new_message(message.exchange, routing_key, properties.join(fields), message.body)
 
 
-def is_cycle(message: Message, target_queues: set, reason: str) -> bool:
+def is_cycle(message: Message, target_queues: Collection[Queue], reason: str) -> bool:
     """True when re-publishing would loop with no rejection in the loop."""
     if reason == "rejected":
         return False

@@ -3,15 +3,16 @@
 The document has the shape of RabbitMQ's definitions export (vhosts, exchanges, queues,
 bindings, policies). Only durable things are in it: durable exchanges (not the predeclared
 ones), durable non-exclusive queues, bindings whose source and destination are both durable,
-and every vhost and policy. Restoring declares them again in dependency order; each durable
-queue reopens its own message store.
+and every vhost (with its description, tags and default queue type) and policy. Restoring
+declares them again in dependency order; each durable queue reopens its own message store.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .exchanges import Exchange
+from .exchanges import Destination, Exchange
+from .jsondoc import JSONObject
 from .queue import Queue
 from .vhost import SYSTEM_EXCHANGES
 
@@ -26,15 +27,15 @@ def _durable_queue(queue: Queue) -> bool:
     return queue.durable and queue.exclusive_owner is None
 
 
-def _durable_destination(dest: Any) -> bool:
+def _durable_destination(dest: Destination) -> bool:
     if isinstance(dest, Queue):
         return _durable_queue(dest)
     return isinstance(dest, Exchange) and dest.durable
 
 
-def snapshot_vhost(vhost: VirtualHost, doc: dict) -> None:
+def snapshot_vhost(vhost: VirtualHost, doc: JSONObject) -> None:
     name = vhost.name
-    doc["vhosts"].append({"name": name})
+    doc["vhosts"].append({"name": name, "limits": dict(vhost.limits)})
     for ex in vhost.exchanges.values():
         if ex.durable and ex.name not in _SYSTEM:
             doc["exchanges"].append({
@@ -59,19 +60,26 @@ def snapshot_vhost(vhost: VirtualHost, doc: dict) -> None:
                 "routing_key": binding.routing_key, "arguments": binding.arguments})
     for pname, policy in vhost.policies.items():
         doc["policies"].append({"vhost": name, "name": pname, **policy})
+    for pname, policy in vhost.operator_policies.items():
+        doc.setdefault("operator_policies", []).append({"vhost": name, "name": pname, **policy})
 
 
-def snapshot(server: Server) -> dict:
-    doc: dict = {"version": 1, "vhosts": [], "exchanges": [], "queues": [], "bindings": [],
+def snapshot(server: Server) -> JSONObject:
+    doc: JSONObject = {"version": 1, "vhosts": [], "exchanges": [], "queues": [], "bindings": [],
                  "policies": []}
     for vhost in server.vhosts.values():
         snapshot_vhost(vhost, doc)
+        doc["vhosts"][-1].update(server.vhost_meta.get(vhost.name, {}))
     return doc
 
 
-def restore(server: Server, doc: dict) -> None:
+def restore(server: Server, doc: JSONObject) -> None:
     for item in doc.get("vhosts", []):
-        server.add_vhost(item["name"])
+        vhost = server.add_vhost(item["name"], item.get("description", ""),
+                                 list(item.get("tags") or []),
+                                 item.get("default_queue_type", "classic"))
+        vhost.limits = dict(item.get("limits") or {})
+        server.update_vhost_meta(item["name"], item.get("description"), item.get("tags"))
     for item in doc.get("exchanges", []):
         vhost = server.add_vhost(item["vhost"])
         vhost.declare_exchange(item["name"], item["type"], durable=True,
@@ -87,7 +95,7 @@ def restore(server: Server, doc: dict) -> None:
         vhost = server.add_vhost(item["vhost"])
         source = vhost.exchanges.get(item["source"])
         if item.get("destination_type") == "exchange":
-            dest: Any = vhost.exchanges.get(item["destination"])
+            dest: Queue | Exchange | None = vhost.exchanges.get(item["destination"])
         else:
             dest = vhost.queues.get(item["destination"])
         if source is not None and dest is not None:
@@ -96,3 +104,8 @@ def restore(server: Server, doc: dict) -> None:
         vhost = server.add_vhost(item["vhost"])
         vhost.set_policy(item["name"], item.get("pattern", ""), item.get("definition") or {},
                          int(item.get("priority", 0)), item.get("apply-to", "all"))
+    for item in doc.get("operator_policies", []):
+        vhost = server.add_vhost(item["vhost"])
+        vhost.set_operator_policy(item["name"], item.get("pattern", ""),
+                                  item.get("definition") or {}, int(item.get("priority", 0)),
+                                  item.get("apply-to", "queues"))

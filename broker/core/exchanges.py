@@ -8,13 +8,30 @@ Exchanges hold no messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
+
+from protocol.tables import Table
+
+from .jsondoc import JSONObject
 
 EXCHANGE_TYPES: dict[str, type[Exchange]] = {}
 
 
-def register(name: str):  # type: ignore[no-untyped-def]
+class Destination(Protocol):
+    """Where a binding leads: a Queue or an Exchange (the vhost tells them apart). A protocol,
+    so that this module need not import the queue's."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def vhost(self) -> str: ...
+    @property
+    def durable(self) -> bool: ...
+
+
+def register(name: str) -> Callable[[type[Exchange]], type[Exchange]]:
     def wrap(cls: type[Exchange]) -> type[Exchange]:
         cls.type_name = name
         EXCHANGE_TYPES[name] = cls
@@ -22,7 +39,7 @@ def register(name: str):  # type: ignore[no-untyped-def]
     return wrap
 
 
-def args_key(arguments: dict | None) -> str:
+def args_key(arguments: Table | None) -> str:
     """A canonical, hashable form of binding arguments (bindings differ by their args)."""
     if not arguments:
         return ""
@@ -32,17 +49,17 @@ def args_key(arguments: dict | None) -> str:
 @dataclass(frozen=True, slots=True)
 class Binding:
     source: str
-    destination: Any  # Queue or Exchange
+    destination: Destination
     routing_key: str
     key: str = ""
-    arguments: dict = field(default_factory=dict, compare=False, hash=False)
+    arguments: Table = field(default_factory=dict, compare=False, hash=False)
 
 
 class Exchange:
     type_name: ClassVar[str] = ""
 
     def __init__(self, vhost: str, name: str, durable: bool = False, auto_delete: bool = False,
-                 internal: bool = False, arguments: dict | None = None) -> None:
+                 internal: bool = False, arguments: Table | None = None) -> None:
         self.vhost = vhost
         self.name = name
         self.durable = durable
@@ -51,8 +68,9 @@ class Exchange:
         self.arguments = dict(arguments or {})
         self.bindings: dict[tuple[int, str, str], Binding] = {}
         self.incoming: set[Binding] = set()  # e2e bindings where this is the destination
-        self._cache: dict[str, frozenset] = {}
-        self.policy: dict = {}
+        self._cache: dict[str, frozenset[Destination]] = {}
+        self.policy: JSONObject = {}
+        self.policy_name: str | None = None
 
     @property
     def alternate_exchange(self) -> str | None:
@@ -82,7 +100,7 @@ class Exchange:
     def _on_unbind(self, binding: Binding) -> None:
         """Drop the binding from the index."""
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         raise NotImplementedError
 
     def needs_headers(self) -> bool:
@@ -91,9 +109,9 @@ class Exchange:
 
 @register("direct")
 class DirectExchange(Exchange):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Exchange's, passed through
         super().__init__(*args, **kwargs)
-        self._by_key: dict[str, set] = {}
+        self._by_key: dict[str, set[Destination]] = {}
 
     def _on_bind(self, binding: Binding) -> None:
         self._by_key.setdefault(binding.routing_key, set()).add(binding.destination)
@@ -106,7 +124,7 @@ class DirectExchange(Exchange):
         else:
             self._by_key.pop(binding.routing_key, None)
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         found = self._cache.get(routing_key)
         if found is None:
             found = frozenset(self._by_key.get(routing_key, ()))
@@ -118,7 +136,7 @@ class DirectExchange(Exchange):
 
 @register("fanout")
 class FanoutExchange(Exchange):
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         found = self._cache.get("")
         if found is None:
             found = self._cache[""] = frozenset(b.destination for b in self.bindings.values())
@@ -164,7 +182,7 @@ def _closure(pattern: tuple[str, ...], states: set[int]) -> set[int]:
 
 @register("topic")
 class TopicExchange(Exchange):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Exchange's, passed through
         super().__init__(*args, **kwargs)
         self._patterns: dict[str, tuple[str, ...]] = {}
 
@@ -172,7 +190,7 @@ class TopicExchange(Exchange):
         if binding.routing_key not in self._patterns:
             self._patterns[binding.routing_key] = _words(binding.routing_key)
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         found = self._cache.get(routing_key)
         if found is None:
             words = _words(routing_key)
@@ -185,7 +203,7 @@ class TopicExchange(Exchange):
         return found
 
 
-def _headers_match(binding_args: dict, headers: dict) -> bool:
+def _headers_match(binding_args: Table, headers: Table) -> bool:
     mode = binding_args.get("x-match", "all")
     with_x = mode in ("all-with-x", "any-with-x")
     wanted = [(k, v) for k, v in binding_args.items()
@@ -195,12 +213,12 @@ def _headers_match(binding_args: dict, headers: dict) -> bool:
     return all(_header_equal(headers, k, v) for k, v in wanted)
 
 
-def _header_equal(headers: dict, key: str, value: Any) -> bool:
+def _header_equal(headers: Table, key: str, value: object) -> bool:
     if key not in headers:
         return False
     if value is None:  # a void binding value matches on presence alone
         return True
-    return headers[key] == value
+    return bool(headers[key] == value)
 
 
 @register("headers")
@@ -208,7 +226,7 @@ class HeadersExchange(Exchange):
     def needs_headers(self) -> bool:
         return True
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         headers = headers or {}
         return frozenset(b.destination for b in self.bindings.values()
                          if _headers_match(b.arguments, headers))

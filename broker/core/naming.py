@@ -7,6 +7,8 @@ import platform
 import socket
 from typing import Protocol
 
+from protocol.tables import Table
+
 BURROWMQ_VERSION = "0.1.0"
 RABBITMQ_VERSION = "3.13.7"
 CAPABILITIES = (
@@ -51,7 +53,7 @@ def cluster_name(server: HasConfig) -> str:
     return server.config.cluster_name or node_name()
 
 
-def server_properties() -> dict:
+def server_properties() -> Table:
     """connection.start's server-properties, as RabbitMQ 3.13 sends them."""
     return {
         "capabilities": dict.fromkeys(CAPABILITIES, True),

@@ -16,23 +16,35 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import codec, properties
+from protocol.tables import Table
 from storage.message import Entry, Message
 
+from .jsondoc import JSONObject
 from .policies import combine
+from .stats import Counters, retire_consumer
 
 if TYPE_CHECKING:
     from storage.store import QueueStore
 
+    from .exchanges import Binding
+
 BUDGET = 256
+
+
+class Cancellable(Protocol):
+    """A timer (asyncio.TimerHandle, or a test's fake one)."""
+
+    def cancel(self) -> None: ...
 
 
 class QueueContext(Protocol):
     def now(self) -> float: ...
     def schedule(self, queue: Queue) -> None: ...
-    def call_later(self, delay: float, callback: Any) -> Any: ...
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
     def dead_letter(self, queue: Queue, message: Message, reason: str) -> None: ...
     def expire_queue(self, queue: Queue) -> None: ...
 
@@ -52,10 +64,10 @@ class ConsumerChannel(Protocol):
 
 class Consumer:
     __slots__ = ("tag", "tag_raw", "channel", "queue", "no_ack", "prefetch", "unacked",
-                 "exclusive", "priority", "arguments")
+                 "exclusive", "priority", "arguments", "delivered", "acked")
 
     def __init__(self, tag: str, channel: ConsumerChannel, queue: Queue | None, no_ack: bool,
-                 prefetch: int, exclusive: bool, arguments: dict) -> None:
+                 prefetch: int, exclusive: bool, arguments: Table) -> None:
         self.tag = tag
         self.tag_raw = codec.shortstr(tag)
         self.channel = channel
@@ -63,6 +75,8 @@ class Consumer:
         self.no_ack = no_ack
         self.prefetch = prefetch
         self.unacked = 0
+        self.delivered = 0  # deliveries and acks, read by broker.stats (never reset)
+        self.acked = 0
         self.exclusive = exclusive
         self.arguments = arguments
         priority = arguments.get("x-priority", 0)
@@ -82,8 +96,8 @@ class Consumer:
 
 class Queue:
     def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
-                 durable: bool = False, exclusive_owner: Any = None, auto_delete: bool = False,
-                 arguments: dict | None = None) -> None:
+                 durable: bool = False, exclusive_owner: object = None, auto_delete: bool = False,
+                 arguments: Table | None = None) -> None:
         self.vhost = vhost
         self.name = name
         self.store = store
@@ -92,23 +106,31 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = dict(arguments or {})
-        self.policy: dict = {}
+        self.policy: JSONObject = {}  # the effective definition (policy + operator policy)
+        self.policy_name: str | None = None
+        self.operator_policy_name: str | None = None
         self.consumers: list[Consumer] = []
         self.had_consumer = False
         self.deleted = False
-        self.bindings: set = set()
+        self.bindings: set[Binding] = set()
         self._scheduled = False
         self._rr = 0
         self._seq = store.last_seq
+        self._seq_base = self._seq
+        self.stats = Counters()  # gets and requeues; consumers count their own (core.stats)
+        self.departed: list[Consumer] = []
         self.persists = durable and exclusive_owner is None
-        self._expiry_timer: Any = None
-        self._idle_timer: Any = None
-        self.on_empty_consumers: Any = None
+        self._expiry_timer: Cancellable | None = None
+        self._idle_timer: Cancellable | None = None
+        self.on_empty_consumers: Callable[[Queue], None] | None = None
         self.refresh_settings()
 
     # ---- settings ----------------------------------------------------------------------
     def setting(self, key: str) -> Any:
-        """The x-argument combined with the applied policy's value (policies.combine)."""
+        """The x-argument combined with the applied policy's value (policies.combine).
+
+        Any: what a client or a policy sent; arguments.py validated x-arguments, policies are
+        not validated, so every reader checks the type it needs (see refresh_settings)."""
         return combine(key, self.arguments.get("x-" + key), self.policy.get(key))
 
     @property
@@ -140,6 +162,11 @@ class Queue:
     @property
     def message_count(self) -> int:
         return len(self.store)
+
+    @property
+    def published(self) -> int:
+        """Messages accepted into this queue since it was created or recovered."""
+        return self._seq - self._seq_base
 
     @property
     def consumer_count(self) -> int:
@@ -253,6 +280,7 @@ class Queue:
                 self.store.ack(entry)
                 self._dead_letter(entry.message, "delivery_limit")
                 return
+        self.stats.redeliver += 1
         self.store.requeue(entry)
         if entry.expires is not None:
             self._expire_head()
@@ -307,6 +335,7 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             return
+        retire_consumer(self, consumer)
         self.touch()
         if not self.consumers and self.auto_delete and self.on_empty_consumers:
             self.on_empty_consumers(self)

@@ -24,9 +24,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from protocol.tables import Table
 
 from . import deadletter
+from .jsondoc import JSONObject
+from .queue import Cancellable
 from .replyto import ReplyRegistry
 from .stats import Counters
 from .users import AuthStore
@@ -54,10 +58,6 @@ class ServerSettings(Protocol):
     def cluster_name(self) -> str: ...
 
 
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
 class Scheduler(Protocol):
     """The clock and the loop callbacks the queues need (the node provides them)."""
 
@@ -66,7 +66,7 @@ class Scheduler(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
 
 
-StoreFactory = Callable[[str, str, dict, bool], "QueueStore"]
+StoreFactory = Callable[[str, str, Table, bool], "QueueStore"]
 
 
 class ConnectionHandle(Protocol):
@@ -81,8 +81,8 @@ class ConnectionHandle(Protocol):
     def force_close(self, text: str, delay: float = 1.0) -> None: ...
     def block(self, reason: str) -> None: ...
     def unblock(self) -> None: ...
-    def confirms_issued(self) -> int:
-        """Publisher confirms counted on the connection's open channels."""
+    def totals(self) -> Counters:
+        """The connection's counters with its open channels' (``broker.core.stats``)."""
         ...
 
 
@@ -93,11 +93,12 @@ class Server:
         self.scheduler = scheduler
         self._make_store = make_store
         self.vhosts: dict[str, VirtualHost] = {}
-        self.vhost_meta: dict[str, dict] = {}
-        self.policies: dict[str, dict[str, dict]] = {}
+        self.vhost_meta: dict[str, JSONObject] = {}
+        self.policies: dict[str, dict[str, JSONObject]] = {}
         self.auth = AuthStore(config.loopback_users)
         self.sessions: set[ConnectionHandle] = set()
         self.retired = Counters()
+        self.connections_closed = 0
         self._pids = itertools.count(1000)
         self.replies = ReplyRegistry()
         self.connection_count = 0
@@ -127,6 +128,17 @@ class Server:
             if not self._restoring and grantee in self.auth.users:
                 self.auth.set_permissions(grantee, name, ".*", ".*", ".*")
         return vhost
+
+    def update_vhost_meta(self, name: str, description: str | None = None,
+                          tags: list[str] | None = None) -> None:
+        """Change an existing vhost's description or tags (None leaves a field as it is)."""
+        meta = self.vhost_meta[name]
+        if description is not None:
+            meta["description"] = description
+        if tags is not None:
+            meta["tags"] = list(tags)
+        if self.persist is not None and self.recovered:
+            self.persist()
 
     @contextmanager
     def restoring(self) -> Iterator[None]:
@@ -169,17 +181,19 @@ class Server:
         return f"<0.{next(self._pids)}.0>"
 
     def retire(self, session: ConnectionHandle) -> None:
+        """A closed session's counters (its channels already folded in) join the server's
+        and its vhost's totals."""
         self.retired.add(session.stats)
+        self.connections_closed += 1
+        if session.vhost is not None:
+            session.vhost.retired.add(session.stats)
         session.stats = Counters()
 
     def totals(self) -> Counters:
-        """Every counter since boot: closed connections plus live ones (and live confirms)."""
-        out = Counters.total([self.retired, *(s.stats for s in self.sessions)])
-        for session in self.sessions:
-            out.confirm += session.confirms_issued()
-        return out
+        """Every counter since boot: closed connections plus live ones (broker.core.stats)."""
+        return Counters.total([self.retired, *(s.totals() for s in self.sessions)])
 
-    def set_policy(self, vhost: str, name: str, policy: dict) -> None:
+    def set_policy(self, vhost: str, name: str, policy: JSONObject) -> None:
         """Store a policy in the vhost, which applies it (``VirtualHost.set_policy``)."""
         self.vhosts[vhost].set_policy(name, policy["pattern"], policy["definition"],
                                       policy.get("priority", 0), policy.get("apply-to", "all"))
@@ -187,7 +201,7 @@ class Server:
     def clear_policy(self, vhost: str, name: str) -> None:
         self.vhosts[vhost].clear_policy(name)
 
-    def make_store(self, vhost: str, queue_name: str, arguments: dict,
+    def make_store(self, vhost: str, queue_name: str, arguments: Table,
                    persistent: bool) -> QueueStore:
         return self._make_store(vhost, queue_name, arguments, persistent)
 
@@ -210,7 +224,7 @@ class Server:
     def schedule(self, queue: Queue) -> None:
         self.scheduler.call_soon(queue.run_scheduled)
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
         return self.scheduler.call_later(delay, callback)
 
     def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:

@@ -21,7 +21,9 @@ import os
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
+
+from .jsondoc import JSONObject
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 DIGESTS = {"rabbit_password_hashing_sha256": "sha256",
@@ -67,10 +69,12 @@ class User:
     password_hash: bytes = b""
     tags: list[str] = field(default_factory=list)
     algorithm: str = HASHING_ALGORITHM
+    limits: dict[str, int] = field(default_factory=dict)  # max-connections, max-channels
 
-    def as_json(self) -> dict:
+    def as_json(self) -> JSONObject:
         return {"name": self.name, "password_hash": encode_hash(self.password_hash),
-                "hashing_algorithm": self.algorithm, "tags": list(self.tags), "limits": {}}
+                "hashing_algorithm": self.algorithm, "tags": list(self.tags),
+                "limits": dict(self.limits)}
 
 
 @dataclass
@@ -78,7 +82,8 @@ class Permission:
     configure: str = ".*"
     write: str = ".*"
     read: str = ".*"
-    _compiled: dict = field(default_factory=dict, repr=False, compare=False)
+    _compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False,
+                                                  compare=False)
 
     def allows(self, what: str, name: str) -> bool:
         pattern = self._compiled.get(what)
@@ -86,6 +91,12 @@ class Permission:
             source = getattr(self, what) or "^$"
             pattern = self._compiled[what] = re.compile(source)
         return pattern.search(name) is not None
+
+
+class AuthWatcher(Protocol):
+    """Who caches authorization answers (a connection's authorizer, the server)."""
+
+    def invalidate(self) -> None: ...
 
 
 class UnknownUser(KeyError):
@@ -98,12 +109,12 @@ class AuthStore:
     def __init__(self, loopback_users: tuple[str, ...] = ("guest",)) -> None:
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permission] = {}
-        self.topic_permissions: list[dict] = []
+        self.topic_permissions: list[JSONObject] = []
         self.loopback_users = set(loopback_users)
         self.generation = 0
-        self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._watchers: weakref.WeakSet[AuthWatcher] = weakref.WeakSet()
 
-    def watch(self, watcher: Any) -> None:
+    def watch(self, watcher: AuthWatcher) -> None:
         """``watcher.invalidate()`` is called whenever an authorization answer may change."""
         self._watchers.add(watcher)
 
@@ -118,7 +129,9 @@ class AuthStore:
                  algorithm: str = HASHING_ALGORITHM) -> User:
         if password_hash is None:
             password_hash = hash_password(password, None, algorithm) if password else b""
-        user = User(name, password_hash, list(tags or []), algorithm)
+        old = self.users.get(name)
+        user = User(name, password_hash, list(tags or []), algorithm,
+                    dict(old.limits) if old is not None else {})
         self.users[name] = user
         self._changed()
         return user
@@ -128,6 +141,7 @@ class AuthStore:
             raise UnknownUser(name)
         for key in [k for k in self.permissions if k[0] == name]:
             del self.permissions[key]
+        self.topic_permissions = [p for p in self.topic_permissions if p.get("user") != name]
         self._changed()
 
     def user(self, name: str) -> User:
@@ -164,7 +178,29 @@ class AuthStore:
     def forget_vhost(self, vhost: str) -> None:
         for key in [k for k in self.permissions if k[1] == vhost]:
             del self.permissions[key]
+        self.topic_permissions = [p for p in self.topic_permissions if p.get("vhost") != vhost]
         self._changed()
+
+    # Topic permissions are stored and listed here; enforcing them is issue 12's work.
+    def set_topic_permission(self, user: str, vhost: str, exchange: str, write: str,
+                             read: str) -> None:
+        self.user(user)
+        self.clear_topic_permissions(user, vhost, exchange)
+        self.topic_permissions.append({"user": user, "vhost": vhost, "exchange": exchange,
+                                       "write": write, "read": read})
+        self._changed()
+
+    def clear_topic_permissions(self, user: str, vhost: str,
+                                exchange: str | None = None) -> int:
+        before = len(self.topic_permissions)
+        self.topic_permissions = [
+            p for p in self.topic_permissions if not (
+                p.get("user") == user and p.get("vhost") == vhost
+                and (exchange is None or p.get("exchange") == exchange))]
+        removed = before - len(self.topic_permissions)
+        if removed:
+            self._changed()
+        return removed
 
     def may_access(self, user: str, vhost: str) -> bool:
         return user in self.users and (user, vhost) in self.permissions

@@ -8,14 +8,22 @@ translates methods into calls.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protocol.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed
+from protocol.tables import Table
 
 from . import arguments as qargs
 from . import policies
 from .exchanges import EXCHANGE_TYPES, Binding, Exchange, args_key
+from .jsondoc import JSONObject
 from .queue import Queue, QueueContext
+from .stats import Counters
+
+if TYPE_CHECKING:
+    from storage.store import QueueStore
+
+    from .exchanges import Destination
 
 SYSTEM_EXCHANGES = (
     ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
@@ -33,21 +41,24 @@ class DefaultExchange(Exchange):
         super().__init__(vhost.name, "", durable=True)
         self._queues = vhost.queues
 
-    def route(self, routing_key: str, headers: dict | None) -> frozenset:
+    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
         queue = self._queues.get(routing_key)
         return frozenset((queue,)) if queue is not None else frozenset()
 
 
 class VirtualHost:
-    def __init__(self, name: str, store_factory: Callable[[str, str, dict, bool], Any],
+    def __init__(self, name: str, store_factory: Callable[[str, str, Table, bool], QueueStore],
                  ctx: QueueContext | None = None) -> None:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self._store_factory = store_factory
         self.ctx = ctx
-        self.policies: dict[str, dict] = {}
+        self.policies: dict[str, JSONObject] = {}
+        self.operator_policies: dict[str, JSONObject] = {}
+        self.limits: dict[str, int] = {}  # max-connections, max-queues (negative: no limit)
         self.on_durable_change: Callable[[], None] | None = None
+        self.retired = Counters()  # closed sessions' counters (broker.stats)
         self.default_exchange = DefaultExchange(self)
         self.exchanges[""] = self.default_exchange
         for ex_name, ex_type in SYSTEM_EXCHANGES:
@@ -70,7 +81,7 @@ class VirtualHost:
     # ---- exchanges ---------------------------------------------------------------------
     def declare_exchange(self, name: str, type_name: str, *, passive: bool = False,
                          durable: bool = False, auto_delete: bool = False,
-                         internal: bool = False, arguments: dict | None = None) -> Exchange:
+                         internal: bool = False, arguments: Table | None = None) -> Exchange:
         if name == "":
             raise AccessRefused(DEFAULT_EXCHANGE_DENIED)
         if passive:
@@ -91,13 +102,13 @@ class VirtualHost:
                                        arguments=arguments)
         self.exchanges[name] = ex
         if self.policies:
-            ex.policy = policies.effective(self.policies, name, "exchange")
+            ex.policy_name, ex.policy = policies.choose(self.policies, name, "exchange")
         if durable:
             self._changed()
         return ex
 
     def _check_exchange_equivalent(self, ex: Exchange, type_name: str, durable: bool,
-                                   auto_delete: bool, internal: bool, arguments: dict) -> None:
+                                   auto_delete: bool, internal: bool, arguments: Table) -> None:
         if ex.type_name != type_name:
             raise PreconditionFailed(
                 f"inequivalent arg 'type' for exchange '{ex.name}' in vhost '{self.name}': "
@@ -134,8 +145,8 @@ class VirtualHost:
                 self._drop_binding(binding)
 
     # ---- queues ------------------------------------------------------------------------
-    def declare_queue(self, name: str, *, durable: bool = False, exclusive_owner: Any = None,
-                      auto_delete: bool = False, arguments: dict | None = None,
+    def declare_queue(self, name: str, *, durable: bool = False, exclusive_owner: object = None,
+                      auto_delete: bool = False, arguments: Table | None = None,
                       server_named: bool = False) -> Queue:
         arguments = dict(arguments or {})
         existing = self.queues.get(name)
@@ -146,6 +157,10 @@ class VirtualHost:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         qargs.validate_queue_args(name, self.name, arguments)
         self._validate_queue_type(name, durable, exclusive_owner, auto_delete, arguments)
+        limit = self.limits.get("max-queues", -1)
+        if 0 <= limit <= len(self.queues):
+            raise PreconditionFailed(f"cannot declare queue '{name}': queue limit in vhost "
+                                     f"'{self.name}' ({limit}) is reached")
         persists = durable and exclusive_owner is None
         store = self._store_factory(self.name, name, arguments, persists)
         queue = Queue(self.name, name, store, self.ctx,
@@ -153,14 +168,14 @@ class VirtualHost:
                       auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
         self.queues[name] = queue
-        if self.policies:
+        if self.policies or self.operator_policies:
             self._apply_policy(queue)
         if durable and exclusive_owner is None:
             self._changed()
         return queue
 
-    def _validate_queue_type(self, name: str, durable: bool, owner: Any, auto_delete: bool,
-                             arguments: dict) -> None:
+    def _validate_queue_type(self, name: str, durable: bool, owner: object, auto_delete: bool,
+                             arguments: Table) -> None:
         kind = arguments.get("x-queue-type", "classic")
         if kind not in ("quorum", "stream"):
             return
@@ -174,7 +189,7 @@ class VirtualHost:
                                      "rabbit_quorum_queue")
 
     def check_queue_equivalent(self, queue: Queue, durable: bool, auto_delete: bool,
-                               arguments: dict) -> None:
+                               arguments: Table) -> None:
         qargs.check_flag("queue", queue.name, self.name, "durable", queue.durable, durable)
         qargs.check_flag("queue", queue.name, self.name, "auto_delete", queue.auto_delete,
                          auto_delete)
@@ -210,7 +225,7 @@ class VirtualHost:
 
     # ---- bindings ----------------------------------------------------------------------
     def bind(self, source: Exchange, destination: Queue | Exchange, routing_key: str,
-             arguments: dict | None) -> None:
+             arguments: Table | None) -> None:
         binding = Binding(source.name, destination, routing_key, args_key(arguments),
                           dict(arguments or {}))
         if source.bind(binding):
@@ -220,7 +235,7 @@ class VirtualHost:
                 self._changed()
 
     def unbind(self, source: Exchange, destination: Queue | Exchange, routing_key: str,
-               arguments: dict | None) -> None:
+               arguments: Table | None) -> None:
         binding = Binding(source.name, destination, routing_key, args_key(arguments))
         self._drop_binding(binding)
 
@@ -232,7 +247,7 @@ class VirtualHost:
         dest = binding.destination
         if isinstance(dest, Queue):
             dest.bindings.discard(binding)
-        else:
+        elif isinstance(dest, Exchange):
             dest.incoming.discard(binding)
         if auto_delete and source is not None and source.auto_delete and not source.bindings \
                 and source.name in self.exchanges:
@@ -245,7 +260,7 @@ class VirtualHost:
         return out
 
     # ---- policies ----------------------------------------------------------------------
-    def set_policy(self, name: str, pattern: str, definition: dict, priority: int = 0,
+    def set_policy(self, name: str, pattern: str, definition: JSONObject, priority: int = 0,
                    apply_to: str = "all") -> None:
         self.policies[name] = {"pattern": pattern, "definition": dict(definition),
                                "priority": priority, "apply-to": apply_to}
@@ -254,6 +269,16 @@ class VirtualHost:
 
     def clear_policy(self, name: str) -> None:
         if self.policies.pop(name, None) is not None:
+            self.on_policies_changed()
+
+    def set_operator_policy(self, name: str, pattern: str, definition: JSONObject,
+                            priority: int = 0, apply_to: str = "queues") -> None:
+        self.operator_policies[name] = {"pattern": pattern, "definition": dict(definition),
+                                        "priority": priority, "apply-to": apply_to}
+        self.on_policies_changed()
+
+    def clear_operator_policy(self, name: str) -> None:
+        if self.operator_policies.pop(name, None) is not None:
             self.on_policies_changed()
 
     def _changed(self) -> None:
@@ -266,15 +291,21 @@ class VirtualHost:
             self._apply_policy(queue)
         for ex in self.exchanges.values():
             if ex.name:
-                ex.policy = policies.effective(self.policies, ex.name, "exchange")
+                ex.policy_name, ex.policy = policies.choose(self.policies, ex.name, "exchange")
 
     def _apply_policy(self, queue: Queue) -> None:
-        queue.policy = policies.effective(self.policies, queue.name, "queue", queue.queue_type)
+        kind = queue.queue_type
+        queue.policy_name, definition = policies.choose(self.policies, queue.name, "queue",
+                                                        kind)
+        queue.operator_policy_name, operator = policies.choose(self.operator_policies,
+                                                               queue.name, "queue", kind)
+        queue.policy = policies.merge_operator(definition, operator) if operator \
+            else definition
         queue.refresh_settings()
 
     # ---- routing -----------------------------------------------------------------------
     def route(self, exchange: Exchange, routing_key: str, props: bytes,
-              headers: dict | None = None) -> set[Queue] | frozenset:
+              headers: Table | None = None) -> set[Queue] | frozenset[Queue]:
         if exchange is self.default_exchange:
             queue = self.queues.get(routing_key)
             return frozenset((queue,)) if queue is not None else frozenset()
@@ -284,11 +315,12 @@ class VirtualHost:
         found = exchange.route(routing_key, headers)
         if found and not exchange.alternate_exchange and all(
                 type(d) is Queue for d in found):
-            return found
+            # all() checked every member is a Queue; a cast() would cost a call per publish
+            return found  # type: ignore[return-value]
         return self._route_walk(exchange, routing_key, props, headers)
 
     def _route_walk(self, exchange: Exchange, routing_key: str, props: bytes,
-                    headers: dict | None) -> set[Queue]:
+                    headers: Table | None) -> set[Queue]:
         from protocol.properties import headers as decode_headers
         result: set[Queue] = set()
         visited = {id(exchange)}
@@ -307,7 +339,7 @@ class VirtualHost:
             for dest in dests:
                 if isinstance(dest, Queue):
                     result.add(dest)
-                elif id(dest) not in visited:
+                elif isinstance(dest, Exchange) and id(dest) not in visited:
                     visited.add(id(dest))
                     stack.append(dest)
         return result

@@ -16,7 +16,6 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger("broker.config")
 
@@ -131,7 +130,7 @@ def _permission(changes: dict, key: str, value: str) -> None:
     changes["default_permissions"] = (perms["configure"], perms["write"], perms["read"])
 
 
-SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+SIMPLE: dict[str, tuple[str, Callable[[str], object]]] = {
     "default_user": ("default_user", str),
     "default_pass": ("default_pass", str),
     "default_vhost": ("default_vhost", str),
@@ -160,6 +159,7 @@ SIMPLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ssl_options.verify": ("ssl_verify", str),
     "ssl_options.fail_if_no_peer_cert": ("ssl_fail_if_no_peer_cert", _bool),
     "connection_max": ("connection_max", lambda v: None if v == "infinity" else parse_int(v)),
+    "collect_statistics_interval": ("collect_statistics_interval", parse_int),
     # cluster mode (etcd): RabbitMQ's etcd peer discovery keys, and burrowmq's own
     "cluster_formation.etcd.key_prefix": ("etcd_prefix", str),
     "cluster_formation.etcd.cluster_name": ("etcd_cluster", str),
@@ -189,7 +189,7 @@ ACCEPTED = frozenset("""
     log.upgrade.level log.ra.level log.prelaunch.level log.ldap.level log.shovel.level
     log.default.formatter log.file.rotation.date log.file.rotation.size
     log.file.rotation.count log.file.rotation.compress log.syslog log.syslog.level
-    collect_statistics_interval queue_master_locator vm_memory_calculation_strategy
+    queue_master_locator vm_memory_calculation_strategy
     vm_memory_high_watermark_paging_ratio total_memory_available_override_value
     cluster_partition_handling cluster_keepalive_interval reverse_dns_lookups proxy_protocol
     channel_operation_timeout consumer_timeout password_hashing_module

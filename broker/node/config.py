@@ -92,6 +92,7 @@ class Config:
     ssl_verify: str = "verify_none"
     ssl_fail_if_no_peer_cert: bool = False
     connection_max: int | None = None
+    collect_statistics_interval: int = 5000  # ms between management samples, as RabbitMQ
     control_socket: bool = False  # the CLI's ctl.sock in the data dir (on in python -m broker)
     # ---- cluster mode (on when etcd_endpoints is set; see broker/node/cluster.py) ----------
     node_name: str = ""  # rabbit@<short hostname> when empty

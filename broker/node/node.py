@@ -60,6 +60,7 @@ class Service(Protocol):
 class Node:
     def __init__(self, config: Config, services: Sequence[Service] = ()) -> None:
         self._config = config
+        # Set by start(), before which nothing reads it.
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.stores: Stores | None = None
         self.server = Server(config, self, self.make_store)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from broker.core.messages import priority_of
 from storage import definitions_file
@@ -119,7 +119,7 @@ class Stores:
                                       self.sink)
         future.add_done_callback(self._saved)
 
-    def _saved(self, future: asyncio.Future[Any]) -> None:
+    def _saved(self, future: asyncio.Future[None]) -> None:
         if future.exception() is not None:
             log.error("could not save definitions: %s", future.exception())
         self._saving = False

@@ -19,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from broker.node.startup import port_error
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from broker.node.node import Node
+
+    from .mgmt.sampler import Sampler
 
 log = logging.getLogger("broker.http")
 
@@ -37,8 +41,9 @@ def _import_all() -> None:
 
 class HttpService:
     def __init__(self) -> None:
-        self.runners: list[Any] = []
+        self.runners: list[web.AppRunner] = []
         self.servers: list[asyncio.base_events.Server] = []
+        self.sampler: Sampler | None = None  # the management sampler, when it runs
 
     async def start(self, node: Node) -> None:
         cfg = node.config
@@ -46,11 +51,14 @@ class HttpService:
             return
         await asyncio.get_running_loop().run_in_executor(None, _import_all)
         from .mgmt.app import build_app
+        from .mgmt.util import SAMPLER_KEY
 
         if cfg.management_port is not None:
+            app = build_app(node)
             runner, node.management_port = await self._serve(
-                node, build_app(node), cfg.management_host or cfg.host, "management_port",
+                node, app, cfg.management_host or cfg.host, "management_port",
                 "the management API", "Management plugin", peers=node.cluster is not None)
+            self.sampler = app[SAMPLER_KEY]
         if cfg.prometheus_port is not None:
             runner, node.prometheus_port = await self._serve(
                 node, metrics_app(node), cfg.prometheus_host or cfg.host, "prometheus_port",
@@ -65,8 +73,8 @@ class HttpService:
         self.runners.clear()
 
 
-    async def _serve(self, node: Node, app: Any, host: str, field: str, purpose: str,
-                     what: str, peers: bool = False) -> tuple[Any, int]:
+    async def _serve(self, node: Node, app: web.Application, host: str, field: str,
+                     purpose: str, what: str, peers: bool = False) -> tuple[web.AppRunner, int]:
         from aiohttp import web
 
         port = getattr(node.config, field)
@@ -78,6 +86,7 @@ class HttpService:
             else:
                 site = web.TCPSite(runner, host, port, reuse_address=True)
                 await site.start()
+                # aiohttp keeps the site's asyncio.Server private (Optional until started)
                 bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         except OSError as exc:
             await runner.cleanup()
@@ -86,13 +95,14 @@ class HttpService:
         log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
         return runner, bound
 
-
-    async def _serve_peers(self, node: Node, runner: Any, host: str, port: int) -> int:
+    async def _serve_peers(self, node: Node, runner: web.AppRunner, host: str,
+                           port: int) -> int:
         from broker.cluster.proxy import Acceptor
 
         cluster = node.cluster
         assert cluster is not None
         protocols = runner.server  # aiohttp's protocol factory
+        assert protocols is not None
         server = await asyncio.get_running_loop().create_server(
             lambda: Acceptor(protocols, cluster.is_peer), host, port, reuse_address=True,
             backlog=128)
@@ -100,7 +110,7 @@ class HttpService:
         return int(server.sockets[0].getsockname()[1])
 
 
-def metrics_app(node: Node) -> Any:
+def metrics_app(node: Node) -> web.Application:
     from aiohttp import web
 
     from . import metrics

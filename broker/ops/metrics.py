@@ -157,5 +157,5 @@ def _counter(name: str, doc: str, value: float,
 
 def render(node: Node, per_object: bool = False) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(node, per_object))  # type: ignore[arg-type]
+    registry.register(BrokerCollector(node, per_object))
     return generate_latest(registry)

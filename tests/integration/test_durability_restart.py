@@ -480,3 +480,26 @@ def test_vhost_added_at_runtime_comes_back_with_its_queues(tmp_path) -> None:
         conn.close()
     finally:
         second.stop()
+
+
+def test_vhost_description_and_tags_come_back(tmp_path) -> None:
+    data = tmp_path / "data"
+    first = InProcessBroker(data)
+    try:
+        first.call(first.server.add_vhost, "meta", "before", ["a"], "quorum")
+        first.call(first.server.update_vhost_meta, "meta", "billing jobs", ["prod", "eu"])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                v.get("description") == "billing jobs"
+                for v in saved_definitions(data).get("vhosts", [])):
+            time.sleep(0.05)
+    finally:
+        first.stop()
+
+    second = InProcessBroker(data)
+    try:
+        meta = second.call(lambda: dict(second.server.vhost_meta["meta"]))
+        assert meta == {"description": "billing jobs", "tags": ["prod", "eu"],
+                        "default_queue_type": "quorum"}
+    finally:
+        second.stop()

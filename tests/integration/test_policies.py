@@ -4,7 +4,8 @@ Policies are set in-process (``VirtualHost.set_policy`` on the broker's loop), a
 set_policy would. Rules checked: a policy applies to matching existing and newly declared queues
 or exchanges (per apply-to); only the highest-priority matching policy applies (definitions are
 not merged); numeric limits take the minimum of policy and x-argument, while other keys (DLX,
-overflow) take the x-argument; ha-* keys are accepted and ignored.
+overflow) take the x-argument; ha-* keys are accepted and ignored. The timing rules (policy
+TTL and expires, priority without merging) are tested on a fake clock in tests/core.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import pika
 import pytest
 from pika.exceptions import NackError
-from pika_helpers import channel_closed, drain, fanout_pair, get_within, publish_numbered
+from pika_helpers import drain, fanout_pair, get_within, publish_numbered
 
 
 def set_policy(broker, name: str, pattern: str, definition: dict, priority: int = 0,
@@ -35,36 +36,6 @@ def test_message_ttl_policy_on_existing_queue(broker, ch):
     ch.basic_publish("", "ttl.q", b"old")
     time.sleep(0.2)
     assert ch.basic_get("ttl.q") == (None, None, None)
-
-
-def test_message_ttl_policy_on_new_queue(broker, ch):
-    set_policy(broker, "ttl", r"^ttl\.", {"message-ttl": 50})
-    ch.queue_declare("ttl.new")
-    ch.queue_declare("other")
-    ch.basic_publish("", "ttl.new", b"old")
-    ch.basic_publish("", "other", b"kept")
-    time.sleep(0.2)
-    assert ch.basic_get("ttl.new") == (None, None, None)
-    assert drain(ch, "other") == [b"kept"]
-
-
-def test_message_ttl_policy_and_argument_take_the_lower(broker, ch):
-    set_policy(broker, "ttl", "^q$", {"message-ttl": 60000})
-    ch.queue_declare("q", arguments={"x-message-ttl": 50})
-    ch.basic_publish("", "q", b"old")
-    time.sleep(0.2)
-    assert ch.basic_get("q") == (None, None, None)
-
-
-def test_expires_policy_removes_unused_queue(broker, conn):
-    ch = conn.channel()
-    ch.queue_declare("exp.q")
-    ch.queue_declare("keep")
-    set_policy(broker, "exp", r"^exp\.", {"expires": 200})
-    time.sleep(0.5)
-    with channel_closed(404, "NOT_FOUND - no queue 'exp.q' in vhost '/'"):
-        ch.queue_declare("exp.q", passive=True)
-    conn.channel().queue_declare("keep", passive=True)
 
 
 # ---- max-length / overflow --------------------------------------------------------------
@@ -189,16 +160,6 @@ def test_apply_to_queues_does_not_touch_exchanges(broker, ch):
     set_policy(broker, "q-only", "^x$", {"alternate-exchange": "ae"}, 0, "queues")
     ch.basic_publish("x", "nowhere", b"lost")
     assert ch.basic_get("aeq") == (None, None, None)
-
-
-def test_higher_priority_policy_wins_and_is_not_merged(broker, ch):
-    set_policy(broker, "low", "^q", {"message-ttl": 50, "max-length": 1}, 1)
-    set_policy(broker, "high", "^q$", {"max-length": 3}, 10)
-    ch.queue_declare("q")
-    publish_numbered(ch, "q", 5)
-    time.sleep(0.2)
-    # only "high" applies: max-length 3 and no TTL from "low"
-    assert drain(ch, "q") == [b"m2", b"m3", b"m4"]
 
 
 def test_priority_order_is_by_number_not_by_definition_time(broker, ch):

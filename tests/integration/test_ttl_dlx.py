@@ -27,7 +27,6 @@ from pika_helpers import (
     death_headers,
     fanout_pair,
     get_within,
-    pump,
 )
 from raw_client import RawClient
 
@@ -81,37 +80,7 @@ def test_invalid_expiration_property(conn, expiration, suffix):
     assert count(conn.channel(), "q") == 0
 
 
-# ---- expiry -----------------------------------------------------------------------------
-
-def test_queue_ttl_expired_message_is_never_delivered(ch):
-    ch.queue_declare("q", arguments={"x-message-ttl": 50})
-    ch.basic_publish("", "q", b"old")
-    time.sleep(0.2)
-    assert ch.basic_get("q") == (None, None, None)
-    assert count(ch, "q") == 0
-
-
-def test_per_message_expiration_is_never_delivered(ch):
-    ch.queue_declare("q")
-    ch.basic_publish("", "q", b"old", pika.BasicProperties(expiration="50"))
-    ch.basic_publish("", "q", b"keep")
-    time.sleep(0.2)
-    method, props, body = ch.basic_get("q", auto_ack=True)
-    assert body == b"keep"
-    assert ch.basic_get("q") == (None, None, None)
-
-
-def test_expired_message_is_not_delivered_to_a_late_consumer(conn, ch):
-    ch.queue_declare("q", arguments={"x-message-ttl": 50})
-    ch.basic_publish("", "q", b"old")
-    time.sleep(0.2)
-    got: list[bytes] = []
-    ch.basic_consume("q", lambda c, m, p, b: got.append(b), auto_ack=True)
-    ch.basic_publish("", "q", b"fresh")
-    pump(conn, lambda: got)
-    conn.process_data_events(time_limit=0.1)
-    assert got == [b"fresh"]
-
+# ---- expiry (the rules themselves: tests/core/test_core_ttl.py, on a fake clock) ---------
 
 def test_expiration_zero_is_dropped_without_a_consumer(ch):
     ch.queue_declare("q")
@@ -119,37 +88,15 @@ def test_expiration_zero_is_dropped_without_a_consumer(ch):
     assert ch.basic_get("q") == (None, None, None)
 
 
-def test_lower_of_queue_ttl_and_expiration_applies(ch):
-    ch.queue_declare("q", arguments={"x-message-ttl": 60000})
-    ch.basic_publish("", "q", b"short", pika.BasicProperties(expiration="50"))
-    ch.queue_declare("q2", arguments={"x-message-ttl": 50})
-    ch.basic_publish("", "q2", b"long", pika.BasicProperties(expiration="60000"))
-    time.sleep(0.2)
-    assert ch.basic_get("q") == (None, None, None)
-    assert ch.basic_get("q2") == (None, None, None)
-
-
-def test_x_expires_removes_an_unused_queue(conn):
+def test_x_expires_removes_an_unused_queue(broker, conn):
     ch = conn.channel()
-    ch.queue_declare("q", arguments={"x-expires": 200})
-    time.sleep(0.5)
+    ch.queue_declare("q", arguments={"x-expires": 50})
+    deadline = time.monotonic() + 3
+    while broker.call(lambda: "q" in broker.server.vhosts["/"].queues):
+        assert time.monotonic() < deadline, "x-expires did not remove the queue"
+        time.sleep(0.01)
     with channel_closed(404, NOT_FOUND_Q.format("q")):
         ch.queue_declare("q", passive=True)
-
-
-def test_x_expires_spares_a_queue_with_a_consumer(conn):
-    ch = conn.channel()
-    ch.queue_declare("q", arguments={"x-expires": 200})
-    tag = ch.basic_consume("q", lambda *a: None, auto_ack=True)
-    end = time.monotonic() + 0.6
-    while time.monotonic() < end:
-        conn.process_data_events(time_limit=0.05)
-    ok = conn.channel().queue_declare("q", passive=True)
-    assert ok.method.consumer_count == 1
-    ch.basic_cancel(tag)
-    time.sleep(0.5)
-    with channel_closed(404, NOT_FOUND_Q.format("q")):
-        conn.channel().queue_declare("q", passive=True)
 
 
 # ---- dead-lettering: reasons and x-death ------------------------------------------------
@@ -285,14 +232,6 @@ def test_last_death_headers_name_the_newest_death(ch):
     assert deaths == {"x-first-death-exchange": "", "x-first-death-queue": "src",
                       "x-first-death-reason": "rejected", "x-last-death-exchange": "",
                       "x-last-death-queue": "hop1", "x-last-death-reason": "expired"}
-
-
-def test_expiry_cycle_back_into_the_same_queue_is_dropped(ch):
-    ch.queue_declare("q", arguments={"x-message-ttl": 50, "x-dead-letter-exchange": ""})
-    ch.basic_publish("", "q", b"loop")
-    time.sleep(0.6)
-    assert count(ch, "q") == 0
-    assert ch.basic_get("q") == (None, None, None)
 
 
 def test_original_headers_and_properties_are_preserved(ch):

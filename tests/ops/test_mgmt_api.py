@@ -337,3 +337,18 @@ def test_list_columns_sort_pagination(node) -> None:  # type: ignore[no-untyped-
     page = api.get("/api/queues?page=2&page_size=2&sort=name&columns=name")
     assert page == {"filtered_count": 3, "item_count": 1, "items": [{"name": "c"}], "page": 2,
                     "page_count": 2, "page_size": 2, "total_count": 3}
+
+
+def test_channel_with_a_reply_consumer(node) -> None:  # type: ignore[no-untyped-def]
+    """The direct reply-to consumer has no queue: the channel's details leave it out instead
+    of failing (mypy found fmt.consumer reading the queue of a queue-less consumer)."""
+    handle, api = node
+    conn = connect(handle.url)
+    ch = conn.channel()
+    ch.queue_declare("cq2")
+    ch.basic_consume("cq2", lambda *a: None, consumer_tag="on-cq2")
+    ch.basic_consume("amq.rabbitmq.reply-to", lambda *a: None, auto_ack=True)
+    name = wait_for(lambda: api.get("/api/channels"))[0]["name"]
+    details = api.get(f"/api/channels/{quote(name)}")["consumer_details"]
+    assert [(c["consumer_tag"], c["queue"]["name"]) for c in details] == [("on-cq2", "cq2")]
+    conn.close()

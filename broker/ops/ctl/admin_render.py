@@ -4,13 +4,14 @@ raw_json and pretty_json. Columns may name nested fields with dots (``queue.name
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any  # Any: JSON values
 
 
 def field(item: dict, column: str) -> Any:
+    value: Any = item  # Any: a JSON value, nested as deep as the dotted column goes
     for part in column.split("."):
-        item = item.get(part) if isinstance(item, dict) else None  # type: ignore[assignment]
-    return item
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def render(rows: list[dict], columns: list[str], fmt: str) -> str:

@@ -22,7 +22,7 @@ import os
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: JSON values of the management API
 
 from .. import localctl
 

@@ -5,16 +5,16 @@ runs (``catalog``), so ``args.positional`` has what the command's usage asks for
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .client import EX_DATAERR, EX_NOUSER, EX_SOFTWARE, Client, CtlError, q
 from .output import Output
 
-Command = Callable[[Client, Output, Any], None]
+Command = Callable[[Client, Output, argparse.Namespace], None]
 
 
 def bad_argument(text: str) -> CtlError:
@@ -22,7 +22,7 @@ def bad_argument(text: str) -> CtlError:
     return CtlError(f"Bad argument: {text}", EX_DATAERR, "validation")
 
 
-def add_user(client: Client, out: Output, args: Any) -> None:
+def add_user(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, password = args.positional[:2]
     out.info(f'Adding user "{user}" ...')
     if user in {u["name"] for u in client.get("/users")}:
@@ -32,7 +32,7 @@ def add_user(client: Client, out: Output, args: Any) -> None:
              "'burrowctl help set_permissions' to learn more.")
 
 
-def delete_user(client: Client, out: Output, args: Any) -> None:
+def delete_user(client: Client, out: Output, args: argparse.Namespace) -> None:
     user = args.positional[0]
     out.info(f'Deleting user "{user}" ...')
     try:
@@ -43,14 +43,14 @@ def delete_user(client: Client, out: Output, args: Any) -> None:
         raise
 
 
-def change_password(client: Client, out: Output, args: Any) -> None:
+def change_password(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, password = args.positional[:2]
     current = client.get(f"/users/{q(user)}", missing=f'User "{user}" does not exist')
     out.info(f'Changing password for user "{user}" ...')
     client.call("PUT", f"/users/{q(user)}", {"password": password, "tags": current["tags"]})
 
 
-def set_user_tags(client: Client, out: Output, args: Any) -> None:
+def set_user_tags(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, *tags = args.positional
     current = client.get(f"/users/{q(user)}", missing=f'User "{user}" does not exist')
     out.info(f'Setting tags for user "{user}" to [{", ".join(tags)}] ...')
@@ -59,20 +59,20 @@ def set_user_tags(client: Client, out: Output, args: Any) -> None:
                                              "tags": tags})
 
 
-def set_permissions(client: Client, out: Output, args: Any) -> None:
+def set_permissions(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, conf, write, read = args.positional[:4]
     out.info(f'Setting permissions for user "{user}" in vhost "{args.vhost}" ...')
     client.call("PUT", f"/permissions/{q(args.vhost)}/{q(user)}",
                 {"configure": conf, "write": write, "read": read})
 
 
-def clear_permissions(client: Client, out: Output, args: Any) -> None:
+def clear_permissions(client: Client, out: Output, args: argparse.Namespace) -> None:
     user = args.positional[0]
     out.info(f'Clearing permissions for user "{user}" in vhost "{args.vhost}" ...')
     client.call("DELETE", f"/permissions/{q(args.vhost)}/{q(user)}", missing="")
 
 
-def add_vhost(client: Client, out: Output, args: Any) -> None:
+def add_vhost(client: Client, out: Output, args: argparse.Namespace) -> None:
     vhost = args.positional[0]
     out.info(f'Adding vhost "{vhost}" ...')
     body = {k: v for k, v in (("description", args.description), ("tags", args.tags),
@@ -80,14 +80,14 @@ def add_vhost(client: Client, out: Output, args: Any) -> None:
     client.call("PUT", f"/vhosts/{q(vhost)}", body)
 
 
-def delete_vhost(client: Client, out: Output, args: Any) -> None:
+def delete_vhost(client: Client, out: Output, args: argparse.Namespace) -> None:
     vhost = args.positional[0]
     out.info(f'Deleting vhost "{vhost}" ...')
     client.call("DELETE", f"/vhosts/{q(vhost)}", missing=f"Virtual host '{vhost}' does not "
                                                          "exist")
 
 
-def set_policy(client: Client, out: Output, args: Any) -> None:
+def set_policy(client: Client, out: Output, args: argparse.Namespace) -> None:
     name, pattern, definition = args.positional[:3]
     try:
         parsed = json.loads(definition)
@@ -100,21 +100,21 @@ def set_policy(client: Client, out: Output, args: Any) -> None:
                  "apply-to": args.apply_to})
 
 
-def clear_policy(client: Client, out: Output, args: Any) -> None:
+def clear_policy(client: Client, out: Output, args: argparse.Namespace) -> None:
     name = args.positional[0]
     out.info(f'Clearing policy "{name}" on vhost "{args.vhost}" ...')
     client.call("DELETE", f"/policies/{q(args.vhost)}/{q(name)}",
                 missing="Parameter does not exist")
 
 
-def purge_queue(client: Client, out: Output, args: Any) -> None:
+def purge_queue(client: Client, out: Output, args: argparse.Namespace) -> None:
     queue = args.positional[0]
     out.info(f"Purging queue '{queue}' in vhost '{args.vhost}' ...")
     client.call("DELETE", f"/queues/{q(args.vhost)}/{q(queue)}/contents",
                 missing=f"queue '{queue}' in vhost '{args.vhost}' not found")
 
 
-def delete_queue(client: Client, out: Output, args: Any) -> None:
+def delete_queue(client: Client, out: Output, args: argparse.Namespace) -> None:
     queue = args.positional[0]
     missing = f"queue '{queue}' in vhost '{args.vhost}' not found"
     path = f"/queues/{q(args.vhost)}/{q(queue)}"
@@ -126,7 +126,7 @@ def delete_queue(client: Client, out: Output, args: Any) -> None:
     out.line(f"Queue was successfully deleted with {count} message{'s' * (count != 1)}")
 
 
-def export_definitions(client: Client, out: Output, args: Any) -> None:
+def export_definitions(client: Client, out: Output, args: argparse.Namespace) -> None:
     target = args.positional[0]
     if target != "-" and not Path(target).absolute().parent.is_dir():
         raise bad_argument(f"Directory {Path(target).absolute().parent} does not exist")
@@ -141,7 +141,7 @@ def export_definitions(client: Client, out: Output, args: Any) -> None:
         raise CtlError(f"could not write {target}: {exc.strerror or exc}", EX_DATAERR) from None
 
 
-def import_definitions(client: Client, out: Output, args: Any) -> None:
+def import_definitions(client: Client, out: Output, args: argparse.Namespace) -> None:
     source = args.positional[0] if args.positional else "-"
     if source != "-" and not Path(source).is_file():
         raise bad_argument(f"File {source} does not exist")
@@ -160,14 +160,14 @@ def import_definitions(client: Client, out: Output, args: Any) -> None:
              "take some time.")
 
 
-def close_connection(client: Client, out: Output, args: Any) -> None:
+def close_connection(client: Client, out: Output, args: argparse.Namespace) -> None:
     pid, explanation = args.positional[:2]
     out.info(f"Closing connection {pid}, reason: {explanation}...")
     client.call("DELETE", f"/connections/{q(pid)}", headers={"X-Reason": explanation},
                 missing=f"connection {pid} not found")
 
 
-def close_all_connections(client: Client, out: Output, args: Any) -> None:
+def close_all_connections(client: Client, out: Output, args: argparse.Namespace) -> None:
     explanation = args.positional[0]
     out.info(f"Closing all connections in vhost {args.vhost} ...")
     for conn in client.get(f"/vhosts/{q(args.vhost)}/connections"):
@@ -175,7 +175,7 @@ def close_all_connections(client: Client, out: Output, args: Any) -> None:
                     headers={"X-Reason": explanation})
 
 
-def authenticate_user(client: Client, out: Output, args: Any) -> None:
+def authenticate_user(client: Client, out: Output, args: argparse.Namespace) -> None:
     user, password = args.positional[:2]
     out.info(f'Authenticating user "{user}" ...')
     answer = client.call("POST", "/burrowmq/authenticate",

@@ -9,10 +9,11 @@ whether or not the AMQP listener is open (``stop_app`` leaves it pingable, as in
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any  # Any: JSON values
 
 from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION
 
@@ -25,7 +26,7 @@ VHOST_LISTS = ("list_queues", "list_exchanges", "list_bindings", "list_consumers
                "list_permissions", "list_policies")
 
 
-def ping(client: Client, out: Output, args: Any) -> None:
+def ping(client: Client, out: Output, args: argparse.Namespace) -> None:
     via = "control socket" if client.socket_path else "management API"
     out.info(f"Will ping {client.node}. This only checks if the OS process is running and "
              f"answers on its {via}. Timeout: {int(client.timeout * 1000)} ms.")
@@ -37,7 +38,7 @@ def _running(client: Client) -> bool:
     return client.get("/healthchecks/node").get("status") == "ok"
 
 
-def await_startup(client: Client, out: Output, args: Any) -> None:
+def await_startup(client: Client, out: Output, args: argparse.Namespace) -> None:
     timeout = args.timeout if args.timeout_given else 300.0
     deadline = time.monotonic() + timeout
     client.timeout = min(client.timeout, max(timeout, 0.5))
@@ -55,7 +56,7 @@ def await_startup(client: Client, out: Output, args: Any) -> None:
         time.sleep(0.1)
 
 
-def node_health_check(client: Client, out: Output, args: Any) -> None:
+def node_health_check(client: Client, out: Output, args: argparse.Namespace) -> None:
     if not _running(client):
         raise CtlError("this command requires the 'rabbit' app to be running on the target "
                        "node. Start it with 'burrowctl start_app'.", EX_USAGE, "validation")
@@ -69,7 +70,7 @@ def node_health_check(client: Client, out: Output, args: Any) -> None:
     out.line("Health check passed")
 
 
-def version(client: Client | None, out: Output, args: Any) -> None:
+def version(client: Client | None, out: Output, args: argparse.Namespace) -> None:
     out.line(f"{RABBITMQ_VERSION} (burrowmq {BURROWMQ_VERSION})")
 
 
@@ -83,7 +84,7 @@ def _erlang_term(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def environment(client: Client, out: Output, args: Any) -> None:
+def environment(client: Client, out: Output, args: argparse.Namespace) -> None:
     values = client.get("/burrowmq/environment")
     if out.formatter == "json":
         out.line(json.dumps({"burrowmq": values}))
@@ -93,7 +94,7 @@ def environment(client: Client, out: Output, args: Any) -> None:
     out.line("[{burrowmq,\n     [" + ",\n      ".join(items) + "]}]")
 
 
-def report(client: Client, out: Output, args: Any) -> None:
+def report(client: Client, out: Output, args: argparse.Namespace) -> None:
     """Everything support asks for, in rabbitmqctl report's order."""
     out.info(f"Reporting server status of node {client.node_name()} ...\n")
     status(client, out, args)
@@ -110,15 +111,15 @@ def report(client: Client, out: Output, args: Any) -> None:
             run_list(name, client, out, vhost, [])
 
 
-def node_action(action: str, message: str) -> Callable[[Client, Output, Any], None]:
-    def run(client: Client, out: Output, args: Any) -> None:
+def node_action(action: str, message: str) -> Callable[[Client, Output, argparse.Namespace], None]:
+    def run(client: Client, out: Output, args: argparse.Namespace) -> None:
         pid = client.get("/nodes")[0]["os_pid"] if "{pid}" in message else ""
         out.info(message.format(node=client.node_name(), pid=pid))
         client.call("POST", f"/burrowmq/{action}", {})
     return run
 
 
-def join_cluster(client: Client, out: Output, args: Any) -> None:
+def join_cluster(client: Client, out: Output, args: argparse.Namespace) -> None:
     other = args.positional[0]
     if _running(client):
         raise CtlError("this command requires the 'rabbit' app to be stopped on the target "
@@ -127,7 +128,7 @@ def join_cluster(client: Client, out: Output, args: Any) -> None:
     client.call("POST", "/burrowmq/join_cluster", {"node": other})
 
 
-def forget_cluster_node(client: Client, out: Output, args: Any) -> None:
+def forget_cluster_node(client: Client, out: Output, args: argparse.Namespace) -> None:
     other = args.positional[0]
     out.info(f"Removing node {other} from the cluster")
     try:
@@ -138,7 +139,7 @@ def forget_cluster_node(client: Client, out: Output, args: Any) -> None:
         raise
 
 
-COMMANDS: dict[str, Callable[[Client, Output, Any], None]] = {
+COMMANDS: dict[str, Callable[[Client, Output, argparse.Namespace], None]] = {
     "ping": ping, "await_startup": await_startup, "node_health_check": node_health_check,
     "version": version, "environment": environment, "report": report,
     "status": status, "cluster_status": cluster_status,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO  # Any: JSON values, printed as they come
 
 
 @dataclass

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn  # Any: JSON values, typed key=value arguments
 
 from .admin_render import render
 from .client import EX_DATAERR, EX_USAGE, Client, CtlError, q

@@ -7,8 +7,8 @@ how far behind it is)."""
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Any
 
 from .client import Client, q
 from .output import Output
@@ -32,7 +32,7 @@ def _listener_lines(overview: dict, with_node: bool) -> list[str]:
     return lines
 
 
-def status(client: Client, out: Output, args: Any) -> None:
+def status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     node = client.get(f"/nodes/{q(client.node_name())}")
     if out.formatter == "json":
@@ -96,7 +96,7 @@ def _member_listeners(name: str, member: dict) -> list[dict]:
     return found
 
 
-def cluster_status(client: Client, out: Output, args: Any) -> None:
+def cluster_status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
     info = client.get("/burrowmq/cluster")
     me = client.node_name()

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from broker.amqp.session import open_sessions
 from broker.core import definitions_json, users
+from broker.core.stats import Counters, session_totals
 from broker.core.users import UnknownUser
 
 from . import fmt
@@ -17,6 +18,7 @@ from .util import (
     USER_KEY,
     bad_request,
     body_json,
+    details_of,
     list_reply,
     no_content,
     not_found,
@@ -37,11 +39,17 @@ def vhost_json(request: web.Request, name: str) -> dict:
     body = definitions_json.vhost_json(server, name)
     vhost = server.vhosts[name]
     ready = sum(q.message_count for q in vhost.queues.values())
-    unacked = sum(len(c.unacked) for s in open_sessions(server) if s.vhost is vhost
-                  for c in s.channels.values())
-    body.update({"cluster_state": {fmt.node_name(): "running"}, "tracing": False,
-                 **fmt.with_details({"messages": ready + unacked, "messages_ready": ready,
-                                     "messages_unacknowledged": unacked})})
+    sessions = [s for s in open_sessions(server) if s.vhost is vhost]
+    unacked = sum(len(c.unacked) for s in sessions for c in s.channels.values())
+    counts = Counters.total([vhost.retired, *(session_totals(s) for s in sessions)])
+    details = details_of(request)
+    body.update({"cluster_state": {fmt.node_name(): "running"}, "tracing": False})
+    details.fill(body, "vhost", name, "lengths", {
+        "messages": ready + unacked, "messages_ready": ready,
+        "messages_unacknowledged": unacked})
+    details.fill(body, "vhost", name, "data", {"recv_oct": counts.recv_oct,
+                                               "send_oct": counts.send_oct})
+    body["message_stats"] = fmt.message_stats(counts, details, "vhost", name)
     return body
 
 
@@ -67,10 +75,8 @@ async def put_vhost(request: web.Request) -> web.Response:
     server.add_vhost(name, body.get("description", ""), tags,
                      body.get("default_queue_type", "classic"), acting_user=request[USER_KEY])
     if existed:
-        meta = server.vhost_meta[name]
-        meta.update({k: v for k, v in (("description", body.get("description")),
-                                       ("tags", tags if "tags" in body else None))
-                     if v is not None})
+        server.update_vhost_meta(name, body.get("description"),
+                                 tags if "tags" in body else None)
     return no_content() if existed else web.Response(status=201)
 
 
@@ -276,7 +282,6 @@ async def delete_policy(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.get("/api/operator-policies")
 @routes.get("/api/parameters")
 @routes.get("/api/global-parameters")
 async def empty_lists(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -20,9 +20,10 @@ from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION
 from broker.node import sysinfo
 
 from . import fmt
+from .sampler import REPORTED_POLICIES
 from .util import (
-    RATES_KEY,
     USER_KEY,
+    details_of,
     error,
     node_of,
     reply,
@@ -39,27 +40,6 @@ if TYPE_CHECKING:
 
 routes = web.RouteTableDef()
 PYTHON = f"{platform.python_version()} ({platform.python_implementation()})"
-RATE_FIELDS = ("publish", "deliver", "deliver_no_ack", "get", "ack", "confirm", "redeliver",
-               "drop_unroutable", "return_unroutable")
-
-
-class Rates:
-    """Per-second message rates from two samples of the global counters at least 5 s apart."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.prev: tuple[float, dict[str, int]] | None = None
-        self.last: tuple[float, dict[str, int]] | None = None
-
-    def sample(self) -> tuple[dict[str, int], dict[str, float]]:
-        now = time.monotonic()
-        counts = self.node.server.totals().as_dict()
-        if self.last is None or now - self.last[0] >= 5.0:
-            self.prev, self.last = self.last, (now, counts)
-        base = self.prev or self.last
-        span = now - base[0]
-        rates = {k: (counts[k] - base[1][k]) / span if span > 0 else 0.0 for k in RATE_FIELDS}
-        return counts, rates
 
 
 def listeners(node: Node) -> list[dict]:
@@ -88,23 +68,24 @@ def object_totals(server: Server, vhosts: list[str]) -> dict:
             "queues": sum(len(v.queues) for v in vhs)}
 
 
-def queue_totals(server: Server, vhosts: list[str]) -> dict:
+def queue_totals(server: Server, vhosts: list[str], details: Any) -> dict:
     ready = sum(q.message_count for v in vhosts for q in server.vhosts[v].queues.values())
     unacked = sum(len(c.unacked) for s in open_sessions(server) for c in s.channels.values()
                   if s.vhost is not None and s.vhost.name in vhosts)
-    return fmt.with_details({"messages": ready + unacked, "messages_ready": ready,
-                             "messages_unacknowledged": unacked})
+    return details.fill({}, "overview", None, "lengths",
+                        {"messages": ready + unacked, "messages_ready": ready,
+                         "messages_unacknowledged": unacked})
 
 
 @routes.get("/api/overview")
 async def overview(request: web.Request) -> web.Response:
     node, server = node_of(request), server_of(request)
-    counts, rates = request.app[RATES_KEY].sample()
+    totals = server.totals()
+    details = details_of(request)
     vhosts = visible_vhosts(request)
     body = {
         "management_version": RABBITMQ_VERSION, "rates_mode": "basic",
-        "sample_retention_policies": {"global": [600, 3600, 28800, 86400],
-                                      "basic": [600, 3600], "detailed": [600]},
+        "sample_retention_policies": REPORTED_POLICIES,
         "exchange_types": fmt.EXCHANGE_TYPES, "product_version": RABBITMQ_VERSION,
         "product_name": "RabbitMQ", "rabbitmq_version": RABBITMQ_VERSION,
         "cluster_name": fmt.cluster_name(server), "erlang_version": "26.2.5",
@@ -112,9 +93,9 @@ async def overview(request: web.Request) -> web.Response:
         "burrowmq_version": BURROWMQ_VERSION, "python_version": PYTHON,
         "release_series_support_status": "supported", "disable_stats": False,
         "is_op_policy_updating_enabled": True, "enable_queue_totals": False,
-        "message_stats": fmt.message_stats(counts, rates),
-        "churn_rates": churn_rates(counts),
-        "queue_totals": queue_totals(server, vhosts),
+        "message_stats": fmt.message_stats(totals, details, "overview", None),
+        "churn_rates": churn_rates(server, totals, details),
+        "queue_totals": queue_totals(server, vhosts, details),
         "object_totals": object_totals(server, vhosts),
         "statistics_db_event_queue": 0, "node": fmt.node_name(),
         "listeners": listeners(node),
@@ -126,11 +107,13 @@ async def overview(request: web.Request) -> web.Response:
     return reply(body)
 
 
-def churn_rates(counts: dict[str, int]) -> dict:
-    return fmt.with_details({"channel_closed": counts["channels_closed"],
-                             "channel_created": counts["channels_opened"],
-                             "connection_closed": 0, "connection_created": 0,
-                             "queue_created": 0, "queue_declared": 0, "queue_deleted": 0})
+def churn_rates(server: Server, totals: Any, details: Any) -> dict:
+    closed = server.connections_closed
+    out = details.fill({}, "overview", None, "msg", {
+        "channel_closed": totals.channels_closed, "channel_created": totals.channels_opened,
+        "connection_closed": closed, "connection_created": closed + len(server.sessions)})
+    return out | fmt.with_details({"queue_created": 0, "queue_declared": 0,
+                                   "queue_deleted": 0})
 
 
 def node_json(node: Node) -> dict:

@@ -8,19 +8,25 @@ becomes 400 ``bad_request`` with the error's text (RabbitMQ's management API doe
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar  # Any: JSON values of request bodies
 
 from aiohttp import web
 
+from broker.core.exchanges import Exchange
 from broker.core.messages import new_message
 from broker.core.queue import Queue
+from broker.core.stats import unacked_by_queue
+from broker.core.vhost import VirtualHost
 from protocol import properties as props_codec
 from protocol.errors import AMQPError
+from storage.message import Entry
 
 from . import cluster, fmt
 from .util import (
     bad_request,
     body_json,
+    details_of,
     list_reply,
     no_content,
     node_of,
@@ -31,12 +37,14 @@ from .util import (
     vhosts_in_scope,
 )
 
+P = ParamSpec("P")
+T = TypeVar("T")
 routes = web.RouteTableDef()
 ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true",
              "reject_requeue_false")
 
 
-def _amqp(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _amqp(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     try:
         return fn(*args, **kwargs)
     except AMQPError as err:
@@ -51,7 +59,7 @@ async def list_exchanges(request: web.Request) -> web.Response:
                                 for x in v.exchanges.values()])
 
 
-def _exchange(request: web.Request) -> Any:
+def _exchange(request: web.Request) -> Exchange:
     """The exchange named in the URL; ``amq.default`` is how the API names ``""``."""
     name = request.match_info["exchange"]
     ex = vhost_of(request).exchanges.get("" if name == "amq.default" else name)
@@ -99,6 +107,7 @@ async def publish(request: web.Request) -> web.Response:
     for queue in queues:
         queue.publish(message)
     server_of(request).retired.publish += 1
+    vhost.retired.publish += 1
     return reply({"routed": bool(queues)})
 
 
@@ -135,9 +144,11 @@ def encode_properties(props: dict) -> bytes:
 @routes.get("/api/queues/{vhost}")
 async def list_queues(request: web.Request) -> web.Response:
     server = server_of(request)
-    unacked = fmt.unacked_by_queue(server)
+    unacked = unacked_by_queue(server.sessions)
+    details = details_of(request)
     view = await cluster.replica_view(node_of(request))
-    return list_reply(request, [cluster.with_replicas(fmt.queue(server, q, unacked), q, view)
+    return list_reply(request, [cluster.with_replicas(fmt.queue(server, q, unacked, details), q,
+                                                      view)
                                 for v in vhosts_in_scope(request) for q in v.queues.values()])
 
 
@@ -152,8 +163,9 @@ def _queue(request: web.Request) -> Queue:
 async def show_queue(request: web.Request) -> web.Response:
     server = server_of(request)
     queue = _queue(request)
-    body = cluster.with_replicas(fmt.queue(server, queue, fmt.unacked_by_queue(server)), queue,
-                                 await cluster.replica_view(node_of(request)))
+    body = cluster.with_replicas(
+        fmt.queue(server, queue, unacked_by_queue(server.sessions), details_of(request)), queue,
+        await cluster.replica_view(node_of(request)))
     body["consumer_details"] = [fmt.consumer(c) for c in queue.consumers]
     body["incoming"] = []
     body["deliveries"] = []
@@ -214,11 +226,15 @@ async def get_messages(request: web.Request) -> web.Response:
             queue.reject(entry)
     if taken:
         queue.wake()
-    server_of(request).retired.get += len(taken)
+    queue.stats.get += len(taken)
+    for counters in (server_of(request).retired, vhost_of(request).retired):
+        counters.get += len(taken)
+        if mode.endswith("requeue_true"):
+            counters.redeliver += len(taken)
     return reply(out)
 
 
-def message_json(entry: Any, remaining: int, encoding: str, truncate: int | None) -> dict:
+def message_json(entry: Entry, remaining: int, encoding: str, truncate: int | None) -> dict:
     msg = entry.message
     payload, used = fmt.payload(msg.body, encoding, truncate)
     return {"payload_bytes": len(msg.body), "redelivered": entry.redelivered,
@@ -228,7 +244,7 @@ def message_json(entry: Any, remaining: int, encoding: str, truncate: int | None
 
 
 # ---- bindings ----------------------------------------------------------------------------
-def bindings_of_vhost(vhost: Any) -> list[dict]:
+def bindings_of_vhost(vhost: VirtualHost) -> list[dict]:
     implicit = [fmt.default_binding(q) for q in vhost.queues.values()]
     return implicit + [fmt.binding(vhost.name, b) for b in vhost.bindings_of()]
 
@@ -263,14 +279,14 @@ async def destination_bindings(request: web.Request) -> web.Response:
     return list_reply(request, items)
 
 
-def _ends(request: web.Request) -> tuple[Any, Any, Any, str]:
+def _ends(request: web.Request) -> tuple[VirtualHost, Exchange, Queue | Exchange, str]:
     vhost = vhost_of(request)
     kind = request.match_info["dtype"]
     if kind not in ("q", "e"):
         raise not_found()
     source = vhost.exchanges.get(request.match_info["source"])
-    table: dict = vhost.queues if kind == "q" else vhost.exchanges
-    dest = table.get(request.match_info["destination"])
+    dest: Queue | Exchange | None = (vhost.queues if kind == "q" else vhost.exchanges).get(
+        request.match_info["destination"])
     if source is None or dest is None:
         raise not_found()
     return vhost, source, dest, "queue" if kind == "q" else "exchange"
@@ -311,7 +327,7 @@ async def delete_binding(request: web.Request) -> web.Response:
     return no_content()
 
 
-def _find_binding(request: web.Request) -> tuple[Any, dict]:
+def _find_binding(request: web.Request) -> tuple[VirtualHost, dict]:
     vhost, source, dest, dtype = _ends(request)
     props = request.match_info["props"]
     for b in bindings_of_vhost(vhost):

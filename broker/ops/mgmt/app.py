@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import api_admin, api_node, api_topology, cluster, conns, control
-from .util import CONTROL_KEY, NODE_KEY, RATES_KEY, SERVER_KEY, USER_KEY, authenticate, error
+from . import api_admin, api_node, api_topology, cluster, conns, control, limits, shovel
+from .sampler import shared_sampler
+from .util import CONTROL_KEY, NODE_KEY, SAMPLER_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
 if TYPE_CHECKING:
     from broker.node.node import Node
@@ -69,9 +70,20 @@ def build_app(node: Node, cookie: str | None = None) -> web.Application:
     app[SERVER_KEY] = node.server
     if cookie is not None:
         app[CONTROL_KEY] = cookie
-    app[RATES_KEY] = api_node.Rates(node)
+    # One sampler per node, shared by the HTTP app and the CLI's control-socket app.
+    sampler = shared_sampler(node)
+    app[SAMPLER_KEY] = sampler
+
+    async def start_sampler(app: web.Application) -> None:
+        sampler.start()
+
+    async def stop_sampler(app: web.Application) -> None:
+        sampler.stop()
+
+    app.on_startup.append(start_sampler)
+    app.on_cleanup.append(stop_sampler)
     for table in (api_node.routes, api_admin.routes, conns.routes, api_topology.routes,
-                  control.routes, cluster.routes):
+                  control.routes, limits.routes, shovel.routes, cluster.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)

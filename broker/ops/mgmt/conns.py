@@ -16,6 +16,7 @@ from broker.amqp.session import open_sessions
 from . import fmt
 from .util import (
     USER_KEY,
+    details_of,
     error,
     is_monitor,
     list_reply,
@@ -45,13 +46,15 @@ def sessions(request: web.Request, vhost: str | None = None) -> list[Session]:
 
 @routes.get("/api/connections")
 async def list_connections(request: web.Request) -> web.Response:
-    return list_reply(request, [fmt.connection(s) for s in sessions(request)])
+    details = details_of(request)
+    return list_reply(request, [fmt.connection(s, details) for s in sessions(request)])
 
 
 @routes.get("/api/vhosts/{vhost}/connections")
 async def vhost_connections(request: web.Request) -> web.Response:
     vhost = vhost_of(request).name
-    return list_reply(request, [fmt.connection(s) for s in sessions(request, vhost)])
+    details = details_of(request)
+    return list_reply(request, [fmt.connection(s, details) for s in sessions(request, vhost)])
 
 
 def find_session(request: web.Request) -> Session:
@@ -64,7 +67,7 @@ def find_session(request: web.Request) -> Session:
 
 @routes.get("/api/connections/{connection}")
 async def show_connection(request: web.Request) -> web.Response:
-    return reply(fmt.connection(find_session(request)))
+    return reply(fmt.connection(find_session(request), details_of(request)))
 
 
 @routes.delete("/api/connections/{connection}")
@@ -79,19 +82,22 @@ async def close_connection(request: web.Request) -> web.Response:
 @routes.get("/api/connections/{connection}/channels")
 async def connection_channels(request: web.Request) -> web.Response:
     session = find_session(request)
-    return list_reply(request, [fmt.channel(c) for c in session.channels.values()])
+    details = details_of(request)
+    return list_reply(request, [fmt.channel(c, details) for c in session.channels.values()])
 
 
 @routes.get("/api/channels")
 async def list_channels(request: web.Request) -> web.Response:
-    return list_reply(request, [fmt.channel(c) for s in sessions(request)
+    details = details_of(request)
+    return list_reply(request, [fmt.channel(c, details) for s in sessions(request)
                                 for c in s.channels.values()])
 
 
 @routes.get("/api/vhosts/{vhost}/channels")
 async def vhost_channels(request: web.Request) -> web.Response:
     vhost = vhost_of(request).name
-    return list_reply(request, [fmt.channel(c) for s in sessions(request, vhost)
+    details = details_of(request)
+    return list_reply(request, [fmt.channel(c, details) for s in sessions(request, vhost)
                                 for c in s.channels.values()])
 
 
@@ -101,8 +107,10 @@ async def show_channel(request: web.Request) -> web.Response:
     for session in sessions(request):
         for channel in session.channels.values():
             if fmt.channel_name(session, channel.number) == wanted:
-                body = fmt.channel(channel)
-                body["consumer_details"] = [fmt.consumer(c) for c in channel.consumers.values()]
+                body = fmt.channel(channel, details_of(request))
+                # the direct reply-to consumer has no queue and, as in RabbitMQ, no details
+                body["consumer_details"] = [fmt.consumer(c) for c in channel.consumers.values()
+                                            if c.queue is not None]
                 return reply(body)
     raise not_found()
 

@@ -8,18 +8,27 @@ reading them keep working.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast  # Any: JSON values
 
-from broker.amqp.session import open_sessions
 from broker.core import definitions_json
 from broker.core.naming import cluster_name, node_name
+from broker.core.stats import (
+    MESSAGE_FIELDS,
+    Counters,
+    channel_totals,
+    queue_totals,
+    session_totals,
+)
 from protocol import properties as props_codec
 
 if TYPE_CHECKING:
     from broker.amqp.channel import Channel
     from broker.amqp.session import Session
+    from broker.core.exchanges import Binding, Exchange
     from broker.core.queue import Consumer, Queue
     from broker.core.server import Server
+
+    from .sampler import Details
 
 EXCHANGE_TYPES = [
     {"name": "direct", "description": "AMQP direct exchange, as per the AMQP specification",
@@ -31,9 +40,7 @@ EXCHANGE_TYPES = [
     {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification",
      "enabled": True},
 ]
-MESSAGE_STATS = ("ack", "confirm", "deliver", "deliver_get", "deliver_no_ack", "disk_reads",
-                 "disk_writes", "drop_unroutable", "get", "get_empty", "get_no_ack", "publish",
-                 "redeliver", "return_unroutable")
+DISK_STATS = ("disk_reads", "disk_writes")
 
 
 __all__ = ["cluster_name", "node_name"]
@@ -51,17 +58,14 @@ def with_details(values: dict[str, int], rates: dict[str, float] | None = None) 
     return out
 
 
-def message_stats(counters: dict[str, int], rates: dict[str, float] | None = None) -> dict:
-    values = {k: 0 for k in MESSAGE_STATS}
-    for key in ("ack", "confirm", "deliver", "deliver_no_ack", "get", "publish", "redeliver",
-                "drop_unroutable", "return_unroutable"):
-        values[key] = counters.get(key, 0)
-    values["deliver_get"] = values["deliver"] + values["deliver_no_ack"] + values["get"]
-    if rates is not None:
-        rates = dict(rates)
-        rates["deliver_get"] = sum(rates.get(k, 0.0) for k in ("deliver", "deliver_no_ack",
-                                                               "get"))
-    return with_details(values, rates)
+def message_stats(counters: Counters, details: Details, kind: str, key: Any) -> dict:
+    """RabbitMQ's ``message_stats`` object: every count with its ``_details`` (rates and, when
+    asked for, samples from the sampler)."""
+    values = {name: getattr(counters, name) for name in MESSAGE_FIELDS}
+    values["deliver_get"] = (counters.deliver + counters.deliver_no_ack + counters.get
+                             + counters.get_no_ack)
+    out = details.fill({}, kind, key, "msg", values)
+    return with_details(dict.fromkeys(DISK_STATS, 0), None) | out
 
 
 def iso(ts: float) -> str:
@@ -69,15 +73,6 @@ def iso(ts: float) -> str:
 
 
 # ---- queues ----------------------------------------------------------------------------
-def unacked_by_queue(server: Server) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for session in open_sessions(server):
-        for channel in session.channels.values():
-            for _entry, queue, _consumer in channel.unacked.values():
-                counts[id(queue)] = counts.get(id(queue), 0) + 1
-    return counts
-
-
 # What a queue costs in RAM, estimated without walking it: the queue object with its dicts and
 # store bookkeeping, plus per message held in RAM an Entry, its Message, the routing key and
 # properties objects and a deque slot (~220 bytes measured with tracemalloc) and its body.
@@ -93,11 +88,11 @@ def queue_memory(q: Queue) -> int:
     return QUEUE_BASE_BYTES + int(in_ram * (ENTRY_BYTES + average_body))
 
 
-def queue(server: Server, q: Queue, unacked: dict[int, int]) -> dict:
+def queue(server: Server, q: Queue, unacked: dict[Any, int], details: Details) -> dict:
     ready = q.message_count
-    pending = unacked.get(id(q), 0)
+    pending = unacked.get(q, 0)
     persistent = sum(1 for e in q.store if e.message.persistent) if ready < 10000 else 0
-    policy = getattr(q, "policy_name", None)
+    policy = q.policy_name
     owner = q.exclusive_owner
     consumers = q.consumers
     return {
@@ -113,12 +108,16 @@ def queue(server: Server, q: Queue, unacked: dict[int, int]) -> dict:
         "memory": queue_memory(q), "message_bytes": q.store.bytes, "message_bytes_paged_out": 0,
         "message_bytes_persistent": 0, "message_bytes_ram": q.store.bytes,
         "message_bytes_ready": q.store.bytes, "message_bytes_unacknowledged": 0,
-        **with_details({"messages": ready + pending, "messages_ready": ready,
+        **details.fill({}, "queue", q, "lengths",
+                       {"messages": ready + pending, "messages_ready": ready,
                         "messages_unacknowledged": pending}),
+        "message_stats": message_stats(queue_totals(q), details, "queue", q),
         "messages_paged_out": 0, "messages_persistent": persistent, "messages_ram": ready,
         "messages_ready_ram": ready, "messages_unacknowledged_ram": pending,
-        "name": q.name, "node": node_name(), "operator_policy": None, "policy": policy,
-        "owner_pid_details": _owner(owner) if owner is not None else None,
+        "name": q.name, "node": node_name(), "operator_policy": q.operator_policy_name,
+        "policy": policy,
+        # an exclusive queue's owner is the AMQP session that declared it
+        "owner_pid_details": _owner(cast("Session", owner)) if owner is not None else None,
         "recoverable_slaves": None, "reductions": 0, "reductions_details": rate(),
         "single_active_consumer_tag": None, "state": "running", "storage_version": 1,
         "type": q.arguments.get("x-queue-type", "classic"), "vhost": q.vhost,
@@ -131,11 +130,14 @@ def _owner(session: Session) -> dict:
 
 
 # ---- exchanges and bindings ------------------------------------------------------------
-def exchange(ex: Any) -> dict:
-    return {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
-            "durable": ex.durable, "internal": ex.internal, "name": ex.name,
-            "type": ex.type_name, "user_who_performed_action": "rmq-internal",
-            "vhost": ex.vhost}
+def exchange(ex: Exchange) -> dict:
+    out = {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
+           "durable": ex.durable, "internal": ex.internal, "name": ex.name,
+           "type": ex.type_name, "user_who_performed_action": "rmq-internal",
+           "vhost": ex.vhost}
+    if ex.policy_name:  # present only when a policy applies, as in RabbitMQ
+        out["policy"] = ex.policy_name
+    return out
 
 
 def properties_key(routing_key: str, arguments: dict) -> str:
@@ -149,7 +151,7 @@ def properties_key(routing_key: str, arguments: dict) -> str:
     return f"{quoted}~{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
 
 
-def binding(vhost: str, b: Any) -> dict:
+def binding(vhost: str, b: Binding) -> dict:
     out = definitions_json.binding_json(vhost, b)
     out["properties_key"] = properties_key(b.routing_key, b.arguments)
     return out
@@ -162,11 +164,11 @@ def default_binding(q: Queue) -> dict:
 
 
 # ---- connections, channels, consumers --------------------------------------------------
-def connection(s: Session) -> dict:
+def connection(s: Session, details: Details) -> dict:
     host, _, port = s.peer.rpartition(":")
     local_port = s.name.rpartition(":")[2]
     m = s.machine
-    st = s.stats
+    st = session_totals(s)
     return {
         "auth_mechanism": m.mechanism or "PLAIN", "channel_max": m.channel_max,
         "channels": len(s.channels), "client_properties": m.client_properties,
@@ -178,11 +180,14 @@ def connection(s: Session) -> dict:
         "node": node_name(), "peer_cert_issuer": None, "peer_cert_subject": None,
         "peer_cert_validity": None, "peer_host": host, "peer_port": int(port or 0),
         "port": int(local_port) if local_port.isdigit() else 0, "protocol": "AMQP 0-9-1",
-        "recv_cnt": st.recv_cnt, **with_details({"recv_oct": st.recv_oct}),
+        "recv_cnt": st.recv_cnt,
+        **details.fill({}, "connection", s, "data", {"recv_oct": st.recv_oct,
+                                                     "send_oct": st.send_oct}),
+        "message_stats": message_stats(st, details, "connection", s),
         "reductions": 0, "reductions_details": rate(), "send_cnt": st.send_cnt,
-        **with_details({"send_oct": st.send_oct}), "send_pend": 0, "ssl": False,
+        "send_pend": 0, "ssl": False,
         "ssl_cipher": None, "ssl_hash": None, "ssl_key_exchange": None, "ssl_protocol": None,
-        "state": "running" if not s.closed else "closed", "timeout": m.heartbeat,
+        "state": connection_state(s), "timeout": m.heartbeat,
         "type": "network", "user": s.user, "user_provided_name":
             (m.client_properties or {}).get("connection_name"),
         "user_who_performed_action": s.user,
@@ -191,11 +196,23 @@ def connection(s: Session) -> dict:
     }
 
 
+def connection_state(s: Session) -> str:
+    """RabbitMQ's connection states: ``blocked`` while a resource alarm holds a publisher,
+    ``flow`` while its reading is paused for credit, else ``running``."""
+    if s.closed:
+        return "closed"
+    if s.blocked:
+        return "blocked"
+    if getattr(s.adapter, "paused", False):
+        return "flow"
+    return "running"
+
+
 def channel_name(s: Session, number: int) -> str:
     return f"{s.name} ({number})"
 
 
-def channel(ch: Channel) -> dict:
+def channel(ch: Channel, details: Details) -> dict:
     s = cast("Session", ch.session)  # a channel's owner is always a Session
     host, _, port = s.peer.rpartition(":")
     return {
@@ -206,17 +223,21 @@ def channel(ch: Channel) -> dict:
                                "min_bin_vheap_size": 46422, "min_heap_size": 233,
                                "minor_gcs": 0},
         "global_prefetch_count": ch.global_prefetch, "idle_since": iso(s.connected_at / 1000),
+        "message_stats": message_stats(channel_totals(ch), details, "channel", ch),
         "messages_unacknowledged": len(ch.unacked),
         "messages_uncommitted": len(ch.tx or ()), "messages_unconfirmed": 0,
         "name": channel_name(s, ch.number), "node": node_name(), "number": ch.number,
         "pending_raft_commands": 0, "prefetch_count": ch.prefetch_count, "reductions": 0,
-        "reductions_details": rate(), "state": "running", "transactional": ch.tx is not None,
+        "reductions_details": rate(), "state": connection_state(s) if s.blocked else "running",
+        "transactional": ch.tx is not None,
         "user": s.user, "user_who_performed_action": s.user, "vhost": s.vhost.name,
     }
 
 
 def consumer(c: Consumer) -> dict:
+    """A consumer on a queue (not the direct reply-to one, which has none)."""
     ch = cast("Channel", c.channel)  # consumers are made by AMQP channels
+    assert c.queue is not None
     s = cast("Session", ch.session)
     host, _, port = s.peer.rpartition(":")
     return {
@@ -253,7 +274,7 @@ def message_properties(raw: bytes) -> dict:
         if not flags & bit:
             continue
         value = getattr(decoded, attr, None)
-        if key == "timestamp" and hasattr(value, "timestamp"):
+        if key == "timestamp" and isinstance(value, datetime.datetime):
             value = int(value.timestamp())
         out[key] = value
     return out

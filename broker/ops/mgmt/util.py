@@ -12,7 +12,8 @@ import base64
 import binascii
 import json
 import math
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any  # Any: JSON values, aiohttp keys
 
 from aiohttp import web
 
@@ -21,10 +22,14 @@ if TYPE_CHECKING:
     from broker.core.vhost import VirtualHost
     from broker.node.node import Node
 
+    from .sampler import Details
+
 MANAGEMENT_TAGS = {"administrator", "monitoring", "policymaker", "management"}
+# AppKey's second argument is only a label at run time; Server and Node are imported for type
+# checking only, so the keys are typed by annotation.
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", object)  # type: ignore[arg-type]
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type]
-RATES_KEY: web.AppKey[Any] = web.AppKey("rates", object)
+SAMPLER_KEY: web.AppKey[Any] = web.AppKey("sampler", object)
 CONTROL_KEY: web.AppKey[str] = web.AppKey("control_cookie", str)  # the CLI's socket app only
 USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 # tags of a user authenticated elsewhere (a cluster peer, or the leader for a follower)
@@ -79,6 +84,11 @@ def server_of(request: web.Request) -> Server:
 def node_of(request: web.Request) -> Node:
     """The running node: listeners and ports, settings, alarms, start / stop."""
     return request.app[NODE_KEY]
+
+
+def details_of(request: web.Request) -> Details:
+    """Rates and samples for this answer, for the ranges its query string asks for."""
+    return request.app[SAMPLER_KEY].details(request.query)
 
 
 # ---- authentication --------------------------------------------------------------------
@@ -183,21 +193,28 @@ def _pick(item: dict, columns: list[str]) -> dict:
 
 
 def list_reply(request: web.Request, items: list[dict]) -> web.Response:
-    """Apply ?name=&use_regex, ?sort=&sort_reverse=, ?columns= and ?page=&page_size=."""
+    """Apply ?name=&use_regex, ?sort=&sort_reverse=, ?columns= and ?page=&page_size=.
+
+    As RabbitMQ: the name filter ignores case (a substring, or a regex with use_regex=true; a
+    regex that does not compile matches nothing); ``sort`` may name a nested field
+    (``message_stats.publish_details.rate``)."""
     q = request.query
     total = len(items)
     if q.get("name"):
-        import re
-
         needle = q["name"]
         if q.get("use_regex") == "true":
-            pattern = re.compile(needle)
-            items = [i for i in items if pattern.search(str(i.get("name", "")))]
+            try:
+                pattern = re.compile(needle, re.IGNORECASE)
+            except re.error:
+                items = []
+            else:
+                items = [i for i in items if pattern.search(str(i.get("name", "")))]
         else:
-            items = [i for i in items if needle in str(i.get("name", ""))]
+            lowered = needle.lower()
+            items = [i for i in items if lowered in str(i.get("name", "")).lower()]
     if q.get("sort"):
-        key = q["sort"]
-        items = sorted(items, key=lambda i: _sort_key(i.get(key)),
+        path = q["sort"].split(".")
+        items = sorted(items, key=lambda i: _sort_key(_dig(i, path)),
                        reverse=q.get("sort_reverse") == "true")
     if q.get("columns"):
         columns = [c for c in q["columns"].split(",") if c]
@@ -207,8 +224,20 @@ def list_reply(request: web.Request, items: list[dict]) -> web.Response:
     return reply(_page(items, total, q))
 
 
+def _dig(item: Any, path: list[str]) -> Any:
+    for key in path:
+        if not isinstance(item, dict):
+            return None
+        item = item.get(key)
+    return item
+
+
 def _sort_key(value: Any) -> tuple:
-    return (0, value) if isinstance(value, int | float) else (1, str(value))
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (1, int(value))
+    return (1, value) if isinstance(value, int | float) else (2, str(value).lower())
 
 
 def _page(items: list[dict], total: int, q: Any) -> dict:
