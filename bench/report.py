@@ -148,6 +148,12 @@ def render(run: RunResult, opts: Options, scenarios: list[str]) -> str:
     extras = extras_table(run)
     if extras:
         lines += [*extras, ""]
+    if run.cluster is not None and run.cluster.rounds:
+        from bench.cluster import cluster_table
+
+        lines += ["cluster: three nodes (etcd, default lease and min_insync 2) against one, "
+                  "clients on the leader; rounds alternate", "",
+                  *cluster_table(run.cluster), ""]
     notes = [*run.notes, *(f"{n}: {note}" for n, r in run.extras.items() for note in r.notes)]
     if notes:
         lines += ["notes:", *(f"  - {n}" for n in notes)]
@@ -169,4 +175,13 @@ def to_json(run: RunResult, opts: Options, scenarios: list[str]) -> dict[str, An
         }
     for name, res in run.extras.items():
         doc["extras"][name] = {"values": res.values, "notes": res.notes, "details": res.details}
+    if run.cluster is not None:
+        c = run.cluster
+        doc["cluster"] = {
+            "floods": {scenario: {name: {"median": {f: c.median(scenario, name, f)
+                                                    for f in ("in", "p50", "p99")},
+                                         "rounds": [asdict(r) for r in rounds]}
+                                  for name, rounds in per.items()}
+                       for scenario, per in c.rounds.items()},
+            "failover_s": c.failovers, "confirmed": c.confirmed, "lost": c.lost}
     return doc

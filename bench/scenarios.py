@@ -7,7 +7,8 @@ alternating between the brokers (scenario 1: round 1 on each broker, round 2 on 
 every broker sees the same background load from the other helpers on the machine; a figure
 is the median over the rounds. Then ``backlog-rss`` (a fresh spawned broker per queue kind)
 and the extra scenarios (``idle-rss``: RSS of each broker right after its start; ``cold-start``
-and ``lazy-backlog``: ours only unless given URLs, see ``bench.backlog``).
+and ``lazy-backlog``: ours only unless given URLs, see ``bench.backlog``); last ``cluster``:
+three of our nodes on an etcd of the bench's own against ours alone (``bench.cluster``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from bench.amqp import AMQPUrl
 from bench.backlog import run_lazy_backlog
 from bench.backlogrss import run_backlog_rss
 from bench.brokerproc import BrokerError, SpawnedBroker, cold_start_times, listener_pid, tree_rss_mb
+from bench.cluster import ClusterResult, run_cluster
 from bench.common import LOOPBACK, Log, Options, TargetResult, merge
 from bench.rabbit import SpawnedRabbit
 from bench.rounds import FLOOD_NAMES, FLOODS, BrokerRef, RoundResult, run_round, wait_quiet
 
 EXTRAS = ("idle-rss", "cold-start", "lazy-backlog")
-ALL_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", *EXTRAS)
-DEFAULT_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", "idle-rss")
+ALL_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", *EXTRAS, "cluster")
+DEFAULT_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", "idle-rss", "cluster")
 FIGURES = ("in", "out", "backlog", "cpu", "machine", "clients", "rss", "p50", "p99")
 
 
@@ -53,6 +55,7 @@ class RunResult:
     rounds: dict[str, dict[str, list[RoundResult]]] = field(default_factory=dict)
     backlog: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     extras: dict[str, TargetResult] = field(default_factory=dict)
+    cluster: ClusterResult | None = None  # the cluster scenario (bench.cluster)
     notes: list[str] = field(default_factory=list)
 
     def median(self, scenario: str, broker: str, figure: str) -> float | None:
@@ -217,4 +220,8 @@ def run_all(plan: Plan, scenarios: list[str], opts: Options, log: Log) -> RunRes
         if "backlog-rss" in scenarios:
             _backlog_rss(plan, opts, log, out)
         _extras(scenarios, opts, log, out)
+        if "cluster" in scenarios:
+            single = next((b for b in out.brokers if b.kind == "ours"), None)
+            out.cluster = run_cluster(single, opts, log)
+            out.notes.extend(out.cluster.notes)
     return out
