@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -17,11 +16,10 @@ import pika
 import pytest
 from brokers import REPO, BrokerCluster
 from etcd_server import free_port
+from outside import require_program
 from test_failover import finish, urls
 from workload import Workload
 
-HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy")
-                                      else None)
 CONFIG = REPO / "docker" / "haproxy.cfg"
 
 
@@ -40,15 +38,12 @@ def configured(cluster: BrokerCluster, amqp: int, http: int) -> str:
 
 @pytest.fixture
 def haproxy(cluster3: BrokerCluster, tmp_path: Path) -> Iterator[str]:
-    if HAPROXY is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("haproxy is not installed (CI installs it)")
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    haproxy = require_program("haproxy", package="haproxy")
     amqp, http = free_port(), free_port()
     path = tmp_path / "haproxy.cfg"
     path.write_text(configured(cluster3, amqp, http))
     log = open(tmp_path / "haproxy.log", "wb")
-    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(path)], stdout=log,
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(path)], stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.close()
     try:
