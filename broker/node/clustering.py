@@ -107,6 +107,11 @@ class ClusterMode:
         return self.node.stores is not None and (self.standalone or self.leading)
 
     @property
+    def left(self) -> bool:
+        """Reset (or never joined): this node is on its own, whatever etcd holds."""
+        return self.data is not None and files.load_state(self.root).get("member") is False
+
+    @property
     def role(self) -> str:
         if self.standalone:
             return "standalone"

@@ -95,6 +95,22 @@ def test_tutorial_sequence_then_forget(cluster3: BrokerCluster) -> None:
         time.sleep(0.1)
     assert sorted(cluster3.status(node1)["members"]) == ["rabbit@node1", "rabbit@node2"]
 
+    # reset, it serves alone (as a reset RabbitMQ node does) until it joins again
+    ctl(node3, "stop_app")
+    ctl(node3, "reset")
+    ctl(node3, "start_app")
+    ctl(node3, "await_startup")
+    alone = pika.BlockingConnection(pika.URLParameters(node3.url))
+    alone.channel().queue_declare("only-on-node3", durable=True)
+    alone.close()
+    assert section(ctl(node3, "cluster_status").stdout, "Disk Nodes") == ["rabbit@node3"]
+    assert "only-on-node3" not in ctl(node1, "list_queues", "name", "-s").stdout
+    ctl(node3, "stop_app")
+    ctl(node3, "join_cluster", "rabbit@node2")
+    ctl(node3, "start_app")
+    cluster3.wait_stable(30)
+    assert "only-on-node3" not in ctl(node3, "list_queues", "name", "-s").stdout
+
 
 def test_definitions_made_on_any_node_are_seen_on_all(cluster3: BrokerCluster) -> None:
     node1, node2, node3 = cluster3.nodes

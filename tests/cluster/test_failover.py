@@ -219,3 +219,27 @@ def test_etcd_leader_killed(etcd3: object, tmp_path: Path) -> None:
         finish(work, cluster)
     finally:
         cluster.stop()
+
+
+def test_tx_commit_waits_for_the_replicas(cluster3: BrokerCluster) -> None:
+    """tx.commit-ok follows the confirm rule: with the followers gone the commit fails."""
+    leader = cluster3.leader()
+    assert leader is not None
+    conn = pika.BlockingConnection(pika.URLParameters(leader.url))
+    channel = conn.channel()
+    channel.queue_declare("tx", durable=True)
+    channel.tx_select()
+    channel.basic_publish("", "tx", b"one", pika.BasicProperties(delivery_mode=2))
+    channel.tx_commit()
+    for node in cluster3.nodes:
+        if node is not leader:
+            node.kill()
+    channel.basic_publish("", "tx", b"two", pika.BasicProperties(delivery_mode=2))
+    started = time.monotonic()
+    try:
+        channel.tx_commit()
+        raise AssertionError("tx.commit-ok with one node of three")
+    except (pika.exceptions.ChannelClosedByBroker,
+            pika.exceptions.ConnectionClosedByBroker) as exc:
+        assert exc.reply_code == 541, exc  # INTERNAL_ERROR, as a failed fsync is
+    assert time.monotonic() - started >= 3  # it waited for the replicas (confirm timeout 4 s)

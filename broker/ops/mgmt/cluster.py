@@ -258,7 +258,7 @@ async def this_node(request: web.Request) -> web.Response:
 @routes.get("/api/burrowmq/cluster")
 async def cluster_status(request: web.Request) -> web.Response:
     node = node_of(request)
-    if node.cluster is None:
+    if node.cluster is None or node.cluster.left:
         name = cluster_node_name()
         from . import fmt
 
