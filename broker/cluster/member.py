@@ -312,13 +312,18 @@ class ClusterMember:
             return True
         if not self.settings.auto_join:
             return False
-        others = await self.keys.members()
-        if others and not self.settings.blank:
+        # one node founds the cluster (atomically: nodes booting together race here); it may
+        # bring its data along, every other one starts from a copy of the leader's
+        founded = self.keys.prefix + "founded"
+        first = (await self.client.txn([Compare.missing(founded)],
+                                       [Put(founded, self.node.encode())])).succeeded
+        if not first and not self.settings.blank:
+            others = await self.keys.members()
             log.error("%s holds data of its own and cluster %s has members (%s): not "
                       "joining it; 'burrowctl reset' then 'join_cluster' makes it a member",
                       self.node, self.settings.cluster, ", ".join(sorted(others)))
             return False
-        await self.join(me, first=not others)
+        await self.join(me, first=first)
         return True
 
     async def join(self, me: Member | None = None, first: bool = False) -> None:
@@ -356,35 +361,14 @@ class ClusterMember:
         return ""
 
     async def _lead(self, won: Leader, lease: Lease) -> None:
-        loop = asyncio.get_running_loop()
         async with self._lock:
-            tail = await self._stop_following()
-            self._set_leader(won, None)
-            if tail:
-                await loop.run_in_executor(None, cut_tail, self.root, tail)
-            await loop.run_in_executor(None, lambda: files.save_state(self.root,
-                                                                       epoch=won.epoch))
-            previous = await self.keys.isr()
-            members = await self.keys.members()
-            initial = set(previous.members) if previous is not None else set()
-            if previous is not None:
-                initial.discard(previous.leader)  # it may be dead: it rejoins once synced
-            initial = {n for n in initial if n in members and n != self.node}
-            writer = self.keys.isr_writer(won, self.node)
-            await writer.set_isr(frozenset(initial | {self.node}))  # Fenced if too late
-            tracker = IsrTracker(self.node, writer, min_insync=self.settings.min_insync,
-                                 ack_deadline=self.settings.ack_timeout, initial=initial,
-                                 on_fenced=lambda _exc: self._deposed.set())
-            assert self.secret is not None
-            host, port = self.settings.replication_bind
-            server = ReplicationServer(self.root, self.node, won.epoch, self.secret, tracker,
-                                       host=host, port=port,
-                                       sock=self.settings.replication_socket)
-            await server.start()
-            self._deposed.clear()
-            self.leadership = Leadership(won, lease, server, tracker)
-            log.info("%s leads cluster %s, epoch %d, in-sync replicas %s", self.node,
-                     self.settings.cluster, won.epoch, sorted(initial | {self.node}))
+            try:
+                await self._prepare_lead(won, lease)
+            except BaseException:
+                self._restart_following()  # not leading after all: follow whoever does
+                raise
+            if self.leadership is None:
+                return
             try:
                 await self.host.lead(self.leadership)
             except BaseException:
@@ -398,6 +382,38 @@ class ClusterMember:
             deposed.cancel()
             lost.cancel()
         await self.step_down(lease.lost_reason or "deposed", graceful=False)
+
+    async def _prepare_lead(self, won: Leader, lease: Lease) -> None:
+        """Stop following, cut the unacked tail, save the epoch, write the ISR (fenced),
+        start the replication server: ``leadership`` is set when all of it worked."""
+        loop = asyncio.get_running_loop()
+        tail = await self._stop_following()
+        self._set_leader(won, None)
+        if tail:
+            await loop.run_in_executor(None, cut_tail, self.root, tail)
+        await loop.run_in_executor(None, lambda: files.save_state(self.root,
+                                                                   epoch=won.epoch))
+        previous = await self.keys.isr()
+        members = await self.keys.members()
+        initial = set(previous.members) if previous is not None else set()
+        if previous is not None:
+            initial.discard(previous.leader)  # it may be dead: it rejoins once synced
+        initial = {n for n in initial if n in members and n != self.node}
+        writer = self.keys.isr_writer(won, self.node)
+        await writer.set_isr(frozenset(initial | {self.node}))  # Fenced if too late
+        tracker = IsrTracker(self.node, writer, min_insync=self.settings.min_insync,
+                             ack_deadline=self.settings.ack_timeout, initial=initial,
+                             on_fenced=lambda _exc: self._deposed.set())
+        assert self.secret is not None
+        host, port = self.settings.replication_bind
+        server = ReplicationServer(self.root, self.node, won.epoch, self.secret, tracker,
+                                   host=host, port=port,
+                                   sock=self.settings.replication_socket)
+        await server.start()
+        self._deposed.clear()
+        self.leadership = Leadership(won, lease, server, tracker)
+        log.info("%s leads cluster %s, epoch %d, in-sync replicas %s", self.node,
+                 self.settings.cluster, won.epoch, sorted(initial | {self.node}))
 
     async def step_down(self, reason: str, graceful: bool) -> None:
         async with self._lock:
