@@ -45,7 +45,9 @@ class Stores:
         self.group: GroupCommit | None = None
         self._saving = False
         self._dirty = False
-        self._after_save: list[Callable[[], None]] = []
+        self._snapshots = 0  # definitions snapshots taken (each one saved in turn)
+        self._pending = False  # a save is scheduled but its snapshot not taken yet
+        self._after_save: list[tuple[int, Callable[[], None]]] = []  # (snapshot, callback)
         self._snapshot: Callable[[], dict] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], dict]) -> None:
@@ -96,25 +98,28 @@ class Stores:
         self.group.when_durable(callback)
 
     def when_saved(self, callback: Callable[[], None]) -> None:
-        """Call back once no definitions save is pending or running (at once when none is)."""
+        """Call back once every definitions change made so far is saved (at once when
+        nothing is pending); later changes are not waited for."""
         if not self._saving:
             callback()
-        else:
-            self._after_save.append(callback)
+            return
+        covering = self._snapshots + (1 if self._pending or self._dirty else 0)
+        self._after_save.append((covering, callback))
 
     def definitions_changed(self) -> None:
         """Save the durable topology soon: once per loop turn, never two writes at once."""
         if self._saving:
             self._dirty = True
             return
-        self._saving = True
+        self._saving = self._pending = True
         loop = asyncio.get_running_loop()
         loop.call_soon(self._save, loop)
 
     def _save(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._snapshot is not None
         doc = self._snapshot()
-        self._dirty = False
+        self._snapshots += 1
+        self._dirty = self._pending = False
         future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc,
                                       self.sink)
         future.add_done_callback(self._saved)
@@ -123,12 +128,12 @@ class Stores:
         if future.exception() is not None:
             log.error("could not save definitions: %s", future.exception())
         self._saving = False
+        saved = self._snapshots
+        waiting = self._after_save
+        while waiting and waiting[0][0] <= saved:
+            waiting.pop(0)[1]()
         if self._dirty:
             self.definitions_changed()
-        elif self._after_save:
-            waiting, self._after_save = self._after_save, []
-            for callback in waiting:
-                callback()
 
     def save_now(self) -> None:
         if self._snapshot is not None:
@@ -159,7 +164,7 @@ class Stores:
         except OSError as exc:
             log.error("could not save definitions at shutdown: %s", exc)
         waiting, self._after_save = self._after_save, []
-        for callback in waiting:
+        for _, callback in waiting:
             callback()
         if self.owns_data:
             self.data.close()

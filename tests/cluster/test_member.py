@@ -227,3 +227,41 @@ async def test_a_node_with_an_incomplete_copy_never_leads(etcd: EtcdCluster,
         assert c.leadership is None
     finally:
         await c.close()
+
+
+async def test_a_confirm_waits_for_the_save_covering_it_not_later_ones(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """Queues declared without pause must not hold confirms: each waits for the save that
+    covers what existed when it asked, no more."""
+    import threading
+
+    from broker.node import stores as stores_module
+
+    gates: list[threading.Event] = []
+
+    def slow_save(path: Any, doc: Any, sink: Any = None) -> None:
+        gate = threading.Event()
+        gates.append(gate)
+        assert gate.wait(10)
+
+    monkeypatch.setattr(stores_module.definitions_file, "save", slow_save)
+    stores = stores_module.Stores(str(tmp_path), lambda: 0.0)
+    stores.start(asyncio.get_running_loop(), lambda: {"queues": []})
+    done: list[str] = []
+    stores.when_saved(lambda: done.append("idle"))
+    assert done == ["idle"]  # nothing pending: at once
+    stores.definitions_changed()
+    stores.when_saved(lambda: done.append("first"))
+    await until(lambda: len(gates) == 1)  # the first save runs...
+    stores.definitions_changed()  # ...and a change comes in meanwhile
+    stores.when_saved(lambda: done.append("second"))
+    gates[0].set()
+    await until(lambda: len(gates) == 2)  # the second save (the change) runs
+    assert done == ["idle", "first"]  # the first save covered the first caller
+    stores.definitions_changed()  # churn goes on: the second caller does not wait for it
+    gates[1].set()
+    await until(lambda: "second" in done)
+    assert len(gates) == 3
+    gates[2].set()
+    await until(lambda: not stores._saving)
+    stores.data.close()
