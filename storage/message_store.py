@@ -16,6 +16,9 @@ Invariants:
   ``gc_min_size`` bytes, so a hot queue does not create a file per message).
 - After ``open``, recovered messages get seqs ``first_seq+1 .. last_seq`` in log order as they
   are read; the owning queue must continue numbering after ``last_seq``.
+- Once closed, the store writes nothing: no delivered mark, no ack, and a message that would
+  need a record is refused (``StoreClosed``), never half-saved (a new segment file made after the
+  final fsync, an ack file reopened).
 - Loop-thread only. Iterating while mutating the store is undefined.
 """
 
@@ -55,6 +58,10 @@ log = logging.getLogger(__name__)
 OFFSET_MASK = 0xFFFF_FFFF
 #: mode -> (window messages, window bytes)
 MODES = {"default": (1024, 4 * 1024 * 1024), "lazy": (0, 0)}
+
+
+class StoreClosed(OSError):
+    """A write to a store after ``close``."""
 
 
 class SegmentQueueStore:
@@ -162,7 +169,7 @@ class SegmentQueueStore:
             return None
         message = entry.message
         self._bytes -= message.size
-        if self._pos and message.persistent and self.durable:
+        if self._pos and message.persistent and self.durable and not self._closed:
             pos = self._pos.get(entry.seq)
             if pos is not None:
                 self._acks.delivered(pos >> 32, pos & OFFSET_MASK)
@@ -296,6 +303,8 @@ class SegmentQueueStore:
 
     # ---- writing -----------------------------------------------------------------------
     def _append(self, entry: Entry, ready: bool) -> int:
+        if self._closed:
+            raise StoreClosed(f"{self.directory}: the queue store is closed")
         writer = self._writer
         if writer is None or writer.size >= self._roll:
             writer = self._roll_writer()

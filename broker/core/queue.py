@@ -8,7 +8,14 @@ Invariants:
   context to call it again on the next loop turn, so one backlog cannot fill a socket buffer in
   one step.
 - Expiry happens at the head, as in RabbitMQ's classic queues: an expired message is never
-  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX.
+  delivered; it is dead-lettered with reason ``expired`` when the queue has a DLX. The one
+  exception is the message being published: a consumer that can take it at once gets it
+  whatever its TTL, as RabbitMQ hands it over before it is ever queued (so a TTL of 0 means
+  "now or never", not "never").
+- The drop-head limit applies to what stays in the queue: after a publish (once a waiting
+  consumer had its chance) and after a requeue, the oldest messages over x-max-length /
+  x-max-length-bytes go (reason ``maxlen``). reject-publish[-dlx] only refuses new publishes:
+  a requeue may leave the queue over its limit.
 - The queue talks to the rest of the broker only through its ``QueueContext`` (clock, timers,
   deferred dispatch, dead-lettering, x-expires) and to a consumer's channel only through
   ``ConsumerChannel`` (the AMQP channel implements both ends of a delivery).
@@ -23,6 +30,7 @@ from protocol import codec, properties
 from protocol.tables import Table
 from storage.message import Entry, Message
 
+from .dedup import DedupStore, QueueDedup
 from .jsondoc import JSONObject
 from .policies import combine
 from .stats import Counters, retire_consumer
@@ -30,7 +38,7 @@ from .stats import Counters, retire_consumer
 if TYPE_CHECKING:
     from storage.store import QueueStore
 
-    from .exchanges import Binding
+    from .exchanges.base import Binding
 
 BUDGET = 256
 
@@ -95,6 +103,10 @@ class Consumer:
 
 
 class Queue:
+    #: Every message is written to the store, transient ones too (streams): a publisher
+    #: confirm then waits for the disk whatever the delivery mode.
+    logs_everything = False
+
     def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
                  durable: bool = False, exclusive_owner: object = None, auto_delete: bool = False,
                  arguments: Table | None = None) -> None:
@@ -115,6 +127,7 @@ class Queue:
         self.bindings: set[Binding] = set()
         self._scheduled = False
         self._rr = 0
+        self._arriving: Entry | None = None  # being published: exempt from the expiry check
         self._seq = store.last_seq
         self._seq_base = self._seq
         self.stats = Counters()  # gets and requeues; consumers count their own (core.stats)
@@ -123,6 +136,11 @@ class Queue:
         self._expiry_timer: Cancellable | None = None
         self._idle_timer: Cancellable | None = None
         self.on_empty_consumers: Callable[[Queue], None] | None = None
+        # x-message-deduplication: keys of the messages held; their store releases them
+        self.dedup: QueueDedup | None = None
+        if self.arguments.get("x-message-deduplication") is True:
+            self.dedup = QueueDedup()
+            self.store = DedupStore(store, self.dedup)
         self.refresh_settings()
 
     # ---- settings ----------------------------------------------------------------------
@@ -184,8 +202,15 @@ class Queue:
 
     # ---- messages ----------------------------------------------------------------------
     def publish(self, message: Message) -> bool:
-        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx])."""
+        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx]).
+
+        A duplicate in a deduplicating queue is dropped but counts as taken (confirmed)."""
+        dedup = self.dedup
+        if dedup is not None and dedup.duplicate(message):
+            return True
         if self._limited and self._full_for(message):
+            if self.overflow in ("reject-publish", "reject-publish-dlx") and dedup is not None:
+                dedup.release(message)
             if self.overflow == "reject-publish":
                 return False
             if self.overflow == "reject-publish-dlx":
@@ -197,10 +222,12 @@ class Queue:
         if expires is not None:
             entry.expires = expires
         self.store.push(entry)
+        if self.consumers:
+            outer, self._arriving = self._arriving, entry  # a dead letter may publish here
+            self.dispatch()
+            self._arriving = outer
         if self._limited:
             self._drop_head_over_limit()
-        if self.consumers:
-            self.dispatch()
         if expires is not None:
             self._expire_head()
         return True
@@ -282,6 +309,8 @@ class Queue:
                 return
         self.stats.redeliver += 1
         self.store.requeue(entry)
+        if self._limited and self.overflow == "drop-head":
+            self._drop_head_over_limit()
         if entry.expires is not None:
             self._expire_head()
 
@@ -322,6 +351,10 @@ class Queue:
         self._expiry_timer = self._idle_timer = None
 
     # ---- consumers ---------------------------------------------------------------------
+    def check_consumer(self, prefetch: int, global_prefetch: int, no_ack: bool,
+                       arguments: Table) -> None:
+        """Refuse a basic.consume this queue type cannot serve (raise); any is fine here."""
+
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         if consumer.priority:
@@ -392,7 +425,7 @@ class Queue:
     def _next_entry(self, store: QueueStore) -> Entry | None:
         entry = store.shift()
         if entry is not None and entry.expires is not None and self.ctx is not None \
-                and entry.expires <= self.ctx.now():
+                and entry is not self._arriving and entry.expires <= self.ctx.now():
             store.ack(entry)
             self._dead_letter(entry.message, "expired")
             self._expire_head()

@@ -15,6 +15,8 @@ Invariants:
   imported from definitions (inside ``restoring()``) grant nothing.
 - Every change to durable state calls ``persist`` (when set): vhosts added once the node has
   recovered (``recovered``), vhosts deleted, users and permissions changed.
+- Once ``freeze_queues`` has run (shutdown, before the stores close) no queue timer fires or
+  is armed: no message expires and no queue is deleted by x-expires behind the stores' back.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("broker")
 
 
+class _Never:
+    """The timer a frozen server hands out: it never fires."""
+
+    def cancel(self) -> None:
+        pass
+
+
+_NEVER = _Never()
+
+
 class ServerSettings(Protocol):
     """The settings the state root reads (the node's Config satisfies it)."""
 
@@ -67,6 +79,9 @@ class Scheduler(Protocol):
 
 
 StoreFactory = Callable[[str, str, Table, bool], "QueueStore"]
+#: (vhost, exchange, exchange type, durable) -> the state store of an exchange type that keeps
+#: messages (the delayed exchange's DelayStore) or a cache (deduplication)
+ExchangeStoreFactory = Callable[[str, str, str, bool], object]
 
 
 class ConnectionHandle(Protocol):
@@ -88,10 +103,12 @@ class ConnectionHandle(Protocol):
 
 class Server:
     def __init__(self, config: ServerSettings, scheduler: Scheduler,
-                 make_store: StoreFactory) -> None:
+                 make_store: StoreFactory,
+                 make_exchange_store: ExchangeStoreFactory | None = None) -> None:
         self.config = config
         self.scheduler = scheduler
         self._make_store = make_store
+        self._make_exchange_store = make_exchange_store
         self.vhosts: dict[str, VirtualHost] = {}
         self.vhost_meta: dict[str, JSONObject] = {}
         self.policies: dict[str, dict[str, JSONObject]] = {}
@@ -106,6 +123,7 @@ class Server:
         # "Save the durable definitions soon": set by the node while its data directory is open.
         self.persist: Callable[[], None] | None = None
         self.recovered = False
+        self.frozen = False  # freeze_queues
         self._restoring = False
         self.auth.watch(self)
         self.add_vhost(config.default_vhost, description="Default virtual host")
@@ -160,6 +178,8 @@ class Server:
             session.force_close(f"vhost '{name}' is deleted")
         for queue in list(vhost.queues.values()):
             vhost.remove_queue(queue)
+        for exchange in vhost.exchanges.values():
+            exchange.detach()  # a delayed exchange drops what it holds, and its timer
         self.vhost_meta.pop(name, None)
         self.policies.pop(name, None)
         self.auth.forget_vhost(name)
@@ -205,6 +225,12 @@ class Server:
                    persistent: bool) -> QueueStore:
         return self._make_store(vhost, queue_name, arguments, persistent)
 
+    def exchange_store(self, vhost: str, exchange: str, kind: str, durable: bool) -> object:
+        """A store for an exchange type that holds messages; None: keep them in RAM."""
+        if self._make_exchange_store is None:
+            return None
+        return self._make_exchange_store(vhost, exchange, kind, durable)
+
     def authenticate(self, user: str, password: str, host: str | None = None) -> bool:
         """Password check, then RabbitMQ's loopback_users rule when the peer is known."""
         if not self.auth.authenticate(user, password):
@@ -217,6 +243,16 @@ class Server:
     def may_access(self, user: str, vhost: str) -> bool:
         return self.auth.may_access(user, vhost)
 
+    def freeze_queues(self) -> None:
+        """Shutdown, before the stores close: cancel every queue's TTL and x-expires timer and
+        arm none from now on. An expiry after the close would be half-saved (the dead letter
+        in its target's store, the source's ack dropped) and repeated after the restart; left
+        undone, it happens once, at the next boot."""
+        self.frozen = True
+        for vhost in self.vhosts.values():
+            for queue in vhost.queues.values():
+                queue.cancel_timers()
+
     # ---- QueueContext ------------------------------------------------------------------
     def now(self) -> float:
         return self.scheduler.now()
@@ -225,6 +261,8 @@ class Server:
         self.scheduler.call_soon(queue.run_scheduled)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        if self.frozen:
+            return _NEVER
         return self.scheduler.call_later(delay, callback)
 
     def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:

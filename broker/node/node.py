@@ -11,8 +11,9 @@ Invariants:
 - The AMQP listener is bound before any service starts: the management API and the Prometheus
   endpoint come up while the AMQP port already answers handshakes, so they cost cold start
   nothing.
-- ``stop`` closes every connection with 320 CONNECTION_FORCED, then closes the stores (fsyncing
-  the last batch and saving the definitions) before the services go.
+- ``stop`` closes every connection with 320 CONNECTION_FORCED, freezes the queues' timers,
+  then closes the stores (fsyncing the last batch and saving the definitions) before the
+  services go: nothing changes a queue once its store is closed.
 - ``config`` may be replaced at runtime (``set_cluster_name``, tests): the server sees the new
   value too.
 - Cluster mode (``clustering.ClusterMode``, on when etcd endpoints are configured) opens the
@@ -28,8 +29,10 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from broker.amqp.ack_timeout import AckTimeouts
+from broker.amqp.session import open_sessions
 from broker.amqp.transport import AMQPProtocol
 from broker.core import naming
 from broker.core.server import ConnectionHandle, Server
@@ -63,8 +66,11 @@ class Node:
         # Set by start(), before which nothing reads it.
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.stores: Stores | None = None
-        self.server = Server(config, self, self.make_store)
+        self.server = Server(config, self, self.make_store, self.make_exchange_store)
         self.alarms = Alarms(self)
+        self.ack_timeouts = AckTimeouts(lambda: open_sessions(self.server),
+                                        config.consumer_timeout,
+                                        config.consumer_timeout_interval)
         self.services = list(services)
         self._listeners: list[asyncio.base_events.Server] = []
         self.port = config.port
@@ -90,6 +96,7 @@ class Node:
     def config(self, value: Config) -> None:
         self._config = value
         self.server.config = value
+        self.ack_timeouts.default_ms = value.consumer_timeout
 
     # ---- Scheduler (for the server's queues) -------------------------------------------
     def now(self) -> float:
@@ -118,6 +125,11 @@ class Node:
                    persistent: bool) -> QueueStore:
         assert self.stores is not None, "queues are declared once the node has started"
         return self.stores.make(vhost, queue_name, arguments, persistent)
+
+    def make_exchange_store(self, vhost: str, exchange: str, kind: str,
+                            durable: bool) -> Any:
+        assert self.stores is not None, "exchanges keep state once the node has started"
+        return self.stores.make_exchange(vhost, exchange, kind, durable)
 
     # ---- AMQPHost ----------------------------------------------------------------------
     @property
@@ -170,6 +182,7 @@ class Node:
                 self.cluster.prepare()
             startup.log_limits(self.config)
             self.alarms.start()
+            self.ack_timeouts.start(self.loop)
             await self.start_app()
             for service in self.services:
                 await service.start(self)
@@ -271,10 +284,15 @@ class Node:
 
     async def stop(self) -> None:
         self.alarms.stop()
+        self.ack_timeouts.stop()
         await self.stop_app()
         if self.cluster is not None:
             await self.cluster.close()
         if self.stores is not None:
+            self.server.freeze_queues()
+            for vhost in self.server.vhosts.values():
+                for ex in vhost.exchanges.values():
+                    ex.close()  # a delayed exchange hands its store to the last fsync
             await self.stores.close(
                 [q.store for v in self.server.vhosts.values() for q in v.queues.values()])
             self.stores = None

@@ -4,7 +4,8 @@
   recovered on open, fsynced by the broker-wide GroupCommit;
 - any other queue: a PagingStore (RAM, spilling to a scratch segment store when long);
 - x-max-priority: a PriorityQueueStore of one of those per priority (sub-directories for durable
-  queues, reopened eagerly so recovered messages come back).
+  queues, reopened eagerly so recovered messages come back);
+- x-queue-type stream: a StreamLog in the queue's directory (streams are always durable).
 
 In cluster mode the leader's stores get a replication ``sink`` (``storage.replication``): every
 durable store, the data directory and the definitions document tell it their changes. The data
@@ -22,10 +23,13 @@ from typing import TYPE_CHECKING
 from broker.core.messages import priority_of
 from storage import definitions_file
 from storage.datadir import DataDir
+from storage.delayed import DelayStore
+from storage.keycache import KeyCache
 from storage.message_store import SegmentQueueStore
 from storage.paging import PagingStore
 from storage.priority import PriorityQueueStore
 from storage.store import QueueStore
+from storage.stream import DEFAULT_SEGMENT_SIZE, StreamLog
 from storage.sync import GroupCommit
 
 if TYPE_CHECKING:
@@ -62,6 +66,8 @@ class Stores:
         mode = arguments.get("x-queue-mode")
         mode = mode if mode in ("default", "lazy") else "default"
         max_priority = arguments.get("x-max-priority")
+        if arguments.get("x-queue-type") == "stream":
+            return self._stream(vhost, name, arguments)  # type: ignore[return-value]
         if durable:
             root = self.data.create_queue_dir(vhost, name)
             if isinstance(max_priority, int) and max_priority > 0:
@@ -70,6 +76,26 @@ class Stores:
         if isinstance(max_priority, int) and max_priority > 0:
             return PriorityQueueStore(max_priority, lambda _p: self._paging(mode), priority_of)
         return self._paging(mode)
+
+    # ---- exchange stores ---------------------------------------------------------------
+    def make_exchange(self, vhost: str, name: str, kind: str,
+                      durable: bool) -> DelayStore | KeyCache:
+        """The delayed exchange's store (in its exchange directory when durable, else in a
+        scratch directory: its messages go with it at a restart) or the deduplication
+        exchange's disk cache."""
+        if kind == "x-message-deduplication":
+            return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache")
+        if durable:
+            return DelayStore(self.data.create_exchange_dir(vhost, name), group_commit=self.group,
+                              sink=self.data.sink)
+        return DelayStore(self.data.scratch_dir(), durable=False)
+
+    def _stream(self, vhost: str, name: str, arguments: dict) -> StreamLog:
+        """A stream's log; the queue applies retention from its arguments and policy."""
+        size = arguments.get("x-stream-max-segment-size-bytes")
+        return StreamLog(self.data.create_queue_dir(vhost, name), group_commit=self.group,
+                         segment_size=size if isinstance(size, int) and size > 0
+                         else DEFAULT_SEGMENT_SIZE, sink=self.data.sink)
 
     def _segment(self, directory: Path, mode: str, first_seq: int = 0) -> SegmentQueueStore:
         return SegmentQueueStore(directory, durable=True, mode=mode, group_commit=self.group,

@@ -40,11 +40,15 @@ class FakeScheduler:
 
     def __init__(self, start: float = 1000.0) -> None:
         self.time = start
+        # Seconds each now() adds: a real clock has moved on between any two reads, so a
+        # check that only works when "now" is the same instant twice fails with drift set.
+        self.drift = 0.0
         self._timers: list[tuple[float, int, FakeTimer]] = []
         self._order = itertools.count()
         self.soon: list[Callable[[], None]] = []
 
     def now(self) -> float:
+        self.time += self.drift
         return self.time
 
     def call_soon(self, callback: Callable[[], None]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from core_fakes import FakeChannel, bodies, headers_of, message
+from core_fakes import FakeChannel, FakeScheduler, bodies, headers_of, message
 
+from broker.core.queue import Consumer
 from broker.core.vhost import VirtualHost
+from storage.message import Entry
 
 
 @pytest.fixture
@@ -98,3 +100,97 @@ def test_clearing_a_policy_lifts_its_limit(vhost: VirtualHost) -> None:
     vhost.clear_policy("cap")
     publish(vhost, "q", b"m2")
     assert bodies(vhost.queue("q")) == [b"m1", b"m2"]
+
+
+# ---- requeue over the limit (RabbitMQ 3.10.8, probed with nack, reject, recover and channel
+# close; classic queues) ---------------------------------------------------------------------
+
+def take_two_then_fill(vhost: VirtualHost, channel: FakeChannel, arguments: dict[str, object]
+                       ) -> list[tuple[Consumer, Entry]]:
+    """q at its limit (m3, m4) while m1 and m2 are out with a consumer that is then cancelled
+    (as a channel close does before it requeues)."""
+    q = vhost.declare_queue("q", arguments={**arguments, "x-dead-letter-exchange": "dlx"})
+    consumer = channel.consume(q, "c", prefetch=2)
+    assert publish(vhost, "q", b"m1", b"m2", b"m3", b"m4") == [True] * 4
+    assert channel.bodies() == [b"m1", b"m2"] and bodies(q) == [b"m3", b"m4"]
+    q.remove_consumer(consumer)
+    return list(channel.unacked)
+
+
+@pytest.mark.parametrize("limit", [{"x-max-length": 2}, {"x-max-length-bytes": 4}])
+def test_requeue_over_a_drop_head_limit_drops_the_head(
+        vhost: VirtualHost, dead: Callable[[], list[bytes]], channel: FakeChannel,
+        limit: dict[str, int]) -> None:
+    take_two_then_fill(vhost, channel, limit)
+    channel.settle(requeue=True)  # nack multiple / channel close: in delivery order
+    q = vhost.queue("q")
+    assert bodies(q) == [b"m3", b"m4"]
+    assert dead() == [b"m1", b"m2"]
+    dead_letter = vhost.queue("dlq").store.peek()
+    assert dead_letter is not None
+    assert headers_of(dead_letter.message)["x-death"][0]["reason"] == "maxlen"
+    assert publish(vhost, "q", b"m5") == [True]
+    assert bodies(q) == [b"m4", b"m5"] and dead() == [b"m1", b"m2", b"m3"]
+
+
+def test_each_requeue_drops_the_head_at_once(vhost: VirtualHost, dead: Callable[[], list[bytes]],
+                                             channel: FakeChannel) -> None:
+    """basic.reject of m2 then of m1: each requeue puts the queue over and drops its head."""
+    out = take_two_then_fill(vhost, channel, {"x-max-length": 2})
+    q = vhost.queue("q")
+    for _consumer, entry in reversed(out):
+        q.requeue(entry)
+    assert bodies(q) == [b"m3", b"m4"]
+    assert dead() == [b"m2", b"m1"]
+
+
+@pytest.mark.parametrize("overflow", ["reject-publish", "reject-publish-dlx"])
+@pytest.mark.parametrize("limit", [{"x-max-length": 2}, {"x-max-length-bytes": 4}])
+def test_requeue_may_leave_a_reject_publish_queue_over_its_limit(
+        vhost: VirtualHost, dead: Callable[[], list[bytes]], channel: FakeChannel,
+        limit: dict[str, int], overflow: str) -> None:
+    take_two_then_fill(vhost, channel, {**limit, "x-overflow": overflow})
+    channel.settle(requeue=True)
+    q = vhost.queue("q")
+    assert bodies(q) == [b"m1", b"m2", b"m3", b"m4"]
+    assert [e.redelivered for e in q.store] == [True, True, False, False]
+    assert dead() == []
+    assert publish(vhost, "q", b"m5") == [False]  # refused while over the limit
+    assert dead() == ([b"m5"] if overflow == "reject-publish-dlx" else [])
+
+
+def test_requeue_drops_the_requeued_head_before_a_consumer_with_credit_gets_it(
+        vhost: VirtualHost, dead: Callable[[], list[bytes]], channel: FakeChannel,
+        clock: FakeScheduler) -> None:
+    q = vhost.declare_queue("q", arguments={"x-max-length": 1, "x-dead-letter-exchange": "dlx"})
+    channel.consume(q, "c", prefetch=1)
+    assert publish(vhost, "q", b"m1", b"m2") == [True, True]
+    channel.settle(requeue=True)
+    clock.run_soon()
+    assert dead() == [b"m1"]
+    assert channel.bodies() == [b"m1", b"m2"]  # m1 once, then m2 (not a redelivery)
+    assert channel.delivered[1][1].redelivered is False
+
+
+# ---- a waiting consumer is served before the limit applies -----------------------------------
+
+@pytest.mark.parametrize("limit", [{"x-max-length": 0}, {"x-max-length-bytes": 2}])
+def test_drop_head_delivers_to_a_waiting_consumer_whatever_the_limit(
+        vhost: VirtualHost, dead: Callable[[], list[bytes]], channel: FakeChannel,
+        limit: dict[str, int]) -> None:
+    q = vhost.declare_queue("q", arguments={**limit, "x-dead-letter-exchange": "dlx"})
+    channel.consume(q, "c", no_ack=True)
+    assert publish(vhost, "q", b"bigger") == [True]
+    assert channel.bodies() == [b"bigger"] and dead() == []
+
+
+@pytest.mark.parametrize("overflow", ["reject-publish", "reject-publish-dlx"])
+def test_reject_publish_refuses_even_with_a_waiting_consumer(
+        vhost: VirtualHost, dead: Callable[[], list[bytes]], channel: FakeChannel,
+        overflow: str) -> None:
+    q = vhost.declare_queue("q", arguments={"x-max-length": 0, "x-overflow": overflow,
+                                            "x-dead-letter-exchange": "dlx"})
+    channel.consume(q, "c", no_ack=True)
+    assert publish(vhost, "q", b"m") == [False]
+    assert channel.bodies() == []
+    assert dead() == ([b"m"] if overflow == "reject-publish-dlx" else [])

@@ -3,8 +3,9 @@ the core driven by a fake clock (no sockets, no sleeps)."""
 
 from __future__ import annotations
 
-from core_fakes import FakeChannel, FakeScheduler, bodies, message
+from core_fakes import FakeChannel, FakeScheduler, bodies, headers_of, message
 
+from broker.core.server import Server
 from broker.core.vhost import VirtualHost
 
 
@@ -67,6 +68,105 @@ def test_expiration_zero_without_a_consumer_is_dropped_at_once(vhost: VirtualHos
     q.publish(message(b"now", expiration="0"))
     assert q.message_count == 0
     assert bodies(vhost.queue("dlq")) == [b"now"]
+
+
+# RabbitMQ 3.10.8, probed: a message with expiration "0" (or in a queue with x-message-ttl 0)
+# goes to a consumer that can take it when it is published; otherwise it expires at once
+# (dead-lettered, reason expired), and basic.get never sees it. Every test below sets
+# clock.drift: the real clock moves between the publish and the delivery check.
+
+def test_expiration_zero_goes_to_a_waiting_consumer(vhost: VirtualHost, clock: FakeScheduler,
+                                                    channel: FakeChannel) -> None:
+    clock.drift = 1e-6
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-dead-letter-exchange": "dlx"})
+    channel.consume(q, "auto", no_ack=True)
+    q.publish(message(b"now", expiration="0"))
+    assert channel.bodies() == [b"now"]
+    assert bodies(vhost.queue("dlq")) == []
+
+
+def test_queue_ttl_zero_goes_to_a_waiting_consumer(vhost: VirtualHost, clock: FakeScheduler,
+                                                   channel: FakeChannel) -> None:
+    clock.drift = 1e-6
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-message-ttl": 0,
+                                            "x-dead-letter-exchange": "dlx"})
+    channel.consume(q, "manual", prefetch=10)
+    q.publish(message(b"a"))
+    q.publish(message(b"b"))
+    assert channel.bodies() == [b"a", b"b"]
+    assert bodies(vhost.queue("dlq")) == [] and q.message_count == 0
+
+
+def test_expiration_zero_goes_to_the_consumer_that_has_credit(
+        vhost: VirtualHost, clock: FakeScheduler) -> None:
+    clock.drift = 1e-6
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-dead-letter-exchange": "dlx"})
+    full, free = FakeChannel(), FakeChannel()
+    full.consume(q, "full", prefetch=1)
+    q.publish(message(b"first"))
+    free.consume(q, "free", no_ack=True)
+    q.publish(message(b"now", expiration="0"))
+    assert (full.bodies(), free.bodies()) == ([b"first"], [b"now"])
+    assert bodies(vhost.queue("dlq")) == []
+
+
+def test_expiration_zero_expires_when_no_consumer_has_credit(
+        vhost: VirtualHost, clock: FakeScheduler, channel: FakeChannel) -> None:
+    clock.drift = 1e-6
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-dead-letter-exchange": "dlx"})
+    channel.consume(q, "c", prefetch=1)
+    q.publish(message(b"first"))
+    q.publish(message(b"now", expiration="0"))
+    assert q.message_count == 0
+    assert bodies(vhost.queue("dlq")) == [b"now"]
+    channel.settle()  # credit comes back: nothing is left for it
+    clock.advance(1)
+    assert channel.bodies() == [b"first"]
+
+
+def test_expiration_zero_is_never_got(vhost: VirtualHost, clock: FakeScheduler) -> None:
+    clock.drift = 1e-6
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-dead-letter-exchange": "dlx"})
+    q.publish(message(b"now", expiration="0"))
+    assert q.get() is None
+    assert bodies(vhost.queue("dlq")) == [b"now"]
+
+
+def test_expiration_zero_behind_a_backlog_expires_at_the_head(
+        vhost: VirtualHost, clock: FakeScheduler, channel: FakeChannel) -> None:
+    clock.drift = 1e-6
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-dead-letter-exchange": "dlx"})
+    for body, props in ((b"a", {}), (b"now", {"expiration": "0"}), (b"b", {})):
+        q.publish(message(body, **props))
+    assert q.message_count == 3  # counted until it reaches the head
+    channel.consume(q, "late", no_ack=True)
+    clock.run_soon()
+    assert channel.bodies() == [b"a", b"b"]
+    assert bodies(vhost.queue("dlq")) == [b"now"]
+
+
+def test_expiration_zero_requeued_expires_even_with_a_consumer_waiting(
+        vhost: VirtualHost, clock: FakeScheduler, channel: FakeChannel) -> None:
+    """Only the publish hands a due message over; a requeue puts it back in the queue, where
+    it is expired."""
+    clock.drift = 1e-6
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-dead-letter-exchange": "dlx"})
+    channel.consume(q, "c", prefetch=10)
+    q.publish(message(b"now", expiration="0"))
+    assert channel.bodies() == [b"now"]
+    channel.settle(requeue=True)
+    clock.run_soon()
+    assert channel.bodies() == [b"now"] and q.message_count == 0
+    dead = vhost.queue("dlq").store.peek()
+    assert dead is not None and dead.message.body == b"now"
+    assert headers_of(dead.message)["x-death"][0]["reason"] == "expired"
 
 
 def test_only_the_head_expires(vhost: VirtualHost, clock: FakeScheduler) -> None:
@@ -198,3 +298,24 @@ def test_a_deleted_queue_leaves_no_timer_behind(vhost: VirtualHost,
     q.publish(message(b"m"))
     vhost.remove_queue(q)
     assert clock.pending_timers == []
+
+
+# ---- shutdown -----------------------------------------------------------------------------
+
+def test_frozen_queues_change_no_more_by_themselves(server_clock: tuple[Server, FakeScheduler]
+                                                    ) -> None:
+    """Node.stop freezes the queues before it closes their stores: from then on no message
+    expires and no queue expires, whatever is armed or arrives (the next boot does it)."""
+    server, clock = server_clock
+    vhost = server.vhosts["/"]
+    dead_letter_queue(vhost)
+    q = vhost.declare_queue("q", arguments={"x-message-ttl": 100, "x-expires": 200,
+                                            "x-dead-letter-exchange": "dlx"})
+    q.publish(message(b"armed"))
+    server.freeze_queues()
+    assert clock.pending_timers == []
+    q.publish(message(b"late"))
+    vhost.declare_queue("idle", arguments={"x-expires": 100})
+    clock.advance(10)
+    assert bodies(q) == [b"armed", b"late"]
+    assert bodies(vhost.queue("dlq")) == [] and "idle" in vhost.queues

@@ -68,16 +68,19 @@ def dir_size(path: Path) -> int:
     return total
 
 
-SLOW_FSYNC_MAIN = """
+FAULTS_MAIN = """
 import os, sys, time
-delay = float(sys.argv[1])
-real_fsync = os.fsync
+delay, offset = float(sys.argv[1]), float(sys.argv[2])
+real_fsync, real_time = os.fsync, time.time
 def slow_fsync(fd):
     time.sleep(delay)
     return real_fsync(fd)
-os.fsync = slow_fsync
+if delay:
+    os.fsync = slow_fsync
+if offset:
+    time.time = lambda: real_time() + offset
 from broker.__main__ import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -91,6 +94,9 @@ class BrokerProcess:
         self.log_dir = log_dir
         self.extra = list(extra)
         self.slow_fsync = slow_fsync  # fault injection: every os.fsync sleeps this long first
+        # seconds added to the broker's time.time() from its next start on: the wall clock
+        # stored message deadlines are kept in, as if the broker had been down that long
+        self.clock_offset = 0.0
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path: Path | None = None
@@ -124,8 +130,9 @@ class BrokerProcess:
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--data-dir",
                 str(self.data_dir), "--management-port", "0", "--prometheus-port", "0",
                 *self.extra]
-        if self.slow_fsync:
-            command = [sys.executable, "-c", SLOW_FSYNC_MAIN, str(self.slow_fsync), *args]
+        if self.slow_fsync or self.clock_offset:
+            command = [sys.executable, "-c", FAULTS_MAIN, str(self.slow_fsync),
+                       str(self.clock_offset), *args]
         else:
             command = [sys.executable, "-m", "broker", *args]
         with open(self.log_path, "wb") as log:

@@ -23,8 +23,10 @@ from pika_helpers import (
     assert_single_death,
     channel_closed,
     check_time,
+    collect,
     count,
     death_headers,
+    drain,
     fanout_pair,
     get_within,
 )
@@ -86,6 +88,26 @@ def test_expiration_zero_is_dropped_without_a_consumer(ch):
     ch.queue_declare("q")
     ch.basic_publish("", "q", b"now", pika.BasicProperties(expiration="0"))
     assert ch.basic_get("q") == (None, None, None)
+
+
+def test_expiration_zero_goes_to_a_waiting_consumer(conn):
+    """RabbitMQ 3.10.8: a consumer that can take it when it is published gets it; one without
+    credit does not, and the message is dead-lettered (expired) at once."""
+    ch = conn.channel()
+    fanout_pair(ch)
+    ch.queue_declare("q", arguments={"x-dead-letter-exchange": "dlx"})
+    ch.basic_qos(prefetch_count=1)
+    _tag, got = collect(ch, "q")
+    ch.basic_publish("", "q", b"now", pika.BasicProperties(expiration="0"))
+    deadline = time.monotonic() + 3
+    while not got and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert [body for _m, _p, body in got] == [b"now"]
+    ch.basic_publish("", "q", b"no credit", pika.BasicProperties(expiration="0"))
+    method, props, body = get_within(ch, "dlq")
+    assert body == b"no credit" and props.headers["x-death"][0]["reason"] == "expired"
+    assert count(ch, "q") == 0 and drain(ch, "dlq") == []
+    assert [body for _m, _p, body in got] == [b"now"]
 
 
 def test_x_expires_removes_an_unused_queue(broker, conn):

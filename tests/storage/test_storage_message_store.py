@@ -367,6 +367,36 @@ def test_group_commit_covers_pushes(tmp_path: Path, make: Factory,
     gc.flush_now()
 
 
+def test_a_closed_store_writes_nothing(tmp_path: Path, make: Factory) -> None:
+    """What a clean stop's last moments must not do: an expiry after the stores closed took
+    the message out of ``src`` (its delivered mark reached the disk, its ack did not) and
+    dead-lettered it into ``dst``, whose empty store made a new segment; after the restart both
+    held it. Now nothing of a change after the close reaches the files."""
+    gc = GroupCommit()
+    src = open_store(tmp_path / "src", group_commit=gc)
+    dst = open_store(tmp_path / "dst", group_commit=gc)
+    src.push(make("m"))
+    gc.flush_now()
+    src.close()
+    dst.close()
+    gc.flush_now()
+    files = {p: p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
+
+    entry = src.shift()
+    assert entry is not None
+    src.ack(entry)
+    with pytest.raises(ms.StoreClosed):
+        dst.push(make("m"))
+    gc.flush_now()
+    assert {p: p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()} == files
+
+    src, dst = open_store(tmp_path / "src"), open_store(tmp_path / "dst")
+    assert [(e.message.body, e.redelivered) for e in drain(src)] == [(b"m", False)]
+    assert len(dst) == 0
+    src.close()
+    dst.close()
+
+
 def test_non_durable_store_is_scratch(tmp_path: Path, make: Factory) -> None:
     path = tmp_path / "scratch" / "1"
     path.mkdir(parents=True)
