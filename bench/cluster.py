@@ -305,30 +305,3 @@ def _drain(leader: ClusterNode, queue: str) -> set[str]:
     channel.queue_delete(queue)
     conn.close()
     return seen
-
-
-def cluster_table(result: ClusterResult) -> list[str]:
-    """Rows for the report: per scenario, one node against three."""
-    from bench.report import _f, _table
-
-    rows = []
-    for spec in SPECS:
-        one = result.median(spec.name, "1 node", "in")
-        three = result.median(spec.name, "3 nodes", "in")
-        ratio = "n/a" if one is None or three is None or one == 0 else f"{three / one:.2f}"
-        for name in ("1 node", "3 nodes"):
-            p50 = result.median(spec.name, name, "p50")
-            p99 = result.median(spec.name, name, "p99")
-            rows.append([spec.name, name, _f(result.median(spec.name, name, "in"), ",.0f"),
-                         f"{_f(p50, '.1f')} / {_f(p99, '.1f')}",
-                         ratio if name == "3 nodes" else ""])
-    lines = _table(["scenario", "nodes", "confirmed msg/s", "confirm p50 / p99 ms",
-                    "3 ÷ 1 (≥ 0.50)"], rows, right_from=2)
-    if result.failovers:
-        lines += ["", f"failover (leader SIGKILL → first confirm through the new leader, "
-                  f"default 3 s lease): {len(result.failovers)} kills, median "
-                  f"{statistics.median(result.failovers):.2f} s, max "
-                  f"{max(result.failovers):.2f} s (target ≤ 5 s); {result.confirmed:,} "
-                  f"confirmed, {result.lost if result.lost is not None else 'n/a'} lost "
-                  "(target 0)"]
-    return lines

@@ -32,10 +32,10 @@ import os
 import platform
 import shutil
 import socket
+from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from broker.amqp.transport import AMQPProtocol
 from broker.cluster import files, proxy
 from broker.cluster.durability import ReplicatedDurability
 from broker.cluster.etcd import EtcdClient, EtcdError
@@ -45,7 +45,34 @@ from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION, node_name
 from storage.datadir import DEFINITIONS_NAME, LOCK_NAME, QUEUES_NAME, SCRATCH_NAME, DataDir
 
 if TYPE_CHECKING:
-    from .node import Node
+    from broker.amqp.ports import Durability
+    from storage.replication import ReplicationSink
+
+    from .config import Config
+    from .stores import Stores
+
+
+class Alarmed(Protocol):
+    @property
+    def active(self) -> Collection[str]: ...
+
+
+class ClusterHost(Protocol):
+    """What cluster mode needs of its node (``node.Node``, which it does not import)."""
+
+    config: Config
+    port: int
+    management_port: int | None
+    stores: Stores | None
+    running: bool
+
+    @property
+    def alarms(self) -> Alarmed: ...
+    async def open_state(self, data: DataDir | None = None,
+                         sink: ReplicationSink | None = None) -> None: ...
+    async def close_state(self, reason: str) -> None: ...
+    def set_durability(self, durability: Durability | None) -> None: ...
+    def amqp_session(self) -> asyncio.Protocol: ...
 
 log = logging.getLogger("broker.cluster")
 
@@ -72,7 +99,7 @@ def split_hostport(text: str) -> tuple[str, int]:
 
 
 class ClusterMode:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ClusterHost) -> None:
         self.node = node
         cfg = node.config
         self.cluster = cfg.etcd_cluster or cfg.cluster_name or "default"
@@ -229,9 +256,9 @@ class ClusterMode:
     def amqp_protocol(self) -> asyncio.Protocol:
         node = self.node
         if self.standalone:
-            return AMQPProtocol(node)
+            return node.amqp_session()
         if self.serving:
-            return proxy.Acceptor(lambda: AMQPProtocol(node), self.is_peer)
+            return proxy.Acceptor(node.amqp_session, self.is_peer)
         return proxy.Splice(self.leader_amqp, self.splices)
 
     def is_peer(self, host: str) -> bool:

@@ -233,6 +233,10 @@ class Node:
             return self.cluster.amqp_protocol()
         return AMQPProtocol(self)
 
+    def amqp_session(self) -> asyncio.Protocol:
+        """A client connection served here (cluster mode: while leading or alone)."""
+        return AMQPProtocol(self)
+
     async def start_app(self) -> None:
         """Open the AMQP listener (``rabbitmqctl start_app``); in cluster mode, take part in
         the cluster again."""
