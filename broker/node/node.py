@@ -141,8 +141,19 @@ class Node:
         self._durability = durability
 
     def when_durable(self, callback: Callable[[bool], None]) -> None:
-        assert self.stores is not None
-        self.stores.when_durable(callback)
+        """Call back once what was written so far is fsynced and the definitions document
+        covers it: recovery drops the data of a queue the saved definitions do not know, so
+        a confirm for a message in a queue declared a moment ago waits for that save too."""
+        stores = self.stores
+        assert stores is not None
+
+        def fsynced(ok: bool) -> None:
+            if ok:
+                stores.when_saved(lambda: callback(True))
+            else:
+                callback(False)
+
+        stores.when_durable(fsynced)
 
     def write_through(self) -> None:
         if self.stores is not None:
