@@ -59,6 +59,12 @@ class ContentAssembly:
         if content is not None and content.have_header:
             self.partial_announced -= content.size
 
+    def _content_room(self) -> int:
+        """The largest body a complete message may announce now without a 406: what the
+        compiled fast path (``fast.scan``) accepts; anything larger goes frame by frame
+        through ``_on_header``, which answers it."""
+        return min(self.max_message_size, self.partial_limit - self.partial_announced)
+
     @property
     def has_partial_content(self) -> bool:
         """A publish is under way (its header or body not complete yet)."""
@@ -128,5 +134,3 @@ class ContentAssembly:
         return Publish(channel, content.exchange, content.routing_key, content.mandatory,
                        content.immediate, content.props, body, content.exchange_raw,
                        content.routing_key_raw)
-
-

@@ -1,5 +1,6 @@
 """Channel: handlers ``on_<class>_<method>`` looked up by pamqp class, consumers, unacked
-deliveries, publisher confirms and transactions.
+deliveries, publisher confirms and transactions (exchange.* and queue.* in
+``channel_topology``, ack / nack / reject / recover in ``settlement``).
 
 Invariants:
 - Delivery tags start at 1 and only grow; ``unacked`` is ordered by tag (dict insertion order).
@@ -12,18 +13,16 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
 from broker.core import arguments as qargs
 from broker.core import publishing, replyto
-from broker.core.messages import persistent_of
 from broker.core.queue import Consumer, Queue
 from broker.core.stats import Counters, retire_consumer
-from broker.core.stream_queue import check_nack
-from protocol import codec
+from protocol import codec, properties
 from protocol.errors import (
     AccessRefused,
     CommandInvalid,
@@ -39,6 +38,7 @@ from storage.message import Entry, Message
 from .channel_topology import TopologyHandlers, random_name
 from .confirms import Confirms
 from .limits import CONSUMERS_PER_CONNECTION, OUTPUT_LIMIT
+from .settlement import Settlement
 
 if TYPE_CHECKING:
     from broker.core.exchanges import Exchange
@@ -63,7 +63,7 @@ def _delivered_properties(entry: Entry) -> bytes:
     return entry.message.properties
 
 
-class Channel(TopologyHandlers):
+class Channel(TopologyHandlers, Settlement):
     def __init__(self, session: ChannelOwner, number: int) -> None:
         self.session = session
         self.number = number
@@ -87,6 +87,13 @@ class Channel(TopologyHandlers):
     @property
     def can_deliver(self) -> bool:
         return self.session.writable and not self.closed
+
+    def byte_room(self, no_ack: bool) -> int:
+        session = self.session
+        room = OUTPUT_LIMIT - session.out_bytes
+        if not no_ack:
+            room = min(room, session.unacked_limit - session.unacked_bytes)
+        return room
 
     @property
     def unacked_count(self) -> int:
@@ -129,22 +136,6 @@ class Channel(TopologyHandlers):
             self._forget_consumer(consumer)
         self.consumers.clear()
         self._requeue_all()
-
-    def _requeue_all(self) -> None:
-        touched: set[Queue] = set()
-        freed = 0
-        for entry, queue, consumer in self.unacked.values():
-            queue.requeue(entry)
-            freed += entry.message.size
-            if consumer is not None:
-                consumer.unacked -= 1
-            touched.add(queue)
-        self.stats.redeliver += len(self.unacked)
-        self.unacked.clear()
-        if freed:
-            self.session.unacked_released(freed)
-        for queue in touched:
-            queue.wake()
 
     # ---- basic: consumers --------------------------------------------------------------
     def on_basic_qos(self, m: C.Basic.Qos) -> None:
@@ -230,31 +221,45 @@ class Channel(TopologyHandlers):
             self.session.wake()
 
     def deliver(self, consumer: Consumer, entry: Entry) -> None:
-        self.next_tag += 1
-        tag = self.next_tag
-        msg = entry.message
+        self.deliver_many(consumer, (entry,))
+
+    def deliver_many(self, consumer: Consumer, entries: Sequence[Entry]) -> None:
+        """basic.deliver for each entry, in order, with consecutive delivery tags."""
         number = self.number
-        out = self.machine.out
-        props = _delivered_properties(entry)
-        data = codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
-                                     msg.exchange_raw, msg.routing_key_raw, props, msg.body,
-                                     self.machine.frame_max)
-        out.append(data)
-        consumer.delivered += 1
+        send = self.machine.send_deliver
+        ctag = consumer.tag_raw
+        tag = self.next_tag
+        queued = 0
+        for entry in entries:
+            tag += 1
+            msg = entry.message
+            queued += send(number, ctag, tag, entry.redelivered, msg.exchange_raw,
+                           msg.routing_key_raw, msg.properties if not entry.delivery_count
+                           else _delivered_properties(entry), msg.body)
+        consumer.delivered += len(entries)
+        queue = consumer.queue
         session = self.session
-        session.out_bytes += len(data)
+        session.out_bytes += queued
         if session.out_bytes > OUTPUT_LIMIT:
             session.stall("output")  # until the transport has taken it
         if consumer.no_ack:
-            if consumer.queue is not None:
-                consumer.queue.ack(entry)
+            if queue is not None:
+                for entry in entries:
+                    queue.ack(entry)
         else:
             # only the reply consumer has no queue, and it is no-ack
-            self.unacked[tag] = (entry, consumer.queue, consumer)  # type: ignore[assignment]
-            consumer.unacked += 1
-            session.unacked_bytes += msg.size
+            unacked = self.unacked
+            tag = self.next_tag
+            held = 0
+            for entry in entries:
+                tag += 1
+                unacked[tag] = (entry, queue, consumer)  # type: ignore[assignment]
+                held += entry.message.size
+            consumer.unacked += len(entries)
+            session.unacked_bytes += held
             if session.unacked_bytes >= session.unacked_limit:
                 session.stall("unacked")
+        self.next_tag = tag
         session.wake()
 
     def deliver_reply(self, message: Message) -> None:
@@ -285,106 +290,14 @@ class Channel(TopologyHandlers):
             queue.stats.get += 1
         tag = self.next_tag
         msg = entry.message
-        out = self.machine.out
-        out.append(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_raw,
-                                      msg.routing_key_raw, queue.message_count))
-        out.append(codec.content_frames(self.number, _delivered_properties(entry), msg.body,
-                                        self.machine.frame_max))
+        self.machine.send_get_ok(self.number, tag, entry.redelivered, msg.exchange_raw,
+                                 msg.routing_key_raw, queue.message_count,
+                                 _delivered_properties(entry), msg.body)
         if m.no_ack:
             queue.ack(entry)
         else:
             self.unacked[tag] = (entry, queue, None)
             self.session.unacked_bytes += msg.size
-
-    # ---- basic: settlement -------------------------------------------------------------
-    def _take(self, tag: int, multiple: bool) -> list[tuple[Entry, Queue, Consumer | None]]:
-        unacked = self.unacked
-        if multiple:
-            if tag == 0:
-                taken = list(unacked.values())
-                unacked.clear()
-                return taken
-            if tag not in unacked:
-                raise PreconditionFailed(f"unknown delivery tag {tag}")
-            tags = []
-            for t in unacked:
-                if t > tag:
-                    break
-                tags.append(t)
-            return [unacked.pop(t) for t in tags]
-        item = unacked.pop(tag, None)
-        if item is None:
-            raise PreconditionFailed(f"unknown delivery tag {tag}")
-        return [item]
-
-    def _check_tags(self, tag: int, multiple: bool) -> None:
-        if (multiple and tag == 0) or tag in self.unacked:
-            return
-        raise PreconditionFailed(f"unknown delivery tag {tag}")
-
-    def _settle(self, tag: int, multiple: bool, requeue: bool | None) -> None:
-        """requeue None = ack; True = back to the queue; False = dropped (dead-lettered)."""
-        if self.tx is not None:
-            self._check_tags(tag, multiple)
-            self.tx.append(lambda: self._settle_now(tag, multiple, requeue, lenient=True))
-            return
-        self._settle_now(tag, multiple, requeue)
-
-    def _settle_now(self, tag: int, multiple: bool, requeue: bool | None,
-                    lenient: bool = False) -> None:
-        try:
-            taken = self._take(tag, multiple)
-        except PreconditionFailed:
-            if lenient:
-                return
-            raise
-        touched: set[Queue] = set()
-        freed = 0
-        acking = requeue is None
-        for entry, queue, consumer in taken:
-            freed += entry.message.size
-            if consumer is not None:
-                consumer.unacked -= 1
-                consumer.acked += acking
-            elif acking:  # a basic.get message: no consumer counts it
-                self.stats.ack += 1
-                queue.stats.ack += 1
-            if requeue:
-                queue.requeue(entry)
-            elif acking:
-                queue.ack(entry)
-            else:
-                queue.reject(entry)
-            touched.add(queue)
-        if requeue:
-            self.stats.redeliver += len(taken)
-        self.session.unacked_released(freed)
-        for queue in touched:
-            queue.wake()
-        if self.global_prefetch:
-            self._wake_consumed_queues()
-
-    def on_basic_ack(self, m: C.Basic.Ack) -> None:
-        self._settle(m.delivery_tag, m.multiple, None)
-
-    def on_basic_nack(self, m: C.Basic.Nack) -> None:
-        check_nack(self.unacked, m.delivery_tag, m.multiple)
-        self._settle(m.delivery_tag, m.multiple, m.requeue)
-
-    def on_basic_reject(self, m: C.Basic.Reject) -> None:
-        check_nack(self.unacked, m.delivery_tag or 0, False)
-        self._settle(m.delivery_tag or 0, False, m.requeue)  # pamqp: int | None
-
-    def on_basic_recover(self, m: C.Basic.Recover) -> None:
-        if not m.requeue:
-            raise NotImplemented_("requeue=false")
-        self.reply(C.Basic.RecoverOk())
-        self._requeue_all()
-
-    def on_basic_recover_async(self, m: C.Basic.RecoverAsync) -> None:
-        if not m.requeue:
-            raise NotImplemented_("requeue=false")
-        self._requeue_all()
 
     # ---- basic: publish ----------------------------------------------------------------
     def on_publish(self, ev: Publish) -> None:
@@ -402,8 +315,9 @@ class Channel(TopologyHandlers):
             if self.reply_address is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
             props = replyto.with_reply_to(props, self.reply_address)
-        message = Message(ev.exchange, ev.routing_key, props, ev.body, persistent_of(props),
-                          ev.exchange_raw, ev.routing_key_raw)
+        meta = properties.peek_all(props)  # the one walk over the properties
+        message = Message(ev.exchange, ev.routing_key, props, ev.body, meta.delivery_mode == 2,
+                          ev.exchange_raw, ev.routing_key_raw, meta)
         self.session.check_publish(self, message)
         if self.confirms is not None:
             self.confirms.next()
@@ -419,11 +333,9 @@ class Channel(TopologyHandlers):
             self.stats.drop_unroutable += not mandatory
             if mandatory:
                 self.stats.return_unroutable += 1
-                self.machine.out.append(codec.return_frame(
-                    self.number, 312, "NO_ROUTE", message.exchange_raw,
-                    message.routing_key_raw))
-                self.machine.out.append(codec.content_frames(
-                    self.number, message.properties, message.body, self.machine.frame_max))
+                self.machine.send_return(self.number, 312, "NO_ROUTE", message.exchange_raw,
+                                         message.routing_key_raw, message.properties,
+                                         message.body)
         elif queues is publishing.REPLIED:
             pass
         elif confirms is not None:
@@ -433,12 +345,16 @@ class Channel(TopologyHandlers):
                     confirms.nack(seq)
                 elif (message.persistent or queue.logs_everything) and queue.persists:
                     confirms.wait_for_disk(seq)
+                if queue.credit <= 0:
+                    self.session.wait_for_credit(queue)
         else:
             for queue in queues:
                 queue.publish(message)
                 if self.tx is not None and queue.persists and \
                         (message.persistent or queue.logs_everything):
                     self._tx_wrote_to_disk = True
+                if queue.credit <= 0:
+                    self.session.wait_for_credit(queue)
         if confirms is not None:
             self.session.confirms_pending.add(self)
 
@@ -447,12 +363,13 @@ class Channel(TopologyHandlers):
         confirms = self.confirms
         if confirms is None or not self.machine.channel_usable(self.number):
             return
-        confirms.flush(self.number, self.machine.out)
+        confirms.flush(self.number, self.machine)
         confirms.request_sync(self.session.host.durability.when_durable, self._on_synced)
 
     def _on_synced(self) -> None:
-        if self.confirms is not None and not self.closed:
-            self.confirms.flush(self.number, self.machine.out)
+        if self.confirms is not None and not self.closed and \
+                self.machine.channel_usable(self.number):
+            self.confirms.flush(self.number, self.machine)
             self.session.wake()
 
     # ---- confirm / tx ------------------------------------------------------------------

@@ -7,6 +7,12 @@ the connection. Handlers elsewhere only raise.
 The session never touches the socket: it reads events from the ConnectionMachine and leaves
 frames in ``machine.out``; the transport (the adapter) writes them once per read, or on the next
 loop turn when ``wake`` is called from outside a read (a delivery caused by another connection).
+
+Fairness and flow control: one go of ``process_input`` handles at most ``SLICE`` events, then
+the machine keeps the rest and the transport continues on the next loop turn, so deliveries, acks
+and other connections' publishes interleave with a flood in bounded slices. A publish into a
+queue that is out of credit (``broker.core.credit``) holds the input until the queue calls
+back (``wait_for_credit``); meanwhile the connection is not read and its state is ``flow``.
 What the session needs from the node (settings, durability, alarms) comes through
 ``ports.AMQPHost``; the server (``broker.core.server.Server``) is the state it serves.
 """
@@ -26,6 +32,7 @@ from broker.core.stats import Counters, channel_totals, session_totals
 from protocol.connection import ConnectionMachine
 from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed
 from protocol.events import (
+    Ack,
     CloseTransport,
     Fault,
     LoginAttempt,
@@ -48,6 +55,8 @@ if TYPE_CHECKING:
     from .ports import AMQPHost, TransportAdapter
 
 log = logging.getLogger("broker.connection")
+SLICE = 256  # events handled per go before the other connections get their turn
+FLOW_STATE_LINGER = 1.0  # s a connection still reads "flow" after it was let go (RabbitMQ's)
 
 
 def open_sessions(server: Server) -> list[Session]:
@@ -89,42 +98,66 @@ class Session:
         self.closed = False
         self.published = False
         self.blocked = False
+        self._slice = SLICE
+        # Input waits in the machine (the socket is not read) for ``held_for``: ``slice``
+        # (this go's SLICE events are used up), ``turn`` (TURN_BUDGET of work in this go),
+        # ``output`` (OUTPUT_LIMIT bytes of answers wait to be written) or ``credit`` (a
+        # queue it published to is out of credit); see process_input.
         self.input_held = False
+        self.held_for: str | None = None
+        self.flow_queue: Queue | None = None  # the queue whose credit this connection awaits
+        self.flow_seconds = 0.0  # time spent in flow, closed periods only (see flow_time)
+        self._flow_since = 0.0
+        self._flow_until = -FLOW_STATE_LINGER
 
     # ---- input -------------------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
         self.machine.receive_data(data, now)
         self.process_input()
 
-    def process_input(self) -> None:
+    def process_input(self, fresh: bool = False) -> None:
         """Handle what the machine can parse. Stops early, keeping the rest of the input in
-        the machine (``input_held``), once more than ``OUTPUT_LIMIT`` bytes wait to be
-        written (a client that pipelines requests with large answers, basic.get or mandatory
-        returns, and reads nothing cannot make the broker buffer without bound) or after
-        ``TURN_BUDGET`` seconds of work (a flood on one connection cannot hold the loop)."""
+        the machine (``input_held``, the reason in ``held_for``), when:
+
+        - ``credit``: a queue it published to is out of credit (flow control); it goes on
+          when the queue calls back (``_credit_back``);
+        - ``output``: more than ``OUTPUT_LIMIT`` bytes wait to be written (a client that
+          pipelines requests with large answers, basic.get or mandatory returns, and reads
+          nothing cannot make the broker buffer without bound); it goes on once the transport
+          took them and its buffer is under high water;
+        - ``slice``: this go's slice of ``SLICE`` events is used up, or ``turn``: this go took
+          ``TURN_BUDGET`` seconds (a flood on one connection cannot hold the loop); it goes on
+          at the next loop turn, with a ``fresh`` slice, after the other connections.
+
+        While an alarm is on, parsing also stops before the first frame of a publish (the
+        machine's ``hold_content``): RabbitMQ blocks a connection there too, mid-message."""
+        if fresh:
+            self._slice = SLICE
         machine = self.machine
         channels = self.channels
         out = machine.out
         check_at = 64  # sum the output's size only when its list doubles: amortised O(1)
-        self.input_held = False
-        # While an alarm is on, a publish waits unread in the machine (RabbitMQ blocks a
-        # connection at its first publish frame too, mid-message).
+        budget = self._slice
+        held: str | None = None
         machine.hold_content = bool(self.alarms.active)
         events = machine.events()
         started = perf_counter()
-        handled = 0
         try:
             for event in events:
                 channel = 0
                 try:
                     if type(event) is Publish:
                         channel = event.channel
-                        # authz is set by connection.open; no Publish comes before it
-                        if event.exchange not in self.authz.writable_exchanges:  # type: ignore
-                            self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
+                        # authz is set by connection.open; the machine yields no Publish before
+                        authz = self.authz
+                        if event.exchange not in authz.writable_exchanges:  # type: ignore[union-attr]
+                            authz.check_publish(event.exchange)  # type: ignore[union-attr]
                         if not self.published:
                             self.published = True
                         channels[channel].on_publish(event)
+                    elif type(event) is Ack:
+                        channel = event.channel
+                        channels[channel].on_ack(event.delivery_tag, event.multiple)
                     elif type(event) is Method:
                         channel = event.channel
                         self._on_method(event)
@@ -136,23 +169,35 @@ class Session:
                 except AMQPError as err:
                     if type(event) is Publish:
                         err.at(60, 40)
+                    elif type(event) is Ack:
+                        err.at(60, 80)
                     elif type(event) is Method:
                         err.at(event.method.index >> 16, event.method.index & 0xFFFF)
                     self.fail(err, channel)
+                budget -= 1
+                if self.closed:
+                    continue  # what follows is only read for the client's close(-ok)
+                if self.flow_queue is not None:
+                    held = "credit"
+                    break
                 if len(out) >= check_at:
-                    if sum(map(len, out)) > OUTPUT_LIMIT and not self.closed:
-                        self.input_held = True
+                    if sum(map(len, out)) > OUTPUT_LIMIT:
+                        held = "output"
                         break
                     check_at = len(out) * 2
-                handled += 1
-                if not handled & 255 and perf_counter() - started > TURN_BUDGET:
-                    # Fairness: one connection's flood (a basic.get storm, cheap methods by
-                    # the thousand) gets this much of a loop turn; the rest of its input waits
-                    # for the next turn, after every other connection's.
-                    self.input_held = True
+                if budget <= 0:
+                    held = "slice"
+                    break
+                if not budget & 31 and perf_counter() - started > TURN_BUDGET:
+                    # Fairness: one connection's flood of costly requests (a basic.get
+                    # storm, declarations) gets this much of a loop turn even within a slice.
+                    held = "turn"
                     break
         finally:
             events.close()
+        self._slice = budget
+        self.input_held = held is not None and not self.closed
+        self.held_for = held if self.input_held else None
         self.flush_confirms()
         if machine.content_held:
             machine.content_held = False
@@ -283,11 +328,45 @@ class Session:
 
     # ---- broker hooks ------------------------------------------------------------------
     def check_publish(self, channel: Channel, message: Message) -> None:
-        publishing.check_properties(message.properties, self.user)
+        publishing.check_properties(message, self.user)
 
     # ---- output and flow ---------------------------------------------------------------
     def wake(self) -> None:
         self.adapter.schedule_flush()
+
+    def wait_for_credit(self, queue: Queue) -> None:
+        if self.flow_queue is not None or self.closed:
+            return
+        self.flow_queue = queue
+        self._flow_since = time.monotonic()
+        queue.add_credit_waiter(self._credit_back)
+
+    def _credit_back(self) -> None:
+        if self.flow_queue is None:
+            return
+        self.flow_queue = None
+        self._flow_until = now = time.monotonic()
+        self.flow_seconds += now - self._flow_since
+        if not self.closed:
+            self.adapter.continue_soon()
+
+    def flow_time(self) -> float:
+        """Seconds this connection has spent in flow, the current period included."""
+        if self.flow_queue is None:
+            return self.flow_seconds
+        return self.flow_seconds + time.monotonic() - self._flow_since
+
+    @property
+    def state(self) -> str:
+        """RabbitMQ's connection state: flow while throttled and for a second after."""
+        if self.closed:
+            return "closed"
+        if self.blocked:
+            return "blocked"
+        if self.flow_queue is not None or \
+                time.monotonic() - self._flow_until < FLOW_STATE_LINGER:
+            return "flow"
+        return "running"
 
     def set_writable(self, writable: bool) -> None:
         """The socket's write buffer crossed its high-water mark (False) or drained."""
@@ -345,7 +424,7 @@ class Session:
             self.wake()
         self.adapter.resume_reading("alarm")
         self.input_held = True  # a publish may wait in the machine: handle it now
-        self.adapter.continue_input()
+        self.adapter.continue_soon()
 
     def tick(self, now: float) -> bool:
         """Heartbeat duty; False when the peer has been silent too long."""
@@ -363,6 +442,10 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if self.flow_queue is not None:
+            self.flow_seconds = self.flow_time()
+            self.flow_queue = None
+        self.server.load.flow_seconds_retired += self.flow_seconds
         for number in list(self.channels):
             self.drop_channel(number)
         if self.vhost is not None:
@@ -388,5 +471,3 @@ class Session:
         self.machine.close_connection(ConnectionForced(text))
         self.teardown()
         self.adapter.close_transport(delay)
-
-

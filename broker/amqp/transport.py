@@ -5,12 +5,17 @@ Invariants:
 - Frames produced outside a read (deliveries caused by another connection, heartbeats) are
   written by one flush scheduled on the next loop turn, however many there were.
 - Backpressure is explicit: when the socket buffer passes the high-water mark the session stops
-  taking deliveries (``pause_writing``) and the socket is no longer read, so a client that
-  never reads cannot make the broker queue answers for it without bound; both resume when it
-  drains. A read whose answers pass the session's output limit leaves the rest of its input in
-  the machine (``session.input_held``); it is handled once the socket drains.
-- Reading is paused for any of a set of reasons (``alarm``: a resource alarm blocked the
-  publisher; ``output``: answers wait to be written) and resumes when none is left.
+  taking deliveries (``pause_writing``) and the socket is no longer read (``writing``), so a
+  client that never reads cannot make the broker queue answers for it without bound; both
+  resume when it drains.
+- Reading is paused for any of a set of reasons and resumes only when none is left:
+  ``alarm`` (a resource alarm blocked the publisher), ``writing`` (the socket's buffer is over
+  high water), ``turn`` (this connection used its TURN_BUDGET of the loop turn; uvloop reads a
+  busy socket up to 32 times a turn) and the session's reasons for holding input back in the
+  machine (``Session.held_for``): ``slice`` and ``turn`` (its share of this turn is used: it
+  goes on at the next turn), ``output`` (answers over OUTPUT_LIMIT wait: it goes on once they
+  are written and the socket is under high water), ``credit`` (a queue it published to is out
+  of credit: it goes on when the queue calls back).
 - After the close handshake the socket lingers: what the client still sends is read and
   discarded until it closes its side (RabbitMQ waits up to 30 s), so its last writes do not
   meet a reset.
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("broker.connection")
 HIGH_WATER = OUTPUT_LIMIT
+# Reasons to pause reading that come from the session holding input back (Session.held_for).
+INPUT_HOLDS = ("slice", "output", "credit")
 
 
 def address_text(addr: object) -> str:
@@ -53,6 +60,7 @@ class AMQPProtocol(asyncio.Protocol):
         self.session: Session | None = None
         self._in_read = False
         self._flush_scheduled = False
+        self._continue_scheduled = False
         self._closing = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
@@ -101,14 +109,17 @@ class AMQPProtocol(asyncio.Protocol):
             self._start_heartbeat()
 
     def _handle_input(self, session: Session, data: bytes | None) -> None:
-        """Feed ``data`` (None: continue with the input held back earlier), write the answers
-        once, and hold reading while answers are backed up or this connection has used its
-        share of the loop turn."""
-        self._in_read = True
+        """Feed ``data`` (None: continue with the input held back earlier, with a fresh
+        slice), dispatch what it woke, write the answers once; then pause reading for each
+        reason the session holds input back, and for the rest of this loop turn once this
+        connection used its TURN_BUDGET. The time it takes counts as busy time of the loop
+        (``server.load``, flow control)."""
+        server = self.server
         started = perf_counter()
+        self._in_read = server.handling_input = True
         try:
             if data is None:
-                session.process_input()
+                session.process_input(fresh=True)
             else:
                 session.data_received(data, self.loop.time())
         except Exception:
@@ -116,33 +127,44 @@ class AMQPProtocol(asyncio.Protocol):
             session.fail(InternalError("internal error"), 0)
         finally:
             self._in_read = False
-        self._spent += perf_counter() - started
+        server.run_woken()
+        self._flush()
+        spent = perf_counter() - started
+        server.load.busy += spent
+        self._spent += spent
         if self._spent > TURN_BUDGET and "turn" not in self._read_pauses:
-            # uvloop reads a busy socket up to 32 times per loop turn: stop reading this one
-            # until every other connection had its turn
+            # stop reading this one until every other connection had its turn
             self.pause_reading("turn")
             self.loop.call_soon(self._next_turn)
-        self._flush()
-        if session.input_held and not session.closed:
-            self.pause_reading("output")
-            if not self._write_paused:
-                self.loop.call_soon(self._continue_input)
-        elif not self._write_paused:
-            self.resume_reading("output")
+        held = session.held_for if session.input_held and not session.closed else None
+        pauses = self._read_pauses
+        for reason in INPUT_HOLDS:
+            if reason != held and reason in pauses:
+                self.resume_reading(reason)
+        if held is not None:
+            if held != "turn":  # the "turn" pause above covers it
+                self.pause_reading(held)
+            if held != "credit":
+                self.continue_soon()
 
     def _next_turn(self) -> None:
         self._spent = 0.0
         self.resume_reading("turn")
 
-    def continue_input(self) -> None:
-        """Handle the input held in the machine on the next loop turn (after an unblock)."""
-        if not self._write_paused:
-            self.loop.call_soon(self._continue_input)
+    def continue_soon(self) -> None:
+        """Go on with held input on the next loop turn (after every other ready callback):
+        after a slice, an unblock, credit back, the socket drained."""
+        if self._continue_scheduled or self._closing or self._lingering:
+            return
+        self._continue_scheduled = True
+        self.loop.call_soon(self._continue_input)
 
     def _continue_input(self) -> None:
+        self._continue_scheduled = False
         session = self.session
-        if session is None or self._closing or self._lingering or self._write_paused \
-                or not session.input_held:
+        if session is None or self._closing or self._lingering or not session.input_held \
+                or self._write_paused or session.flow_queue is not None:
+            # resume_writing / the queue's credit callback continue it
             return
         self._handle_input(session, None)
 
@@ -159,23 +181,27 @@ class AMQPProtocol(asyncio.Protocol):
         self._write_paused = True
         if self.session is not None:
             self.session.set_writable(False)
-        self.pause_reading("output")
+        self.pause_reading("writing")
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self.resume_reading("writing")
         if self.session is not None:
             self.session.set_writable(True)
             if self.session.input_held:
-                self.loop.call_soon(self._continue_input)
-                return
-        self.resume_reading("output")
+                self.continue_soon()
 
     # ---- called by the session ---------------------------------------------------------
     def schedule_flush(self) -> None:
         if self._flush_scheduled or self._in_read:
             return
         self._flush_scheduled = True
-        self.loop.call_soon(self._flush)
+        self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        started = perf_counter()
+        self._flush()
+        self.server.load.busy += perf_counter() - started
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -24,6 +24,7 @@ from protocol.codec import erlang_tuple
 from protocol.errors import AccessRefused, NotFound, PreconditionFailed
 
 from . import replyto
+from .messages import peeked
 
 if TYPE_CHECKING:
     from storage.message import Message
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from .users import AuthStore
     from .vhost import VirtualHost
 
-NO_PROPERTIES = b"\x00\x00"
 
 
 # ---- permissions -------------------------------------------------------------------------
@@ -80,14 +80,17 @@ def target_exchange(vhost: VirtualHost, name: str) -> Any:
     return exchange
 
 
-def check_properties(props: bytes, user: str) -> None:
-    """user_id must be the publisher's; expiration must be a non-negative 32-bit integer."""
-    if props[:2] == NO_PROPERTIES:
+def check_properties(message: Message, user: str) -> None:
+    """user_id must be the publisher's; expiration must be a non-negative 32-bit integer.
+    Reads the message's one walk over its properties (``messages.peeked``), none when it
+    has no properties."""
+    meta = peeked(message)
+    if meta is properties.NOTHING:
         return
-    expiration = properties.peek_expiration(props)
+    expiration = meta.expiration
     if expiration is not None:
         validate_expiration(expiration)
-    user_id = properties.peek_shortstr(props, properties.USER_ID)
+    user_id = meta.user_id
     if user_id is not None and user_id != user:
         raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user "
                                  f"was '{user}'")

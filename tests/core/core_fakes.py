@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pamqp import commands
@@ -134,6 +134,7 @@ class FakeChannel:
 
     can_deliver: bool = True
     global_prefetch: int = 0
+    room_bytes: int = 2**62  # what byte_room answers (the connection's byte bounds)
     delivered: list[tuple[str, Entry]] = field(default_factory=list)
     unacked: list[tuple[Consumer, Entry]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
@@ -150,6 +151,13 @@ class FakeChannel:
         else:
             consumer.unacked += 1
             self.unacked.append((consumer, entry))
+
+    def deliver_many(self, consumer: Consumer, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            self.deliver(consumer, entry)
+
+    def byte_room(self, no_ack: bool) -> int:
+        return self.room_bytes
 
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
         self.cancelled.append(consumer.tag)

@@ -135,6 +135,23 @@ def test_dispatch_yields_after_its_budget(vhost: VirtualHost, clock: FakeSchedul
     assert len(ch.bodies()) == 7
 
 
+def test_a_batch_stops_at_the_connections_byte_room(vhost: VirtualHost,
+                                                    clock: FakeScheduler) -> None:
+    """One consumer's batch ends with the message that fills the connection's byte room
+    (bounds on unacked bodies and output waiting), one message past it at most."""
+    q = vhost.declare_queue("q")
+    for _ in range(10):
+        q.publish(message(b"x" * 100))
+    ch = FakeChannel(room_bytes=250)
+    ch.consume(q, "c")
+    clock.run_soon()
+    assert len(ch.bodies()) == 3 and q.message_count == 7
+    ch.room_bytes = 0  # already full: still one, as a single delivery would be
+    q.wake()
+    clock.run_soon()
+    assert len(ch.bodies()) == 4
+
+
 # ---- single active consumer -------------------------------------------------------------
 
 def test_single_active_consumer_takes_everything_and_hands_over_on_cancel(

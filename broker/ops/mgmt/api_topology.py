@@ -25,7 +25,7 @@ from protocol import properties as props_codec
 from protocol.errors import AMQPError
 from storage.message import Entry
 
-from . import fmt
+from . import cluster, fmt
 from .util import (
     USER_KEY,
     bad_request,
@@ -120,14 +120,14 @@ async def publish(request: web.Request) -> web.Response:
         publishing.require(server.auth, user, vhost.name, "write", "exchange", name)
         exchange = publishing.target_exchange(vhost, name)
         publishing.require_topic(server.auth, user, vhost.name, exchange, "write", routing_key)
-        publishing.check_properties(props, user)
+        message = new_message(exchange.name, routing_key, props, data)
+        publishing.check_properties(message, user)
     except AMQPError as err:
         raise bad_request(f"{err.code} {err.reply_text}") from None
     if node.alarms.active:
         # an AMQP publisher would be blocked (connection.blocked); HTTP cannot wait that long
         raise error(503, "service_unavailable", f"publishing is blocked: "
                     f"{node.alarms.reason}")
-    message = new_message(exchange.name, routing_key, props, data)
     queues = publishing.route(vhost, exchange, message, server.replies)
     if queues is not publishing.REPLIED:
         for queue in queues:
@@ -202,7 +202,9 @@ async def list_queues(request: web.Request) -> web.Response:
     server = server_of(request)
     unacked = unacked_by_queue(server.sessions)
     details = details_of(request)
-    return list_reply(request, [fmt.queue(server, q, unacked, details)
+    view = await cluster.replica_view(node_of(request))
+    return list_reply(request, [cluster.with_replicas(fmt.queue(server, q, unacked, details), q,
+                                                      view)
                                 for v in vhosts_in_scope(request) for q in v.queues.values()])
 
 
@@ -217,7 +219,9 @@ def _queue(request: web.Request) -> Queue:
 async def show_queue(request: web.Request) -> web.Response:
     server = server_of(request)
     queue = _queue(request)
-    body = fmt.queue(server, queue, unacked_by_queue(server.sessions), details_of(request))
+    body = cluster.with_replicas(
+        fmt.queue(server, queue, unacked_by_queue(server.sessions), details_of(request)), queue,
+        await cluster.replica_view(node_of(request)))
     body["consumer_details"] = [fmt.consumer(c) for c in queue.consumers]
     body["incoming"] = []
     body["deliveries"] = []
