@@ -315,7 +315,8 @@ class SegmentQueueStore:
             flags |= F_EXPIRES
             expires = expires - self._clock() + time.time()
         offset = writer.append(entry.seq, flags, expires or 0.0, message.exchange_raw,
-                               message.routing_key_raw, message.properties, message.body)
+                               message.routing_key_raw, message.properties, message.body,
+                               entry.delivery_count)
         seg = self._wseg
         assert seg is not None
         seg.live += 1
