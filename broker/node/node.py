@@ -14,6 +14,10 @@ Invariants:
 - ``stop`` closes every connection with 320 CONNECTION_FORCED, freezes the queues' timers,
   then closes the stores (fsyncing the last batch and saving the definitions) before the
   services go: nothing changes a queue once its store is closed.
+- Start and stop are ordered: a ``stop`` (SIGTERM) while ``start`` still waits on a listener or
+  a service makes ``start`` give up at its next step (``StartAborted``), undo what it opened
+  and return; the ``stop`` returns once it has. Nothing opens once a stop has begun
+  (``stopping``: services check it too), and two stops never run at once.
 - ``config`` may be replaced at runtime (``set_cluster_name``, tests): the server sees the new
   value too.
 """
@@ -41,6 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("broker")
 
 
+class StartAborted(Exception):
+    """``stop`` was called while ``start`` was running: ``start`` undid what it had started."""
+
+
 class Service(Protocol):
     """Something the node starts after its AMQP listener and stops last."""
 
@@ -64,6 +72,18 @@ class Node:
         self.prometheus_port: int | None = None
         self.running = False
         self._stopped: asyncio.Event | None = None
+        self._starting: asyncio.Event | None = None  # set when a running start() has ended
+        self._stop_asked = False
+        self._stopping: asyncio.Future[None] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """A stop has begun (or was asked for during start): nothing may open any more."""
+        return self._stop_asked
+
+    def _check_stopping(self) -> None:
+        if self._stop_asked:
+            raise StartAborted("the node is stopping")
 
     @property
     def config(self) -> Config:
@@ -126,6 +146,8 @@ class Node:
         what had started, releasing the data directory, and is raised."""
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        self._starting = asyncio.Event()
+        self._stop_asked = False
         startup.log_banner(self.config)
         server = self.server
         self.stores = Stores(self.config.data_dir, self.now)
@@ -138,10 +160,17 @@ class Node:
             self.alarms.start()
             await self.start_app()
             for service in self.services:
+                self._check_stopping()
                 await service.start(self)
-        except BaseException:
-            await self.stop()
+            self._check_stopping()
+        except BaseException as exc:
+            if isinstance(exc, StartAborted):
+                log.info("start-up interrupted: stopping")
+            await self._shutdown()
             raise
+        finally:
+            started, self._starting = self._starting, None
+            started.set()
         startup.log_complete(self.plugins())
         return self.port
 
@@ -151,9 +180,21 @@ class Node:
                                       ("rabbitmq_prometheus", self.prometheus_port)) if on]
 
     async def start_app(self) -> None:
-        """Open the AMQP listener (``rabbitmqctl start_app``)."""
+        """Open the AMQP listener (``rabbitmqctl start_app``). ``StartAborted`` once a stop has
+        begun, closing whatever listener opened meanwhile."""
+        self._check_stopping()
         if self._listeners:
             return
+        try:
+            await self._listen()
+        except StartAborted:
+            for srv in self._listeners:
+                srv.close()
+            self._listeners.clear()
+            self.running = False
+            raise
+
+    async def _listen(self) -> None:
         cfg = self.config
         try:
             srv = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.host,
@@ -162,6 +203,7 @@ class Node:
             raise startup.port_error(cfg, "port", "AMQP", cfg.host, self.port, exc) from None
         self._listeners.append(srv)
         self.port = srv.sockets[0].getsockname()[1]
+        self._check_stopping()  # no loop turn since it opened: it has accepted nobody yet
         self.running = True
         log.info("started TCP listener on %s:%d", cfg.host, self.port)
         if tls.enabled(cfg):
@@ -177,6 +219,7 @@ class Node:
                                          exc) from None
             self._listeners.append(srv)
             self.tls_port = srv.sockets[0].getsockname()[1]
+            self._check_stopping()
             log.info("started TLS (SSL) listener on %s:%d", host, self.tls_port)
 
     async def stop_app(self, reason: str = "shutdown") -> None:
@@ -192,6 +235,18 @@ class Node:
         self.running = False
 
     async def stop(self) -> None:
+        """Stop everything that started. During ``start``: ``start`` gives up at its next step
+        and undoes what it opened; this returns once it has. During a stop: waits for it."""
+        self._stop_asked = True
+        if self._starting is not None:
+            await self._starting.wait()
+            return
+        if self._stopping is None or self._stopping.done():
+            self._stopping = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._stopping)
+
+    async def _shutdown(self) -> None:
+        self._stop_asked = True
         self.alarms.stop()
         await self.stop_app()
         if self.stores is not None:
@@ -212,11 +267,16 @@ class Node:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):
                 pass
-        await self.start()
+        try:
+            await self.start()
+        except StartAborted:
+            log.info("broker stopped")
+            return
         assert self._stopped is not None
         await self._stopped.wait()
         log.info("broker stopped")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s, shutting down", signal.Signals(sig).name)
+        self._stop_asked = True  # now, not when the stop task first runs: see ``stopping``
         asyncio.ensure_future(self.stop())

@@ -18,6 +18,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING
 
+from broker.node.node import StartAborted
 from broker.node.startup import port_error
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class HttpService:
         if cfg.management_port is None and cfg.prometheus_port is None:
             return
         await asyncio.get_running_loop().run_in_executor(None, _import_all)
+        if node.stopping:  # a SIGTERM while importing: the node is undoing its start
+            return
         from .mgmt.app import build_app
         from .mgmt.util import SAMPLER_KEY
 
@@ -73,6 +76,9 @@ class HttpService:
         port = getattr(node.config, field)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        if node.stopping:
+            await runner.cleanup()
+            raise StartAborted("the node is stopping")
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
             await site.start()
@@ -80,6 +86,8 @@ class HttpService:
             await runner.cleanup()
             raise port_error(node.config, field, purpose, host, port, exc) from None
         self.runners.append(runner)
+        if node.stopping:  # stopped while it started: the node's stop closes it
+            raise StartAborted("the node is stopping")
         # aiohttp keeps the site's asyncio.Server private (Optional until start() returned)
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
