@@ -48,6 +48,7 @@ from .segment import (
     SegmentWriter,
     write_index,
 )
+from .store import StoreClosed
 from .sync import DirectoryHandle, GroupCommit
 
 if TYPE_CHECKING:
@@ -58,10 +59,6 @@ log = logging.getLogger(__name__)
 OFFSET_MASK = 0xFFFF_FFFF
 #: mode -> (window messages, window bytes)
 MODES = {"default": (1024, 4 * 1024 * 1024), "lazy": (0, 0)}
-
-
-class StoreClosed(OSError):
-    """A write to a store after ``close``."""
 
 
 class SegmentQueueStore:

@@ -4,7 +4,7 @@ Below the window every operation is a deque operation and no file exists. Past i
 goes to a scratch SegmentQueueStore created on demand (which keeps only its own small window in
 RAM), and that store is deleted again once everything it held is gone. Order holds because once
 spilling starts every new message goes to the spill until it is drained, and every message in
-RAM is older than every spilled one.
+RAM is older than every spilled one. Once closed it makes no spill any more (``StoreClosed``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 from .message import Entry
 from .message_store import SegmentQueueStore
-from .store import MemoryQueueStore
+from .store import MemoryQueueStore, StoreClosed
 
 # A transient queue stays in RAM up to this many messages / bytes before it pages out: large
 # enough that a consumer briefly falling behind never pays for disk, small enough that memory
@@ -23,7 +23,7 @@ WINDOWS = {"default": (32768, 32 * 1024 * 1024), "lazy": (0, 0)}
 
 class PagingStore:
     __slots__ = ("_mem", "_spill", "_spill_from", "_out", "_make_spill", "_max_n", "_max_b",
-                 "last_seq")
+                 "last_seq", "_closed")
 
     def __init__(self, make_spill: Callable[[], SegmentQueueStore], mode: str = "default") -> None:
         self._mem = MemoryQueueStore()
@@ -32,6 +32,7 @@ class PagingStore:
         self._out = 0  # entries shifted from the spill and not yet acked or requeued
         self._make_spill = make_spill
         self.last_seq = 0  # nothing to recover: a paging store starts empty
+        self._closed = False
         self.set_mode(mode)
 
     def set_mode(self, mode: str) -> None:
@@ -44,6 +45,8 @@ class PagingStore:
             mem.push(entry)
             return
         if self._spill is None:
+            if self._closed:
+                raise StoreClosed("the queue store is closed: no spill file any more")
             self._spill = self._make_spill()
             self._spill_from = entry.seq
         self._spill.push(entry)
@@ -115,6 +118,7 @@ class PagingStore:
 
     def close(self) -> None:
         self.delete()
+        self._closed = True
 
     def delete(self) -> None:
         if self._spill is not None:

@@ -4,7 +4,8 @@ Highest priority first, FIFO within a priority (also after requeue, which each s
 by sequence number). A priority above the queue's x-max-priority counts as the max; no priority
 property counts as 0. Sub-stores are made on demand by a factory, so the same composition works
 over the in-memory store and the disk store. The message's priority comes from ``priority_of``,
-given by the broker (storage does not read AMQP properties).
+given by the broker (storage does not read AMQP properties). Once closed, no sub-store is made
+any more (``StoreClosed``): a priority not seen before would open new files after the last fsync.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from .message import Entry, Message
-from .store import QueueStore
+from .store import QueueStore, StoreClosed
 
 
 class PriorityQueueStore:
-    __slots__ = ("max_priority", "_factory", "_priority", "_buckets", "last_seq")
+    __slots__ = ("max_priority", "_factory", "_priority", "_buckets", "last_seq", "_closed")
 
     def __init__(self, max_priority: int, factory: Callable[[int], QueueStore],
                  priority_of: Callable[[Message], int],
@@ -28,6 +29,7 @@ class PriorityQueueStore:
         self._priority = priority_of
         self._buckets: list[QueueStore | None] = [None] * (max_priority + 1)
         self.last_seq = 0
+        self._closed = False
         for priority, bucket in (existing or {}).items():
             if 0 <= priority <= max_priority:
                 self._buckets[priority] = bucket
@@ -39,6 +41,8 @@ class PriorityQueueStore:
     def _bucket(self, priority: int) -> QueueStore:
         bucket = self._buckets[priority]
         if bucket is None:
+            if self._closed:
+                raise StoreClosed(f"priority {priority}: the queue store is closed")
             bucket = self._buckets[priority] = self._factory(priority)
         return bucket
 
@@ -90,11 +94,13 @@ class PriorityQueueStore:
                 bucket.set_mode(mode)
 
     def close(self) -> None:
+        self._closed = True
         for bucket in self._buckets:
             if bucket is not None:
                 bucket.close()
 
     def delete(self) -> None:
+        self._closed = True
         for bucket in self._buckets:
             if bucket is not None:
                 bucket.delete()

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from broker.amqp.transport import AMQPProtocol
 from broker.core.server import ConnectionHandle, Server
+from storage.store import StoreClosed
 
 from . import boot, startup, tls
 from .alarms import Alarms
@@ -106,7 +107,9 @@ class Node:
 
     def make_store(self, vhost: str, queue_name: str, arguments: dict,
                    persistent: bool) -> QueueStore:
-        assert self.stores is not None, "queues are declared once the node has started"
+        """``StoreClosed`` once the stores are closed (a management request during a stop)."""
+        if self.stores is None:
+            raise StoreClosed("the node is stopping: its queue stores are closed")
         return self.stores.make(vhost, queue_name, arguments, persistent)
 
     # ---- AMQPHost ----------------------------------------------------------------------

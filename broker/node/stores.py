@@ -5,6 +5,11 @@
 - any other queue: a PagingStore (RAM, spilling to a scratch segment store when long);
 - x-max-priority: a PriorityQueueStore of one of those per priority (sub-directories for durable
   queues, reopened eagerly so recovered messages come back).
+
+Once ``close`` has begun nothing makes a store any more, nor a part of one (a priority's
+sub-store, a transient queue's spill file): ``StoreClosed`` reaches the caller (a management or
+CLI request during the shutdown) before anything is written, and every store that exists is
+one ``close`` closes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from storage.datadir import DataDir
 from storage.message_store import SegmentQueueStore
 from storage.paging import PagingStore
 from storage.priority import PriorityQueueStore
-from storage.store import QueueStore
+from storage.store import QueueStore, StoreClosed
 from storage.sync import GroupCommit
 
 log = logging.getLogger("broker.storage")
@@ -34,6 +39,11 @@ class Stores:
         self._saving = False
         self._dirty = False
         self._snapshot: Callable[[], dict] | None = None
+        self.closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreClosed("the node is stopping: its queue stores are closed")
 
     def start(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], dict]) -> None:
         self.group = GroupCommit(loop)
@@ -44,6 +54,7 @@ class Stores:
 
     # ---- queue stores ------------------------------------------------------------------
     def make(self, vhost: str, name: str, arguments: dict, durable: bool) -> QueueStore:
+        self._check_open()
         mode = arguments.get("x-queue-mode")
         mode = mode if mode in ("default", "lazy") else "default"
         max_priority = arguments.get("x-max-priority")
@@ -57,12 +68,18 @@ class Stores:
         return self._paging(mode)
 
     def _segment(self, directory: Path, mode: str, first_seq: int = 0) -> SegmentQueueStore:
+        self._check_open()
         return SegmentQueueStore(directory, durable=True, mode=mode, group_commit=self.group,
                                  clock=self.clock, first_seq=first_seq)
 
     def _paging(self, mode: str) -> PagingStore:
-        return PagingStore(lambda: SegmentQueueStore(self.data.scratch_dir(), durable=False,
-                                                     mode=mode, clock=self.clock), mode)
+        self._check_open()
+        return PagingStore(lambda: self._spill(mode), mode)
+
+    def _spill(self, mode: str) -> SegmentQueueStore:
+        self._check_open()
+        return SegmentQueueStore(self.data.scratch_dir(), durable=False, mode=mode,
+                                 clock=self.clock)
 
     def _durable_priority(self, root: Path, max_priority: int, mode: str) -> PriorityQueueStore:
         existing: dict[int, QueueStore] = {}
@@ -116,7 +133,9 @@ class Stores:
 
     async def close(self, stores: list[QueueStore]) -> None:
         """Shutdown: let the running save and fsync batch finish, then close every store,
-        fsync what is left and write the topology once more."""
+        fsync what is left and write the topology once more. From the first line on no store
+        is made any more, so ``stores`` (taken before the call) are all there are."""
+        self.closed = True
         while self._saving:
             await asyncio.sleep(0.01)
         if self.group is not None:
