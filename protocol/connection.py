@@ -229,7 +229,12 @@ class ConnectionMachine:
                         f"type {ftype}, all octets = {codec.erlang_binary(payload)}: ",
                         "invalid_frame_end_marker", str(buf[stop])))
                 pos = stop + 1
-                event = self._on_frame(ftype, channel, payload)
+                try:
+                    event = self._on_frame(ftype, channel, payload)
+                except errors.AMQPError as exc:
+                    if exc.connection_scope:
+                        raise
+                    event = Fault(exc, channel)  # that channel only: the next frames count
                 if event is not None:
                     yield event
         except errors.AMQPError as exc:
@@ -318,6 +323,10 @@ class ConnectionMachine:
             self.open_channels.add(channel)
             return Method(channel, method)
         if channel not in self.open_channels:
+            if isinstance(method, C.Basic.Get) and not method.queue:
+                # RabbitMQ expands basic.get's "" (the channel's last declared queue) before it
+                # checks the channel's state: a channel error, closed as any other.
+                raise errors.NotFound("no previously declared queue").at(60, 70)
             raise errors.ChannelErrorConn("expected 'channel.open'").at(*ids(method))
         return Method(channel, method)
 

@@ -102,6 +102,8 @@ class Session:
                     channel = event.channel
                     self._on_method(event)
                 else:
+                    if type(event) is Fault:
+                        channel = event.channel
                     self._on_control(event)
             except AMQPError as err:
                 if type(event) is Publish:

@@ -8,7 +8,9 @@ import re
 
 import aio_pika
 import pytest
+from pamqp import commands as C
 from pika_helpers import LOCKED, channel_closed, connect, drain, pump
+from raw_client import RawClient
 
 
 def _inequivalent(arg: str, q: str, detail: str) -> str:
@@ -316,6 +318,21 @@ def test_last_declared_queue_shortcut(ch):
 def test_no_previously_declared_queue(ch, op):
     with channel_closed(404, "NOT_FOUND - no previously declared queue"):
         op(ch)
+
+
+def test_get_shortcut_on_a_never_opened_channel_closes_only_that_channel(broker):
+    """RabbitMQ expands basic.get's "" before it checks the channel: 404 on channel 7 (which
+    was never opened), not the 504 connection error any other method gets."""
+    raw = RawClient.open(broker.port)
+    try:
+        raw.send(7, C.Basic.Get(queue=""))
+        raw.expect_close(404, "NOT_FOUND - no previously declared queue", (60, 70),
+                         C.Channel.Close, 7)
+        raw.send(7, C.Channel.CloseOk())
+        raw.open_channel(7)
+        raw.declare("q", channel=7)
+    finally:
+        raw.close()
 
 
 def test_shortcut_forgotten_with_channel(conn, ch):

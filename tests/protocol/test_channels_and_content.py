@@ -22,9 +22,11 @@ from frames_helpers import (
     open_machine,
     publish,
     queue_declare,
+    single_fault,
     sstr,
 )
 from pamqp import commands as C
+from pamqp import frame
 
 from protocol.events import Method, Publish
 
@@ -53,6 +55,31 @@ def test_method_on_never_opened_channel_is_504(data, ids):
     events = feed(m, data)
     assert_fault(events, 504, "CHANNEL_ERROR - expected 'channel.open'", *ids)
     assert m.data_to_send() == b""
+
+
+def test_get_of_the_last_declared_queue_on_a_never_opened_channel_is_a_404() -> None:
+    """RabbitMQ quirk (catalogue section 4): basic.get "" is expanded before the channel-state
+    check, so the channel is closed with 404 instead of the connection with 504; after the
+    client's close-ok the number can be opened."""
+    m = open_machine()
+    open_channel(m, 1)
+    get = method_frame(7, frame.marshal(C.Basic.Get(queue=""), 7)[7:-1])
+    events = feed(m, get)
+    err = single_fault(events)
+    assert (err.code, err.reply_text, err.class_id, err.method_id) == (
+        404, "NOT_FOUND - no previously declared queue", 60, 70)
+    assert not err.connection_scope
+    assert events[0].channel == 7
+    named = method_frame(7, frame.marshal(C.Basic.Get(queue="q"), 7)[7:-1])
+    assert_fault(feed(m, named), 504, "CHANNEL_ERROR - expected 'channel.open'", 60, 70)
+
+
+def test_frames_after_a_channel_fault_in_the_same_read_are_handled() -> None:
+    m = open_machine()
+    get = method_frame(7, frame.marshal(C.Basic.Get(queue=""), 7)[7:-1])
+    events = feed(m, get + channel_open(2))
+    assert len(events) == 2 and isinstance(events[1], Method) and events[1].channel == 2
+    assert single_fault(events[:1]).code == 404
 
 
 def test_second_channel_open_is_504():
