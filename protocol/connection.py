@@ -40,7 +40,7 @@ from .methods import (
     ids,
     parse_publish,
 )
-from .tables import Table
+from .tables import Table, tag_numbers
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -353,8 +353,9 @@ class ConnectionMachine:
         method: commands.base.Frame = cls()
         cannot = errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
                                    index >> 16, index & 0xFFFF)
+        tables: list[int] = []
         try:
-            end = args_length(method, payload, 4)
+            end = args_length(method, payload, 4, tables)
         except UnknownFieldType:
             raise errors.SilentClose("unknown field type in a table") from None
         except (ValueError, IndexError, struct.error):
@@ -365,6 +366,10 @@ class ConnectionMachine:
             method.unmarshal(payload[4:])
         except Exception:
             raise cannot from None
+        arguments = getattr(method, "arguments", None)
+        if arguments and tables:  # x-arguments keep their wire types (see tables.TypedInt)
+            start = tables[-1] + 4
+            tag_numbers(arguments, payload[start:start + _u32.unpack_from(payload, tables[-1])[0]])
         return method
 
     def _on_connection_method(self, method: commands.base.Frame) -> object | None:

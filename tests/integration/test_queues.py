@@ -121,6 +121,24 @@ async def test_integer_width_ignored(broker):
     conn.close()
 
 
+async def test_texts_name_the_integer_type_sent(broker):
+    """RabbitMQ names the wire type of the argument it quotes: pamqp (aio-pika) sends 1000 as a
+    short, 5 as a byte, a float as 'f'; pika sends ints as signedint (above)."""
+    aconn = await aio_pika.connect(broker.url)
+    async with aconn:
+        ch = await aconn.channel()
+        await ch.declare_queue("typed-q")
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed) as info:
+            await ch.declare_queue("typed-q", arguments={"x-message-ttl": 1000})
+        assert _inequivalent("x-message-ttl", "typed-q", "received the value '1000' of type "
+                             "'short' but current is none") in repr(info.value)
+        ch = await aconn.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed) as info:
+            await ch.declare_queue("typed-q2", arguments={"x-queue-type": 5})
+        assert "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 'typed-q2' in " \
+            "vhost '/': {unacceptable_type,byte}" in repr(info.value)
+
+
 @pytest.mark.parametrize("args,arg,suffix", [
     ({"x-max-priority": 300}, "x-max-priority", "{max_value_exceeded,300}"),
     ({"x-max-priority": -1}, "x-max-priority", "{value_negative,-1}"),

@@ -5,6 +5,8 @@ Literal client bytes in, exact bytes and events out; frames_helpers.py builds th
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from frames_helpers import (
     HEARTBEAT,
@@ -80,6 +82,32 @@ def test_frames_after_a_channel_fault_in_the_same_read_are_handled() -> None:
     events = feed(m, get + channel_open(2))
     assert len(events) == 2 and isinstance(events[1], Method) and events[1].channel == 2
     assert single_fault(events[:1]).code == 404
+
+
+def test_arguments_keep_their_wire_types() -> None:
+    """x-arguments come out equal to the numbers sent, each naming its AMQP type the way
+    RabbitMQ's texts do (``of type 'short'``); strings, booleans and nested tables as decoded."""
+    m = open_machine()
+    open_channel(m, 1)
+    values = [("b", b"b", struct.pack(">b", -5), "byte"), ("B", b"B", b"\x05", "unsignedbyte"),
+              ("s", b"s", struct.pack(">h", 1000), "short"),
+              ("u", b"u", struct.pack(">H", 1000), "unsignedshort"),
+              ("I", b"I", struct.pack(">i", 1000), "signedint"),
+              ("i", b"i", struct.pack(">I", 1000), "unsignedint"),
+              ("l", b"l", struct.pack(">q", 1000), "long"),
+              ("L", b"L", struct.pack(">Q", 1000), "long"),
+              ("f", b"f", struct.pack(">f", 1.5), "float"),
+              ("d", b"d", struct.pack(">d", 1.5), "double")]
+    table = b"".join(sstr(key) + tag + raw for key, tag, raw, _ in values) + sstr("t") + b"t\x01"
+    payload = (struct.pack(">HHH", 50, 10, 0) + sstr("q") + b"\x00"
+               + struct.pack(">I", len(table)) + table)
+    events = feed(m, method_frame(1, payload))
+    assert len(events) == 1 and isinstance(events[0], Method)
+    arguments = events[0].method.arguments
+    assert {key: getattr(value, "amqp_type", None) for key, value in arguments.items()} == \
+        {**{key: name for key, _, _, name in values}, "t": None}
+    assert arguments["b"] == -5 and arguments["s"] == 1000 and arguments["d"] == 1.5
+    assert arguments["t"] is True
 
 
 def test_second_channel_open_is_504():
