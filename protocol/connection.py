@@ -115,6 +115,7 @@ class ConnectionMachine:
         self.mechanism = ""
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
+        self.deaf = False
         self._content: dict[int, _Content] = {}
         # Unparsed input: chunks as received, joined only once they hold the next whole frame
         # (``_need`` bytes), so a large message arriving over many reads is copied once.
@@ -188,6 +189,8 @@ class ConnectionMachine:
     # ---- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
         self.last_received = now
+        if self.deaf:  # after an UnreadableFrame: nothing more is read, close-ok included
+            return
         self._chunks.append(data)
         self._have += len(data)
 
@@ -216,7 +219,7 @@ class ConnectionMachine:
                     break
                 ftype, channel, size = _head.unpack_from(buf, pos)
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
-                    raise errors.FrameError(
+                    raise errors.UnreadableFrame(
                         f"type {ftype}, all octets = <<>>: "
                         f"{{frame_too_large,{size},{self.frame_max - 8}}}")
                 stop = pos + 7 + size
@@ -225,7 +228,7 @@ class ConnectionMachine:
                     break
                 payload = buf[pos + 7:stop]
                 if buf[stop] != 0xCE:
-                    raise errors.FrameError(codec.erlang_tuple(
+                    raise errors.UnreadableFrame(codec.erlang_tuple(
                         f"type {ftype}, all octets = {codec.erlang_binary(payload)}: ",
                         "invalid_frame_end_marker", str(buf[stop])))
                 pos = stop + 1
@@ -239,6 +242,8 @@ class ConnectionMachine:
                     yield event
         except errors.AMQPError as exc:
             pos = end
+            if isinstance(exc, errors.UnreadableFrame):
+                self.deaf = True
             yield Fault(exc)
         except errors.SilentClose as exc:
             pos = end

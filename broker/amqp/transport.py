@@ -91,6 +91,9 @@ class AMQPProtocol(asyncio.Protocol):
         self._flush()
         if not self._heartbeat_started and session.machine.is_open:
             self._start_heartbeat()
+            if self._handshake_timer is not None:  # a later close is not a handshake
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._handshake_timer, self._heartbeat_timer, self._close_timer):
