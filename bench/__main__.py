@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prefetch", type=int, default=100, help="manual-ack consumers' prefetch")
     p.add_argument("--confirm-window", type=int, default=500)
     p.add_argument("--backlog-messages", type=int, default=1_000_000,
-                   help="messages per queue for backlog-rss and lazy-backlog")
+                   help="messages per queue for backlog-rss, lazy-backlog, stream, delayed")
     p.add_argument("--backlog-kind", action="append",
                    choices=["durable", "transient", "priority"],
                    help="backlog-rss queue kinds (repeatable; default all three)")

@@ -258,8 +258,10 @@ class Connection:
     def basic_qos(self, channel: int, prefetch_count: int) -> None:
         self.rpc(channel, commands.Basic.Qos(prefetch_count=prefetch_count), commands.Basic.QosOk)
 
-    def basic_consume(self, channel: int, queue: str, tag: str, no_ack: bool) -> None:
-        method_frame = commands.Basic.Consume(queue=queue, consumer_tag=tag, no_ack=no_ack)
+    def basic_consume(self, channel: int, queue: str, tag: str, no_ack: bool,
+                      arguments: dict[str, Any] | None = None) -> None:
+        method_frame = commands.Basic.Consume(queue=queue, consumer_tag=tag, no_ack=no_ack,
+                                              arguments=arguments or {})
         self.rpc(channel, method_frame, commands.Basic.ConsumeOk)
 
     def confirm_select(self, channel: int) -> None:

@@ -13,13 +13,17 @@ from typing import Any
 from bench.backlog import BACKLOG_METRICS
 from bench.backlogrss import TARGET_MB, TITLES
 from bench.common import Metric, Options
+from bench.delayed import DELAYED_METRICS
 from bench.rounds import FLOODS, FloodSpec
 from bench.scenarios import FIGURES, RunResult
+from bench.stream import STREAM_METRICS
 
 EXTRA_METRICS = (
     Metric("cold-start.median", "cold start to open-ok (median)", "s", False),
     Metric("idle-rss.mb", "idle RSS", "MB", False),
     *BACKLOG_METRICS,
+    *STREAM_METRICS,
+    *DELAYED_METRICS,
 )
 
 

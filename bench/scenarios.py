@@ -7,7 +7,9 @@ alternating between the brokers (scenario 1: round 1 on each broker, round 2 on 
 every broker sees the same background load from the other helpers on the machine; a figure
 is the median over the rounds. Then ``backlog-rss`` (a fresh spawned broker per queue kind)
 and the extra scenarios (``idle-rss``: RSS of each broker right after its start; ``cold-start``
-and ``lazy-backlog``: ours only unless given URLs, see ``bench.backlog``).
+and ``lazy-backlog``: ours only unless given URLs, see ``bench.backlog``; ``stream`` and
+``delayed``: on a fresh broker of ours and on each other broker, see ``bench.stream`` and
+``bench.delayed``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from bench.backlog import run_lazy_backlog
 from bench.backlogrss import run_backlog_rss
 from bench.brokerproc import BrokerError, SpawnedBroker, cold_start_times, listener_pid, tree_rss_mb
 from bench.common import LOOPBACK, Log, Options, TargetResult, merge
+from bench.delayed import run_delayed
 from bench.rabbit import SpawnedRabbit
 from bench.rounds import FLOOD_NAMES, FLOODS, BrokerRef, RoundResult, run_round, wait_quiet
+from bench.stream import run_stream
 
-EXTRAS = ("idle-rss", "cold-start", "lazy-backlog")
+EXTRAS = ("idle-rss", "cold-start", "lazy-backlog", "stream", "delayed")
 ALL_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", *EXTRAS)
 DEFAULT_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", "idle-rss")
 FIGURES = ("in", "out", "backlog", "cpu", "machine", "clients", "rss", "p50", "p99")
@@ -204,6 +208,15 @@ def _extras(scenarios: list[str], opts: Options, log: Log, out: RunResult) -> No
         if "lazy-backlog" in scenarios:
             merge(res, run_lazy_backlog(None if broker.kind == "ours" else broker.url,
                                         opts, log))
+        if "stream" in scenarios:  # a broker of its own for ours; RabbitMQ streams too
+            merge(res, run_stream(None if broker.kind == "ours" else broker.url, opts, log))
+        if "delayed" in scenarios:
+            if broker.kind in ("ours", "url"):  # RabbitMQ here lacks the delayed plugin
+                merge(res, run_delayed(None if broker.kind == "ours" else broker.url,
+                                       opts, log))
+            else:
+                res.notes.append("delayed: not measured (rabbitmq_delayed_message_exchange "
+                                 "is not installed)")
 
 
 def run_all(plan: Plan, scenarios: list[str], opts: Options, log: Log) -> RunResult:

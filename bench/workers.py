@@ -63,6 +63,9 @@ class Job:
     priorities: bool = False
     seed: int = 42
     timeout: float = 300.0
+    consume_arguments: dict[str, Any] | None = None  # basic.consume arguments (streams)
+    exchange: str = ""  # publish here (``queue`` is then the routing key)
+    headers: dict[str, Any] | None = None  # message headers (x-delay)
 
 
 def make_payload(size: int) -> bytes:
@@ -75,6 +78,7 @@ def _properties(job: Job, priority: int | None = None) -> commands.Basic.Propert
     return commands.Basic.Properties(
         delivery_mode=2 if job.persistent else None,
         priority=priority,
+        headers=job.headers,
     )
 
 
@@ -133,7 +137,8 @@ def publish_confirms(conn: Connection, job: Job) -> dict[str, Any]:
     window = max(1, job.confirm_window)
     step = max(1, min(job.batch, window // 5, MAX_BATCH_BYTES // max(1, job.size)))
     payload = make_payload(job.size)
-    msg = encode_message(CHANNEL, "", job.queue, payload, conn.frame_max, _properties(job))
+    msg = encode_message(CHANNEL, job.exchange, job.queue, payload, conn.frame_max,
+                         _properties(job))
     full = msg * step
     send_ts = array("d", bytes(8 * (n + 1)))  # send time per sequence number (1-based)
     latencies: list[float] = []
@@ -241,7 +246,7 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
     """Consume ``job.messages`` deliveries; ack each one individually unless no_ack."""
     if not job.no_ack:
         conn.basic_qos(CHANNEL, job.prefetch)
-    conn.basic_consume(CHANNEL, job.queue, CONSUMER_TAG, job.no_ack)
+    conn.basic_consume(CHANNEL, job.queue, CONSUMER_TAG, job.no_ack, job.consume_arguments)
     ready.set()
     sock, n, ack, want_prio = conn.sock, job.messages, not job.no_ack, job.priorities
     unpack_hdr, unpack_mid, unpack_tag = (
@@ -322,7 +327,7 @@ def run_worker(role: str, job: Job, results: Queue[Any], ready: Event) -> None:
     try:
         conn = Connection(job.url, timeout=job.timeout, product=f"bench-{role}")
         conn.channel_open(CHANNEL)
-        if role == "consumer":
+        if role.startswith("consumer"):  # "consumer", or "consumer-2" when there are more
             result = consume(conn, job, ready)
         elif job.confirm_window > 0:
             result = publish_confirms(conn, job)

@@ -11,6 +11,8 @@ Invariants:
   file descriptor and, for a recovered segment, that segment's ack array.
 - It does no accounting: the store decides where the backlog starts and how many ready
   records each segment still has (``Seg.ready``), and moves the counters.
+- ``fetch`` reads one record anywhere (a paged requeued message) through a second descriptor,
+  kept open on the last segment fetched from until ``forget`` / ``shutdown``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from pathlib import Path
 
 from .acks import read_acks
 from .message import Entry, Message
-from .record import F_EXPIRES, F_PERSISTENT, Decoded
+from .record import F_EXPIRES, F_PERSISTENT, Decoded, RecordError, ShortRecord, decode
 from .recovery import Seg
 from .segment import FILE_HEADER_SIZE, SegmentReader, SegmentWriter, Source, segment_name
+
+#: bytes read for a fetched record before its length is known (1 KiB messages: one read)
+FETCH_SIZE = 4096
 
 
 def _pread_source(fd: int) -> Source:
@@ -34,7 +39,8 @@ def _pread_source(fd: int) -> Source:
 
 class LogCursor:
     __slots__ = ("directory", "seg", "seg_id", "reader", "rseq", "_segs", "_seg_ids",
-                 "_writer_of", "_read_ahead", "_clock", "_fd", "_skip", "_skip_i", "_marks")
+                 "_writer_of", "_read_ahead", "_clock", "_fd", "_skip", "_skip_i", "_marks",
+                 "_rfd", "_rfd_seg")
 
     def __init__(self, directory: Path, segs: dict[int, Seg], seg_ids: list[int],
                  writer_of: Callable[[Seg], SegmentWriter | None], read_ahead: int,
@@ -53,6 +59,8 @@ class LogCursor:
         self._skip: Sequence[int] = ()
         self._skip_i = 0
         self._marks: set[int] = set()
+        self._rfd = -1
+        self._rfd_seg = 0
 
     # ---- position ----------------------------------------------------------------------
     def _source(self, seg: Seg) -> tuple[Source, int]:
@@ -109,7 +117,47 @@ class LogCursor:
             self.open(seg, FILE_HEADER_SIZE)
         return seg
 
+    def forget(self, seg_id: int) -> None:
+        """Segment ``seg_id`` is being removed: let go of the descriptor ``fetch`` kept on it."""
+        if self._rfd >= 0 and self._rfd_seg == seg_id:
+            os.close(self._rfd)
+            self._rfd = -1
+
+    def shutdown(self) -> None:
+        self.close()
+        if self._rfd >= 0:
+            os.close(self._rfd)
+            self._rfd = -1
+
     # ---- reading -----------------------------------------------------------------------
+    def fetch(self, seg: Seg, offset: int) -> Decoded:
+        """The record at ``offset`` of ``seg``, read on its own; the cursor does not move.
+        Raises ``RecordError`` / ``OSError``."""
+        writer = self._writer_of(seg)
+        source: Source
+        if writer is not None:
+            source = writer.read
+        else:
+            if self._rfd < 0 or self._rfd_seg != seg.id:
+                self.forget(self._rfd_seg)
+                self._rfd = os.open(self.directory / segment_name(seg.id),
+                                    os.O_RDONLY | os.O_CLOEXEC)
+                self._rfd_seg = seg.id
+            source = _pread_source(self._rfd)
+        limit = self.limit(seg) - offset
+        data = source(offset, min(FETCH_SIZE, limit))
+        try:
+            try:
+                return decode(data, 0, len(data))
+            except ShortRecord as exc:
+                if exc.needed <= len(data) or exc.needed > limit:
+                    raise
+                data = source(offset, exc.needed)
+                return decode(data, 0, len(data))
+        except RecordError as exc:
+            exc.offset = offset
+            raise
+
     def take(self, seg: Seg) -> Entry | None:
         """The next ready record of ``seg`` (the current segment) as an entry, or None at its
         end. Raises ``RecordError`` / ``OSError`` when the bytes cannot be read."""

@@ -6,6 +6,9 @@ Layout::
     <data>/definitions.bin          durable definitions (``definitions``)
     <data>/queues/<dir>/            one ``SegmentQueueStore`` per durable queue
     <data>/queues/<dir>/QUEUE       msgpack [vhost, name] of the queue owning the directory
+    <data>/exchanges/<dir>/         state of a durable exchange that keeps some (the delayed
+                                    exchange's ``DelayStore``), named like queue directories
+    <data>/exchanges/<dir>/EXCHANGE msgpack [vhost, name] of the exchange owning it
     <data>/scratch/<n>/             stores of non-durable queues (wiped at every open)
 
 Invariants:
@@ -41,6 +44,8 @@ DEFINITIONS_NAME = "definitions.bin"
 QUEUES_NAME = "queues"
 SCRATCH_NAME = "scratch"
 QUEUE_META = "QUEUE"
+EXCHANGES_NAME = "exchanges"
+EXCHANGE_META = "EXCHANGE"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -98,6 +103,7 @@ class DataDir:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._probe()
             (self.path / QUEUES_NAME).mkdir(exist_ok=True)
+            (self.path / EXCHANGES_NAME).mkdir(exist_ok=True)
             scratch = self.path / SCRATCH_NAME
             if scratch.exists():
                 shutil.rmtree(scratch)
@@ -160,6 +166,38 @@ class DataDir:
         shutil.rmtree(path, ignore_errors=True)
         if self.sink is not None:
             self.sink.delete(str(path))
+
+    # ---- exchanges that keep state ------------------------------------------------------
+    def exchange_dir(self, vhost: str, name: str) -> Path:
+        return self.path / EXCHANGES_NAME / queue_dir_name(vhost, name)
+
+    def create_exchange_dir(self, vhost: str, name: str) -> Path:
+        """``exchange_dir`` created, with its ``EXCHANGE`` owner file, durably."""
+        path = self.exchange_dir(vhost, name)
+        if not path.exists():
+            path.mkdir(parents=True)
+            meta = msgpack.packb([vhost, name], use_bin_type=True)
+            (path / EXCHANGE_META).write_bytes(meta)
+            fsync_dir(path.parent)
+            if self.sink is not None:
+                self.sink.rewrite(str(path / EXCHANGE_META), meta)
+        return path
+
+    def exchange_dirs(self) -> dict[Path, tuple[str, str] | None]:
+        """Every exchange state directory with its owner (None: unreadable owner file)."""
+        found: dict[Path, tuple[str, str] | None] = {}
+        root = self.path / EXCHANGES_NAME
+        if not root.is_dir():
+            return found
+        for path in sorted(root.iterdir()):
+            if not path.is_dir():
+                continue
+            try:
+                vhost, name = msgpack.unpackb((path / EXCHANGE_META).read_bytes(), raw=False)
+                found[path] = (vhost, name)
+            except (OSError, ValueError, TypeError, msgpack.UnpackException):
+                found[path] = None
+        return found
 
     def scratch_dir(self) -> Path:
         """A fresh path for a non-durable queue's store (created by the store)."""

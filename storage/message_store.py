@@ -1,16 +1,20 @@
 """``SegmentQueueStore``: one queue's ready messages, a small window in RAM and the rest on disk.
 
-Queue order = ``requeued`` (a heap on seq) + ``window`` (a deque of entries in RAM) + the
-*backlog*: records in the segment log from the cursor to the end, held by no Python object.
+Queue order = requeued messages by seq (``requeue.Requeued``: entries, or log positions only
+past the budget) + ``window`` (a deque of entries) + the *backlog*: records in the segment log
+from the cursor to the end, held by no Python object.
 
 Invariants:
+- Window and requeued entries stay within the ``Window`` budget (shared by the levels of a
+  priority queue); past it nothing costs a Python object per message.
 - Every record at or after the cursor is ready (the backlog is a suffix of the log): a push
   goes to the backlog while the backlog is not empty or the window is full; otherwise it goes
   to the window (and, when persistent in a durable queue, to the log too, before the cursor).
-- Entries in RAM that have a record (window, requeued, out with a consumer) map ``seq ->
-  (segment id << 32 | offset)`` in ``_pos``; that is the only per-message state kept, and only
-  for messages that are in RAM anyway. Disk-only messages cost nothing but per-segment counters.
-- Transient messages below the window never touch the disk (deque operations only).
+- Entries in RAM or out with a consumer that have a record map ``seq -> (segment id << 32 |
+  offset)`` in ``_pos``: per-message state only for messages that are in RAM anyway.
+- Transient messages below the window never touch the disk. A non-durable store creates its
+  directory when it first pages out and writes no ack log or index (it is wiped when opened
+  again); a durable one logs acks of persistent records only (recovery skips the others).
 - A record leaves a segment's ``live`` count when it is acked (an entry in the segment's ack
   log); a segment with ``live == 0`` is deleted (the one being written only once it is at least
   ``gc_min_size`` bytes, so a hot queue does not create a file per message).
@@ -20,12 +24,13 @@ Invariants:
   need a record is refused (``StoreClosed``), never half-saved (a new segment file made after the
   final fsync, an ack file reopened).
 - Loop-thread only. Iterating while mutating the store is undefined.
+
+Reading the backlog back (and settling what cannot be read) is in ``backlog.BacklogReader``.
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
 import logging
 import os
 import shutil
@@ -36,10 +41,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .acks import AckLog
+from .backlog import BacklogReader
 from .cursor import LogCursor
 from .message import Entry
-from .record import F_EXPIRES, F_PERSISTENT, RecordError
+from .record import F_EXPIRES, F_PERSISTENT
 from .recovery import Seg, recover, unlink_segment_files
+from .requeue import PERSISTENT, Item, Requeued
 from .segment import (
     DEFAULT_READ_AHEAD,
     DEFAULT_ROLL_SIZE,
@@ -50,6 +57,7 @@ from .segment import (
 )
 from .store import StoreClosed
 from .sync import DirectoryHandle, GroupCommit
+from .window import Window
 
 if TYPE_CHECKING:
     from .replication import ReplicationSink
@@ -57,43 +65,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OFFSET_MASK = 0xFFFF_FFFF
-#: mode -> (window messages, window bytes)
-MODES = {"default": (1024, 4 * 1024 * 1024), "lazy": (0, 0)}
 
 
-class SegmentQueueStore:
+class SegmentQueueStore(BacklogReader):
     def __init__(self, directory: str | os.PathLike[str], *, durable: bool = True,
                  mode: str = "default", group_commit: GroupCommit | None = None,
                  roll_size: int = DEFAULT_ROLL_SIZE, window_messages: int | None = None,
-                 window_bytes: int | None = None, gc_min_size: int | None = None,
+                 window_bytes: int | None = None, window: Window | None = None,
+                 gc_min_size: int | None = None,
                  read_ahead: int = DEFAULT_READ_AHEAD, write_buffer: int = DEFAULT_WRITE_BUFFER,
                  clock: Callable[[], float] = time.monotonic, first_seq: int = 0,
                  sink: ReplicationSink | None = None) -> None:
         """Open (recovering when ``durable``) or create the store in ``directory``.
 
-        A non-durable store starts empty: whatever ``directory`` held is wiped.
-        ``window_*`` override the mode's window; ``clock`` is the queue's ``now()`` (entry
-        ``expires`` are stored as wall-clock deadlines and converted back with it). Recovered
+        A non-durable store makes no file until it first pages out; then (or when deleted)
+        whatever ``directory`` held is wiped. ``window``: a RAM budget shared with other stores
+        (else one of its own: ``mode``, ``window_*``). ``clock`` is the queue's ``now()``
+        (``expires`` are stored as wall-clock deadlines and converted back with it). Recovered
         messages get seqs ``first_seq + 1 .. last_seq`` (chain ``first_seq`` through the
-        sub-stores of one queue so their seqs do not overlap). Every change to the files of
-        a durable store is told to ``sink`` (``storage.replication``).
+        sub-stores of one queue). Changes to a durable store's files are told to ``sink``.
         """
-        self.directory = Path(directory)
+        self.directory = directory if isinstance(directory, Path) else Path(directory)
         self.durable = durable
         self._gc = group_commit
         self._roll = roll_size
         self._gc_min = roll_size // 8 if gc_min_size is None else gc_min_size
-        self._read_ahead = read_ahead
         self._write_buffer = write_buffer
         self._clock = clock
         self._sink = sink if durable else None
-        self.set_mode(mode, window_messages, window_bytes)
-        if not durable and self.directory.exists():
-            shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._requeued: list[Entry] = []
+        self._w = window or Window(mode, window_messages, window_bytes)
+        self._made = durable  # a scratch directory is wiped and made on the first page-out
+        if durable:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._window: deque[Entry] = deque()
-        self._win_bytes = 0
         self._bytes = 0
         self._backlog = 0
         self._pos: dict[int, int] = {}
@@ -104,15 +108,13 @@ class SegmentQueueStore:
         self._acks = AckLog(self.directory, sink=self._sink)
         self._dirh = DirectoryHandle(self.directory)
         self._closed = False
-        self._cursor = LogCursor(self.directory, self._segs, self._seg_ids,
-                                 lambda seg: self._writer if seg is self._wseg else None,
-                                 read_ahead, clock)
+        self._cursor = LogCursor(self.directory, self._segs, self._seg_ids, lambda seg:
+                                 self._writer if seg is self._wseg else None, read_ahead, clock)
+        self._rq = Requeued(self._w, self._cursor, self._segs, self._pos, self._lost)
         segs, self._next_id = recover(self.directory, self._sink) if durable else ([], 1)
-        for seg in segs:
-            self._segs[seg.id] = seg
-            self._seg_ids.append(seg.id)
-            self._backlog += seg.ready
-            self._bytes += seg.ready_bytes
+        self._segs.update((seg.id, seg) for seg in segs)
+        self._seg_ids.extend(seg.id for seg in segs)
+        self._backlog, self._bytes = sum(s.ready for s in segs), sum(s.ready_bytes for s in segs)
         self._cursor.rseq = first_seq
         self.last_seq = first_seq + self._backlog
         if segs:
@@ -120,22 +122,16 @@ class SegmentQueueStore:
 
     def set_mode(self, mode: str, window_messages: int | None = None,
                  window_bytes: int | None = None) -> None:
-        """``default`` or ``lazy`` (``x-queue-mode``); entries already in RAM stay there."""
-        if mode not in MODES:
-            raise ValueError(f"unknown queue mode {mode!r}")
-        self.mode = mode
-        messages, size = MODES[mode]
-        self._win_n = messages if window_messages is None else window_messages
-        self._win_b = size if window_bytes is None else window_bytes
-        self._refill_below = self._win_n // 2
+        """``default``/``lazy`` (x-queue-mode) for all who share the budget; RAM stays as is."""
+        self._w.set_mode(mode, window_messages, window_bytes)
 
     # ---- QueueStore --------------------------------------------------------------------
     def push(self, entry: Entry) -> None:
         message = entry.message
         size = message.size
-        window = self._window
-        if self._backlog or len(window) >= self._win_n or \
-                (window and self._win_bytes + size > self._win_b):
+        w = self._w
+        n = w.n
+        if self._backlog or n >= w.max_n or (n and w.b + size > w.max_b):
             pos = self._append(entry, True)
             if not self._backlog:
                 self._cursor.at(self._segs[pos >> 32], pos & OFFSET_MASK)
@@ -143,24 +139,28 @@ class SegmentQueueStore:
         else:
             if message.persistent and self.durable:
                 self._pos[entry.seq] = self._append(entry, False)
-            window.append(entry)
-            self._win_bytes += size
+            self._window.append(entry)
+            w.n = n + 1
+            w.b += size
         self._bytes += size
 
     def shift(self) -> Entry | None:
-        entry: Entry | None
-        if self._requeued:
-            entry = heapq.heappop(self._requeued)
+        rq = self._rq
+        entry = rq.take() if rq.heap or rq.paged is not None else None
+        if entry is not None:
+            pass
         elif self._window:
             entry = self._window.popleft()
-            self._win_bytes -= entry.message.size
-            if self._backlog and len(self._window) < self._refill_below:
+            w = self._w
+            w.n -= 1
+            w.b -= entry.message.size
+            if self._backlog and len(self._window) < w.refill_below:
                 self._refill()
         elif self._backlog:
             entry = self._read_one()
             if entry is None:
                 return None
-            if self._backlog and self._win_n:
+            if self._backlog and self._w.max_n:
                 self._refill()
         else:
             return None
@@ -175,33 +175,34 @@ class SegmentQueueStore:
         return entry
 
     def peek(self) -> Entry | None:
-        if self._requeued:
-            return self._requeued[0]
+        rq = self._rq
+        if (rq.heap or rq.paged is not None) and (entry := rq.first()) is not None:
+            return entry
         if not self._window and self._backlog:
             entry = self._read_one()
             if entry is not None:
                 self._window.append(entry)
-                self._win_bytes += entry.message.size
+                self._w.add(1, entry.message.size)
         return self._window[0] if self._window else None
 
     def requeue(self, entry: Entry) -> None:
-        heapq.heappush(self._requeued, entry)
         self._bytes += entry.message.size
+        self._rq.add(entry)
 
     def ack(self, entry: Entry) -> None:
         """Settle ``entry`` for good: an ack-log entry when it has a record; no-op otherwise."""
-        if not self._pos:
-            return
-        pos = self._pos.pop(entry.seq, None)
-        if pos is None or self._closed:
-            return
+        pos = self._pos.pop(entry.seq, None) if self._pos else None
+        if pos is not None and not self._closed:
+            self._ack_pos(pos, entry.message.size, entry.message.persistent)
+
+    def _ack_pos(self, pos: int, size: int, persistent: bool) -> None:
         seg = self._segs.get(pos >> 32)
         if seg is None:
             return
-        message = entry.message
-        self._acks.ack(seg.id, pos & OFFSET_MASK, message.size, message.persistent)
-        if self._gc is not None:
-            self._gc.touch(self._acks, False)
+        if persistent and self.durable:
+            self._acks.ack(seg.id, pos & OFFSET_MASK, size, True)
+            if self._gc is not None:
+                self._gc.touch(self._acks, False)
         seg.live -= 1
         if seg.live <= 0:
             self._collect(seg)
@@ -209,12 +210,11 @@ class SegmentQueueStore:
     def purge(self) -> int:
         """Drop every ready message (acking the logged ones); delivered ones are untouched."""
         count = len(self)
-        dropped = self._requeued + list(self._window)
-        self._requeued.clear()
-        self._window.clear()
-        self._win_bytes = 0
-        for entry in dropped:
+        entries, paged = self._release_ram()
+        for entry in entries:
             self.ack(entry)
+        for _, pos, size, meta in paged:
+            self._ack_pos(pos, size, bool(meta & PERSISTENT))
         while self._backlog:
             seg = self._cursor.current()
             if seg is None:
@@ -227,15 +227,16 @@ class SegmentQueueStore:
             left = self._read_one()
             if left is not None:
                 self.ack(left)
-        self._backlog = 0
-        self._bytes = 0
+        self._backlog = self._bytes = 0
         return count
 
     def __len__(self) -> int:
-        return len(self._requeued) + len(self._window) + self._backlog
+        rq = self._rq
+        count = len(rq.heap) + len(self._window) + self._backlog
+        return count if rq.paged is None else count + len(rq.paged)
 
     def __iter__(self) -> Iterator[Entry]:
-        yield from sorted(self._requeued)
+        yield from self._rq
         yield from list(self._window)
         if self._backlog:
             yield from self._cursor.scan()
@@ -246,9 +247,12 @@ class SegmentQueueStore:
 
     # ---- extras ------------------------------------------------------------------------
     @property
-    def in_memory(self) -> int:
-        """Ready entries held in RAM (window + requeued)."""
-        return len(self._window) + len(self._requeued)
+    def in_memory(self) -> int:  # ready entries held as objects (window + requeued)
+        return len(self._window) + len(self._rq.heap)
+
+    @property
+    def paged_requeued(self) -> int:  # requeued messages held as log positions only
+        return len(self._rq) - len(self._rq.heap)
 
     @property
     def segment_count(self) -> int:
@@ -270,18 +274,24 @@ class SegmentQueueStore:
     def delete(self) -> None:
         """The queue is gone: close without flushing and remove the directory."""
         self._shut(seal=False)
-        self._requeued.clear()
-        self._window.clear()
+        self._release_ram()
         self._pos.clear()
         self._segs.clear()
-        self._backlog = self._bytes = self._win_bytes = 0
+        self._backlog = self._bytes = 0
         shutil.rmtree(self.directory, ignore_errors=True)
         if self._sink is not None:
             self._sink.delete(str(self.directory))
 
+    def _release_ram(self) -> tuple[list[Entry], list[Item]]:
+        """Drop the window and the requeued (giving the budget back); return what they held."""
+        window, self._window = list(self._window), deque()
+        self._w.add(-len(window), -sum(entry.message.size for entry in window))
+        requeued, paged = self._rq.drop()
+        return requeued + window, paged
+
     def _shut(self, seal: bool) -> None:
         self._closed = True
-        self._cursor.close()
+        self._cursor.shutdown()
         gc, writer = self._gc, self._writer
         if writer is not None:
             if seal:
@@ -334,6 +344,10 @@ class SegmentQueueStore:
             except OSError:
                 return old
         try:
+            if not self._made:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._made = True
             writer = SegmentWriter(self.directory, self._next_id, self._write_buffer, self._sink)
         except OSError:
             if old is None:
@@ -354,10 +368,11 @@ class SegmentQueueStore:
     def _seal(self, writer: SegmentWriter) -> None:
         seg = self._wseg
         assert seg is not None
-        try:
-            write_index(self.directory, writer.seg_id, writer.stats, self._sink)
-        except OSError as exc:  # recovery scans a segment without an index
-            log.warning("%s: no index written: %s", writer.path, exc)
+        if self.durable:
+            try:
+                write_index(self.directory, writer.seg_id, writer.stats, self._sink)
+            except OSError as exc:  # recovery scans a segment without an index
+                log.warning("%s: no index written: %s", writer.path, exc)
         if self._gc is not None:
             self._gc.handoff(writer)
         writer.close()
@@ -382,56 +397,9 @@ class SegmentQueueStore:
             self._writer = self._wseg = None
         if seg is self._cursor.seg:
             self._cursor.close()
+        self._cursor.forget(seg.id)
         del self._segs[seg.id]
         index = bisect.bisect_left(self._seg_ids, seg.id)
         del self._seg_ids[index]
         self._acks.remove(seg.id)
         unlink_segment_files(self.directory, seg.id, self._sink)
-
-    # ---- reading the backlog -----------------------------------------------------------
-    def _read_one(self) -> Entry | None:
-        """Take the next backlog record off the disk as an entry (None: backlog exhausted)."""
-        cursor = self._cursor
-        while self._backlog:
-            seg = cursor.current()
-            if seg is None:
-                log.error("%s: %d messages missing from the log", self.directory, self._backlog)
-                self._backlog = 0
-                self._bytes = self._win_bytes + sum(e.message.size for e in self._requeued)
-                return None
-            try:
-                entry = cursor.take(seg)
-            except (RecordError, OSError) as exc:
-                entry = None
-                log.error("%s: segment %d unreadable: %s", self.directory, seg.id, exc)
-            if entry is None:
-                self._lose_rest(seg)
-                continue
-            seg.ready -= 1
-            seg.ready_bytes -= entry.message.size
-            self._backlog -= 1
-            self._pos[entry.seq] = (seg.id << 32) | cursor.record_offset
-            return entry
-        return None
-
-    def _lose_rest(self, seg: Seg) -> None:
-        """The rest of ``seg`` cannot be read: its remaining ready messages are lost."""
-        log.error("%s: dropping %d unreadable messages of segment %d", self.directory,
-                  seg.ready, seg.id)
-        self._backlog -= seg.ready
-        self._bytes -= seg.ready_bytes
-        seg.live -= seg.ready
-        seg.ready = seg.ready_bytes = 0
-        if seg is self._wseg:
-            self._roll_writer()  # the cursor has left it: new records must go to a new one
-        elif seg.live <= 0:
-            self._collect(seg)
-
-    def _refill(self) -> None:
-        window = self._window
-        while self._backlog and len(window) < self._win_n and self._win_bytes < self._win_b:
-            entry = self._read_one()
-            if entry is None:
-                return
-            window.append(entry)
-            self._win_bytes += entry.message.size

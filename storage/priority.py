@@ -4,8 +4,14 @@ Highest priority first, FIFO within a priority (also after requeue, which each s
 by sequence number). A priority above the queue's x-max-priority counts as the max; no priority
 property counts as 0. Sub-stores are made on demand by a factory, so the same composition works
 over the in-memory store and the disk store. The message's priority comes from ``priority_of``,
-given by the broker (storage does not read AMQP properties). Once closed, no sub-store is made
-any more (``StoreClosed``): a priority not seen before would open new files after the last fsync.
+given by the broker (storage does not read AMQP properties). Disk sub-stores share one
+``window.Window``, so the levels together keep in RAM what one classic queue keeps, and each
+level pages out the same way a classic queue does.
+
+Invariants: every level above ``_top`` is empty (levels only fill through ``push`` and
+``requeue``, which raise it), so finding the head does not ask every level for its length.
+Once closed, no sub-store is made any more (``StoreClosed``): a priority not seen before would
+open new files after the last fsync.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from .store import QueueStore, StoreClosed
 
 
 class PriorityQueueStore:
-    __slots__ = ("max_priority", "_factory", "_priority", "_buckets", "last_seq", "_closed")
+    __slots__ = ("max_priority", "_factory", "_priority", "_buckets", "_top", "last_seq",
+                 "_closed")
 
     def __init__(self, max_priority: int, factory: Callable[[int], QueueStore],
                  priority_of: Callable[[Message], int],
@@ -28,6 +35,7 @@ class PriorityQueueStore:
         self._factory = factory
         self._priority = priority_of
         self._buckets: list[QueueStore | None] = [None] * (max_priority + 1)
+        self._top = max_priority  # recovered levels may hold anything: start from the top
         self.last_seq = 0
         self._closed = False
         for priority, bucket in (existing or {}).items():
@@ -47,12 +55,21 @@ class PriorityQueueStore:
         return bucket
 
     def push(self, entry: Entry) -> None:
-        self._bucket(self.priority_of(entry)).push(entry)
+        priority = self.priority_of(entry)
+        if priority > self._top:
+            self._top = priority
+        self._bucket(priority).push(entry)
 
     def _first(self) -> QueueStore | None:
-        for bucket in reversed(self._buckets):
+        buckets = self._buckets
+        top = self._top
+        while top >= 0:
+            bucket = buckets[top]
             if bucket is not None and len(bucket):
+                self._top = top
                 return bucket
+            top -= 1
+        self._top = 0
         return None
 
     def shift(self) -> Entry | None:
@@ -64,7 +81,10 @@ class PriorityQueueStore:
         return bucket.peek() if bucket is not None else None
 
     def requeue(self, entry: Entry) -> None:
-        self._bucket(self.priority_of(entry)).requeue(entry)
+        priority = self.priority_of(entry)
+        if priority > self._top:
+            self._top = priority
+        self._bucket(priority).requeue(entry)
 
     def ack(self, entry: Entry) -> None:
         self._bucket(self.priority_of(entry)).ack(entry)

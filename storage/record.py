@@ -46,6 +46,9 @@ _pack_u32 = _U32.pack
 _unpack_header = HEADER.unpack_from
 _unpack_fixed = _FIXED.unpack_from
 _unpack_u32 = _U32.unpack_from
+_FIXED_SIZE = _FIXED.size
+_U32_SIZE = _U32.size
+_COPY_MAX = 64 * 1024
 
 #: What ``decode`` returns: (end offset, flags, seq, expires, exchange, routing key, props, body,
 #: deliveries).
@@ -161,26 +164,62 @@ def _frame(buf: bytes | bytearray | memoryview, pos: int, limit: int) -> int:
     if end > limit:
         raise ShortRecord(f"{length}-byte payload cut short", pos,
                           HEADER_SIZE + length)
-    with memoryview(buf) as view:
-        actual = _crc32(view[pos + HEADER_SIZE:end])
-    if actual != crc:
+    if _crc(buf, pos + HEADER_SIZE, end) != crc:
         raise CorruptRecord("CRC mismatch", pos)
     if buf[pos + HEADER_SIZE] & ~_KNOWN_FLAGS:
         raise CorruptRecord("unknown flags", pos)
     return end
 
 
+def _crc(buf: bytes | bytearray | memoryview, start: int, end: int) -> int:
+    if end - start <= _COPY_MAX:  # copying a small payload is cheaper than a memoryview
+        return _crc32(buf[start:end])
+    with memoryview(buf) as view:
+        return _crc32(view[start:end])
+
+
 def decode(buf: bytes | bytearray, pos: int = 0, limit: int | None = None) -> Decoded:
     """Decode the record at ``pos``: ``(end, flags, seq, expires, exchange, routing_key,
-    props, body, deliveries)``. Raises ``ShortRecord`` or ``CorruptRecord``."""
-    end = _frame(buf, pos, len(buf) if limit is None else limit)
-    ex, rk, props, body = _layout(buf, pos, end)
-    flags, seq, expires = _unpack_fixed(buf, pos + HEADER_SIZE)
-    deliveries = _unpack_u32(buf, pos + HEADER_SIZE + _FIXED.size)[0] \
-        if flags & F_DELIVERIES else 0
+    props, body, deliveries)``. Raises ``ShortRecord`` or ``CorruptRecord``.
+
+    The checks of ``_frame`` and ``_layout``, inlined: this runs for every message read back.
+    """
+    if limit is None:
+        limit = len(buf)
+    start = pos + HEADER_SIZE
+    if start > limit:
+        raise ShortRecord("header cut short", pos, HEADER_SIZE)
+    length, crc = _unpack_header(buf, pos)
+    if length < MIN_PAYLOAD or length > MAX_PAYLOAD:
+        raise CorruptRecord(f"impossible length {length}", pos)
+    end = start + length
+    if end > limit:
+        raise ShortRecord(f"{length}-byte payload cut short", pos, HEADER_SIZE + length)
+    if (_crc32(buf[start:end]) if length <= _COPY_MAX else _crc(buf, start, end)) != crc:
+        raise CorruptRecord("CRC mismatch", pos)
+    flags, seq, expires = _unpack_fixed(buf, start)
+    if flags & ~_KNOWN_FLAGS:
+        raise CorruptRecord("unknown flags", pos)
+    ex = start + _FIXED_SIZE
+    deliveries = 0
+    if flags & F_DELIVERIES:
+        deliveries = _unpack_u32(buf, ex)[0]
+        ex += _U32_SIZE
+        if ex >= end:
+            raise CorruptRecord("field lengths overrun the record", pos)
+    rk = ex + 1 + buf[ex]
+    if rk >= end:
+        raise CorruptRecord("field lengths overrun the record", pos)
+    pl = rk + 1 + buf[rk]
+    props = pl + _U32_SIZE
+    if props > end:
+        raise CorruptRecord("field lengths overrun the record", pos)
+    body = props + _unpack_u32(buf, pl)[0]
+    if body > end:
+        raise CorruptRecord("properties overrun the record", pos)
     try:
-        exchange = bytes(buf[ex + 1:rk]).decode()
-        routing_key = bytes(buf[rk + 1:props - _U32.size]).decode()
+        exchange = buf[ex + 1:rk].decode()
+        routing_key = buf[rk + 1:pl].decode()
     except UnicodeDecodeError:
         raise CorruptRecord("names are not utf-8", pos) from None
     return (end, flags, seq, expires, exchange, routing_key, bytes(buf[props:body]),

@@ -22,6 +22,7 @@ from broker.core import replyto
 from broker.core.messages import persistent_of
 from broker.core.queue import Consumer, Queue
 from broker.core.stats import Counters, retire_consumer
+from broker.core.stream_queue import check_nack
 from protocol import codec
 from protocol.errors import (
     AccessRefused,
@@ -174,6 +175,7 @@ class Channel(TopologyHandlers):
             raise AccessRefused(f"queue '{queue.name}' in vhost '{self.vhost.name}' in "
                                 "exclusive use")
         args = dict(m.arguments or {})
+        queue.check_consumer(self.prefetch_count, self.global_prefetch, m.no_ack, args)
         qargs.validate_consumer_args(queue.name, self.vhost.name, args)
         consumer = Consumer(tag, self, queue, m.no_ack, self.prefetch_count, m.exclusive, args)
         self.consumers[tag] = consumer
@@ -336,9 +338,11 @@ class Channel(TopologyHandlers):
         self._settle(m.delivery_tag, m.multiple, None)
 
     def on_basic_nack(self, m: C.Basic.Nack) -> None:
+        check_nack(self.unacked, m.delivery_tag, m.multiple)
         self._settle(m.delivery_tag, m.multiple, m.requeue)
 
     def on_basic_reject(self, m: C.Basic.Reject) -> None:
+        check_nack(self.unacked, m.delivery_tag or 0, False)
         self._settle(m.delivery_tag or 0, False, m.requeue)  # pamqp: int | None
 
     def on_basic_recover(self, m: C.Basic.Recover) -> None:
@@ -407,12 +411,13 @@ class Channel(TopologyHandlers):
             for queue in queues:
                 if not queue.publish(message):
                     confirms.nack(seq)
-                elif message.persistent and queue.persists:
+                elif (message.persistent or queue.logs_everything) and queue.persists:
                     confirms.wait_for_disk(seq)
         else:
             for queue in queues:
                 queue.publish(message)
-                if self.tx is not None and message.persistent and queue.persists:
+                if self.tx is not None and queue.persists and \
+                        (message.persistent or queue.logs_everything):
                     self._tx_wrote_to_disk = True
         if confirms is not None:
             self.session.confirms_pending.add(self)

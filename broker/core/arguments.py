@@ -113,6 +113,22 @@ def _string(value: object) -> str | None:
     return None if isinstance(value, str) else f"{{unacceptable_type,{type_name(value)}}}"
 
 
+def _max_age(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    unit = value[-1:]
+    if not unit or unit not in "YMDhms" or not value[:-1].isdigit() or int(value[:-1]) <= 0:
+        return "invalid_max_age"
+    return None
+
+
+MAX_SEGMENT_SIZE = 3_000_000_000  # RabbitMQ's ceiling for x-stream-max-segment-size-bytes
+
+
+def _segment_size(value: object) -> str | None:
+    return _non_negative(value)
+
+
 QUEUE_ARGS: dict[str, Callable[[object], str | None]] = {
     "x-expires": _positive,
     "x-message-ttl": _non_negative,
@@ -128,6 +144,12 @@ QUEUE_ARGS: dict[str, Callable[[object], str | None]] = {
     "x-delivery-limit": _non_negative,
     "x-queue-master-locator": _string,
     "x-queue-leader-locator": _string,
+    "x-max-age": _max_age,
+    "x-stream-max-segment-size-bytes": _segment_size,
+    "x-stream-filter-size-bytes": _integer,
+    "x-initial-cluster-size": _positive,
+    "x-consumer-timeout": _non_negative,
+    "x-message-deduplication": _boolean,
 }
 
 _TYPED_ERRORS = ("x-dead-letter-exchange", "x-dead-letter-routing-key")
@@ -146,6 +168,12 @@ def validate_queue_args(queue: str, vhost: str, args: Table) -> None:
                                      f"queue '{queue}' in vhost '{vhost}'")
         raise PreconditionFailed(
             f"invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {problem}")
+    size = args.get("x-stream-max-segment-size-bytes")
+    if isinstance(size, int) and size > MAX_SEGMENT_SIZE:
+        raise PreconditionFailed("Exceeded max value for x-stream-max-segment-size-bytes")
+    filter_size = args.get("x-stream-filter-size-bytes")
+    if isinstance(filter_size, int) and not 16 <= filter_size <= 255:
+        raise PreconditionFailed("Invalid value for  x-stream-filter-size-bytes")
     if "x-dead-letter-routing-key" in args and "x-dead-letter-exchange" not in args:
         raise PreconditionFailed(f"invalid arg 'x-dead-letter-routing-key' for queue '{queue}' "
                                  f"in vhost '{vhost}': routing_key_but_no_dlx_defined")
@@ -201,5 +229,6 @@ def check_flag(kind: str, name: str, vhost: str, flag: str, current: bool,
 
 
 QUEUE_EQUIVALENCE_KEYS = tuple(k for k in QUEUE_ARGS if k not in (
-    "x-queue-master-locator", "x-queue-leader-locator"))
+    "x-queue-master-locator", "x-queue-leader-locator", "x-stream-filter-size-bytes",
+    "x-initial-cluster-size", "x-consumer-timeout", "x-message-deduplication"))
 EXCHANGE_EQUIVALENCE_KEYS = ("alternate-exchange",)

@@ -22,10 +22,11 @@ from .jsondoc import JSONObject
 log = logging.getLogger("broker.policies")
 
 MIN_OF_BOTH = frozenset({"max-length", "max-length-bytes", "message-ttl", "expires",
-                         "delivery-limit"})
+                         "delivery-limit", "consumer-timeout"})
 QUEUE_KEYS = frozenset({"message-ttl", "expires", "max-length", "max-length-bytes", "overflow",
                         "dead-letter-exchange", "dead-letter-routing-key", "queue-mode",
-                        "delivery-limit", "single-active-consumer"})
+                        "delivery-limit", "single-active-consumer", "consumer-timeout",
+                        "max-age", "stream-max-segment-size-bytes"})
 EXCHANGE_KEYS = frozenset({"alternate-exchange"})
 OPERATOR_KEYS = frozenset({"expires", "message-ttl", "max-length", "max-length-bytes",
                            "max-in-memory-length", "max-in-memory-bytes", "delivery-limit",

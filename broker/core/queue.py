@@ -34,6 +34,7 @@ from protocol import codec, properties
 from protocol.tables import Table
 from storage.message import Entry, Message
 
+from .dedup import DedupStore, QueueDedup
 from .jsondoc import JSONObject
 from .policies import combine
 from .stats import Counters, retire_consumer
@@ -41,7 +42,7 @@ from .stats import Counters, retire_consumer
 if TYPE_CHECKING:
     from storage.store import QueueStore
 
-    from .exchanges import Binding
+    from .exchanges.base import Binding
 
 BUDGET = 256
 
@@ -106,6 +107,10 @@ class Consumer:
 
 
 class Queue:
+    #: Every message is written to the store, transient ones too (streams): a publisher
+    #: confirm then waits for the disk whatever the delivery mode.
+    logs_everything = False
+
     def __init__(self, vhost: str, name: str, store: QueueStore, ctx: QueueContext | None, *,
                  durable: bool = False, exclusive_owner: object = None, auto_delete: bool = False,
                  arguments: Table | None = None) -> None:
@@ -136,6 +141,11 @@ class Queue:
         self._expiry_timer: Cancellable | None = None
         self._idle_timer: Cancellable | None = None
         self.on_empty_consumers: Callable[[Queue], None] | None = None
+        # x-message-deduplication: keys of the messages held; their store releases them
+        self.dedup: QueueDedup | None = None
+        if self.arguments.get("x-message-deduplication") is True:
+            self.dedup = QueueDedup()
+            self.store = DedupStore(store, self.dedup)
         self.refresh_settings()
 
     # ---- settings ----------------------------------------------------------------------
@@ -197,8 +207,15 @@ class Queue:
 
     # ---- messages ----------------------------------------------------------------------
     def publish(self, message: Message) -> bool:
-        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx])."""
+        """Enqueue; False when the queue refused it (x-overflow reject-publish[-dlx]).
+
+        A duplicate in a deduplicating queue is dropped but counts as taken (confirmed)."""
+        dedup = self.dedup
+        if dedup is not None and dedup.duplicate(message):
+            return True
         if self._limited and self._full_for(message):
+            if self.overflow in ("reject-publish", "reject-publish-dlx") and dedup is not None:
+                dedup.release(message)
             if self.overflow == "reject-publish":
                 return False
             if self.overflow == "reject-publish-dlx":
@@ -361,6 +378,10 @@ class Queue:
         self._expiry_timer = self._idle_timer = None
 
     # ---- consumers ---------------------------------------------------------------------
+    def check_consumer(self, prefetch: int, global_prefetch: int, no_ack: bool,
+                       arguments: Table) -> None:
+        """Refuse a basic.consume this queue type cannot serve (raise); any is fine here."""
+
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         if consumer.priority:

@@ -79,6 +79,9 @@ class Scheduler(Protocol):
 
 
 StoreFactory = Callable[[str, str, Table, bool], "QueueStore"]
+#: (vhost, exchange, exchange type, durable) -> the state store of an exchange type that keeps
+#: messages (the delayed exchange's DelayStore) or a cache (deduplication)
+ExchangeStoreFactory = Callable[[str, str, str, bool], object]
 
 
 class ConnectionHandle(Protocol):
@@ -100,10 +103,12 @@ class ConnectionHandle(Protocol):
 
 class Server:
     def __init__(self, config: ServerSettings, scheduler: Scheduler,
-                 make_store: StoreFactory) -> None:
+                 make_store: StoreFactory,
+                 make_exchange_store: ExchangeStoreFactory | None = None) -> None:
         self.config = config
         self.scheduler = scheduler
         self._make_store = make_store
+        self._make_exchange_store = make_exchange_store
         self.vhosts: dict[str, VirtualHost] = {}
         self.vhost_meta: dict[str, JSONObject] = {}
         self.policies: dict[str, dict[str, JSONObject]] = {}
@@ -173,6 +178,8 @@ class Server:
             session.force_close(f"vhost '{name}' is deleted")
         for queue in list(vhost.queues.values()):
             vhost.remove_queue(queue)
+        for exchange in vhost.exchanges.values():
+            exchange.detach()  # a delayed exchange drops what it holds, and its timer
         self.vhost_meta.pop(name, None)
         self.policies.pop(name, None)
         self.auth.forget_vhost(name)
@@ -217,6 +224,12 @@ class Server:
     def make_store(self, vhost: str, queue_name: str, arguments: Table,
                    persistent: bool) -> QueueStore:
         return self._make_store(vhost, queue_name, arguments, persistent)
+
+    def exchange_store(self, vhost: str, exchange: str, kind: str, durable: bool) -> object:
+        """A store for an exchange type that holds messages; None: keep them in RAM."""
+        if self._make_exchange_store is None:
+            return None
+        return self._make_exchange_store(vhost, exchange, kind, durable)
 
     def authenticate(self, user: str, password: str, host: str | None = None) -> bool:
         """Password check, then RabbitMQ's loopback_users rule when the peer is known."""

@@ -19,6 +19,8 @@ from .exchanges import EXCHANGE_TYPES, Binding, Exchange, args_key
 from .jsondoc import JSONObject
 from .queue import Queue, QueueContext
 from .stats import Counters
+from .stream_queue import StreamQueue
+from .stream_queue import check_declare as check_stream_declare
 
 if TYPE_CHECKING:
     from storage.store import QueueStore
@@ -97,9 +99,11 @@ class VirtualHost:
             self._check_exchange_equivalent(existing, type_name, durable, auto_delete,
                                             internal, arguments)
             return existing
-        ex = EXCHANGE_TYPES[type_name](self.name, name, durable=durable,
-                                       auto_delete=auto_delete, internal=internal,
-                                       arguments=arguments)
+        cls = EXCHANGE_TYPES[type_name]
+        cls.check_arguments(arguments)
+        ex = cls(self.name, name, durable=durable, auto_delete=auto_delete, internal=internal,
+                 arguments=arguments)
+        ex.attach(self)
         self.exchanges[name] = ex
         if self.policies:
             ex.policy_name, ex.policy = policies.choose(self.policies, name, "exchange")
@@ -135,6 +139,7 @@ class VirtualHost:
 
     def _remove_exchange(self, ex: Exchange) -> None:
         self.exchanges.pop(ex.name, None)
+        ex.detach()
         if ex.durable:
             self._changed()
         for binding in list(ex.bindings.values()):
@@ -163,9 +168,10 @@ class VirtualHost:
                                      f"'{self.name}' ({limit}) is reached")
         persists = durable and exclusive_owner is None
         store = self._store_factory(self.name, name, arguments, persists)
-        queue = Queue(self.name, name, store, self.ctx,
-                      durable=durable, exclusive_owner=exclusive_owner,
-                      auto_delete=auto_delete, arguments=arguments)
+        cls = StreamQueue if arguments.get("x-queue-type") == "stream" else Queue
+        queue = cls(self.name, name, store, self.ctx,
+                    durable=durable, exclusive_owner=exclusive_owner,
+                    auto_delete=auto_delete, arguments=arguments)
         queue.on_empty_consumers = self._auto_delete_queue
         self.queues[name] = queue
         if self.policies or self.operator_policies:
@@ -184,6 +190,8 @@ class VirtualHost:
                           (not durable, "non-durable")):
             if bad:
                 raise PreconditionFailed(f"invalid property '{prop}' {where}")
+        if kind == "stream":
+            check_stream_declare(name, self.name, arguments)
         if "x-max-priority" in arguments:
             raise PreconditionFailed(f"invalid arg 'x-max-priority' {where} of queue type "
                                      "rabbit_quorum_queue")
@@ -199,6 +207,8 @@ class VirtualHost:
     def check_delete(self, queue: Queue, if_unused: bool = False,
                      if_empty: bool = False) -> int:
         """Raise if the delete is refused; else the ready count delete-ok reports."""
+        if isinstance(queue, StreamQueue):
+            return 0  # RabbitMQ ignores if-unused / if-empty for a stream and reports 0
         if if_unused and queue.consumers:
             raise PreconditionFailed(f"queue '{queue.name}' in vhost '{self.name}' in use")
         if if_empty and queue.message_count:
@@ -226,6 +236,7 @@ class VirtualHost:
     # ---- bindings ----------------------------------------------------------------------
     def bind(self, source: Exchange, destination: Queue | Exchange, routing_key: str,
              arguments: Table | None) -> None:
+        source.check_binding(destination, routing_key, arguments or {})
         binding = Binding(source.name, destination, routing_key, args_key(arguments),
                           dict(arguments or {}))
         if source.bind(binding):
@@ -312,7 +323,10 @@ class VirtualHost:
         if headers is None and exchange.needs_headers():
             from protocol.properties import headers as decode_headers
             headers = decode_headers(props)
-        found = exchange.route(routing_key, headers)
+        if exchange.needs_properties:
+            found = exchange.route_message(routing_key, headers, props)
+        else:
+            found = exchange.route(routing_key, headers)
         if found and not exchange.alternate_exchange and all(
                 type(d) is Queue for d in found):
             # all() checked every member is a Queue; a cast() would cost a call per publish
@@ -329,7 +343,8 @@ class VirtualHost:
             ex = stack.pop()
             if headers is None and ex.needs_headers():
                 headers = decode_headers(props)
-            dests = ex.route(routing_key, headers)
+            dests = ex.route_message(routing_key, headers, props) if ex.needs_properties \
+                else ex.route(routing_key, headers)
             if not dests:
                 ae = self.exchanges.get(ex.alternate_exchange or "\x00")
                 if ae is not None and id(ae) not in visited:

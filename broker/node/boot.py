@@ -50,6 +50,13 @@ def recover(server: Server, stores: Stores) -> None:
         if owner not in known:
             log.info("removing the store of a queue that no longer exists: %s", path)
             shutil.rmtree(path, ignore_errors=True)
+    holding = {(v.name, x.name) for v in server.vhosts.values() for x in v.exchanges.values()
+               if x.durable and (x.type_name == "x-delayed-message" or
+                                 getattr(x, "persistent_cache", False))}
+    for path, owner in stores.data.exchange_dirs().items():
+        if owner not in holding:
+            log.info("removing the store of an exchange that no longer exists: %s", path)
+            shutil.rmtree(path, ignore_errors=True)
     for vhost in server.vhosts.values():
         vhost.on_durable_change = server.persist
         for queue in vhost.queues.values():

@@ -159,6 +159,8 @@ SIMPLE: dict[str, tuple[str, Callable[[str], object]]] = {
     "ssl_options.verify": ("ssl_verify", str),
     "ssl_options.fail_if_no_peer_cert": ("ssl_fail_if_no_peer_cert", _bool),
     "connection_max": ("connection_max", lambda v: None if v == "infinity" else parse_int(v)),
+    "consumer_timeout": ("consumer_timeout",
+                         lambda v: None if v in ("false", "infinity", "0") else parse_int(v)),
     "collect_statistics_interval": ("collect_statistics_interval", parse_int),
 }
 PATTERNS = ("listeners.tcp.default", "listeners.ssl.default", "loopback_users",
@@ -176,7 +178,7 @@ ACCEPTED = frozenset("""
     queue_master_locator vm_memory_calculation_strategy
     vm_memory_high_watermark_paging_ratio total_memory_available_override_value
     cluster_partition_handling cluster_keepalive_interval reverse_dns_lookups proxy_protocol
-    channel_operation_timeout consumer_timeout password_hashing_module
+    channel_operation_timeout password_hashing_module
     mnesia_table_loading_retry_timeout mnesia_table_loading_retry_limit
     queue_index_embed_msgs_below lazy_queue_explicit_gc_run_operation_threshold
     classic_queue.default_version default_queue_type hipe_compile background_gc_enabled

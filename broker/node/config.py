@@ -90,6 +90,9 @@ class Config:
     ssl_verify: str = "verify_none"
     ssl_fail_if_no_peer_cert: bool = False
     connection_max: int | None = None
+    # The delivery acknowledgement timeout (ms; None: off) and how often it is checked (s).
+    consumer_timeout: int | None = 1_800_000
+    consumer_timeout_interval: float = 1.0
     collect_statistics_interval: int = 5000  # ms between management samples, as RabbitMQ
     control_socket: bool = False  # the CLI's ctl.sock in the data dir (on in python -m broker)
     origins: tuple[tuple[str, str], ...] = ()  # (field, where its value was set)

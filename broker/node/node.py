@@ -29,8 +29,10 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from broker.amqp.ack_timeout import AckTimeouts
+from broker.amqp.session import open_sessions
 from broker.amqp.transport import AMQPProtocol
 from broker.core.server import ConnectionHandle, Server
 from storage.store import StoreClosed
@@ -63,8 +65,11 @@ class Node:
         # Set by start(), before which nothing reads it.
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.stores: Stores | None = None
-        self.server = Server(config, self, self.make_store)
+        self.server = Server(config, self, self.make_store, self.make_exchange_store)
         self.alarms = Alarms(self)
+        self.ack_timeouts = AckTimeouts(lambda: open_sessions(self.server),
+                                        config.consumer_timeout,
+                                        config.consumer_timeout_interval)
         self.services = list(services)
         self._listeners: list[asyncio.base_events.Server] = []
         self.port = config.port
@@ -94,6 +99,7 @@ class Node:
     def config(self, value: Config) -> None:
         self._config = value
         self.server.config = value
+        self.ack_timeouts.default_ms = value.consumer_timeout
 
     # ---- Scheduler (for the server's queues) -------------------------------------------
     def now(self) -> float:
@@ -111,6 +117,13 @@ class Node:
         if self.stores is None:
             raise StoreClosed("the node is stopping: its queue stores are closed")
         return self.stores.make(vhost, queue_name, arguments, persistent)
+
+    def make_exchange_store(self, vhost: str, exchange: str, kind: str,
+                            durable: bool) -> Any:
+        """``StoreClosed`` once the stores are closed, as ``make_store``."""
+        if self.stores is None:
+            raise StoreClosed("the node is stopping: its queue stores are closed")
+        return self.stores.make_exchange(vhost, exchange, kind, durable)
 
     # ---- AMQPHost ----------------------------------------------------------------------
     @property
@@ -161,6 +174,7 @@ class Node:
             boot.boot_definitions(server, self.config)
             startup.log_limits(self.config)
             self.alarms.start()
+            self.ack_timeouts.start(self.loop)
             await self.start_app()
             for service in self.services:
                 self._check_stopping()
@@ -251,9 +265,13 @@ class Node:
     async def _shutdown(self) -> None:
         self._stop_asked = True
         self.alarms.stop()
+        self.ack_timeouts.stop()
         await self.stop_app()
         if self.stores is not None:
             self.server.freeze_queues()
+            for vhost in self.server.vhosts.values():
+                for ex in vhost.exchanges.values():
+                    ex.close()  # a delayed exchange hands its store to the last fsync
             await self.stores.close(
                 [q.store for v in self.server.vhosts.values() for q in v.queues.values()])
             self.stores = None

@@ -2,13 +2,15 @@
 
 - durable, non-exclusive queue: a SegmentQueueStore in its own directory under the data dir,
   recovered on open, fsynced by the broker-wide GroupCommit;
-- any other queue: a PagingStore (RAM, spilling to a scratch segment store when long);
+- any other queue: a non-durable SegmentQueueStore in a scratch directory (made only when the
+  queue first pages out);
 - x-max-priority: a PriorityQueueStore of one of those per priority (sub-directories for durable
-  queues, reopened eagerly so recovered messages come back).
+  queues, reopened eagerly so recovered messages come back), all levels sharing one RAM window;
+- x-queue-type stream: a StreamLog in the queue's directory (streams are always durable).
 
 Once ``close`` has begun nothing makes a store any more, nor a part of one (a priority's
-sub-store, a transient queue's spill file): ``StoreClosed`` reaches the caller (a management or
-CLI request during the shutdown) before anything is written, and every store that exists is
+sub-store) nor an exchange's store: ``StoreClosed`` reaches the caller (a management or CLI
+request during the shutdown) before anything is written, and every queue store that exists is
 one ``close`` closes.
 """
 
@@ -22,11 +24,14 @@ from pathlib import Path
 from broker.core.messages import priority_of
 from storage import definitions_file
 from storage.datadir import DataDir
+from storage.delayed import DelayStore
+from storage.keycache import KeyCache
 from storage.message_store import SegmentQueueStore
-from storage.paging import PagingStore
 from storage.priority import PriorityQueueStore
 from storage.store import QueueStore, StoreClosed
+from storage.stream import DEFAULT_SEGMENT_SIZE, StreamLog
 from storage.sync import GroupCommit
+from storage.window import Window
 
 log = logging.getLogger("broker.storage")
 
@@ -56,42 +61,62 @@ class Stores:
     def make(self, vhost: str, name: str, arguments: dict, durable: bool) -> QueueStore:
         self._check_open()
         mode = arguments.get("x-queue-mode")
-        mode = mode if mode in ("default", "lazy") else "default"
+        window = Window(mode if mode in ("default", "lazy") else "default")
         max_priority = arguments.get("x-max-priority")
+        if arguments.get("x-queue-type") == "stream":
+            return self._stream(vhost, name, arguments)  # type: ignore[return-value]
         if durable:
             root = self.data.create_queue_dir(vhost, name)
             if isinstance(max_priority, int) and max_priority > 0:
-                return self._durable_priority(root, max_priority, mode)
-            return self._segment(root, mode)
+                return self._durable_priority(root, max_priority, window)
+            return self._segment(root, window)
         if isinstance(max_priority, int) and max_priority > 0:
-            return PriorityQueueStore(max_priority, lambda _p: self._paging(mode), priority_of)
-        return self._paging(mode)
+            return PriorityQueueStore(max_priority, lambda _p: self._scratch(window), priority_of)
+        return self._scratch(window)
 
-    def _segment(self, directory: Path, mode: str, first_seq: int = 0) -> SegmentQueueStore:
+    # ---- exchange stores ---------------------------------------------------------------
+    def make_exchange(self, vhost: str, name: str, kind: str,
+                      durable: bool) -> DelayStore | KeyCache:
+        """The delayed exchange's store (in its exchange directory when durable, else in a
+        scratch directory: its messages go with it at a restart) or the deduplication
+        exchange's disk cache."""
         self._check_open()
-        return SegmentQueueStore(directory, durable=True, mode=mode, group_commit=self.group,
+        if kind == "x-message-deduplication":
+            return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache")
+        if durable:
+            return DelayStore(self.data.create_exchange_dir(vhost, name), group_commit=self.group,
+                              sink=self.data.sink)
+        return DelayStore(self.data.scratch_dir(), durable=False)
+
+    def _stream(self, vhost: str, name: str, arguments: dict) -> StreamLog:
+        """A stream's log; the queue applies retention from its arguments and policy."""
+        self._check_open()
+        size = arguments.get("x-stream-max-segment-size-bytes")
+        return StreamLog(self.data.create_queue_dir(vhost, name), group_commit=self.group,
+                         segment_size=size if isinstance(size, int) and size > 0
+                         else DEFAULT_SEGMENT_SIZE, sink=self.data.sink)
+
+    def _segment(self, directory: Path, window: Window, first_seq: int = 0) -> SegmentQueueStore:
+        self._check_open()
+        return SegmentQueueStore(directory, durable=True, window=window, group_commit=self.group,
                                  clock=self.clock, first_seq=first_seq)
 
-    def _paging(self, mode: str) -> PagingStore:
+    def _scratch(self, window: Window) -> SegmentQueueStore:
         self._check_open()
-        return PagingStore(lambda: self._spill(mode), mode)
-
-    def _spill(self, mode: str) -> SegmentQueueStore:
-        self._check_open()
-        return SegmentQueueStore(self.data.scratch_dir(), durable=False, mode=mode,
+        return SegmentQueueStore(self.data.scratch_dir(), durable=False, window=window,
                                  clock=self.clock)
 
-    def _durable_priority(self, root: Path, max_priority: int, mode: str) -> PriorityQueueStore:
+    def _durable_priority(self, root: Path, max_priority: int,
+                          window: Window) -> PriorityQueueStore:
         existing: dict[int, QueueStore] = {}
         last = 0
         for priority in range(max_priority + 1):
             sub = root / f"p{priority}"
             if sub.is_dir():
-                store = self._segment(sub, mode, first_seq=last)
+                store = self._segment(sub, window, first_seq=last)
                 last = store.last_seq
                 existing[priority] = store
-        return PriorityQueueStore(max_priority, lambda p: self._segment(root / f"p{p}", mode,
-                                                                         first_seq=0),
+        return PriorityQueueStore(max_priority, lambda p: self._segment(root / f"p{p}", window),
                                   priority_of, existing)
 
     # ---- durability --------------------------------------------------------------------

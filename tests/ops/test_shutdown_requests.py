@@ -113,13 +113,25 @@ def test_no_queue_is_declared_after_the_close(stopping: Stopping) -> None:
     assert "late" not in stopping.node.server.vhosts["/"].queues
 
 
-def test_a_transient_queue_makes_no_spill_file_after_the_close(stopping: Stopping) -> None:
+def test_a_transient_queue_makes_no_scratch_file_after_the_close(stopping: Stopping) -> None:
     api = stopping.api
     assert api.put("/api/queues/%2F/lazy", {"durable": False,
                                             "arguments": {"x-queue-mode": "lazy"}}) == 201
     stopping.stop()
     before = files(stopping.data_dir)
-    status, body = publish(api, "lazy")  # lazy: the message would go to a spill file
-    assert (status, body) == (503, {"error": "service_unavailable", "reason":
-                                    "the queue store is closed: no spill file any more"})
+    status, body = publish(api, "lazy")  # lazy: the message would go to a scratch file
+    assert status == 503 and body["error"] == "service_unavailable"
+    assert body["reason"].endswith(": the queue store is closed")
     assert files(stopping.data_dir) == before
+
+
+def test_no_delayed_exchange_store_is_made_after_the_close(stopping: Stopping) -> None:
+    api = stopping.api
+    stopping.stop()
+    before = files(stopping.data_dir)
+    status, body = api.request("PUT", "/api/exchanges/%2F/late-delayed", {
+        "type": "x-delayed-message", "durable": True,
+        "arguments": {"x-delayed-type": "direct"}})
+    assert (status, body) == (503, {"error": "service_unavailable", "reason": SHUTTING_DOWN})
+    assert files(stopping.data_dir) == before
+    assert "late-delayed" not in stopping.node.server.vhosts["/"].exchanges

@@ -1,5 +1,5 @@
-"""Composite stores after ``close``: a priority store makes no new sub-store and a paging store
-makes no spill file (``StoreClosed`` before the factory runs); what already exists is kept."""
+"""Stores after ``close``: a priority store makes no new sub-store (``StoreClosed`` before the
+factory runs; what already exists is kept) and a transient queue's store makes no file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from storage_helpers import Factory
 
 from storage.message_store import SegmentQueueStore
-from storage.paging import PagingStore
 from storage.priority import PriorityQueueStore
 from storage.store import MemoryQueueStore, QueueStore, StoreClosed
 
@@ -32,22 +31,14 @@ def test_a_closed_priority_store_makes_no_sub_store(make: Factory) -> None:
     assert len(store) == 2
 
 
-def test_a_closed_paging_store_makes_no_spill(tmp_path: Path, make: Factory) -> None:
-    spills: list[SegmentQueueStore] = []
-
-    def spill() -> SegmentQueueStore:
-        spills.append(SegmentQueueStore(tmp_path / f"spill{len(spills)}", durable=False))
-        return spills[-1]
-
-    store = PagingStore(spill, mode="lazy")  # lazy: every message goes to the spill
-    store.push(make("a"))
-    assert len(spills) == 1
+def test_a_closed_scratch_store_makes_no_file(tmp_path: Path, make: Factory) -> None:
+    """A transient queue's store pages out to a scratch directory made on the first page-out:
+    closed, it refuses what would go there and makes nothing."""
+    store = SegmentQueueStore(tmp_path / "scratch", durable=False, mode="lazy")
     store.close()
-    assert not (tmp_path / "spill0").exists()
     with pytest.raises(StoreClosed):
-        store.push(make("b"))
-    assert len(spills) == 1 and len(store) == 0
-    assert not any(tmp_path.iterdir())
+        store.push(make("b", persistent=False))
+    assert not any(tmp_path.iterdir()) and len(store) == 0
 
 
 def test_store_closed_is_an_os_error() -> None:

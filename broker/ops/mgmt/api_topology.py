@@ -190,7 +190,7 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 @routes.delete("/api/queues/{vhost}/{queue}/contents")
 async def purge_queue(request: web.Request) -> web.Response:
-    _queue(request).purge()
+    _amqp(_queue(request).purge)  # a stream refuses (400, RabbitMQ's text)
     return no_content()
 
 
@@ -207,7 +207,7 @@ async def get_messages(request: web.Request) -> web.Response:
     taken = []
     out = []
     for _ in range(count):
-        entry = queue.get()
+        entry = _amqp(queue.get)  # a stream refuses (400, RabbitMQ's text)
         if entry is None:
             break
         taken.append(entry)

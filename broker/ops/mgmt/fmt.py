@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any, cast  # Any: JSON values
 
+from broker.amqp.ack_timeout import timeout_of
 from broker.core import definitions_json
 from broker.core.naming import cluster_name, node_name
 from broker.core.stats import (
@@ -19,6 +20,7 @@ from broker.core.stats import (
     queue_totals,
     session_totals,
 )
+from broker.core.stream_queue import StreamQueue
 from protocol import properties as props_codec
 
 if TYPE_CHECKING:
@@ -38,6 +40,12 @@ EXCHANGE_TYPES = [
     {"name": "headers", "description": "AMQP headers exchange, as per the AMQP specification",
      "enabled": True},
     {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification",
+     "enabled": True},
+    {"name": "x-consistent-hash", "description": "Consistent Hashing Exchange",
+     "enabled": True},
+    {"name": "x-delayed-message", "description": "Delayed Message Exchange.",
+     "enabled": True},
+    {"name": "x-message-deduplication", "description": "Message Deduplication Exchange.",
      "enabled": True},
 ]
 DISK_STATS = ("disk_reads", "disk_writes")
@@ -121,7 +129,22 @@ def queue(server: Server, q: Queue, unacked: dict[Any, int], details: Details) -
         "recoverable_slaves": None, "reductions": 0, "reductions_details": rate(),
         "single_active_consumer_tag": None, "state": "running", "storage_version": 1,
         "type": q.arguments.get("x-queue-type", "classic"), "vhost": q.vhost,
+        **(_stream(q) if isinstance(q, StreamQueue) else {}),
     }
+
+
+def _stream(q: StreamQueue) -> dict:
+    """What RabbitMQ 3.13 adds for a stream (members, readers, committed offset, segments),
+    plus its size on disk and the range of offsets it holds."""
+    log = q.log
+    node = node_name()
+    last = log.last_offset
+    return {"members": [node], "online": [node], "leader": node,
+            "readers": {node: len(q.consumers)}, "segments": log.segment_count,
+            "committed_offset": last if last >= 0 else None,
+            "first_offset": log.first_offset if last >= 0 else None,
+            "last_offset": last if last >= 0 else None, "message_bytes": log.bytes,
+            "message_bytes_ready": log.bytes, "messages_persistent": len(log)}
 
 
 def _owner(session: Session) -> dict:
@@ -135,6 +158,9 @@ def exchange(ex: Exchange) -> dict:
            "durable": ex.durable, "internal": ex.internal, "name": ex.name,
            "type": ex.type_name, "user_who_performed_action": "rmq-internal",
            "vhost": ex.vhost}
+    delayed = getattr(ex, "messages_delayed", None)
+    if delayed is not None:  # x-delayed-message: held until their time (the plugin's field)
+        out["messages_delayed"] = delayed
     if ex.policy_name:  # present only when a policy applies, as in RabbitMQ
         out["policy"] = ex.policy_name
     return out
@@ -246,7 +272,8 @@ def consumer(c: Consumer) -> dict:
         "channel_details": {"connection_name": s.name, "name": channel_name(s, ch.number),
                             "node": node_name(), "number": ch.number, "peer_host": host,
                             "peer_port": int(port or 0), "user": s.user},
-        "consumer_tag": c.tag, "consumer_timeout": 1800000, "exclusive": c.exclusive,
+        "consumer_tag": c.tag, "exclusive": c.exclusive,
+        "consumer_timeout": timeout_of(c.queue, c, s.host.config.consumer_timeout) or 0,
         "prefetch_count": c.prefetch, "queue": {"name": c.queue.name, "vhost": c.queue.vhost},
     }
 

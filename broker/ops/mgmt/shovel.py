@@ -57,6 +57,8 @@ async def put_shovel(request: web.Request) -> web.Response:
         raise bad_request(f"no queue '{value.get('dest-queue')}' in vhost '{vhost.name}'")
     if dest is source:
         raise bad_request("source and destination queues are the same")
+    if source.queue_type == "stream":  # a stream is read by offset; nothing leaves it
+        raise bad_request(f"cannot move messages out of stream '{source.name}'")
     move(source, dest, source.message_count)
     return web.Response(status=201)
 

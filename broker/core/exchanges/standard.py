@@ -1,110 +1,12 @@
-"""Exchange types behind one small contract, and the registry that maps type names to them.
-
-Contract: ``bind`` / ``unbind`` a (destination, routing key, arguments) triple and ``route`` a
-routing key plus headers to the set of destinations; destinations are queues or exchanges
-(followed by the virtual host). A new type is a subclass registered with ``@register``.
-Exchanges hold no messages.
-"""
+"""The AMQP exchange types: direct, fanout, topic, headers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 from protocol.tables import Table
 
-from .jsondoc import JSONObject
-
-EXCHANGE_TYPES: dict[str, type[Exchange]] = {}
-
-
-class Destination(Protocol):
-    """Where a binding leads: a Queue or an Exchange (the vhost tells them apart). A protocol,
-    so that this module need not import the queue's."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def vhost(self) -> str: ...
-    @property
-    def durable(self) -> bool: ...
-
-
-def register(name: str) -> Callable[[type[Exchange]], type[Exchange]]:
-    def wrap(cls: type[Exchange]) -> type[Exchange]:
-        cls.type_name = name
-        EXCHANGE_TYPES[name] = cls
-        return cls
-    return wrap
-
-
-def args_key(arguments: Table | None) -> str:
-    """A canonical, hashable form of binding arguments (bindings differ by their args)."""
-    if not arguments:
-        return ""
-    return repr(sorted((k, repr(v)) for k, v in arguments.items()))
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    source: str
-    destination: Destination
-    routing_key: str
-    key: str = ""
-    arguments: Table = field(default_factory=dict, compare=False, hash=False)
-
-
-class Exchange:
-    type_name: ClassVar[str] = ""
-
-    def __init__(self, vhost: str, name: str, durable: bool = False, auto_delete: bool = False,
-                 internal: bool = False, arguments: Table | None = None) -> None:
-        self.vhost = vhost
-        self.name = name
-        self.durable = durable
-        self.auto_delete = auto_delete
-        self.internal = internal
-        self.arguments = dict(arguments or {})
-        self.bindings: dict[tuple[int, str, str], Binding] = {}
-        self.incoming: set[Binding] = set()  # e2e bindings where this is the destination
-        self._cache: dict[str, frozenset[Destination]] = {}
-        self.policy: JSONObject = {}
-        self.policy_name: str | None = None
-
-    @property
-    def alternate_exchange(self) -> str | None:
-        ae = self.arguments.get("alternate-exchange") or self.policy.get("alternate-exchange")
-        return ae if isinstance(ae, str) else None
-
-    def bind(self, binding: Binding) -> bool:
-        k = (id(binding.destination), binding.routing_key, binding.key)
-        if k in self.bindings:
-            return False
-        self.bindings[k] = binding
-        self._cache.clear()
-        self._on_bind(binding)
-        return True
-
-    def unbind(self, binding: Binding) -> bool:
-        k = (id(binding.destination), binding.routing_key, binding.key)
-        if self.bindings.pop(k, None) is None:
-            return False
-        self._cache.clear()
-        self._on_unbind(binding)
-        return True
-
-    def _on_bind(self, binding: Binding) -> None:
-        """Index the binding for fast routing."""
-
-    def _on_unbind(self, binding: Binding) -> None:
-        """Drop the binding from the index."""
-
-    def route(self, routing_key: str, headers: Table | None) -> frozenset[Destination]:
-        raise NotImplementedError
-
-    def needs_headers(self) -> bool:
-        return False
+from .base import Binding, Destination, Exchange, register
 
 
 @register("direct")

@@ -1,0 +1,171 @@
+"""The ``stream`` scenario: a stream queue written by one confirming publisher, then read by
+three consumers at once, each from ``first``.
+
+Against a freshly spawned broker of ours (own data dir) or a ``--url`` broker (RabbitMQ serves
+streams over AMQP 0-9-1 too):
+
+1. publish: one publisher with confirms (window ``--confirm-window``) sends N x ``--size``
+   messages (N = ``--backlog-messages``, 1,000,000 by default) into a fresh
+   ``x-queue-type: stream`` queue; the rate counts confirmed messages;
+2. RSS of the broker's process tree before and after (and peak during) the publish: a stream
+   keeps nothing per message in RAM, so the growth should stay small (target <= 64 MB);
+3. read: three manual-ack consumers (prefetch 1000), started
+   together with ``x-stream-offset: first``, each read the whole stream; the rate of each
+   (first -> last delivery), the slowest one and the RSS peak while they read. Reading does
+   not consume: every consumer must get all N (``lost`` counts what one did not).
+
+Compare the read rates with the ``manual-ack`` flood's out rate (the target: reads are at least
+as fast as a classic queue's consume).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from bench.amqp import AMQPError, AMQPUrl, Connection
+from bench.backlog import dir_mb
+from bench.brokerproc import BrokerError, SpawnedBroker, listener_pid, tree_rss_mb
+from bench.common import LOOPBACK, Log, Metric, Options, RssSampler, Runner, TargetResult, fmt_rate
+from bench.workers import Job
+
+P = "stream"
+READERS = 3
+
+STREAM_METRICS = (
+    Metric(f"{P}.publish", "stream publish, 1 publisher (confirmed)", "msg/s"),
+    Metric(f"{P}.read_slowest", "stream read from first, slowest of 3 consumers", "msg/s"),
+    *(Metric(f"{P}.read_{i}", f"stream read from first, consumer {i}", "msg/s")
+      for i in range(1, READERS + 1)),
+    Metric(f"{P}.rss_before", "stream RSS before publish", "MB", False),
+    Metric(f"{P}.rss_after_publish", "stream RSS with N messages in the stream", "MB", False),
+    Metric(f"{P}.rss_growth", "stream RSS growth for N messages (target <= 64)", "MB", False),
+    Metric(f"{P}.rss_peak_read", "stream RSS peak while 3 consumers read", "MB", False),
+    Metric(f"{P}.disk", "stream data dir after publish", "MB", False),
+    Metric(f"{P}.lost", "stream messages a consumer missed", "count", False),
+)
+
+
+def run_stream(url: AMQPUrl | None, opts: Options, log: Log) -> TargetResult:
+    """Run the scenario against a fresh spawned broker (``url`` None) or the broker at
+    ``url``."""
+    n = opts.backlog_messages
+    log(f"  running {P} ({n} x {opts.size} B, 1 publisher with confirms, {READERS} readers)...")
+    if url is not None:
+        pid = listener_pid(url.port) if url.host in LOOPBACK else None
+        return _Stream(url, pid, None, opts, log).run()
+    res = TargetResult()
+    with SpawnedBroker(opts.broker_cmd) as broker:
+        try:
+            broker.start()
+            broker.wait_ready(opts.ready_timeout)
+        except (OSError, BrokerError) as exc:
+            res.notes.append(f"{P}: broker start failed: {exc}")
+            return res
+        return _Stream(broker.url, broker.pid, broker, opts, log).run()
+
+
+class _Stream:
+    def __init__(self, url: AMQPUrl, pid: int | None, broker: SpawnedBroker | None,
+                 opts: Options, log: Log) -> None:
+        self.url, self.pid, self.broker, self.opts, self.log = url, pid, broker, opts, log
+        self.n = opts.backlog_messages
+        self.queue = f"bench.{P}.{os.getpid()}.{time.monotonic_ns() % 1_000_000}"
+        self.res = TargetResult()
+        self.details: dict[str, Any] = {"messages": self.n, "queue": self.queue}
+        self.res.details[P] = self.details
+        self.phase_timeout = opts.timeout + self.n / 500.0
+
+    def rss(self) -> float | None:
+        return tree_rss_mb(self.pid) if self.pid is not None else None
+
+    def note(self, text: str) -> None:
+        self.res.notes.append(f"{P}: {text}")
+        self.log(f"  {P}: {text}")
+
+    def _control(self, declare: bool) -> None:
+        with Connection(self.url, product="bench-control") as conn:
+            conn.channel_open(1)
+            if declare:
+                conn.queue_declare(1, self.queue, durable=True,
+                                   arguments={"x-queue-type": "stream"})
+            else:
+                conn.queue_delete(1, self.queue)
+
+    def _job(self, **extra: Any) -> Job:
+        return Job(url=self.url, queue=self.queue, messages=self.n, size=self.opts.size,
+                   batch=self.opts.batch, timeout=self.opts.timeout, **extra)
+
+    def run(self) -> TargetResult:
+        try:
+            self._control(declare=True)
+            if self._publish():
+                self._read()
+        except (OSError, AMQPError, BrokerError) as exc:
+            self.note(f"failed: {type(exc).__name__}: {exc}")
+        finally:
+            try:
+                self._control(declare=False)
+            except (OSError, AMQPError):
+                pass
+        if self.pid is None:
+            self.res.notes.append(f"{P}: RSS not measured (no visible local broker process)")
+        return self.res
+
+    def _publish(self) -> bool:
+        time.sleep(1.0)
+        rss0 = self.rss()
+        runner = Runner(self.phase_timeout)
+        try:
+            with RssSampler(self.pid):
+                runner.start("publisher", self._job(confirm_window=self.opts.confirm_window))
+                pub = runner.collect("publisher")
+        finally:
+            runner.close()
+        rss1 = self.rss()
+        v = self.res.values
+        self.details["publisher"] = pub
+        v[f"{P}.rss_before"], v[f"{P}.rss_after_publish"] = rss0, rss1
+        if rss0 is not None and rss1 is not None:
+            v[f"{P}.rss_growth"] = rss1 - rss0
+        if self.broker is not None:
+            v[f"{P}.disk"] = dir_mb(self.broker.data_dir)
+        if "error" in pub:
+            self.note(f"publisher error: {pub['error']}")
+            return False
+        v[f"{P}.publish"] = pub["rate"]
+        self.log(f"  {P}: publish {fmt_rate(pub['rate'])} msg/s (confirm p50 "
+                 f"{pub['latency_p50_ms']:.1f} ms), RSS {rss0} -> {rss1} MB")
+        return True
+
+    def _read(self) -> None:
+        runner = Runner(self.phase_timeout)
+        job = self._job(prefetch=self.opts.backlog_prefetch,
+                        consume_arguments={"x-stream-offset": "first"})
+        roles = [f"consumer-{i}" for i in range(1, READERS + 1)]
+        try:
+            with RssSampler(self.pid) as sampler:
+                for role in roles:
+                    runner.start(role, job)
+                results = [runner.collect(role) for role in roles]
+        finally:
+            runner.close()
+        v = self.res.values
+        v[f"{P}.rss_peak_read"] = sampler.peak_mb
+        rates = []
+        lost = 0
+        for i, (role, con) in enumerate(zip(roles, results, strict=True), start=1):
+            self.details[role] = con
+            if "error" in con:
+                self.note(f"{role} error: {con['error']}")
+                lost = max(lost, self.n - int(con.get("messages", 0)))
+                continue
+            v[f"{P}.read_{i}"] = con["rate"]
+            rates.append(con["rate"])
+            lost = max(lost, self.n - con["messages"])
+        v[f"{P}.lost"] = float(lost)
+        if len(rates) == READERS:
+            v[f"{P}.read_slowest"] = min(rates)
+        self.log(f"  {P}: read {', '.join(fmt_rate(r) for r in rates)} msg/s, RSS peak "
+                 f"{sampler.peak_mb} MB")
