@@ -332,6 +332,8 @@ class Queue:
         back.expires = entry.expires
         self.stats.redeliver += 1
         self.store.push(back)  # before the ack: a crash in between duplicates, never loses
+        if self.dedup is not None:
+            self.dedup.hold(back.message)  # the ack below releases the old copy's key
         self.store.ack(entry)
         self._after_requeue(back)
 

@@ -109,6 +109,18 @@ def test_a_consumer_nacking_sees_the_rest_first(vhost: VirtualHost, clock: FakeS
     assert channel.delivered[-1][1].redelivered
 
 
+def test_a_returned_message_keeps_its_deduplication_key(vhost: VirtualHost) -> None:
+    q = vhost.declare_queue("q", durable=True, arguments={**QUORUM,
+                                                          "x-message-deduplication": True})
+    q.publish(message(b"m1", headers={"x-deduplication-header": "k1"}))
+    q.publish(message(b"m2"))
+    m1 = q.get()
+    assert m1 is not None
+    q.requeue(m1, nacked=True)
+    q.publish(message(b"dup", headers={"x-deduplication-header": "k1"}))
+    assert bodies(q) == [b"m2", b"m1"]
+
+
 def test_a_returned_message_keeps_its_ttl(vhost: VirtualHost, clock: FakeScheduler) -> None:
     q = vhost.declare_queue("q", durable=True, arguments={**QUORUM, "x-message-ttl": 1000})
     q.publish(message(b"m1"))
