@@ -6,11 +6,13 @@ DATA_DIR ?=
 PORT ?= 5672
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint venv clean acceptance soak
+.PHONY: run test test-pure bench lint venv clean acceptance soak
 
+# pip builds the optional C hot path (protocol/_fast_c.pyx) when Cython and a C compiler are
+# there, and installs the pure-Python one otherwise (setup.py).
 # The venv holds the broker and its CLIs: $(BIN)/burrowmq, $(BIN)/burrowctl, $(BIN)/burrowmqadmin
 # (`. $(BIN)/activate` puts them on PATH).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py protocol/_fast_c.pyx
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
 	    echo "make: burrowmq needs Python 3.11 or newer as $(PY) (make PY=python3.12 ...)"; \
 	    exit 1; }
@@ -34,6 +36,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The same broker on the pure-Python hot path (what runs where nothing could be compiled).
+test-pure: $(STAMP)
+	BURROWMQ_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q tests/protocol tests/fuzz tests/integration
+
 # ruff, then mypy (configured in pyproject.toml: strict for protocol/, storage/, broker/core/)
 lint: $(STAMP)
 	$(BIN)/ruff check broker protocol storage tests bench
@@ -54,4 +60,4 @@ acceptance: $(STAMP)
 	../shared/acceptance/run.sh --amqp-url amqp://guest:guest@127.0.0.1:5672/
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info protocol/_fast_c.c protocol/*.so

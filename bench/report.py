@@ -7,11 +7,14 @@ msg/s when there is no consumer), so > 1 means the reference is faster.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict
 from typing import Any
 
 from bench.backlog import BACKLOG_METRICS
 from bench.backlogrss import TARGET_MB, TITLES
+from bench.cluster import SPECS as CLUSTER_SPECS
+from bench.cluster import ClusterResult
 from bench.common import Metric, Options
 from bench.delayed import DELAYED_METRICS
 from bench.rounds import FLOODS, FloodSpec
@@ -134,6 +137,31 @@ def extras_table(run: RunResult) -> list[str]:
     return _table(header, rows, right_from=2)
 
 
+def cluster_table(result: ClusterResult) -> list[str]:
+    """Rows for the report: per scenario, one node against three."""
+    rows = []
+    for spec in CLUSTER_SPECS:
+        one = result.median(spec.name, "1 node", "in")
+        three = result.median(spec.name, "3 nodes", "in")
+        ratio = "n/a" if one is None or three is None or one == 0 else f"{three / one:.2f}"
+        for name in ("1 node", "3 nodes"):
+            p50 = result.median(spec.name, name, "p50")
+            p99 = result.median(spec.name, name, "p99")
+            rows.append([spec.name, name, _f(result.median(spec.name, name, "in"), ",.0f"),
+                         f"{_f(p50, '.1f')} / {_f(p99, '.1f')}",
+                         ratio if name == "3 nodes" else ""])
+    lines = _table(["scenario", "nodes", "confirmed msg/s", "confirm p50 / p99 ms",
+                    "3 ÷ 1 (≥ 0.50)"], rows, right_from=2)
+    if result.failovers:
+        lines += ["", f"failover (leader SIGKILL → first confirm through the new leader, "
+                  f"default 3 s lease): {len(result.failovers)} kills, median "
+                  f"{statistics.median(result.failovers):.2f} s, max "
+                  f"{max(result.failovers):.2f} s (target ≤ 5 s); {result.confirmed:,} "
+                  f"confirmed, {result.lost if result.lost is not None else 'n/a'} lost "
+                  "(target 0)"]
+    return lines
+
+
 def render(run: RunResult, opts: Options, scenarios: list[str]) -> str:
     lines = [
         f"bench: {opts.rounds} rounds x {opts.duration:g} s per flood scenario and broker "
@@ -152,6 +180,10 @@ def render(run: RunResult, opts: Options, scenarios: list[str]) -> str:
     extras = extras_table(run)
     if extras:
         lines += [*extras, ""]
+    if run.cluster is not None and run.cluster.rounds:
+        lines += ["cluster: three nodes (etcd, default lease and min_insync 2) against one, "
+                  "clients on the leader; rounds alternate", "",
+                  *cluster_table(run.cluster), ""]
     notes = [*run.notes, *(f"{n}: {note}" for n, r in run.extras.items() for note in r.notes)]
     if notes:
         lines += ["notes:", *(f"  - {n}" for n in notes)]
@@ -173,4 +205,13 @@ def to_json(run: RunResult, opts: Options, scenarios: list[str]) -> dict[str, An
         }
     for name, res in run.extras.items():
         doc["extras"][name] = {"values": res.values, "notes": res.notes, "details": res.details}
+    if run.cluster is not None:
+        c = run.cluster
+        doc["cluster"] = {
+            "floods": {scenario: {name: {"median": {f: c.median(scenario, name, f)
+                                                    for f in ("in", "p50", "p99")},
+                                         "rounds": [asdict(r) for r in rounds]}
+                                  for name, rounds in per.items()}
+                       for scenario, per in c.rounds.items()},
+            "failover_s": c.failovers, "confirmed": c.confirmed, "lost": c.lost}
     return doc

@@ -9,7 +9,8 @@ is the median over the rounds. Then ``backlog-rss`` (a fresh spawned broker per 
 and the extra scenarios (``idle-rss``: RSS of each broker right after its start; ``cold-start``
 and ``lazy-backlog``: ours only unless given URLs, see ``bench.backlog``; ``stream`` and
 ``delayed``: on a fresh broker of ours and on each other broker, see ``bench.stream`` and
-``bench.delayed``).
+``bench.delayed``); last ``cluster``: three of our nodes on an etcd of the bench's own against
+ours alone (``bench.cluster``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bench.amqp import AMQPUrl
 from bench.backlog import run_lazy_backlog
 from bench.backlogrss import run_backlog_rss
 from bench.brokerproc import BrokerError, SpawnedBroker, cold_start_times, listener_pid, tree_rss_mb
+from bench.cluster import ClusterResult, run_cluster
 from bench.common import LOOPBACK, Log, Options, TargetResult, merge
 from bench.delayed import run_delayed
 from bench.rabbit import SpawnedRabbit
@@ -33,8 +35,8 @@ from bench.rounds import FLOOD_NAMES, FLOODS, BrokerRef, RoundResult, run_round,
 from bench.stream import run_stream
 
 EXTRAS = ("idle-rss", "cold-start", "lazy-backlog", "stream", "delayed")
-ALL_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", *EXTRAS)
-DEFAULT_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", "idle-rss")
+ALL_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", *EXTRAS, "cluster")
+DEFAULT_SCENARIOS = (*FLOOD_NAMES, "backlog-rss", "idle-rss", "cluster")
 FIGURES = ("in", "out", "backlog", "cpu", "machine", "clients", "rss", "p50", "p99")
 
 
@@ -57,6 +59,7 @@ class RunResult:
     rounds: dict[str, dict[str, list[RoundResult]]] = field(default_factory=dict)
     backlog: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     extras: dict[str, TargetResult] = field(default_factory=dict)
+    cluster: ClusterResult | None = None  # the cluster scenario (bench.cluster)
     notes: list[str] = field(default_factory=list)
 
     def median(self, scenario: str, broker: str, figure: str) -> float | None:
@@ -230,4 +233,8 @@ def run_all(plan: Plan, scenarios: list[str], opts: Options, log: Log) -> RunRes
         if "backlog-rss" in scenarios:
             _backlog_rss(plan, opts, log, out)
         _extras(scenarios, opts, log, out)
+        if "cluster" in scenarios:
+            single = next((b for b in out.brokers if b.kind == "ours"), None)
+            out.cluster = run_cluster(single, opts, log)
+            out.notes.extend(out.cluster.notes)
     return out

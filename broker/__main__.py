@@ -8,6 +8,7 @@ and sysexits' status (``broker.node.startup``); never a traceback.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 from storage.datadir import DataDirError, DataDirLocked
@@ -18,6 +19,18 @@ from .node.startup import EX_CANTCREAT, EX_CONFIG, EX_UNAVAILABLE, StartupError,
 from .node.tls import TLSConfigError
 from .ops.launch import make_node
 
+GC_YOUNG = 20_000  # allocations between two young-generation collections (CPython: 700)
+
+
+def tune_gc() -> None:
+    """The message path allocates a few acyclic objects per message (event, message, entry):
+    with CPython's default threshold a young collection ran every ~100 messages, 3-4 % of a
+    flood. Collect young objects less often, and keep what was loaded at start-up out of
+    every collection."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, middle, old)
+
 
 def main(argv: list[str] | None = None) -> int:
     try:
@@ -26,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"burrowmq: error: {exc}", file=sys.stderr)
         return exc.code
     setup_logging(cfg.log_level)
+    tune_gc()
     runner = asyncio.run
     try:
         import uvloop

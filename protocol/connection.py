@@ -2,8 +2,11 @@
 
 Bytes go in with ``receive_data``; ``events()`` yields what the peer asked for, parsing lazily so
 that whatever the session does with one event (closing a channel, closing the connection) is
-seen before the next frame is parsed. Frames to send accumulate in ``out`` and are taken with
-``data_to_send()``, once per read.
+seen before the next frame is parsed. The caller may stop early (close the generator): what was
+not parsed stays buffered for the next ``events()``, which is how the broker bounds the work one
+connection gets per loop turn and applies flow control. Frames to send accumulate in ``out``
+(``output.Output``: methods, and deliver / get-ok / return / confirms checked against the
+channel table) and are taken with ``data_to_send()``, once per read.
 
 Invariants:
 - The machine owns the handshake, frame bounds, channel numbers and content assembly; it never
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from pamqp import commands
 
-from . import codec, errors
+from . import codec, errors, fast
 from .events import (
+    Ack,
     CloseTransport,
     Fault,
     LoginAttempt,
@@ -40,6 +44,7 @@ from .methods import (
     ids,
     parse_publish,
 )
+from .output import Output
 from .tables import Table, tag_numbers
 
 C = commands
@@ -47,9 +52,17 @@ _head = struct.Struct(">BHI")
 _u16 = struct.Struct(">H")
 _u32 = struct.Struct(">I")
 _header_fields = struct.Struct(">HHQ")
+_ack_args = struct.Struct(">QB")
 PUBLISH_INDEX = 0x003C0028
+ACK_INDEX = 0x003C0050
+SCAN_BATCH = 64  # events parsed ahead in one call on the hot path
 MIN_FRAME_MAX = 4096
 HANDSHAKE_SLOW_CLOSE = 3.0
+
+
+def _cannot_decode(index: int, payload: bytes) -> errors.AMQPError:
+    return errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
+                             index >> 16, index & 0xFFFF)
 
 
 class State(enum.Enum):
@@ -100,7 +113,7 @@ class _Content:
         self.have_header = False
 
 
-class ConnectionMachine:
+class ConnectionMachine(Output):
     def __init__(self, server_properties: Table, *, frame_max: int = 131072,
                  channel_max: int = 2047, heartbeat: int = 60,
                  max_message_size: int = 134217728) -> None:
@@ -138,20 +151,6 @@ class ConnectionMachine:
     def channel_usable(self, channel: int) -> bool:
         return (self.state is State.OPEN and channel in self.open_channels
                 and channel not in self.closing_channels)
-
-    # ---- output ------------------------------------------------------------------------
-    def send_method(self, channel: int, method: commands.base.Frame) -> None:
-        self.out.append(codec.method_frame(channel, method))
-
-    def send_raw(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def data_to_send(self) -> bytes:
-        if not self.out:
-            return b""
-        data = b"".join(self.out)
-        self.out.clear()
-        return data
 
     # ---- answers to events ---------------------------------------------------------------
     def accept_login(self) -> None:
@@ -197,7 +196,9 @@ class ConnectionMachine:
     def peer_timed_out(self, now: float) -> bool:
         return bool(self.heartbeat) and now - self.last_received > self.heartbeat * 3
 
-    def events(self) -> Iterator[object]:
+    def events(self) -> Generator[object, None, None]:
+        """Parse what was received, one event at a time. The caller may stop early (close
+        the generator): what was not parsed yet is kept for the next call."""
         if not self._chunks or self._have < self._need:
             return
         chunks = self._chunks
@@ -209,14 +210,30 @@ class ConnectionMachine:
         try:
             if self.state is State.AWAIT_HEADER:
                 if end < 8:
-                    self._keep(buf, 0, 8)
+                    need = 8
                     return
-                yield from self._on_protocol_header(buf[:8])
                 pos = 8
+                yield from self._on_protocol_header(buf[:8])
             while self.state is not State.CLOSED:
                 if end - pos < 7:
                     need = 7
                     break
+                if self.state is State.OPEN:
+                    # The hot path: runs of publishes (with their content) and acks, parsed
+                    # in one call. Each event is checked again before it goes out, since
+                    # handling the previous one may have closed its channel.
+                    found, ends = fast.scan(buf, pos, SCAN_BATCH, self.frame_max,
+                                            self.max_message_size, self.open_channels,
+                                            self.closing_channels, self._content)
+                    if found:
+                        for event, stop in zip(found, ends, strict=True):
+                            if self.state is not State.OPEN or \
+                                    event.channel in self.closing_channels or \
+                                    event.channel not in self.open_channels:
+                                break
+                            pos = stop
+                            yield event
+                        continue
                 ftype, channel, size = _head.unpack_from(buf, pos)
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
                     raise errors.UnreadableFrame(
@@ -249,8 +266,10 @@ class ConnectionMachine:
             pos = end
             self._to(State.CLOSED)
             yield CloseTransport(exc.reason, exc.delay)
-        if pos < end and self.state is not State.CLOSED:
-            self._keep(buf, pos, need)
+        finally:
+            # Also reached when the caller stops early (GeneratorExit at a yield).
+            if pos < end and self.state is not State.CLOSED:
+                self._keep(buf, pos, need)
 
     def _keep(self, buf: bytes, pos: int, need: int) -> None:
         """Keep the unparsed tail ahead of anything fed while events were being handled."""
@@ -313,6 +332,9 @@ class ConnectionMachine:
                         f"cannot decode {codec.erlang_binary(payload[4:])}", 60, 40)
                 self._content[channel] = _Content(*args)
                 return None
+            if index == ACK_INDEX and len(payload) == 13 and channel in self.open_channels:
+                tag, bits = _ack_args.unpack_from(payload, 4)
+                return Ack(channel, tag, bool(bits & 1))
         method = self._decode(index, payload)
         if channel == 0:
             return self._on_connection_method(method)
@@ -356,21 +378,19 @@ class ConnectionMachine:
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
         method: commands.base.Frame = cls()
-        cannot = errors.FrameError(f"cannot decode {codec.erlang_binary(payload[4:])}",
-                                   index >> 16, index & 0xFFFF)
         tables: list[int] = []
         try:
             end = args_length(method, payload, 4, tables)
         except UnknownFieldType:
             raise errors.SilentClose("unknown field type in a table") from None
         except (ValueError, IndexError, struct.error):
-            raise cannot from None
+            raise _cannot_decode(index, payload) from None
         if end != len(payload):
-            raise cannot
+            raise _cannot_decode(index, payload)
         try:
             method.unmarshal(payload[4:])
         except Exception:
-            raise cannot from None
+            raise _cannot_decode(index, payload) from None
         arguments = getattr(method, "arguments", None)
         if arguments and tables:  # x-arguments keep their wire types (see tables.TypedInt)
             start = tables[-1] + 4

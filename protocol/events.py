@@ -49,6 +49,24 @@ class Publish:
     routing_key_raw: bytes = field(default=b"", compare=False)
 
 
+class Ack:
+    """basic.ack from a consumer (hot path: parsed by hand, no pamqp object)."""
+
+    __slots__ = ("channel", "delivery_tag", "multiple")
+
+    def __init__(self, channel: int, delivery_tag: int, multiple: bool) -> None:
+        self.channel = channel
+        self.delivery_tag = delivery_tag
+        self.multiple = multiple
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ack) and (self.channel, self.delivery_tag, self.multiple) == \
+            (other.channel, other.delivery_tag, other.multiple)
+
+    def __repr__(self) -> str:
+        return f"Ack({self.channel}, {self.delivery_tag}, {self.multiple})"
+
+
 @dataclass(frozen=True, slots=True)
 class PeerClosed:
     """The client sent connection.close; close-ok is already queued."""

@@ -61,6 +61,65 @@ def _walk_to(raw: bytes, flag: int) -> int:
     return -1
 
 
+class Peeked:
+    """What the broker reads from a message's properties, in one walk (``peek_all``):
+    delivery-mode, priority, expiration (as sent, and in ms when it is a plain number) and
+    user-id. Fields a broken header does not hold read as absent."""
+
+    __slots__ = ("delivery_mode", "priority", "expiration", "expiration_ms", "user_id")
+
+    def __init__(self, delivery_mode: int = 0, priority: int = 0,
+                 expiration: str | None = None, user_id: str | None = None) -> None:
+        self.delivery_mode: int = delivery_mode
+        self.priority: int = priority
+        self.expiration: str | None = expiration
+        self.expiration_ms: int | None = \
+            int(expiration) if expiration and expiration.isdigit() else None
+        self.user_id: str | None = user_id
+
+
+NOTHING = Peeked()  # b"\x00\x00": no properties at all, the common case
+
+
+def peek_all(raw: bytes) -> Peeked:
+    """One walk over the flags and the fields up to user-id."""
+    if raw[:2] == EMPTY or len(raw) < 2:
+        return NOTHING
+    flags = _u16.unpack_from(raw, 0)[0]
+    mode = priority = 0
+    expiration = user_id = None
+    pos, end = 2, len(raw)
+    try:
+        for bit, kind in _ORDER:
+            if not flags & bit:
+                continue
+            if bit == DELIVERY_MODE:
+                mode = raw[pos] if pos < end else 0
+            elif bit == PRIORITY:
+                priority = raw[pos] if pos < end else 0
+            elif bit == EXPIRATION or bit == USER_ID:
+                if pos >= end:
+                    break
+                value = raw[pos + 1:pos + 1 + raw[pos]].decode("utf-8", "replace")
+                if bit == EXPIRATION:
+                    expiration = value
+                else:
+                    user_id = value
+            if kind == "s":
+                pos += 1 + raw[pos]
+            elif kind == "t":
+                pos += 4 + _u32.unpack_from(raw, pos)[0]
+            elif kind == "q":
+                pos += 8
+            else:
+                pos += 1
+    except (IndexError, struct.error):
+        pass
+    if not (mode or priority or expiration is not None or user_id is not None):
+        return NOTHING
+    return Peeked(mode, priority, expiration, user_id)
+
+
 def _byte_at(raw: bytes, pos: int) -> int:
     return raw[pos] if 0 <= pos < len(raw) else 0
 

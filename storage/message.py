@@ -8,7 +8,8 @@ queue position requeues go back to) and whether it has been delivered before.
 Storage knows nothing of AMQP: the caller says whether the message is ``persistent`` (the
 broker reads delivery-mode once per publish) and, when it already has them, passes the
 exchange and routing key in their wire form (shortstr: length byte + UTF-8) so that a delivery
-or a disk record does not encode them again.
+or a disk record does not encode them again. ``meta`` is the broker's, opaque here: what it read
+from the properties (once per publish), None until it first looks.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ def _shortstr(value: str) -> bytes:
 
 class Message:
     __slots__ = ("exchange", "routing_key", "properties", "body", "persistent", "_ex_raw",
-                 "_rk_raw", "size")
+                 "_rk_raw", "size", "meta")
 
     def __init__(self, exchange: str, routing_key: str, props: bytes, body: bytes,
                  persistent: bool, exchange_raw: bytes | None = None,
-                 routing_key_raw: bytes | None = None) -> None:
+                 routing_key_raw: bytes | None = None, meta: object = None) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.properties = props
@@ -34,6 +35,7 @@ class Message:
         self.persistent = persistent
         self._ex_raw = exchange_raw or None
         self._rk_raw = routing_key_raw or None
+        self.meta = meta
 
     @property
     def exchange_raw(self) -> bytes:

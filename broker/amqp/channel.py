@@ -12,18 +12,17 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
 from broker.core import arguments as qargs
 from broker.core import replyto
-from broker.core.messages import persistent_of
 from broker.core.queue import Consumer, Queue
 from broker.core.stats import Counters, retire_consumer
 from broker.core.stream_queue import check_nack
-from protocol import codec
+from protocol import codec, properties
 from protocol.errors import (
     AccessRefused,
     CommandInvalid,
@@ -217,23 +216,35 @@ class Channel(TopologyHandlers):
             self.session.wake()
 
     def deliver(self, consumer: Consumer, entry: Entry) -> None:
-        self.next_tag += 1
-        tag = self.next_tag
-        msg = entry.message
+        self.deliver_many(consumer, (entry,))
+
+    def deliver_many(self, consumer: Consumer, entries: Sequence[Entry]) -> None:
+        """basic.deliver for each entry, in order, with consecutive delivery tags."""
         number = self.number
-        out = self.machine.out
-        props = _delivered_properties(entry)
-        out.append(codec.deliver_message(number, consumer.tag_raw, tag, entry.redelivered,
-                                         msg.exchange_raw, msg.routing_key_raw, props, msg.body,
-                                         self.machine.frame_max))
-        consumer.delivered += 1
+        send = self.machine.send_deliver
+        ctag = consumer.tag_raw
+        tag = self.next_tag
+        for entry in entries:
+            tag += 1
+            msg = entry.message
+            send(number, ctag, tag, entry.redelivered, msg.exchange_raw, msg.routing_key_raw,
+                 msg.properties if not entry.delivery_count else _delivered_properties(entry),
+                 msg.body)
+        consumer.delivered += len(entries)
+        queue = consumer.queue
         if consumer.no_ack:
-            if consumer.queue is not None:
-                consumer.queue.ack(entry)
+            if queue is not None:
+                for entry in entries:
+                    queue.ack(entry)
         else:
             # only the reply consumer has no queue, and it is no-ack
-            self.unacked[tag] = (entry, consumer.queue, consumer)  # type: ignore[assignment]
-            consumer.unacked += 1
+            unacked = self.unacked
+            tag = self.next_tag
+            for entry in entries:
+                tag += 1
+                unacked[tag] = (entry, queue, consumer)  # type: ignore[assignment]
+            consumer.unacked += len(entries)
+        self.next_tag = tag
         self.session.wake()
 
     def deliver_reply(self, message: Message) -> None:
@@ -259,11 +270,9 @@ class Channel(TopologyHandlers):
             queue.stats.get += 1
         tag = self.next_tag
         msg = entry.message
-        out = self.machine.out
-        out.append(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_raw,
-                                      msg.routing_key_raw, queue.message_count))
-        out.append(codec.content_frames(self.number, _delivered_properties(entry), msg.body,
-                                        self.machine.frame_max))
+        self.machine.send_get_ok(self.number, tag, entry.redelivered, msg.exchange_raw,
+                                 msg.routing_key_raw, queue.message_count,
+                                 _delivered_properties(entry), msg.body)
         if m.no_ack:
             queue.ack(entry)
         else:
@@ -335,7 +344,25 @@ class Channel(TopologyHandlers):
             self._wake_consumed_queues()
 
     def on_basic_ack(self, m: C.Basic.Ack) -> None:
-        self._settle(m.delivery_tag, m.multiple, None)
+        self.on_ack(m.delivery_tag, m.multiple)
+
+    def on_ack(self, tag: int, multiple: bool) -> None:
+        if multiple or self.tx is not None or self.global_prefetch:
+            self._settle(tag, multiple, None)
+            return
+        # The hot path: one delivery acked on its own.
+        item = self.unacked.pop(tag, None)
+        if item is None:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        entry, queue, consumer = item
+        if consumer is not None:
+            consumer.unacked -= 1
+            consumer.acked += 1
+        else:  # a basic.get message: no consumer counts it
+            self.stats.ack += 1
+            queue.stats.ack += 1
+        queue.ack(entry)
+        queue.wake()
 
     def on_basic_nack(self, m: C.Basic.Nack) -> None:
         check_nack(self.unacked, m.delivery_tag, m.multiple)
@@ -376,8 +403,9 @@ class Channel(TopologyHandlers):
             if self.reply_address is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
             props = replyto.with_reply_to(props, self.reply_address)
-        message = Message(ev.exchange, ev.routing_key, props, ev.body, persistent_of(props),
-                          ev.exchange_raw, ev.routing_key_raw)
+        meta = properties.peek_all(props)  # the one walk over the properties
+        message = Message(ev.exchange, ev.routing_key, props, ev.body, meta.delivery_mode == 2,
+                          ev.exchange_raw, ev.routing_key_raw, meta)
         self.session.check_publish(self, message)
         if self.confirms is not None:
             self.confirms.next()
@@ -399,11 +427,9 @@ class Channel(TopologyHandlers):
             self.stats.drop_unroutable += not mandatory
             if mandatory:
                 self.stats.return_unroutable += 1
-                self.machine.out.append(codec.return_frame(
-                    self.number, 312, "NO_ROUTE", message.exchange_raw,
-                    message.routing_key_raw))
-                self.machine.out.append(codec.content_frames(
-                    self.number, message.properties, message.body, self.machine.frame_max))
+                self.machine.send_return(self.number, 312, "NO_ROUTE", message.exchange_raw,
+                                         message.routing_key_raw, message.properties,
+                                         message.body)
         elif queues == (None,):  # type: ignore[comparison-overlap]  # the sentinel above
             pass
         elif confirms is not None:
@@ -413,12 +439,16 @@ class Channel(TopologyHandlers):
                     confirms.nack(seq)
                 elif (message.persistent or queue.logs_everything) and queue.persists:
                     confirms.wait_for_disk(seq)
+                if queue.credit <= 0:
+                    self.session.wait_for_credit(queue)
         else:
             for queue in queues:
                 queue.publish(message)
                 if self.tx is not None and queue.persists and \
                         (message.persistent or queue.logs_everything):
                     self._tx_wrote_to_disk = True
+                if queue.credit <= 0:
+                    self.session.wait_for_credit(queue)
         if confirms is not None:
             self.session.confirms_pending.add(self)
 
@@ -427,12 +457,13 @@ class Channel(TopologyHandlers):
         confirms = self.confirms
         if confirms is None or not self.machine.channel_usable(self.number):
             return
-        confirms.flush(self.number, self.machine.out)
+        confirms.flush(self.number, self.machine)
         confirms.request_sync(self.session.host.durability.when_durable, self._on_synced)
 
     def _on_synced(self) -> None:
-        if self.confirms is not None and not self.closed:
-            self.confirms.flush(self.number, self.machine.out)
+        if self.confirms is not None and not self.closed and \
+                self.machine.channel_usable(self.number):
+            self.confirms.flush(self.number, self.machine)
             self.session.wake()
 
     # ---- confirm / tx ------------------------------------------------------------------

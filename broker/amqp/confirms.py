@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
-from protocol import codec
+
+class ConfirmSender(Protocol):
+    """Where confirms go (``protocol.connection.ConnectionMachine``)."""
+
+    def send_confirm(self, channel: int, delivery_tag: int, multiple: bool,
+                     ack: bool = True) -> None: ...
 
 
 class Confirms:
@@ -57,22 +63,23 @@ class Confirms:
             if not ok:
                 self._nacked.add(seq)
 
-    def flush(self, channel: int, out: list[bytes]) -> None:
+    def flush(self, channel: int, out: ConfirmSender) -> None:
         upto = self._unsynced[0] - 1 if self._unsynced else self.seq
         start = self._confirmed + 1
         if upto < start:
             return
+        send = out.send_confirm
         if not self._nacked:
-            out.append(codec.ack_frame(channel, upto, upto > start))
+            send(channel, upto, upto > start)
             self._confirmed = upto
             return
         for seq in range(start, upto + 1):
             if seq in self._nacked:
                 if seq > start:
-                    out.append(codec.ack_frame(channel, seq - 1, seq - 1 > start))
-                out.append(codec.nack_frame(channel, seq, False))
+                    send(channel, seq - 1, seq - 1 > start)
+                send(channel, seq, False, False)
                 self._nacked.discard(seq)
                 start = seq + 1
         if start <= upto:
-            out.append(codec.ack_frame(channel, upto, upto > start))
+            send(channel, upto, upto > start)
         self._confirmed = upto

@@ -7,6 +7,12 @@ the connection. Handlers elsewhere only raise.
 The session never touches the socket: it reads events from the ConnectionMachine and leaves
 frames in ``machine.out``; the transport (the adapter) writes them once per read, or on the next
 loop turn when ``wake`` is called from outside a read (a delivery caused by another connection).
+
+Fairness and flow control: one go of ``process_input`` handles at most ``SLICE`` events, then
+the machine keeps the rest and the transport continues on the next loop turn, so deliveries, acks
+and other connections' publishes interleave with a flood in bounded slices. A publish into a
+queue that is out of credit (``broker.core.credit``) holds the input until the queue calls
+back (``wait_for_credit``); meanwhile the connection is not read and its state is ``flow``.
 What the session needs from the node (settings, durability, alarms) comes through
 ``ports.AMQPHost``; the server (``broker.core.server.Server``) is the state it serves.
 """
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pamqp import commands as C
 
+from broker.core.messages import peeked
 from broker.core.naming import server_properties
 from broker.core.stats import Counters, channel_totals, session_totals
 from protocol import properties
@@ -32,6 +39,7 @@ from protocol.errors import (
     UnreadableFrame,
 )
 from protocol.events import (
+    Ack,
     CloseTransport,
     Fault,
     LoginAttempt,
@@ -53,6 +61,8 @@ if TYPE_CHECKING:
     from .ports import AMQPHost, TransportAdapter
 
 log = logging.getLogger("broker.connection")
+SLICE = 256  # events handled per go before the other connections get their turn
+FLOW_STATE_LINGER = 1.0  # s a connection still reads "flow" after it was let go (RabbitMQ's)
 
 
 def open_sessions(server: Server) -> list[Session]:
@@ -87,36 +97,68 @@ class Session:
         self.closed = False
         self.published = False
         self.blocked = False
+        self._slice = SLICE
+        self.input_held = False
+        self.flow_queue: Queue | None = None  # the queue whose credit this connection awaits
+        self.flow_seconds = 0.0  # time spent in flow, closed periods only (see flow_time)
+        self._flow_since = 0.0
+        self._flow_until = -FLOW_STATE_LINGER
 
     # ---- input -------------------------------------------------------------------------
     def data_received(self, data: bytes, now: float) -> None:
+        self.machine.receive_data(data, now)
+        self.process_input()
+
+    def process_input(self, fresh: bool = False) -> None:
+        """Handle what the machine can parse. Stops early, keeping the rest of the input in the
+        machine (``input_held``), once this go's slice of ``SLICE`` events is used up (the
+        transport goes on at the next loop turn, with a ``fresh`` slice) or a queue it
+        published to is out of credit (it goes on when the queue calls back)."""
+        if fresh:
+            self._slice = SLICE
         machine = self.machine
-        machine.receive_data(data, now)
         channels = self.channels
-        for event in machine.events():
-            channel = 0
-            try:
-                if type(event) is Publish:
-                    channel = event.channel
-                    # authz is set by connection.open; the machine yields no Publish before
-                    if event.exchange not in self.authz.writable_exchanges:  # type: ignore[union-attr]
-                        self.authz.check_publish(event.exchange)  # type: ignore[union-attr]
-                    if not self.published:
-                        self.published = True
-                    channels[channel].on_publish(event)
-                elif type(event) is Method:
-                    channel = event.channel
-                    self._on_method(event)
-                else:
-                    if type(event) is Fault:
+        budget = self._slice
+        self.input_held = False
+        events = machine.events()
+        try:
+            for event in events:
+                channel = 0
+                try:
+                    if type(event) is Publish:
                         channel = event.channel
-                    self._on_control(event)
-            except AMQPError as err:
-                if type(event) is Publish:
-                    err.at(60, 40)
-                elif type(event) is Method:
-                    err.at(event.method.index >> 16, event.method.index & 0xFFFF)
-                self.fail(err, channel)
+                        # authz is set by connection.open; the machine yields no Publish before
+                        authz = self.authz
+                        if event.exchange not in authz.writable_exchanges:  # type: ignore[union-attr]
+                            authz.check_publish(event.exchange)  # type: ignore[union-attr]
+                        if not self.published:
+                            self.published = True
+                        channels[channel].on_publish(event)
+                    elif type(event) is Ack:
+                        channel = event.channel
+                        channels[channel].on_ack(event.delivery_tag, event.multiple)
+                    elif type(event) is Method:
+                        channel = event.channel
+                        self._on_method(event)
+                    else:
+                        if type(event) is Fault:
+                            channel = event.channel
+                        self._on_control(event)
+                except AMQPError as err:
+                    if type(event) is Publish:
+                        err.at(60, 40)
+                    elif type(event) is Ack:
+                        err.at(60, 80)
+                    elif type(event) is Method:
+                        err.at(event.method.index >> 16, event.method.index & 0xFFFF)
+                    self.fail(err, channel)
+                budget -= 1
+                if budget <= 0 or self.flow_queue is not None:
+                    self.input_held = not self.closed
+                    break
+        finally:
+            events.close()
+        self._slice = budget
         self.flush_confirms()
         if self.published and self.alarms.active and not self.blocked:
             self.alarms.on_publish(self)
@@ -241,12 +283,12 @@ class Session:
 
     # ---- broker hooks ------------------------------------------------------------------
     def check_publish(self, channel: Channel, message: Message) -> None:
-        props = message.properties
-        if props[:2] != b"\x00\x00":
-            expiration = properties.peek_expiration(props)
+        meta = peeked(message)
+        if meta is not properties.NOTHING:
+            expiration = meta.expiration
             if expiration is not None:
                 validate_expiration(expiration)
-            user_id = properties.peek_shortstr(props, properties.USER_ID)
+            user_id = meta.user_id
             if user_id is not None and user_id != self.user:
                 raise PreconditionFailed(f"user_id property set to '{user_id}' but "
                                          f"authenticated user was '{self.user}'")
@@ -254,6 +296,40 @@ class Session:
     # ---- output and flow ---------------------------------------------------------------
     def wake(self) -> None:
         self.adapter.schedule_flush()
+
+    def wait_for_credit(self, queue: Queue) -> None:
+        if self.flow_queue is not None or self.closed:
+            return
+        self.flow_queue = queue
+        self._flow_since = time.monotonic()
+        queue.add_credit_waiter(self._credit_back)
+
+    def _credit_back(self) -> None:
+        if self.flow_queue is None:
+            return
+        self.flow_queue = None
+        self._flow_until = now = time.monotonic()
+        self.flow_seconds += now - self._flow_since
+        if not self.closed:
+            self.adapter.continue_soon()
+
+    def flow_time(self) -> float:
+        """Seconds this connection has spent in flow, the current period included."""
+        if self.flow_queue is None:
+            return self.flow_seconds
+        return self.flow_seconds + time.monotonic() - self._flow_since
+
+    @property
+    def state(self) -> str:
+        """RabbitMQ's connection state: flow while throttled and for a second after."""
+        if self.closed:
+            return "closed"
+        if self.blocked:
+            return "blocked"
+        if self.flow_queue is not None or \
+                time.monotonic() - self._flow_until < FLOW_STATE_LINGER:
+            return "flow"
+        return "running"
 
     def set_writable(self, writable: bool) -> None:
         self.writable = writable
@@ -270,7 +346,7 @@ class Session:
         if self.machine.is_open and self.machine.client_capability("connection.blocked"):
             self.machine.send_method(0, C.Connection.Blocked(reason))
             self.wake()
-        self.adapter.pause_reading()
+        self.adapter.pause_reading("alarm")
 
     def unblock(self) -> None:
         if not self.blocked:
@@ -279,7 +355,8 @@ class Session:
         if self.machine.is_open and self.machine.client_capability("connection.blocked"):
             self.machine.send_method(0, C.Connection.Unblocked())
             self.wake()
-        self.adapter.resume_reading()
+        self.adapter.resume_reading("alarm")
+        self.adapter.continue_soon()
 
     def tick(self, now: float) -> bool:
         """Heartbeat duty; False when the peer has been silent too long."""
@@ -297,6 +374,10 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if self.flow_queue is not None:
+            self.flow_seconds = self.flow_time()
+            self.flow_queue = None
+        self.server.load.flow_seconds_retired += self.flow_seconds
         for number in list(self.channels):
             self.drop_channel(number)
         if self.vhost is not None:

@@ -6,6 +6,10 @@ Invariants:
   written by one flush scheduled on the next loop turn, however many there were.
 - Backpressure is explicit: when the socket buffer passes the high-water mark the session stops
   taking deliveries (``pause_writing``), and resumes when it drains.
+- Reading is paused for any of a set of reasons and resumes when none is left: ``alarm`` (a
+  resource alarm blocked the publisher), ``input`` (the session holds input back: its slice of
+  this loop turn is used up and it goes on at the next turn, or it waits for a queue's credit
+  and goes on when the queue calls back).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 from protocol.errors import InternalError
@@ -43,6 +48,8 @@ class AMQPProtocol(asyncio.Protocol):
         self.session: Session | None = None
         self._in_read = False
         self._flush_scheduled = False
+        self._continue_scheduled = False
+        self._read_pauses: set[str] = set()
         self._closing = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
@@ -77,23 +84,57 @@ class AMQPProtocol(asyncio.Protocol):
         session = self.session
         if session is None or self._closing:
             return
-        self._in_read = True
         stats = session.stats
         stats.recv_oct += len(data)
         stats.recv_cnt += 1
-        try:
-            session.data_received(data, self.loop.time())
-        except Exception:
-            log.exception("internal error on connection %s", session.peer)
-            session.fail(InternalError("internal error"), 0)
-        finally:
-            self._in_read = False
-        self._flush()
+        self._handle_input(session, data)
         if not self._heartbeat_started and session.machine.is_open:
             self._start_heartbeat()
             if self._handshake_timer is not None:  # a later close is not a handshake
                 self._handshake_timer.cancel()
                 self._handshake_timer = None
+
+    def _handle_input(self, session: Session, data: bytes | None) -> None:
+        """Feed ``data`` (None: continue with the input held back earlier, with a fresh
+        slice), dispatch what it woke, write the answers once; while input is held, the socket
+        is not read. The time it takes counts as busy time of the loop (``server.load``)."""
+        server = self.server
+        started = perf_counter()
+        self._in_read = server.handling_input = True
+        try:
+            if data is None:
+                session.process_input(fresh=True)
+            else:
+                session.data_received(data, self.loop.time())
+        except Exception:
+            log.exception("internal error on connection %s", session.peer)
+            session.fail(InternalError("internal error"), 0)
+        finally:
+            self._in_read = False
+        server.run_woken()
+        self._flush()
+        if session.input_held:
+            self.pause_reading("input")
+            if session.flow_queue is None:
+                self.continue_soon()
+        else:
+            self.resume_reading("input")
+        server.load.busy += perf_counter() - started
+
+    def continue_soon(self) -> None:
+        """Go on with held input on the next loop turn (after every other ready callback)."""
+        if self._continue_scheduled or self._closing:
+            return
+        self._continue_scheduled = True
+        self.loop.call_soon(self._continue_input)
+
+    def _continue_input(self) -> None:
+        self._continue_scheduled = False
+        session = self.session
+        if session is None or self._closing or session.blocked or \
+                session.flow_queue is not None:
+            return
+        self._handle_input(session, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._handshake_timer, self._heartbeat_timer, self._close_timer):
@@ -117,7 +158,12 @@ class AMQPProtocol(asyncio.Protocol):
         if self._flush_scheduled or self._in_read:
             return
         self._flush_scheduled = True
-        self.loop.call_soon(self._flush)
+        self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        started = perf_counter()
+        self._flush()
+        self.server.load.busy += perf_counter() - started
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -145,12 +191,16 @@ class AMQPProtocol(asyncio.Protocol):
             if self._close_timer is None:
                 self._close_timer = self.loop.call_later(delay, self._abort)
 
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self._closing:
+    def pause_reading(self, reason: str) -> None:
+        if not self._read_pauses and self.transport is not None and not self._closing:
             self.transport.pause_reading()
+        self._read_pauses.add(reason)
 
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self._closing:
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._read_pauses:
+            return
+        self._read_pauses.discard(reason)
+        if not self._read_pauses and self.transport is not None and not self._closing:
             self.transport.resume_reading()
 
     def _abort(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from .files import safe_path
@@ -60,8 +61,11 @@ class _Open:
 
 
 class Applier:
-    def __init__(self, root: Path, max_open: int = 64) -> None:
+    def __init__(self, root: Path, max_open: int = 64,
+                 before_destroy: Callable[[], None] | None = None) -> None:
         self.root = root
+        #: called once before a full sync first cuts or deletes existing data
+        self.before_destroy = before_destroy
         self.max_open = max_open
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._dirty: set[str] = set()
@@ -117,10 +121,23 @@ class Applier:
         """Full sync: the file becomes its first ``offset`` bytes, then ``data``."""
         f = self._file(rel)
         if f.size != offset:
+            if f.size > offset:
+                self._destroying()
             os.ftruncate(f.fd, offset)
             f.size = offset
         self._write(f, rel, offset, data)
         self._dirty.add(rel)  # an empty file must be made durable too
+
+    def sync_delete(self, rel: str) -> None:
+        """Full sync: the leader has no such file."""
+        if safe_path(self.root, rel).exists():
+            self._destroying()
+        self.delete(rel)
+
+    def _destroying(self) -> None:
+        hook, self.before_destroy = self.before_destroy, None
+        if hook is not None:
+            hook()
 
     def append(self, rel: str, offset: int, data: bytes) -> None:
         f = self._file(rel)

@@ -2,14 +2,18 @@
 node's local cluster state file.
 
 Replicated: everything under the data directory except the lock (``LOCK``), the node's own
-cluster state (``cluster.state``), non-durable stores (``scratch/``), temporary files
+cluster state (``cluster.state``), the CLI's control socket and cookie (``ctl.sock``,
+``ctl.cookie``: each node has its own), non-durable stores (``scratch/``), temporary files
 (``*.tmp``) and write probes (``.probe-*``). Names on the wire are relative, ``/``-separated.
 
 Invariants:
 - ``safe_path`` never returns a path outside the root: a peer's name with ``..``, an absolute
   name, a NUL or an empty part is refused (``ValueError``).
-- ``save_epoch`` is atomic and durable (temp file, fsync, rename, fsync dir): a follower that
-  accepted epoch E never accepts a leader with a lower one, even after a crash.
+- ``save_state`` (and ``save_epoch``) is atomic and durable (temp file, fsync, rename, fsync
+  dir): a follower that accepted epoch E never accepts a leader with a lower one, even after a
+  crash. The state document also says whether this node is a member (``member``) and whether a
+  full sync that changed existing data is under way (``syncing``: the copy may then lack
+  confirmed messages, so the node must not lead).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 from storage.sync import fsync_dir
 
 STATE_NAME = "cluster.state"
-_LOCAL = {"LOCK", STATE_NAME}
+_LOCAL = {"LOCK", STATE_NAME, "ctl.sock", "ctl.cookie"}
 _LOCAL_DIRS = {"scratch"}
 _READ = 1024 * 1024
 
@@ -109,21 +115,43 @@ def tree_digests(root: Path) -> dict[str, str]:
     return {rel: digest.hex() for rel, _, digest in listing(root)}
 
 
-def load_epoch(root: Path) -> int:
+def load_state(root: Path) -> dict[str, Any]:
+    """The node's local cluster state (``{}`` when there is none)."""
     try:
-        return int(json.loads((root / STATE_NAME).read_text()).get("epoch", 0))
+        doc = json.loads((root / STATE_NAME).read_text())
     except FileNotFoundError:
-        return 0
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
-def save_epoch(root: Path, epoch: int) -> None:
+_state_lock = threading.Lock()  # read-modify-write from the loop and executor threads
+
+
+def save_state(root: Path, **changes: Any) -> dict[str, Any]:
+    """Merge ``changes`` into the state document, atomically and durably; return it."""
+    with _state_lock:
+        return _save_state(root, changes)
+
+
+def _save_state(root: Path, changes: dict[str, Any]) -> dict[str, Any]:
+    doc = load_state(root)
+    doc.update(changes)
     path = root / STATE_NAME
     tmp = root / (STATE_NAME + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, json.dumps({"epoch": epoch}).encode())
+        os.write(fd, json.dumps(doc, sort_keys=True).encode())
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(root)
+    return doc
+
+
+def load_epoch(root: Path) -> int:
+    return int(load_state(root).get("epoch", 0))
+
+
+def save_epoch(root: Path, epoch: int) -> None:
+    save_state(root, epoch=epoch)

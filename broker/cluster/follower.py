@@ -11,6 +11,11 @@ Invariants:
 - ``ACK(p)`` is sent only after every change up to ``p`` is applied and fsynced
   (``applier.fsync_all``); fsync batches run in an executor while the next frames are applied,
   so they coalesce under load.
+- While a full sync cuts or deletes existing data, ``cluster.state`` says ``syncing`` (saved
+  durably before the first such change, cleared once the sync is fsynced): the copy may then
+  lack confirmed messages, and a node in that state must not lead.
+- ``unacked_tail()`` names, per file, the size it had before the first append not yet acked:
+  what a follower promoted to leader cuts off (nothing there was confirmed).
 - A session ends on any error (``Diverged``, a bad frame, silence for ``heartbeat_timeout``,
   EOF); the next session's full sync repairs whatever the copy holds.
 """
@@ -22,6 +27,7 @@ import contextlib
 import hmac
 import logging
 import os
+from collections import deque
 from pathlib import Path
 
 from . import files, wire
@@ -66,6 +72,20 @@ class ReplicationClient:
         self._stopping = False
         self._pinged = False
         self._task: asyncio.Task[None] | None = None
+        self._tail: deque[tuple[int, str, int]] = deque()  # (position, file, offset) appended
+        self.syncing = bool(files.load_state(self.root).get("syncing"))
+
+    def unacked_tail(self) -> dict[str, int]:
+        """For each file appended to since the last ack: its size before those appends."""
+        cut: dict[str, int] = {}
+        for _, rel, offset in self._tail:
+            cut.setdefault(rel, offset)
+        return cut
+
+    def _mark_syncing(self) -> None:
+        if not self.syncing:
+            files.save_state(self.root, syncing=True)
+            self.syncing = True
 
     # ---- lifetime ----------------------------------------------------------------------
     async def follow(self, retry: float = 0.3) -> None:
@@ -98,7 +118,8 @@ class ReplicationClient:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.address),
                                                 self.connect_timeout)
         self._writer = writer
-        self._applier = Applier(self.root)
+        self._applier = Applier(self.root, before_destroy=self._mark_syncing)
+        self._tail.clear()
         self.streaming = False
         self.synced.clear()
         self.position = self.acked = 0
@@ -178,6 +199,7 @@ class ReplicationClient:
             if kind == Kind.APPEND:
                 position, rel, offset = r.u64(), r.str(), r.u64()
                 applier.append(rel, offset, r.rest())
+                self._tail.append((position, rel, offset))
             elif kind == Kind.S_WRITE:
                 rel, offset = r.str(), r.u64()
                 applier.sync_write(rel, offset, r.rest())
@@ -185,12 +207,17 @@ class ReplicationClient:
                     await self._flush()
                 continue
             elif kind == Kind.S_DELETE:
-                applier.delete(r.str())
+                applier.sync_delete(r.str())
                 continue
             elif kind == Kind.S_END:
                 self.position = r.u64()
                 self.streaming = True
+                self._pinged = True  # ack the end of the sync even at position 0
                 await self._flush()
+                if self.syncing or files.load_state(self.root).get("syncing"):
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: files.save_state(self.root, syncing=False))
+                    self.syncing = False
                 self.synced.set()
                 log.info("in sync with %s at position %d", self.leader, self.position)
                 continue
@@ -243,4 +270,7 @@ class ReplicationClient:
             if self.streaming and (position > self.acked or self._pinged):
                 self._pinged = False
                 self.acked = position
+                tail = self._tail
+                while tail and tail[0][0] <= position:
+                    tail.popleft()
                 writer.write(wire.frame(Kind.ACK, wire.u64(position)))

@@ -16,6 +16,10 @@ Invariants (what makes "confirmed" safe when the leader dies):
   waiter now and later with ``Fenced``.
 - ``wait`` never returns early: with the ISR below ``min_insync`` it holds until a follower
   joins or ``timeout`` passes (``NotReplicated``).
+- ``when_replicated(position, callback, timeout)`` is ``wait`` without a future per call (the
+  confirm path): callbacks run in registration order, ``True`` when ``wait`` would return,
+  ``False`` on timeout, when fenced or stopped. Registrations come with nondecreasing
+  positions (the position only grows), so a FIFO holds them.
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ class _Follower:
 class IsrTracker:
     def __init__(self, leader: str, store: IsrStore | None = None, *, min_insync: int = 2,
                  ack_deadline: float = 3.0, initial: Iterable[str] = (),
-                 on_change: Callable[[frozenset[str]], None] | None = None) -> None:
+                 on_change: Callable[[frozenset[str]], None] | None = None,
+                 on_fenced: Callable[[Fenced], None] | None = None) -> None:
         self.leader = leader
+        self.on_fenced = on_fenced
         self.store = store
         self.min_insync = min_insync
         self.ack_deadline = ack_deadline
@@ -71,6 +77,9 @@ class IsrTracker:
         self._lock = asyncio.Lock()
         self._joining: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._callbacks: deque[tuple[int, float, Callable[[bool], None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = False
 
     @property
     def members(self) -> frozenset[str]:
@@ -92,6 +101,7 @@ class IsrTracker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._stopped = True
         self._fail(NotReplicated("replication stopped"))
 
     # ---- events from the replication server --------------------------------------------
@@ -121,11 +131,13 @@ class IsrTracker:
 
     def acked(self, node: str, position: int) -> None:
         f = self._followers.get(node)
-        if f is None or position <= f.acked:
+        if f is None or position < f.acked:
             return
+        grew = position > f.acked  # an equal ack still says "caught up" (an idle leader)
         f.acked = position
         if node in self._in_sync:
-            self._check()
+            if grew:
+                self._check()
         elif f.synced and f.connected and node not in self._joining and \
                 self._lag(f.acked) < self.ack_deadline / 2:
             self._joining.add(node)
@@ -148,6 +160,34 @@ class IsrTracker:
                    if short else "not acked by every in-sync replica")
             raise NotReplicated(f"position {position}: {why}") from None
 
+    def when_replicated(self, position: int, callback: Callable[[bool], None],
+                        timeout: float) -> None:
+        """``callback(True)`` once every ISR follower acked ``position`` with the ISR big
+        enough; ``callback(False)`` after ``timeout`` seconds, or when fenced or stopped."""
+        if self.fenced is not None or self._stopped:
+            _call(callback, False)
+            return
+        if not self._callbacks and position <= self._committed():
+            _call(callback, True)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._callbacks.append((position, deadline, callback))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        callbacks = self._callbacks
+        now = asyncio.get_running_loop().time()
+        while callbacks and callbacks[0][1] <= now:
+            position, _, callback = callbacks.popleft()
+            log.warning("position %d not replicated in time: in-sync replicas %s, "
+                        "min_insync %d", position, sorted(self.members), self.min_insync)
+            _call(callback, False)
+        if callbacks:
+            self._timer = asyncio.get_running_loop().call_at(callbacks[0][1], self._expire)
+
     def _committed(self) -> int:
         if len(self._in_sync) + 1 < self.min_insync:
             return -1
@@ -155,6 +195,11 @@ class IsrTracker:
         return min((followers[n].acked for n in self._in_sync), default=self.position)
 
     def _check(self) -> None:
+        callbacks = self._callbacks
+        if callbacks:
+            committed = self._committed()
+            while callbacks and callbacks[0][0] <= committed:
+                _call(callbacks.popleft()[2], True)
         waiters = self._waiters
         if not waiters:
             return
@@ -165,6 +210,12 @@ class IsrTracker:
                 future.set_result(None)
 
     def _fail(self, exc: Exception) -> None:
+        callbacks, self._callbacks = self._callbacks, deque()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, _, callback in callbacks:
+            _call(callback, False)
         waiters, self._waiters = self._waiters, []
         for _, _, future in waiters:
             if not future.done():
@@ -218,11 +269,17 @@ class IsrTracker:
             log.error("deposed: %s", exc)
             self.fenced = exc
             self._fail(exc)
+            if self.on_fenced is not None:
+                self.on_fenced(exc)
             return False
         except Exception as exc:  # etcd away: the set stays as it was, retried later
             log.warning("could not write the in-sync replicas %s: %s", sorted(members), exc)
             return False
         return True
+
+    async def remove(self, node: str) -> None:
+        """The node left the cluster (``forget_cluster_node``): out of the ISR now."""
+        await self._drop(node, "removed from the cluster")
 
     async def _drop(self, node: str, why: str) -> None:
         async with self._lock:
@@ -263,6 +320,13 @@ class IsrTracker:
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self.members)
+
+
+def _call(callback: Callable[[bool], None], ok: bool) -> None:
+    try:
+        callback(ok)
+    except Exception:
+        log.exception("replication callback failed")
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -3,6 +3,7 @@
 Layout under ``<root>/<cluster>/`` (root ``/burrowmq`` by default)::
 
     members/<node>   JSON {"node", "amqp", "http", "replication", ...}: who is in the cluster
+    running/<node>   JSON {"version", "alarms", ...}, bound to the node's lease: its app runs
     leader/<lease>   the election (``election.Election``); the winner's create revision is
                      the epoch
     isr              JSON {"members": [...], "epoch": E, "leader": node}: nodes holding every
@@ -74,6 +75,7 @@ class ClusterKeys:
         self.client = client
         self.prefix = f"{root.rstrip('/')}/{cluster}/"
         self.members_prefix = self.prefix + "members/"
+        self.running_prefix = self.prefix + "running/"
         self.leader_name = self.prefix + "leader"
         self.isr_key = self.prefix + "isr"
         self.secret_key = self.prefix + "secret"
@@ -94,6 +96,22 @@ class ClusterKeys:
             member = Member.decode(kv.value)
             found[member.node] = member
         return found
+
+    async def member(self, node: str) -> Member | None:
+        kv = await self.client.get(self.members_prefix + node)
+        return Member.decode(kv.value) if kv is not None else None
+
+    # ---- running nodes -----------------------------------------------------------------
+    async def set_running(self, node: str, lease: int, info: dict[str, Any]) -> None:
+        await self.client.put(self.running_prefix + node, json.dumps(info).encode(), lease)
+
+    async def clear_running(self, node: str) -> None:
+        await self.client.delete(self.running_prefix + node)
+
+    async def running(self) -> dict[str, dict[str, Any]]:
+        result = await self.client.range(self.running_prefix, prefix=True)
+        return {kv.key.decode()[len(self.running_prefix):]: json.loads(kv.value)
+                for kv in result.kvs}
 
     # ---- secret ----------------------------------------------------------------------
     async def secret(self) -> bytes:

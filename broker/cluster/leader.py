@@ -16,7 +16,15 @@ skipped up to that delete (``doomed``), and a new file of the same name comes wh
 queued changes after it. Files rewritten in place meanwhile are sent as found and fixed by their
 queued rewrite.
 
+Off the hot path: a sink call only copies the bytes and queues them (consecutive appends to one
+file coalesce into one ``APPEND`` of up to ``wire.CHUNK``); the queue is written to the
+followers' sockets once per loop turn, or at once when it holds ``FLUSH_BYTES``. Positions are
+assigned at the sink call, so ``position`` read after a local fsync covers everything written
+before it, whether or not it has reached a socket yet.
+
 Invariants:
+- The queue is flushed before a new follower's snapshot and before every PING (a PING carries
+  the position and a follower acks it: it must not count changes still queued here).
 - Sink calls from another thread (definitions saved in an executor) are moved onto the loop,
   keeping their order.
 - A follower more than ``max_buffer`` bytes behind (queued or unsent) is disconnected; so is one
@@ -31,6 +39,7 @@ import contextlib
 import hmac
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -41,6 +50,24 @@ from .wire import Kind, ProtocolError
 log = logging.getLogger(__name__)
 
 SMALL = 256 * 1024  # files up to this size are read on the loop (page cache), not in a thread
+FLUSH_BYTES = 1024 * 1024  # queued bytes that trigger a flush before the end of the loop turn
+
+
+class _Append:
+    """An APPEND being coalesced: consecutive writes at the end of one file."""
+
+    __slots__ = ("rel", "offset", "end", "parts", "position")
+
+    def __init__(self, rel: str, offset: int, data: bytes, position: int) -> None:
+        self.rel = rel
+        self.offset = offset
+        self.end = offset + len(data)
+        self.parts = [data]
+        self.position = position
+
+    def encode(self) -> bytes:
+        data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        return wire.append(self.position, self.rel, self.offset, data)
 
 
 class FollowerSession:
@@ -58,6 +85,15 @@ class FollowerSession:
         self.acked = 0
         self.last_ack = 0.0
         self.max_buffer = max_buffer
+
+    def send_many(self, items: list[tuple[Kind, str, bytes]]) -> None:
+        if self.state == "streaming":
+            self.writer.writelines([data for _, _, data in items])
+            if self.writer.transport.get_write_buffer_size() > self.max_buffer:
+                self.abort("too far behind")
+        else:
+            for kind, rel, data in items:
+                self.send(kind, rel, data)
 
     def send(self, kind: Kind, rel: str, data: bytes) -> None:
         if self.state == "streaming":
@@ -102,7 +138,8 @@ class ReplicationServer:
     def __init__(self, root: str | os.PathLike[str], node: str, epoch: int, secret: bytes,
                  tracker: IsrTracker | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  heartbeat: float = 0.5, dead_after: float = 10.0,
-                 max_buffer: int = 64 * 1024 * 1024, handshake_timeout: float = 5.0) -> None:
+                 max_buffer: int = 64 * 1024 * 1024, handshake_timeout: float = 5.0,
+                 sock: socket.socket | None = None) -> None:
         self.root = Path(root).absolute()
         self._root = str(self.root)
         self.node = node
@@ -111,6 +148,7 @@ class ReplicationServer:
         self.tracker = tracker if tracker is not None else IsrTracker(node, min_insync=1)
         self.host = host
         self.port = port
+        self.sock = sock  # a bound socket to listen on (a port reserved by the node)
         self.heartbeat = heartbeat
         self.dead_after = dead_after
         self.max_buffer = max_buffer
@@ -124,13 +162,20 @@ class ReplicationServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._pinger: asyncio.Task[None] | None = None
+        self._queued: list[tuple[Kind, str, bytes]] = []
+        self._queued_bytes = 0
+        self._open: _Append | None = None
+        self._flush_scheduled = False
 
     # ---- lifetime ----------------------------------------------------------------------
     async def start(self) -> int:
         """Listen; return the port."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        if self.sock is not None:  # listen on a copy: the node keeps the port reserved
+            self._server = await asyncio.start_server(self._accept, sock=self.sock.dup())
+        else:
+            self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._pinger = self._loop.create_task(self._ping(), name="replication heartbeat")
         self.tracker.start()
@@ -205,12 +250,30 @@ class ReplicationServer:
         self._emit(Kind.DELETE, rel, wire.delete(self.position, rel))
 
     def _append(self, rel: str, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        for start in range(0, len(view), wire.CHUNK):
-            chunk = view[start:start + wire.CHUNK]
-            self.position += len(chunk)
-            self._emit(Kind.APPEND, rel, wire.append(self.position, rel, offset + start,
-                                                      bytes(chunk)))
+        size = len(data)
+        if not size:
+            return
+        if self._loop is None:  # not started: no follower can be told
+            self.position += size
+            return
+        current = self._open
+        if current is not None and current.rel == rel and current.end == offset and \
+                current.end - current.offset + size <= wire.CHUNK:
+            current.parts.append(bytes(data))
+            current.end += size
+            self.position += size
+            current.position = self.position
+            self._queued_bytes += size
+        else:
+            view = memoryview(data)
+            for start in range(0, size, wire.CHUNK):
+                self._close_append()
+                chunk = bytes(view[start:start + wire.CHUNK])
+                self.position += len(chunk)
+                self._open = _Append(rel, offset + start, chunk, self.position)
+                self._queued_bytes += len(chunk)
+        self._queued_more()
+        self.tracker.produced(self.position)
 
     def _rewrite(self, rel: str, data: bytes) -> None:
         total = len(data)
@@ -226,10 +289,39 @@ class ReplicationServer:
                 return
 
     def _emit(self, kind: Kind, rel: str, data: bytes) -> None:
+        if self._loop is None:
+            return
+        self._close_append()
+        self._queued.append((kind, rel, data))
+        self._queued_bytes += len(data)
+        self._queued_more()
+        self.tracker.produced(self.position)
+
+    def _close_append(self) -> None:
+        current = self._open
+        if current is not None:
+            self._open = None
+            self._queued.append((Kind.APPEND, current.rel, current.encode()))
+
+    def _queued_more(self) -> None:
+        if self._queued_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every queued change to the followers' sockets (loop thread)."""
+        self._flush_scheduled = False
+        self._close_append()
+        items = self._queued
+        if not items:
+            return
+        self._queued = []
+        self._queued_bytes = 0
         for session in self._live:
-            session.send(kind, rel, data)
-        if self._loop is not None:
-            self.tracker.produced(self.position)
+            session.send_many(items)
 
     # ---- followers ---------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -304,7 +396,9 @@ class ReplicationServer:
         session = FollowerSession(node, writer, self.max_buffer)
         self.sessions[node] = session
         self.tracker.connected(node)
-        # the snapshot: caps and the start of queueing in one step, no await in between
+        # the snapshot: caps and the start of queueing in one step, no await in between; what
+        # is queued here is below the caps, so it goes to the others only
+        self.flush()
         caps = files.scan(self.root)
         self._live.append(session)
         start = self.position
@@ -396,6 +490,7 @@ class ReplicationServer:
         while True:
             await asyncio.sleep(self.heartbeat)
             now = loop.time()
+            self.flush()  # a PING's position must not count changes still queued here
             ping = wire.frame(Kind.PING, wire.u64(self.position))
             for session in list(self._live):
                 if session.state == "syncing":  # a long sync is not silence

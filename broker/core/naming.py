@@ -30,8 +30,23 @@ class HasConfig(Protocol):
     def config(self) -> Named: ...
 
 
-def node_name() -> str:
+_configured = ""  # a node name set by configuration (cluster nodes on one host differ)
+
+
+def host_node_name() -> str:
+    """``rabbit@<short hostname>``: the default name."""
     return f"rabbit@{(platform.node() or socket.gethostname() or 'localhost').split('.')[0]}"
+
+
+def node_name() -> str:
+    return _configured or host_node_name()
+
+
+def set_node_name(name: str) -> None:
+    """The process's node name from now on (``RABBITMQ_NODENAME``, ``--node-name``); one node
+    per process, as in RabbitMQ."""
+    global _configured
+    _configured = name
 
 
 def cluster_name(server: HasConfig) -> str:

@@ -4,7 +4,8 @@ combine with each other and with x-arguments.
 A policy is {pattern, apply-to, priority, definition}. The applying policy is the matching one
 with the highest priority (ties: the name that sorts last loses to the first, as RabbitMQ picks
 deterministically). For numeric limits the stricter of argument and policy wins; for the rest an
-x-argument overrides the policy. ha-* keys are accepted and ignored, as RabbitMQ 4.x does.
+x-argument overrides the policy. ha-* keys are accepted and ignored, as RabbitMQ 4.x does (in
+cluster mode every durable queue is replicated anyway).
 
 Operator policies (set by administrators, applying to queues only) are merged into the user
 policy's definition as RabbitMQ merges them: for a key both set, the smaller number wins
@@ -107,5 +108,6 @@ def combine(key: str, argument: Any, policy_value: Any) -> Any:
 def warn_ignored(name: str, definition: JSONObject) -> None:
     ignored = sorted(k for k in definition if k in IGNORED_KEYS)
     if ignored:
-        log.warning("policy '%s': %s accepted and ignored (classic queue mirroring does not "
-                    "exist on this broker, as in RabbitMQ 4.x)", name, ", ".join(ignored))
+        log.warning("policy '%s': %s accepted and ignored (no per-queue mirroring here, as in "
+                    "RabbitMQ 4.x; in cluster mode every durable queue is replicated to every "
+                    "node whatever the policy says)", name, ", ".join(ignored))

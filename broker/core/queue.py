@@ -20,6 +20,9 @@ Invariants:
   consumer had its chance) and after a requeue, the oldest messages over x-max-length /
   x-max-length-bytes go (reason ``maxlen``). reject-publish[-dlx] only refuses new publishes:
   a requeue may leave the queue over its limit.
+- Flow control (``credit.CreditFlow``): while the queue is behind, each message routed in spends
+  a credit and each one delivered earns one back; the channel makes a publisher that spent the
+  last one wait for ``add_credit_waiter``.
 - The queue talks to the rest of the broker only through its ``QueueContext`` (clock, timers,
   deferred dispatch, dead-lettering, x-expires) and to a consumer's channel only through
   ``ConsumerChannel`` (the AMQP channel implements both ends of a delivery).
@@ -30,12 +33,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from protocol import codec, properties
+from protocol import codec
 from protocol.tables import Table
 from storage.message import Entry, Message
 
+from .credit import BEHIND_AT, CREDIT, CreditFlow
 from .dedup import DedupStore, QueueDedup
 from .jsondoc import JSONObject
+from .messages import peeked
 from .policies import combine
 from .stats import Counters, retire_consumer
 
@@ -59,6 +64,9 @@ class QueueContext(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
     def dead_letter(self, queue: Queue, message: Message, reason: str) -> None: ...
     def expire_queue(self, queue: Queue) -> None: ...
+    def saturated(self) -> bool:
+        """The event loop has had no idle time lately (flow control, see ``credit``)."""
+        ...
 
 
 class ConsumerChannel(Protocol):
@@ -71,6 +79,7 @@ class ConsumerChannel(Protocol):
     @property
     def unacked_count(self) -> int: ...
     def deliver(self, consumer: Consumer, entry: Entry) -> None: ...
+    def deliver_many(self, consumer: Consumer, entries: list[Entry]) -> None: ...
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None: ...
 
 
@@ -94,6 +103,19 @@ class Consumer:
         priority = arguments.get("x-priority", 0)
         self.priority = priority if isinstance(priority, int) else 0
 
+    def room(self) -> int:
+        """How many more deliveries this consumer takes now (BUDGET-sized for no limit)."""
+        channel = self.channel
+        if not channel.can_deliver:
+            return 0
+        if self.no_ack:
+            return BUDGET
+        room = self.prefetch - self.unacked if self.prefetch else BUDGET
+        limit = channel.global_prefetch
+        if limit:
+            room = min(room, limit - channel.unacked_count)
+        return room
+
     def has_credit(self) -> bool:
         channel = self.channel
         if not channel.can_deliver:
@@ -106,7 +128,8 @@ class Consumer:
         return not limit or channel.unacked_count < limit
 
 
-class Queue:
+class Queue(CreditFlow):
+    ctx: QueueContext | None
     #: Every message is written to the store, transient ones too (streams): a publisher
     #: confirm then waits for the disk whatever the delivery mode.
     logs_everything = False
@@ -141,6 +164,7 @@ class Queue:
         self._expiry_timer: Cancellable | None = None
         self._idle_timer: Cancellable | None = None
         self.on_empty_consumers: Callable[[Queue], None] | None = None
+        self._init_credit()
         # x-message-deduplication: keys of the messages held; their store releases them
         self.dedup: QueueDedup | None = None
         if self.arguments.get("x-message-deduplication") is True:
@@ -186,6 +210,9 @@ class Queue:
     def message_count(self) -> int:
         return len(self.store)
 
+    def _ready_count(self) -> int:
+        return len(self.store)
+
     @property
     def published(self) -> int:
         """Messages accepted into this queue since it was created or recovered."""
@@ -227,24 +254,24 @@ class Queue:
         if expires is not None:
             entry.expires = expires
         self.store.push(entry)
+        more = True
         if self.consumers:
             outer, self._arriving = self._arriving, entry  # a dead letter may publish here
-            self.dispatch()
+            more = self.dispatch()
             self._arriving = outer
         if self._limited:
             self._drop_head_over_limit()
+        if more and self.consumers and len(self.store) > BEHIND_AT:
+            self.credit -= 1
         if expires is not None:
             self._expire_head()
         return True
 
     def _expiry_of(self, message: Message) -> float | None:
         ttl = self.message_ttl
-        raw = message.properties
-        if raw[:2] != b"\x00\x00":
-            text = properties.peek_expiration(raw)
-            if text is not None and text.isdigit():
-                per_message = int(text)
-                ttl = per_message if ttl is None else min(ttl, per_message)
+        per_message = peeked(message).expiration_ms
+        if per_message is not None:
+            ttl = per_message if ttl is None else min(ttl, per_message)
         if ttl is None or self.ctx is None:
             return None
         return self.ctx.now() + ttl / 1000.0
@@ -352,7 +379,9 @@ class Queue:
         self._dead_letter(entry.message, "rejected")
 
     def purge(self) -> int:
-        return self.store.purge()
+        count = self.store.purge()
+        self._refill()
+        return count
 
     # ---- x-expires ---------------------------------------------------------------------
     def touch(self) -> None:
@@ -374,10 +403,11 @@ class Queue:
             self.ctx.expire_queue(self)
 
     def cancel_timers(self) -> None:
-        for timer in (self._expiry_timer, self._idle_timer):
+        for timer in (self._expiry_timer, self._idle_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        self._expiry_timer = self._idle_timer = None
+        self._expiry_timer = self._idle_timer = self._stall_timer = None
+        self._refill()
 
     # ---- consumers ---------------------------------------------------------------------
     def check_consumer(self, prefetch: int, global_prefetch: int, no_ack: bool,
@@ -399,8 +429,10 @@ class Queue:
             return
         retire_consumer(self, consumer)
         self.touch()
-        if not self.consumers and self.auto_delete and self.on_empty_consumers:
-            self.on_empty_consumers(self)
+        if not self.consumers:
+            self._refill()
+            if self.auto_delete and self.on_empty_consumers:
+                self.on_empty_consumers(self)
 
     def wake(self) -> None:
         """Ask for a dispatch on the next loop turn (credit came back, a consumer arrived)."""
@@ -416,20 +448,22 @@ class Queue:
         self._scheduled = False
         self.dispatch()
 
-    def dispatch(self) -> None:
+    def dispatch(self) -> bool:
+        """Deliver what consumers have credit for; False when that emptied the queue (so the
+        publish path can skip counting it)."""
         consumers = self.consumers
         count = len(consumers)
         if not count or self.deleted:
-            return
-        if self.single_active:
-            count = 1
+            return True
+        if count == 1 or self.single_active:
             self._rr = 0
-        elif consumers[0].priority != consumers[-1].priority:
-            self._dispatch_by_priority()
-            return
+            return self._dispatch_to(consumers[0])
+        if consumers[0].priority != consumers[-1].priority:
+            return self._dispatch_by_priority()
         store = self.store
         budget = BUDGET
         idle = 0
+        more = True
         while idle < count and budget:
             if self._rr >= count:
                 self._rr = 0
@@ -440,37 +474,81 @@ class Queue:
                 continue
             entry = self._next_entry(store)
             if entry is None:
-                return
+                more = False
+                break
             self._rr += 1
             consumer.channel.deliver(consumer, entry)
             budget -= 1
             idle = 0
             if not consumers:
-                return
-            count = 1 if self.single_active else len(consumers)
-        if not budget and len(store):
+                break
+            count = len(consumers)
+        self._delivered(BUDGET - budget)
+        if not budget:
             self.wake()
+        return more
+
+    def _dispatch_to(self, consumer: Consumer) -> bool:
+        """One consumer: as many as its credit allows, in one batch (one call, one wake)."""
+        room = consumer.room()
+        if room <= 0:
+            return True
+        if room > BUDGET:
+            room = BUDGET
+        entries: list[Entry] = []
+        shift = self.store.shift
+        more = True
+        while len(entries) < room:
+            entry = shift()
+            if entry is None:
+                more = False
+                break
+            if entry.expires is not None and self._expired(entry):
+                continue
+            entries.append(entry)
+        if entries:
+            consumer.channel.deliver_many(consumer, entries)
+            self._delivered(len(entries))
+            if len(entries) == BUDGET and more:
+                self.wake()
+        return more
+
+    def _delivered(self, count: int) -> None:
+        if count and (self.credit < CREDIT or self._credit_waiters):
+            self._earn(count)
 
     def _next_entry(self, store: QueueStore) -> Entry | None:
         entry = store.shift()
-        if entry is not None and entry.expires is not None and self.ctx is not None \
-                and entry is not self._arriving and entry.expires <= self.ctx.now():
-            store.ack(entry)
-            self._dead_letter(entry.message, "expired")
-            self._expire_head()
+        if entry is not None and entry.expires is not None and self._expired(entry):
             return store.shift()
         return entry
 
-    def _dispatch_by_priority(self) -> None:
+    def _expired(self, entry: Entry) -> bool:
+        """A shifted entry past its expiry is dead-lettered (and the head behind it checked)."""
+        if self.ctx is None or entry.expires is None or entry is self._arriving or \
+                entry.expires > self.ctx.now():
+            return False
+        self.store.ack(entry)
+        self._dead_letter(entry.message, "expired")
+        self._expire_head()
+        return True
+
+    def _dispatch_by_priority(self) -> bool:
         """Consumers are sorted by priority: the first one with credit gets the message."""
         store = self.store
-        for _ in range(BUDGET):
+        sent = 0
+        more = True
+        while sent < BUDGET:
             consumer = next((c for c in self.consumers if c.has_credit()), None)
             if consumer is None:
-                return
+                break
             entry = self._next_entry(store)
             if entry is None:
-                return
+                more = False
+                break
             consumer.channel.deliver(consumer, entry)
-        if len(store):
+            sent += 1
+        self._delivered(sent)
+        if sent == BUDGET:
             self.wake()
+        return more

@@ -276,10 +276,11 @@ class StreamQueue(Queue):
         else:
             self.ctx.schedule(self)
 
-    def dispatch(self) -> None:
-        """Round-robin over the consumers with credit, one record each per pass."""
+    def dispatch(self) -> bool:
+        """Round-robin over the consumers with credit, one record each per pass. False: a
+        stream keeps its records, nothing for credit flow to count (``Queue.dispatch``)."""
         if self.deleted:
-            return
+            return False
         budget = BUDGET
         skips = SKIP_BUDGET
         more = False
@@ -307,6 +308,7 @@ class StreamQueue(Queue):
                 break
         if more:
             self.wake()
+        return False
 
     def _next(self, state: _Reader, skips: int) -> tuple[Entry | None, int]:
         """The consumer's next record as an entry, and how many it skipped to get there."""

@@ -162,11 +162,27 @@ SIMPLE: dict[str, tuple[str, Callable[[str], object]]] = {
     "consumer_timeout": ("consumer_timeout",
                          lambda v: None if v in ("false", "infinity", "0") else parse_int(v)),
     "collect_statistics_interval": ("collect_statistics_interval", parse_int),
+    # cluster mode (etcd): RabbitMQ's etcd peer discovery keys, and burrowmq's own
+    "cluster_formation.etcd.key_prefix": ("etcd_prefix", str),
+    "cluster_formation.etcd.cluster_name": ("etcd_cluster", str),
+    "cluster_formation.etcd.lease_ttl": ("lease_ttl", parse_int),
+    "cluster_formation.advertise_host": ("advertise_host", str),
+    "cluster_formation.node_name": ("node_name", str),
+    "cluster_formation.replication.port": ("replication_port", parse_port),
+    "cluster_formation.replication.ip": ("replication_host", str),
+    "cluster_formation.min_insync": ("min_insync", parse_int),
+    "cluster_formation.replica_ack_timeout": ("replica_ack_timeout",
+                                              lambda v: parse_int(v) / 1000.0),
+    "cluster_formation.confirm_timeout": ("confirm_timeout", lambda v: parse_int(v) / 1000.0),
 }
 PATTERNS = ("listeners.tcp.default", "listeners.ssl.default", "loopback_users",
             "loopback_users.guest", "default_user_tags.administrator",
             "default_permissions.configure", "default_permissions.write",
-            "default_permissions.read")  # families: listeners.tcp.<name>, loopback_users.<user>
+            "default_permissions.read", "cluster_formation.etcd.endpoints.1",
+            "cluster_formation.peer_discovery_backend")
+# families: listeners.tcp.<name>, loopback_users.<user>, cluster_formation.etcd.endpoints.<n>
+DISCOVERY_BACKENDS = ("etcd", "rabbit_peer_discovery_etcd", "classic_config",
+                      "rabbit_peer_discovery_classic_config")
 # Keys RabbitMQ has that this broker does not act on: accepted, logged, ignored.
 ACCEPTED = frozenset("""
     log.file log.file.level log.file.formatter log.dir log.console log.console.formatter
@@ -231,6 +247,15 @@ def apply_line(changes: dict, key: str, value: str) -> None:
         _tags(changes, key, value)
     elif key.startswith("default_permissions."):
         _permission(changes, key, value)
+    elif key.startswith("cluster_formation.etcd.endpoints."):
+        endpoint = value.strip()
+        if not endpoint:
+            raise ValueError("an etcd endpoint is host:port")
+        changes["etcd_endpoints"] = (*changes.get("etcd_endpoints", ()), endpoint)
+    elif key == "cluster_formation.peer_discovery_backend":
+        if value.strip() not in DISCOVERY_BACKENDS:  # cluster mode is on when endpoints are
+            log.warning("peer discovery backend %s is not one this broker has (etcd): "
+                        "ignored", value.strip())
     elif key in ACCEPTED or key.startswith(ACCEPTED_PREFIXES):
         log.info("config key %s is a RabbitMQ setting this broker does not use: ignored", key)
     else:

@@ -37,6 +37,8 @@ PORT_SETTINGS = {
     "prometheus_port": "--prometheus-port, RABBITMQ_PROMETHEUS_PORT or prometheus.tcp.port "
                        "(0 turns the Prometheus endpoint off)",
     "ssl_port": "--tls-port or listeners.ssl.default",
+    "replication_port": "--replication-port, RABBITMQ_DIST_PORT or "
+                        "cluster_formation.replication.port",
 }
 
 
@@ -95,6 +97,18 @@ class Config:
     consumer_timeout_interval: float = 1.0
     collect_statistics_interval: int = 5000  # ms between management samples, as RabbitMQ
     control_socket: bool = False  # the CLI's ctl.sock in the data dir (on in python -m broker)
+    # ---- cluster mode (on when etcd_endpoints is set; see broker/node/cluster.py) ----------
+    node_name: str = ""  # rabbit@<short hostname> when empty
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_prefix: str = "/burrowmq"
+    etcd_cluster: str = ""  # the cluster's keys in etcd: cluster_name, else "default"
+    advertise_host: str = ""  # how peers and followers reach this node; host when empty
+    replication_host: str | None = None
+    replication_port: int = 25672
+    lease_ttl: int = 3  # seconds: a dead leader is replaced within about this long
+    min_insync: int = 2
+    replica_ack_timeout: float = 3.0  # seconds without an ack before a follower leaves the ISR
+    confirm_timeout: float = 10.0  # seconds a confirm waits for replicas before a nack
     origins: tuple[tuple[str, str], ...] = ()  # (field, where its value was set)
 
 
@@ -142,10 +156,25 @@ def from_env(base: Config) -> Config:
     for var, key in (("RABBITMQ_NODE_IP_ADDRESS", "host"),
                      ("RABBITMQ_DEFAULT_USER", "default_user"),
                      ("RABBITMQ_DEFAULT_PASS", "default_pass"),
-                     ("RABBITMQ_DEFAULT_VHOST", "default_vhost")):
+                     ("RABBITMQ_DEFAULT_VHOST", "default_vhost"),
+                     ("RABBITMQ_NODENAME", "node_name"),
+                     ("BURROWMQ_ADVERTISE_HOST", "advertise_host")):
         if var in env:
             cfg = _with_origins(cfg, {key: env[var]}, var)
+    if "RABBITMQ_DIST_PORT" in env:
+        try:
+            port = conffile.parse_port(env["RABBITMQ_DIST_PORT"])
+        except ValueError as exc:
+            raise ConfigError(f"environment variable RABBITMQ_DIST_PORT: {exc}") from None
+        cfg = _with_origins(cfg, {"replication_port": port}, "RABBITMQ_DIST_PORT")
+    if env.get("BURROWMQ_ETCD_ENDPOINTS"):
+        cfg = _with_origins(cfg, {"etcd_endpoints": split_endpoints(
+            env["BURROWMQ_ETCD_ENDPOINTS"])}, "BURROWMQ_ETCD_ENDPOINTS")
     return cfg
+
+
+def split_endpoints(text: str) -> tuple[str, ...]:
+    return tuple(e.strip() for e in text.split(",") if e.strip())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,6 +227,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disk-free-limit", type=int,
                         help=f"block publishers below this many free bytes (default "
                              f"{d.disk_free_limit})")
+    cluster = parser.add_argument_group(
+        "cluster mode", "on when etcd endpoints are given (every node of a cluster names the "
+        "same etcd)")
+    cluster.add_argument("--etcd", dest="etcd_endpoints", type=split_endpoints,
+                         help="etcd endpoints, comma-separated host:port (env "
+                              "BURROWMQ_ETCD_ENDPOINTS; default: none, single-node mode)")
+    cluster.add_argument("--node-name", help="this node's name (env RABBITMQ_NODENAME; "
+                         "default rabbit@<short hostname>)")
+    cluster.add_argument("--cluster-name", help="the cluster's name (default: the node's)")
+    cluster.add_argument("--advertise-host", help="the address other nodes and clients "
+                         "reach this node at (env BURROWMQ_ADVERTISE_HOST; default: --host, "
+                         "or the hostname when that is a wildcard)")
+    cluster.add_argument("--replication-port", type=int,
+                         help=f"port followers replicate from (env RABBITMQ_DIST_PORT; "
+                              f"default {d.replication_port})")
+    cluster.add_argument("--lease-ttl", type=int, help=f"seconds before a silent leader is "
+                         f"replaced (default {d.lease_ttl})")
+    cluster.add_argument("--min-insync", type=int, help=f"nodes (leader included) that must "
+                         f"hold a message before it is confirmed (default {d.min_insync})")
+    cluster.add_argument("--replica-ack-timeout", type=float,
+                         help=f"seconds a follower may lag before it leaves the in-sync "
+                              f"replicas (default {d.replica_ack_timeout:g})")
+    cluster.add_argument("--confirm-timeout", type=float,
+                         help=f"seconds a confirm waits for replicas before it becomes a "
+                              f"nack (default {d.confirm_timeout:g})")
     for action in parser._actions:
         action.metavar = METAVARS.get(action.dest, action.metavar)
     return parser
@@ -207,7 +261,10 @@ METAVARS = {"config_file": "FILE", "host": "ADDRESS", "port": "PORT", "data_dir"
             "heartbeat": "SECONDS", "frame_max": "BYTES", "channel_max": "N",
             "management_port": "PORT", "prometheus_port": "PORT", "load_definitions": "FILE",
             "ssl_port": "PORT", "ssl_certfile": "FILE", "ssl_keyfile": "FILE",
-            "ssl_cacertfile": "FILE", "connection_max": "N", "disk_free_limit": "BYTES"}
+            "ssl_cacertfile": "FILE", "connection_max": "N", "disk_free_limit": "BYTES",
+            "etcd_endpoints": "ENDPOINTS", "node_name": "NAME", "cluster_name": "NAME",
+            "advertise_host": "HOST", "replication_port": "PORT", "lease_ttl": "SECONDS",
+            "min_insync": "N", "replica_ack_timeout": "SECONDS", "confirm_timeout": "SECONDS"}
 
 
 FLAGS = {action.dest: action.option_strings[-1] for action in build_parser()._actions
@@ -228,18 +285,39 @@ def parse_args(argv: list[str] | None = None) -> Config:
             cfg = _with_origins(cfg, {name: value}, FLAGS.get(name, name))
     if not cfg.data_dir:
         cfg = replace(cfg, data_dir=default_data_dir())
+    if cfg.node_name:
+        cfg = replace(cfg, node_name=full_node_name(cfg.node_name))
     check(cfg)
     return replace(cfg, data_dir=os.path.abspath(os.path.expanduser(cfg.data_dir)),
                    management_port=cfg.management_port or None,
                    prometheus_port=cfg.prometheus_port or None)
 
 
+def full_node_name(name: str) -> str:
+    """``rabbit`` -> ``rabbit@<short hostname>``, as RABBITMQ_NODENAME is read."""
+    if "@" in name:
+        return name
+    from broker.core.naming import host_node_name
+
+    return f"{name}@{host_node_name().partition('@')[2]}"
+
+
 def check(cfg: Config) -> None:
     """Values every source may get wrong the same way (a flag's type is argparse's)."""
-    for name in ("port", "management_port", "prometheus_port", "ssl_port"):
+    for name in ("port", "management_port", "prometheus_port", "ssl_port",
+                 "replication_port"):
         value = getattr(cfg, name)
         if value is not None and not 0 <= value <= 65535:
             raise ConfigError(f"{value} is not a port number (0-65535), set by "
                               f"{origin(cfg, name) or 'default'}")
+    if cfg.etcd_endpoints:
+        for name, low in (("lease_ttl", 2), ("min_insync", 1)):
+            if getattr(cfg, name) < low:
+                raise ConfigError(f"{name} must be at least {low}, set by "
+                                  f"{origin(cfg, name) or 'default'}")
+        for name in ("replica_ack_timeout", "confirm_timeout"):
+            if getattr(cfg, name) <= 0:
+                raise ConfigError(f"{name} must be positive, set by "
+                                  f"{origin(cfg, name) or 'default'}")
     known = {f.name for f in fields(Config)}
     assert all(name in known for name, _ in cfg.origins), cfg.origins

@@ -20,6 +20,10 @@ Invariants:
   (``stopping``: services check it too), and two stops never run at once.
 - ``config`` may be replaced at runtime (``set_cluster_name``, tests): the server sees the new
   value too.
+- Cluster mode (``clustering.ClusterMode``, on when etcd endpoints are configured) opens the
+  state (``open_state``) only while this node leads, and drops it (``close_state``: every
+  client closed first, then the stores, then a fresh ``Server``) when it stops leading.
+  Callbacks the old state scheduled on the loop are dropped with it (a generation check).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from broker.amqp.ack_timeout import AckTimeouts
 from broker.amqp.session import open_sessions
 from broker.amqp.transport import AMQPProtocol
+from broker.core import naming
 from broker.core.server import ConnectionHandle, Server
 from storage.store import StoreClosed
 
@@ -43,7 +48,12 @@ from .config import Config
 from .stores import Stores
 
 if TYPE_CHECKING:
+    from broker.amqp.ports import Durability
+    from storage.datadir import DataDir
+    from storage.replication import ReplicationSink
     from storage.store import QueueStore
+
+    from .clustering import ClusterMode
 
 log = logging.getLogger("broker")
 
@@ -81,6 +91,14 @@ class Node:
         self._starting: asyncio.Event | None = None  # set when a running start() has ended
         self._stop_asked = False
         self._stopping: asyncio.Future[None] | None = None
+        self._durability: Durability | None = None
+        self._generation = 0
+        self._booted = False
+        self.cluster: ClusterMode | None = None
+        if config.etcd_endpoints:
+            from .clustering import ClusterMode
+
+            self.cluster = ClusterMode(self)
 
     @property
     def stopping(self) -> bool:
@@ -106,10 +124,23 @@ class Node:
         return time.monotonic()
 
     def call_soon(self, callback: Callable[[], None]) -> None:
+        if self.cluster is not None:
+            callback = self._current(callback)
         self.loop.call_soon(callback)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        if self.cluster is not None:
+            callback = self._current(callback)
         return self.loop.call_later(delay, callback)
+
+    def _current(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """``callback`` unless the state that scheduled it has been dropped meanwhile."""
+        generation = self._generation
+
+        def run() -> None:
+            if generation == self._generation:
+                callback()
+        return run
 
     def make_store(self, vhost: str, queue_name: str, arguments: dict,
                    persistent: bool) -> QueueStore:
@@ -127,12 +158,27 @@ class Node:
 
     # ---- AMQPHost ----------------------------------------------------------------------
     @property
-    def durability(self) -> Node:
-        return self
+    def durability(self) -> Durability:
+        return self._durability or self
+
+    def set_durability(self, durability: Durability | None) -> None:
+        """What confirms wait for (cluster mode's leader: replicas too); None: the disk."""
+        self._durability = durability
 
     def when_durable(self, callback: Callable[[bool], None]) -> None:
-        assert self.stores is not None
-        self.stores.when_durable(callback)
+        """Call back once what was written so far is fsynced and the definitions document
+        covers it: recovery drops the data of a queue the saved definitions do not know, so
+        a confirm for a message in a queue declared a moment ago waits for that save too."""
+        stores = self.stores
+        assert stores is not None
+
+        def fsynced(ok: bool) -> None:
+            if ok:
+                stores.when_saved(lambda: callback(True))
+            else:
+                callback(False)
+
+        stores.when_durable(fsynced)
 
     def write_through(self) -> None:
         if self.stores is not None:
@@ -164,14 +210,14 @@ class Node:
         self._stopped = asyncio.Event()
         self._starting = asyncio.Event()
         self._stop_asked = False
+        if self.config.node_name:
+            naming.set_node_name(self.config.node_name)
         startup.log_banner(self.config)
-        server = self.server
-        self.stores = Stores(self.config.data_dir, self.now)
         try:
-            self.stores.start(self.loop, lambda: boot.snapshot(server))
-            server.persist = self._persist
-            boot.recover(server, self.stores)
-            boot.boot_definitions(server, self.config)
+            if self.cluster is None:
+                await self.open_state()
+            else:
+                self.cluster.prepare()
             startup.log_limits(self.config)
             self.alarms.start()
             self.ack_timeouts.start(self.loop)
@@ -180,6 +226,10 @@ class Node:
                 self._check_stopping()
                 await service.start(self)
             self._check_stopping()
+            self._booted = True
+            if self.cluster is not None:
+                await self.cluster.start_app()  # advertises the ports bound above
+                self._check_stopping()
         except BaseException as exc:
             if isinstance(exc, StartAborted):
                 log.info("start-up interrupted: stopping")
@@ -191,14 +241,52 @@ class Node:
         startup.log_complete(self.plugins())
         return self.port
 
+    async def open_state(self, data: DataDir | None = None,
+                         sink: ReplicationSink | None = None) -> None:
+        """Open the stores and recover the state from the data directory (and the boot
+        definitions); ``sink`` hears every change to the data directory (a cluster leader)."""
+        server = self.server
+        self.stores = Stores(data if data is not None else self.config.data_dir, self.now,
+                             sink)
+        self.stores.start(self.loop, lambda: boot.snapshot(server))
+        server.persist = self._persist
+        boot.recover(server, self.stores)
+        boot.boot_definitions(server, self.config)
+
+    async def close_state(self, reason: str) -> None:
+        """Drop the state (cluster mode): close every client, close the stores, start from a
+        blank ``Server``; what the old state scheduled on the loop is not run."""
+        self._durability = None
+        for session in list(self.server.sessions):
+            session.force_close(f"broker forced connection closure with reason '{reason}'",
+                                0.0)
+        self._generation += 1
+        stores, server = self.stores, self.server
+        if stores is not None:
+            await stores.close([q.store for v in server.vhosts.values()
+                                for q in v.queues.values()])
+        self.stores = None
+        server.persist = None
+        self.server = Server(self.config, self, self.make_store)
+
     def plugins(self) -> list[str]:
         """RabbitMQ's names for what runs beside AMQP."""
         return [name for name, on in (("rabbitmq_management", self.management_port),
                                       ("rabbitmq_prometheus", self.prometheus_port)) if on]
 
+    def amqp_protocol(self) -> asyncio.Protocol:
+        if self.cluster is not None:
+            return self.cluster.amqp_protocol()
+        return AMQPProtocol(self)
+
+    def amqp_session(self) -> asyncio.Protocol:
+        """A client connection served here (cluster mode: while leading or alone)."""
+        return AMQPProtocol(self)
+
     async def start_app(self) -> None:
-        """Open the AMQP listener (``rabbitmqctl start_app``). ``StartAborted`` once a stop has
-        begun, closing whatever listener opened meanwhile."""
+        """Open the AMQP listener (``rabbitmqctl start_app``); in cluster mode, take part in
+        the cluster again. ``StartAborted`` once a stop has begun, closing whatever listener
+        opened meanwhile."""
         self._check_stopping()
         if self._listeners:
             return
@@ -210,11 +298,15 @@ class Node:
             self._listeners.clear()
             self.running = False
             raise
+        if self.cluster is not None and self._booted:
+            await self.cluster.start_app()
 
     async def _listen(self) -> None:
         cfg = self.config
+        factory = self.amqp_protocol if self.cluster is not None else \
+            (lambda: AMQPProtocol(self))
         try:
-            srv = await self.loop.create_server(lambda: AMQPProtocol(self), cfg.host,
+            srv = await self.loop.create_server(factory, cfg.host,
                                                 self.port, reuse_address=True, backlog=1024)
         except OSError as exc:
             raise startup.port_error(cfg, "port", "AMQP", cfg.host, self.port, exc) from None
@@ -228,7 +320,7 @@ class Node:
             port = self.tls_port or cfg.ssl_port
             try:
                 srv = await self.loop.create_server(
-                    lambda: AMQPProtocol(self), host, port, ssl=tls.server_context(cfg),
+                    factory, host, port, ssl=tls.server_context(cfg),
                     reuse_address=True, backlog=1024,
                     ssl_handshake_timeout=cfg.handshake_timeout)
             except OSError as exc:
@@ -240,7 +332,10 @@ class Node:
             log.info("started TLS (SSL) listener on %s:%d", host, self.tls_port)
 
     async def stop_app(self, reason: str = "shutdown") -> None:
-        """Close the AMQP listener and every connection (``rabbitmqctl stop_app``)."""
+        """Close the AMQP listener and every connection (``rabbitmqctl stop_app``); in cluster
+        mode a leader hands over first (a follower takes over at once)."""
+        if self.cluster is not None:
+            await self.cluster.stop_app()
         for srv in self._listeners:
             srv.close()
         for session in list(self.server.sessions):
@@ -267,6 +362,8 @@ class Node:
         self.alarms.stop()
         self.ack_timeouts.stop()
         await self.stop_app()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self.stores is not None:
             self.server.freeze_queues()
             for vhost in self.server.vhosts.values():

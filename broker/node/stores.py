@@ -12,6 +12,10 @@ Once ``close`` has begun nothing makes a store any more, nor a part of one (a pr
 sub-store) nor an exchange's store: ``StoreClosed`` reaches the caller (a management or CLI
 request during the shutdown) before anything is written, and every queue store that exists is
 one ``close`` closes.
+
+In cluster mode the leader's stores get a replication ``sink`` (``storage.replication``): every
+durable store, the data directory and the definitions document tell it their changes. The data
+directory is then the cluster's (``owns_data=False``): it stays locked after ``close``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker.core.messages import priority_of
 from storage import definitions_file
@@ -33,16 +38,26 @@ from storage.stream import DEFAULT_SEGMENT_SIZE, StreamLog
 from storage.sync import GroupCommit
 from storage.window import Window
 
+if TYPE_CHECKING:
+    from storage.replication import ReplicationSink
+
 log = logging.getLogger("broker.storage")
 
 
 class Stores:
-    def __init__(self, data_dir: str, clock: Callable[[], float]) -> None:
-        self.data = DataDir(data_dir)
+    def __init__(self, data_dir: str | DataDir, clock: Callable[[], float],
+                 sink: ReplicationSink | None = None) -> None:
+        self.owns_data = not isinstance(data_dir, DataDir)
+        self.data = DataDir(data_dir) if not isinstance(data_dir, DataDir) else data_dir
+        self.data.sink = sink
+        self.sink = sink
         self.clock = clock
         self.group: GroupCommit | None = None
         self._saving = False
         self._dirty = False
+        self._snapshots = 0  # definitions snapshots taken (each one saved in turn)
+        self._pending = False  # a save is scheduled but its snapshot not taken yet
+        self._after_save: list[tuple[int, Callable[[], None]]] = []  # (snapshot, callback)
         self._snapshot: Callable[[], dict] | None = None
         self.closed = False
 
@@ -99,7 +114,7 @@ class Stores:
     def _segment(self, directory: Path, window: Window, first_seq: int = 0) -> SegmentQueueStore:
         self._check_open()
         return SegmentQueueStore(directory, durable=True, window=window, group_commit=self.group,
-                                 clock=self.clock, first_seq=first_seq)
+                                 clock=self.clock, first_seq=first_seq, sink=self.sink)
 
     def _scratch(self, window: Window) -> SegmentQueueStore:
         self._check_open()
@@ -124,32 +139,47 @@ class Stores:
         assert self.group is not None
         self.group.when_durable(callback)
 
+    def when_saved(self, callback: Callable[[], None]) -> None:
+        """Call back once every definitions change made so far is saved (at once when
+        nothing is pending); later changes are not waited for."""
+        if not self._saving:
+            callback()
+            return
+        covering = self._snapshots + (1 if self._pending or self._dirty else 0)
+        self._after_save.append((covering, callback))
+
     def definitions_changed(self) -> None:
         """Save the durable topology soon: once per loop turn, never two writes at once."""
         if self._saving:
             self._dirty = True
             return
-        self._saving = True
+        self._saving = self._pending = True
         loop = asyncio.get_running_loop()
         loop.call_soon(self._save, loop)
 
     def _save(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._snapshot is not None
         doc = self._snapshot()
-        self._dirty = False
-        future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc)
+        self._snapshots += 1
+        self._dirty = self._pending = False
+        future = loop.run_in_executor(None, definitions_file.save, self.data.definitions_path, doc,
+                                      self.sink)
         future.add_done_callback(self._saved)
 
     def _saved(self, future: asyncio.Future[None]) -> None:
         if future.exception() is not None:
             log.error("could not save definitions: %s", future.exception())
         self._saving = False
+        saved = self._snapshots
+        waiting = self._after_save
+        while waiting and waiting[0][0] <= saved:
+            waiting.pop(0)[1]()
         if self._dirty:
             self.definitions_changed()
 
     def save_now(self) -> None:
         if self._snapshot is not None:
-            definitions_file.save(self.data.definitions_path, self._snapshot())
+            definitions_file.save(self.data.definitions_path, self._snapshot(), self.sink)
 
     def write_through(self) -> None:
         group = self.group
@@ -177,4 +207,8 @@ class Stores:
             self.save_now()
         except OSError as exc:
             log.error("could not save definitions at shutdown: %s", exc)
-        self.data.close()
+        waiting, self._after_save = self._after_save, []
+        for _, callback in waiting:
+            callback()
+        if self.owns_data:
+            self.data.close()

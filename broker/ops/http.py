@@ -9,6 +9,9 @@ RabbitMQ: a broker without its API would leave the CLI and monitoring talking to
 else holds the port. Bound ports are published
 on ``Node.management_port`` / ``Node.prometheus_port`` (useful with port 0). Nothing starts
 when both ports are off (the Config default: tests, embedding).
+
+In cluster mode the management listener takes PROXY headers from cluster peers
+(``broker.cluster.proxy.Acceptor``): a follower forwarding a request names the client.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def _import_all() -> None:
 class HttpService:
     def __init__(self) -> None:
         self.runners: list[web.AppRunner] = []
+        self.servers: list[asyncio.base_events.Server] = []
         self.sampler: Sampler | None = None  # the management sampler, when it runs
 
     async def start(self, node: Node) -> None:
@@ -56,7 +60,7 @@ class HttpService:
             app = build_app(node)
             runner, node.management_port = await self._serve(
                 node, app, cfg.management_host or cfg.host, "management_port",
-                "the management API", "Management plugin")
+                "the management API", "Management plugin", peers=node.cluster is not None)
             self.sampler = app[SAMPLER_KEY]
         if cfg.prometheus_port is not None:
             runner, node.prometheus_port = await self._serve(
@@ -64,34 +68,54 @@ class HttpService:
                 "Prometheus metrics", "Prometheus metrics")
 
     async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        self.servers.clear()
         for runner in self.runners:
             await runner.cleanup()
         self.runners.clear()
 
 
     async def _serve(self, node: Node, app: web.Application, host: str, field: str,
-                     purpose: str, what: str) -> tuple[web.AppRunner, int]:
+                     purpose: str, what: str, peers: bool = False) -> tuple[web.AppRunner, int]:
         from aiohttp import web
 
         port = getattr(node.config, field)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        if node.stopping:
+        if node.stopping:  # a SIGTERM meanwhile: the node is undoing its start
             await runner.cleanup()
             raise StartAborted("the node is stopping")
-        site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
-            await site.start()
+            if peers:
+                bound = await self._serve_peers(node, runner, host, port)
+            else:
+                site = web.TCPSite(runner, host, port, reuse_address=True)
+                await site.start()
+                # aiohttp keeps the site's asyncio.Server private (Optional until started)
+                bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         except OSError as exc:
             await runner.cleanup()
             raise port_error(node.config, field, purpose, host, port, exc) from None
         self.runners.append(runner)
         if node.stopping:  # stopped while it started: the node's stop closes it
             raise StartAborted("the node is stopping")
-        # aiohttp keeps the site's asyncio.Server private (Optional until start() returned)
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
         return runner, bound
+
+    async def _serve_peers(self, node: Node, runner: web.AppRunner, host: str,
+                           port: int) -> int:
+        from broker.cluster.proxy import Acceptor
+
+        cluster = node.cluster
+        assert cluster is not None
+        protocols = runner.server  # aiohttp's protocol factory
+        assert protocols is not None
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Acceptor(protocols, cluster.is_peer), host, port, reuse_address=True,
+            backlog=128)
+        self.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
 
 def metrics_app(node: Node) -> web.Application:

@@ -89,6 +89,12 @@ class BrokerCollector:
                        totals.channels_opened)
         yield _counter("channels_closed", "Total number of channels closed",
                        totals.channels_closed)
+        yield _counter("connections_flow_seconds",
+                       "Total time connections spent in flow (credit flow control: not read "
+                       "until the queues they publish to catch up)",
+                       server.load.flow_seconds_retired + sum(s.flow_time() for s in sessions))
+        yield _gauge("connections_flow", "Connections currently in flow",
+                     sum(1 for s in sessions if s.state == "flow"))
         for name, doc, fields in GLOBAL_COUNTERS:
             value = sum(getattr(totals, f) for f in fields)
             yield _counter(f"global_{name}", doc, value, protocol="amqp091")

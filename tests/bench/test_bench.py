@@ -126,3 +126,21 @@ def test_own_rabbitmq_starts_on_free_ports_and_stops_by_pid() -> None:
     assert rabbit.epmd is not None and rabbit.epmd.poll() is not None
     assert not Path(rabbit.workdir).exists()
     assert shutil.which("epmd")
+
+
+def test_report_renders_the_cluster_table() -> None:
+    from bench.cluster import ClusterResult
+
+    cluster = ClusterResult(failovers=[3.1, 3.4, 2.9], confirmed=1282, lost=0)
+    for name in ("confirms-only", "confirms-consumer"):
+        cluster.rounds[name] = {
+            "1 node": [RoundResult(values={"in": 20_000.0, "p50": 10.0, "p99": 40.0})],
+            "3 nodes": [RoundResult(values={"in": 12_000.0, "p50": 18.0, "p99": 70.0})]}
+    run = RunResult(brokers=[BrokerRef("ours", None, None, "ours")],  # type: ignore[arg-type]
+                    cluster=cluster)
+    text = render(run, Options(), ["cluster"])
+    row = next(line for line in text.splitlines()
+               if line.startswith("| confirms-only") and "3 nodes" in line)
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "confirms-only", "3 nodes", "12,000", "18.0 / 70.0", "0.60"]
+    assert "3 kills, median 3.10 s, max 3.40 s (target ≤ 5 s); 1,282 confirmed, 0 lost" in text

@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from brokers import BrokerCluster
 from etcd_server import ETCD, EtcdCluster, start_cluster
 
 from broker.cluster.etcd import EtcdClient
@@ -58,3 +60,33 @@ async def client(etcd: EtcdCluster) -> AsyncIterator[EtcdClient]:
 @pytest.fixture
 async def keys(client: EtcdClient, cluster_name: str) -> ClusterKeys:
     return ClusterKeys(client, cluster_name)
+
+
+@pytest.fixture
+def brokers(etcd: EtcdCluster, tmp_path: Path, cluster_name: str) -> Iterator[BrokerCluster]:
+    """Three nodes of a new cluster on the shared etcd (not started: ``brokers.start()``);
+    every process is stopped by PID afterwards. A failing test prints the nodes' logs."""
+    cluster = BrokerCluster(tmp_path, etcd.endpoints, 3, cluster=cluster_name)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster3(brokers: BrokerCluster) -> BrokerCluster:
+    """Three started nodes: a leader and two in-sync followers."""
+    brokers.start()
+    return brokers
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for name in ("brokers", "cluster3"):
+            cluster = getattr(item, "funcargs", {}).get(name)
+            if isinstance(cluster, BrokerCluster):
+                report.sections.append(("cluster nodes' logs", cluster.logs(6000)))
+                break

@@ -145,6 +145,8 @@ class ThreadedFaultProxy:
         asyncio.run_coroutine_threadsafe(apply(), self._loop).result(5)
 
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return
         asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pamqp import commands
@@ -150,6 +150,10 @@ class FakeChannel:
         else:
             consumer.unacked += 1
             self.unacked.append((consumer, entry))
+
+    def deliver_many(self, consumer: Consumer, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            self.deliver(consumer, entry)
 
     def consumer_cancelled_by_server(self, consumer: Consumer) -> None:
         self.cancelled.append(consumer.tag)

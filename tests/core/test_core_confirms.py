@@ -8,15 +8,28 @@ from collections.abc import Callable
 from pamqp import commands, frame
 
 from broker.amqp.confirms import Confirms
+from protocol import codec
 
 Outcome = tuple[str, int, bool]  # ("ack" | "nack", delivery tag, multiple)
 
 
+class Sink:
+    """Where confirms go, as the connection machine's send_confirm encodes them."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def send_confirm(self, channel: int, delivery_tag: int, multiple: bool,
+                     ack: bool = True) -> None:
+        self.out.append(codec.ack_frame(channel, delivery_tag, multiple) if ack
+                        else codec.nack_frame(channel, delivery_tag, multiple))
+
+
 def flushed(confirms: Confirms) -> list[Outcome]:
-    out: list[bytes] = []
-    confirms.flush(1, out)
+    sink = Sink()
+    confirms.flush(1, sink)
     found: list[Outcome] = []
-    for raw in out:
+    for raw in sink.out:
         consumed, channel, method = frame.unmarshal(raw)
         assert (consumed, channel) == (len(raw), 1)
         assert isinstance(method, commands.Basic.Ack | commands.Basic.Nack)

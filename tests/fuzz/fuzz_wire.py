@@ -28,6 +28,7 @@ from pamqp import header as pheader
 from protocol import codec, errors
 from protocol.connection import ConnectionMachine, State
 from protocol.events import (
+    Ack,
     CloseTransport,
     Fault,
     LoginAttempt,
@@ -158,8 +159,16 @@ def parse_server_output(data: bytes) -> list[tuple[int, Any]]:
     return frames
 
 
+def as_method(event: object) -> object:
+    """The machine parses basic.ack by hand into an ``Ack``; the model sees the method."""
+    if isinstance(event, Ack):
+        return Method(event.channel, C.Basic.Ack(event.delivery_tag, event.multiple))
+    return event
+
+
 def canonical(event: object) -> object:
     """An event in a form that compares by value (pamqp frames and exceptions do not)."""
+    event = as_method(event)
     if isinstance(event, Method):
         m = event.method
         return ("Method", event.channel, m.name,
@@ -232,6 +241,7 @@ class Driver:
 
     # ---- reactions, as the session's ----------------------------------------------------
     def _react(self, event: object) -> None:
+        event = as_method(event)
         m = self.machine
         assert not self.transport_closed, f"{event!r} after CloseTransport"
         # a client close-ok ends a server channel.close without an event

@@ -16,6 +16,7 @@ from fuzz_wire import (
     GOOD_HEADERS,
     HEARTBEAT,
     Driver,
+    as_method,
     canonical,
     connection_open,
     env_int,
@@ -165,6 +166,7 @@ class Stream:
 
 
 def compact(event: object) -> object:
+    event = as_method(event)
     if isinstance(event, Method):
         return ("M", event.channel, event.method.name)
     if isinstance(event, PublishEvent):

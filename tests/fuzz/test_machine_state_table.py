@@ -13,6 +13,7 @@ import pytest
 from fuzz_wire import (
     HEADER,
     Driver,
+    as_method,
     connection_open,
     method_frame,
     raw_frame,
@@ -128,7 +129,7 @@ def _wrong_state(state: str, channel: int, entry: tuple[str, bytes]) -> None:
     got = d.feed(raw_frame(1, channel, payload))
     d.check_output()
     want = expected_answer(state, channel, name)
-    kinds = [type(e).__name__ for e in got]
+    kinds = [type(as_method(e)).__name__ for e in got]
     if want[0] == "fault":
         assert kinds == ["Fault"], (want, got)
         assert got[0].error.code == want[1], (want, got[0].error.reply_text)

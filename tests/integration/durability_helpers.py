@@ -70,7 +70,7 @@ def dir_size(path: Path) -> int:
 
 FAULTS_MAIN = """
 import os, sys, time
-delay, offset = float(sys.argv[1]), float(sys.argv[2])
+delay, offset, defs_delay = (float(a) for a in sys.argv[1].split(","))
 real_fsync, real_time = os.fsync, time.time
 def slow_fsync(fd):
     time.sleep(delay)
@@ -79,8 +79,15 @@ if delay:
     os.fsync = slow_fsync
 if offset:
     time.time = lambda: real_time() + offset
+if defs_delay:
+    from storage import definitions_file
+    real_save = definitions_file.save
+    def slow_save(*args, **kwargs):
+        time.sleep(defs_delay)
+        return real_save(*args, **kwargs)
+    definitions_file.save = slow_save
 from broker.__main__ import main
-sys.exit(main(sys.argv[3:]))
+sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -89,11 +96,13 @@ class BrokerProcess:
     """``python -m broker`` on a fresh ephemeral port each time it is started."""
 
     def __init__(self, data_dir: Path, log_dir: Path, *extra: str,
-                 slow_fsync: float = 0.0) -> None:
+                 slow_fsync: float = 0.0, slow_definitions: float = 0.0) -> None:
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.extra = list(extra)
         self.slow_fsync = slow_fsync  # fault injection: every os.fsync sleeps this long first
+        # fault injection: every save of the definitions document sleeps this long first
+        self.slow_definitions = slow_definitions
         # seconds added to the broker's time.time() from its next start on: the wall clock
         # stored message deadlines are kept in, as if the broker had been down that long
         self.clock_offset = 0.0
@@ -130,9 +139,9 @@ class BrokerProcess:
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--data-dir",
                 str(self.data_dir), "--management-port", "0", "--prometheus-port", "0",
                 *self.extra]
-        if self.slow_fsync or self.clock_offset:
-            command = [sys.executable, "-c", FAULTS_MAIN, str(self.slow_fsync),
-                       str(self.clock_offset), *args]
+        if self.slow_fsync or self.clock_offset or self.slow_definitions:
+            faults = f"{self.slow_fsync},{self.clock_offset},{self.slow_definitions}"
+            command = [sys.executable, "-c", FAULTS_MAIN, faults, *args]
         else:
             command = [sys.executable, "-m", "broker", *args]
         with open(self.log_path, "wb") as log:
@@ -204,11 +213,12 @@ class BrokerPool:
         self.started: list[BrokerProcess] = []
 
     def __call__(self, *extra: str, data_dir: Path | None = None, start: bool = True,
-                 slow_fsync: float = 0.0) -> BrokerProcess:
+                 slow_fsync: float = 0.0, slow_definitions: float = 0.0) -> BrokerProcess:
         data = data_dir if data_dir is not None else self.tmp_path / "data"
         if "--disk-free-limit" not in extra:
             extra = (*extra, "--disk-free-limit", "0")
-        broker = BrokerProcess(data, self.tmp_path, *extra, slow_fsync=slow_fsync)
+        broker = BrokerProcess(data, self.tmp_path, *extra, slow_fsync=slow_fsync,
+                               slow_definitions=slow_definitions)
         self.started.append(broker)
         return broker.start() if start else broker
 

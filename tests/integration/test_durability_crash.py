@@ -175,3 +175,22 @@ def test_delivery_is_marked_on_disk_before_the_client_sees_it(brokers) -> None:
         got = drain_all(conn, "marks")
     assert [(n, redelivered) for n, redelivered, _ in got] == [(1, True)], (
         "a message the client received before the crash came back as never delivered")
+
+
+def test_confirmed_message_in_a_queue_declared_just_before_survives_kill(brokers) -> None:
+    """The queue's declaration must be on disk before a message in it is confirmed: recovery
+    drops the directory of a queue the saved definitions do not know."""
+    broker = brokers(slow_definitions=1.0)
+    conn = broker.connect()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("fresh.q", durable=True)
+    ch.basic_publish("", "fresh.q", b"confirmed", pika.BasicProperties(delivery_mode=2),
+                     mandatory=True)
+    broker.kill()
+    broker.start()
+    conn = broker.connect()
+    ch = conn.channel()
+    method, _props, body = ch.basic_get("fresh.q", auto_ack=True)
+    assert body == b"confirmed", "a confirmed message was lost with its queue"
+    conn.close()

@@ -27,6 +27,7 @@ from typing import Any  # Any: JSON values of the management API
 from .. import localctl
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_UNAVAILABLE, EX_SOFTWARE = 0, 64, 65, 67, 69, 70
+NODE_HEADER = "x-burrowmq-node"  # which cluster node the request is for (burrowctl -n)
 
 
 class CtlError(Exception):
@@ -91,7 +92,8 @@ class Client:
     node: str = field(default_factory=default_node)
     socket_path: Path | None = None
     cookie: str | None = None
-    _named: bool = False  # node came from -n or the node itself
+    _named: bool = False  # node came from -n: requests name it (x-burrowmq-node)
+    _asked: bool = False  # node came from the node itself
 
     @classmethod
     def from_options(cls, *, host: str | None = None, port: int | None = None,
@@ -139,6 +141,8 @@ class Client:
                 headers: dict | None = None) -> tuple[int, str, bytes]:
         data = json.dumps(body).encode() if body is not None else None
         all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if self._named:  # -n: the node relays the request to that node when it is another
+            all_headers[NODE_HEADER] = self.node
         conn: http.client.HTTPConnection
         if self.socket_path is not None:
             conn = _UnixConnection(self.socket_path, self.timeout)
@@ -178,10 +182,14 @@ class Client:
         return CtlError(text, EX_DATAERR if status in (400, 404) else EX_SOFTWARE)
 
     def node_name(self) -> str:
-        """The node's own name: asked once over HTTP (a remote node), else the local one."""
-        if self.socket_path is None and not self._named:
-            self.node = self.get("/overview")["node"]
-            self._named = True
+        """The node's own name (``-n``, else asked once: nodes on one machine differ)."""
+        if not self._named and not self._asked:
+            try:
+                self.node = self.get("/burrowmq/node")["name"]
+            except CtlError as err:
+                if err.code == EX_UNAVAILABLE:
+                    raise
+            self._asked = True
         return self.node
 
     def get(self, path: str, missing: str | None = None) -> Any:

@@ -1,13 +1,20 @@
-"""``status`` and ``cluster_status``: rabbitmqctl's section layout for a one-node cluster,
-built from /api/overview and /api/nodes; ``--formatter json`` prints one JSON object."""
+"""``status`` and ``cluster_status``: rabbitmqctl's section layout, built from /api/overview,
+/api/nodes/<node> and /api/burrowmq/cluster; ``--formatter json`` prints one JSON object.
+
+``cluster_status`` adds two sections to rabbitmqctl's: ``Leader`` (the node serving clients)
+and ``In-sync`` (the nodes holding every confirmed message; a follower that lags is shown with
+how far behind it is)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from .client import Client
+from .client import Client, q
 from .output import Output
+
+PURPOSES = {"amqp": "AMQP 0-9-1 and AMQP 1.0", "http": "HTTP API",
+            "clustering": "inter-node replication (cluster mode)"}
 
 
 def _gb(value: int) -> str:
@@ -25,16 +32,9 @@ def _listener_lines(overview: dict, with_node: bool) -> list[str]:
     return lines
 
 
-def _versions(overview: dict) -> str:
-    """One line that agrees with ``status``: what clients see, what actually runs."""
-    return (f"RabbitMQ {overview['rabbitmq_version']} (burrowmq "
-            f"{overview.get('burrowmq_version', '')}) on Python "
-            f"{overview.get('python_version', '')}")
-
-
 def status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
-    node = client.get("/nodes")[0]
+    node = client.get(f"/nodes/{q(client.node_name())}")
     if out.formatter == "json":
         out.line(json.dumps({
             "pid": int(node["os_pid"]), "rabbitmq_version": overview["rabbitmq_version"],
@@ -84,30 +84,83 @@ def status(client: Client, out: Output, args: argparse.Namespace) -> None:
         out.line(line)
 
 
+def _member_listeners(name: str, member: dict) -> list[dict]:
+    found = []
+    for field, protocol in (("amqp", "amqp"), ("http", "http"),
+                            ("replication", "clustering")):
+        address = member.get(field) or ""
+        if address:
+            host, _, port = address.rpartition(":")
+            found.append({"node": name, "protocol": protocol, "ip_address": host.strip("[]"),
+                          "port": int(port)})
+    return found
+
+
 def cluster_status(client: Client, out: Output, args: argparse.Namespace) -> None:
     overview = client.get("/overview")
-    node = client.get("/nodes")[0]
-    name, version = node["name"], overview["rabbitmq_version"]
+    info = client.get("/burrowmq/cluster")
+    me = client.node_name()
+    single = info.get("role") == "single"
+    members = sorted(info["members"])
+    running = sorted(info["running"])
+    leader, in_sync, lag = info.get("leader"), info.get("isr") or [], info.get("lag") or {}
+    versions, cores, listeners = {}, {}, {}
+    for name in members:
+        member = info["members"][name] or {}
+        if single:
+            this = client.get(f"/nodes/{q(name)}")
+            cores[name] = this["processors"]
+            listeners[name] = overview["listeners"]
+            versions[name] = {"rabbitmq_version": overview["rabbitmq_version"],
+                              "burrowmq_version": overview.get("burrowmq_version"),
+                              "python_version": overview.get("python_version")}
+        else:
+            cores[name] = member.get("cpu_cores", 0)
+            listeners[name] = _member_listeners(name, member)
+            versions[name] = {"rabbitmq_version": member.get("rabbitmq_version"),
+                              "burrowmq_version": member.get("version"),
+                              "python_version": member.get("python_version")}
+    alarms = [{"node": name, "resource": resource}
+              for name in running for resource in info["running"][name].get("alarms", [])]
     if out.formatter == "json":
         out.line(json.dumps({
-            "cluster_name": overview["cluster_name"], "disk_nodes": [name], "ram_nodes": [],
-            "running_nodes": [name], "versions": {name: {
-                "rabbitmq_version": version,
-                "burrowmq_version": overview.get("burrowmq_version"),
-                "python_version": overview.get("python_version")}},
-            "maintenance_status": {name: "not under maintenance"}, "alarms": [],
-            "partitions": {}, "listeners": {name: overview["listeners"]},
-            "cpu_cores": {name: node["processors"]}, "feature_flags": []}))
+            "cluster_name": overview["cluster_name"], "disk_nodes": members, "ram_nodes": [],
+            "running_nodes": running, "leader": leader, "in_sync": in_sync,
+            "replica_lag_bytes": lag, "versions": versions,
+            "maintenance_status": {n: "not under maintenance" for n in members},
+            "alarms": alarms, "partitions": {}, "listeners": listeners, "cpu_cores": cores,
+            "feature_flags": []}))
         return
+
+    def version_line(name: str) -> str:
+        v = versions[name]
+        return (f"{name}: RabbitMQ {v['rabbitmq_version']} (burrowmq "
+                f"{v['burrowmq_version'] or ''}) on Python {v['python_version'] or ''}")
+
+    def in_sync_line(name: str) -> str:
+        behind = lag.get(name)
+        return f"{name} (behind by {behind} bytes)" if behind else name
+
+    alarm_lines = [f"{'Free disk space' if a['resource'] == 'disk' else 'Memory'} alarm on "
+                   f"node {a['node']}" for a in alarms]
+    purposes = {"amqp/ssl": "AMQP 0-9-1 and AMQP 1.0 over TLS",
+                "http/prometheus": "Prometheus exporter API over HTTP", **PURPOSES}
+    listener_lines = [f"Node: {item['node']}, interface: {item['ip_address']}, port: "
+                      f"{item['port']}, protocol: {item['protocol']}, purpose: "
+                      f"{purposes.get(item['protocol'], '')}"
+                      for name in members for item in listeners[name]]
     for line in [
-        f"Cluster status of node {name} ...", "Basics", "",
+        f"Cluster status of node {me} ...", "Basics", "",
         f"Cluster name: {overview['cluster_name']}",
-        f"Total CPU cores available cluster-wide: {node['processors']}",
-        "", "Disk Nodes", "", name, "", "Running Nodes", "", name,
-        "", "Versions", "", f"{name}: {_versions(overview)}",
-        "", "CPU Cores", "", f"Node: {name}, available CPU cores: {node['processors']}",
-        "", "Maintenance status", "", f"Node: {name}, status: not under maintenance",
-        "", "Alarms", "", "(none)", "", "Network Partitions", "", "(none)",
-        "", "Listeners", "", *_listener_lines(overview, True),
+        f"Total CPU cores available cluster-wide: {sum(cores.values())}",
+        "", "Disk Nodes", "", *members, "", "Running Nodes", "", *(running or ["(none)"]),
+        "", "Leader", "", leader or "(none)",
+        "", "In-sync", "", *([in_sync_line(n) for n in in_sync] or ["(none)"]),
+        "", "Versions", "", *[version_line(n) for n in members],
+        "", "CPU Cores", "", *[f"Node: {n}, available CPU cores: {cores[n]}" for n in members],
+        "", "Maintenance status", "",
+        *[f"Node: {n}, status: not under maintenance" for n in members],
+        "", "Alarms", "", *(alarm_lines or ["(none)"]), "", "Network Partitions", "", "(none)",
+        "", "Listeners", "", *listener_lines,
         "", "Feature flags", "", "(none)"]:
         out.line(line)

@@ -166,7 +166,38 @@ def alarm_names(node: Node) -> set[str]:
 
 @routes.get("/api/nodes")
 async def nodes(request: web.Request) -> web.Response:
-    return reply([node_json(node_of(request))])
+    node = node_of(request)
+    found = [node_json(node)]
+    if node.cluster is not None:  # the other members, as far as etcd tells
+        found += await other_members(node)
+    return reply(found)
+
+
+async def other_members(node: Node) -> list[dict]:
+    from broker.cluster.etcd import EtcdError
+
+    assert node.cluster is not None
+    try:
+        members = await node.cluster.keys.members()
+        running = await node.cluster.keys.running()
+    except EtcdError:
+        return []
+    others = []
+    for name, member in sorted(members.items()):
+        if name == fmt.node_name():
+            continue
+        alarms = running.get(name, {}).get("alarms", [])
+        others.append({
+            "name": name, "type": "disc", "running": name in running,
+            "processors": member.extra.get("cpu_cores", 0), "mem_used": 0, "mem_limit": 0,
+            "mem_alarm": "memory" in alarms, "disk_free": 0, "disk_free_limit": 0,
+            "disk_free_alarm": "disk" in alarms, "fd_used": 0, "fd_total": 0,
+            "sockets_used": 0, "sockets_total": 0, "proc_used": 0, "proc_total": 0,
+            "uptime": 0, "rates_mode": "basic", "being_drained": False, "partitions": [],
+            "enabled_plugins": [], "applications": [{"name": "rabbit", "description":
+                                                      "RabbitMQ", "version": RABBITMQ_VERSION}],
+            "cluster_links": [], "contexts": []})
+    return others
 
 
 @routes.get("/api/nodes/{node}")

@@ -22,13 +22,14 @@ from protocol import properties as props_codec
 from protocol.errors import AMQPError
 from storage.message import Entry
 
-from . import fmt
+from . import cluster, fmt
 from .util import (
     bad_request,
     body_json,
     details_of,
     list_reply,
     no_content,
+    node_of,
     not_found,
     reply,
     server_of,
@@ -145,7 +146,9 @@ async def list_queues(request: web.Request) -> web.Response:
     server = server_of(request)
     unacked = unacked_by_queue(server.sessions)
     details = details_of(request)
-    return list_reply(request, [fmt.queue(server, q, unacked, details)
+    view = await cluster.replica_view(node_of(request))
+    return list_reply(request, [cluster.with_replicas(fmt.queue(server, q, unacked, details), q,
+                                                      view)
                                 for v in vhosts_in_scope(request) for q in v.queues.values()])
 
 
@@ -160,7 +163,9 @@ def _queue(request: web.Request) -> Queue:
 async def show_queue(request: web.Request) -> web.Response:
     server = server_of(request)
     queue = _queue(request)
-    body = fmt.queue(server, queue, unacked_by_queue(server.sessions), details_of(request))
+    body = cluster.with_replicas(
+        fmt.queue(server, queue, unacked_by_queue(server.sessions), details_of(request)), queue,
+        await cluster.replica_view(node_of(request)))
     body["consumer_details"] = [fmt.consumer(c) for c in queue.consumers]
     body["incoming"] = []
     body["deliveries"] = []

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from storage.store import StoreClosed
 
-from . import api_admin, api_node, api_topology, conns, control, limits, shovel
+from . import api_admin, api_node, api_topology, cluster, conns, control, limits, shovel
 from .sampler import shared_sampler
 from .util import CONTROL_KEY, NODE_KEY, SAMPLER_KEY, SERVER_KEY, USER_KEY, authenticate, error
 
@@ -38,8 +38,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
         return await handler(request)
+    if request.app[NODE_KEY].cluster is not None:  # who answers: this node, leader, another
+        return await _guarded(request, lambda r: cluster.route(r, handler))
     cookie = request.app.get(CONTROL_KEY)
-    if cookie is None:
+    if request.path in cluster.PUBLIC:
+        pass
+    elif cookie is None:
         request[USER_KEY] = authenticate(request)
     else:
         from ..localctl import CLI_USER, COOKIE_HEADER, cookie_matches
@@ -47,6 +51,10 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
         if not cookie_matches(cookie, request.headers.get(COOKIE_HEADER)):
             raise error(401, "not_authorized", "the node's cookie did not match")
         request[USER_KEY] = CLI_USER
+    return await _guarded(request, handler)
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException:
@@ -81,7 +89,7 @@ def build_app(node: Node, cookie: str | None = None) -> web.Application:
     app.on_startup.append(start_sampler)
     app.on_cleanup.append(stop_sampler)
     for table in (api_node.routes, api_admin.routes, conns.routes, api_topology.routes,
-                  control.routes, limits.routes, shovel.routes):
+                  control.routes, limits.routes, shovel.routes, cluster.routes):
         app.router.add_routes(table)
     app.router.add_get("/", index)
     app.router.add_static("/static/", WWW)

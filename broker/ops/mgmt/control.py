@@ -15,7 +15,7 @@ from aiohttp import web
 
 from broker.node.node import StartAborted
 
-from . import fmt
+from . import cluster, fmt
 from .util import body_json, error, no_content, node_of, reply, require_admin, server_of
 
 SECRET_FIELDS = ("default_pass",)
@@ -48,7 +48,10 @@ async def reset(request: web.Request) -> web.Response:
     if node.running:
         raise error(400, "bad_request", f"Mnesia is still running on node {fmt.node_name()}. "
                     "Please stop the node with rabbitmqctl stop_app first.")
-    node.reset()
+    if node.cluster is not None:
+        await cluster.cluster_command(request, "reset")
+    else:
+        node.reset()
     return no_content()
 
 
@@ -85,14 +88,21 @@ async def authenticate_user(request: web.Request) -> web.Response:
 async def join_cluster(request: web.Request) -> web.Response:
     require_admin(request)
     other = str((await body_json(request)).get("node", ""))
+    if node_of(request).cluster is not None:
+        await cluster.cluster_command(request, "join", other)
+        return no_content()
     raise error(503, "unavailable", f"cannot join {other}: {fmt.node_name()} runs as a "
-                "single node (clustering is not enabled on this node)")
+                "single node (no etcd is configured: set cluster_formation.etcd.endpoints.1 "
+                "or --etcd to the cluster's etcd, the same on every node)")
 
 
 @routes.post("/api/burrowmq/forget_cluster_node")
 async def forget_cluster_node(request: web.Request) -> web.Response:
     require_admin(request)
     other = str((await body_json(request)).get("node", ""))
+    if node_of(request).cluster is not None:
+        await cluster.cluster_command(request, "forget", other)
+        return no_content()
     if other == fmt.node_name():
         raise error(400, "bad_request", f"cannot remove {other}: it is the only node of the "
                     "cluster")

@@ -224,14 +224,9 @@ def connection(s: Session, details: Details) -> dict:
 
 def connection_state(s: Session) -> str:
     """RabbitMQ's connection states: ``blocked`` while a resource alarm holds a publisher,
-    ``flow`` while its reading is paused for credit, else ``running``."""
-    if s.closed:
-        return "closed"
-    if s.blocked:
-        return "blocked"
-    if getattr(s.adapter, "paused", False):
-        return "flow"
-    return "running"
+    ``flow`` while its reading is paused for credit (and for a second after), else
+    ``running`` (``Session.state``)."""
+    return s.state
 
 
 def channel_name(s: Session, number: int) -> str:

@@ -32,6 +32,8 @@ NODE_KEY: web.AppKey[Node] = web.AppKey("node", object)  # type: ignore[arg-type
 SAMPLER_KEY: web.AppKey[Any] = web.AppKey("sampler", object)
 CONTROL_KEY: web.AppKey[str] = web.AppKey("control_cookie", str)  # the CLI's socket app only
 USER_KEY: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
+# tags of a user authenticated elsewhere (a cluster peer, or the leader for a follower)
+TAGS_KEY: Any = web.RequestKey("tags", set) if hasattr(web, "RequestKey") else "tags"
 
 
 def dumps(value: Any) -> str:
@@ -74,8 +76,9 @@ def no_content() -> web.Response:
 
 
 def server_of(request: web.Request) -> Server:
-    """The state: vhosts, users, connections."""
-    return request.app[SERVER_KEY]
+    """The state: vhosts, users, connections (the node's current one: a cluster node starts
+    from a blank state each time it takes the lead)."""
+    return request.app[NODE_KEY].server
 
 
 def node_of(request: web.Request) -> Node:
@@ -119,6 +122,8 @@ def authenticate(request: web.Request) -> str:
 def tags_of(request: web.Request) -> set[str]:
     if CONTROL_KEY in request.app:  # the CLI over the control socket: the node's operator
         return {"administrator"}
+    if TAGS_KEY in request:
+        return set(request[TAGS_KEY])
     return set(server_of(request).auth.users[request[USER_KEY]].tags)
 
 

@@ -1,0 +1,77 @@
+"""The leader's confirm rule, as the ``Durability`` the AMQP side already calls for publisher
+confirms and tx.commit (``when_durable``): a message is confirmed when it is fsynced here *and*
+on every in-sync follower, with at least ``min_insync`` nodes in the ISR, while this node's
+lease is alive.
+
+``when_durable(callback)``:
+1. the local group commit fsyncs everything written so far (the store's flush told the
+   replication sink first, so the sink's ``position`` now covers it);
+2. a definitions save in flight finishes (a queue declared just before its first message is
+   then replicated with it: a new leader that had the message but not the queue would drop
+   the queue's store at recovery);
+3. the ISR tracker calls back once every ISR follower acked that position, or with False
+   after ``timeout`` (fewer than ``min_insync`` in-sync nodes, a follower lagging and not yet
+   dropped), or at once when fenced or stopped;
+4. the lease is checked last: a leader that was paused past its lease confirms nothing (a
+   new leader may exist, and followers may have acked it already).
+``callback(False)`` becomes basic.nack (or a failed tx.commit). No false confirm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from .isr import IsrTracker
+from .lease import Lease
+
+log = logging.getLogger("broker.cluster")
+
+Callback = Callable[[bool], None]
+
+
+class LocalDurability(Protocol):
+    """The node's stores (``broker.node.stores.Stores``)."""
+
+    def when_durable(self, callback: Callback) -> None: ...
+    def when_saved(self, callback: Callable[[], None]) -> None: ...
+    def write_through(self) -> None: ...
+
+
+class Positioned(Protocol):
+    """The replication server: the position of the last change told to its sink."""
+
+    @property
+    def position(self) -> int: ...
+
+
+class ReplicatedDurability:
+    def __init__(self, local: LocalDurability, sink: Positioned, tracker: IsrTracker,
+                 lease: Lease, timeout: float) -> None:
+        self.local = local
+        self.sink = sink
+        self.tracker = tracker
+        self.lease = lease
+        self.timeout = timeout
+
+    def when_durable(self, callback: Callback) -> None:
+        def fsynced(ok: bool) -> None:
+            if not ok:
+                callback(False)
+                return
+            self.local.when_saved(lambda: self._replicate(callback))
+
+        self.local.when_durable(fsynced)
+
+    def _replicate(self, callback: Callback) -> None:
+        def replicated(ok: bool) -> None:
+            if ok and self.lease.remaining <= 0:
+                log.warning("the lease ran out before the confirm: refusing it")
+                ok = False
+            callback(ok)
+
+        self.tracker.when_replicated(self.sink.position, replicated, self.timeout)
+
+    def write_through(self) -> None:
+        self.local.write_through()
