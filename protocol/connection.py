@@ -47,7 +47,7 @@ from .methods import (
     parse_publish,
 )
 from .output import Output
-from .tables import Table
+from .tables import Table, tag_numbers
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -112,6 +112,9 @@ class ConnectionMachine(ContentAssembly, Output):
         self.mechanism = ""
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
+        # After an UnreadableFrame (frame too large, bad frame end) the stream cannot be
+        # followed: nothing more is read, close-ok included (RabbitMQ closes after 3 s).
+        self.deaf = False
         self._content: dict[int, Content] = {}
         # Unparsed input: chunks as received, joined only once they hold the next whole frame
         # (``_need`` bytes), so a large message arriving over many reads is copied once.
@@ -120,9 +123,6 @@ class ConnectionMachine(ContentAssembly, Output):
         self._need = 0
         self.last_received = 0.0
         self.version = (0, 9)
-        # After a frame too large or a bad frame end the stream cannot be followed any more:
-        # what arrives is dropped unparsed (RabbitMQ stops reading and closes after 3 s).
-        self.framing_lost = False
         # Set by the session while a resource alarm is on: parsing stops before the first
         # frame of a publish (method, header or body), which waits here (``content_held``).
         self.hold_content = False
@@ -178,6 +178,8 @@ class ConnectionMachine(ContentAssembly, Output):
     # ---- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
         self.last_received = now
+        if self.deaf:  # after an UnreadableFrame: nothing more is read, close-ok included
+            return
         self._chunks.append(data)
         self._have += len(data)
 
@@ -188,10 +190,6 @@ class ConnectionMachine(ContentAssembly, Output):
         """Parse what was received, one event at a time. The caller may stop early (close
         the generator): what was not parsed yet is kept for the next call."""
         if not self._chunks or self._have < self._need:
-            return
-        if self.framing_lost:
-            self._chunks = []
-            self._have = 0
             return
         chunks = self._chunks
         buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -235,8 +233,7 @@ class ConnectionMachine(ContentAssembly, Output):
                         continue
                 ftype, channel, size = _head.unpack_from(buf, pos)
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
-                    self.framing_lost = True
-                    raise errors.FrameError(
+                    raise errors.UnreadableFrame(
                         f"type {ftype}, all octets = <<>>: "
                         f"{{frame_too_large,{size},{self.frame_max - 8}}}")
                 stop = pos + 7 + size
@@ -249,16 +246,22 @@ class ConnectionMachine(ContentAssembly, Output):
                     break
                 payload = buf[pos + 7:stop]
                 if buf[stop] != 0xCE:
-                    self.framing_lost = True
-                    raise errors.FrameError(codec.erlang_tuple(
+                    raise errors.UnreadableFrame(codec.erlang_tuple(
                         f"type {ftype}, all octets = {codec.erlang_binary(payload)}: ",
                         "invalid_frame_end_marker", str(buf[stop])))
                 pos = stop + 1
-                event = self._on_frame(ftype, channel, payload)
+                try:
+                    event = self._on_frame(ftype, channel, payload)
+                except errors.AMQPError as exc:
+                    if exc.connection_scope:
+                        raise
+                    event = Fault(exc, channel)  # that channel only: the next frames count
                 if event is not None:
                     yield event
         except errors.AMQPError as exc:
             pos = end
+            if isinstance(exc, errors.UnreadableFrame):
+                self.deaf = True
             yield Fault(exc)
         except errors.SilentClose as exc:
             pos = end
@@ -354,6 +357,10 @@ class ConnectionMachine(ContentAssembly, Output):
             self.open_channels.add(channel)
             return Method(channel, method)
         if channel not in self.open_channels:
+            if isinstance(method, C.Basic.Get) and not method.queue:
+                # RabbitMQ expands basic.get's "" (the channel's last declared queue) before it
+                # checks the channel's state: a channel error, closed as any other.
+                raise errors.NotFound("no previously declared queue").at(60, 70)
             raise errors.ChannelErrorConn("expected 'channel.open'").at(*ids(method))
         return Method(channel, method)
 
@@ -371,8 +378,9 @@ class ConnectionMachine(ContentAssembly, Output):
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
         method: commands.base.Frame = cls()
+        tables: list[int] = []
         try:
-            end = args_length(method, payload, 4)
+            end = args_length(method, payload, 4, tables)
         except UnknownFieldType:
             raise errors.SilentClose("unknown field type in a table") from None
         except (ValueError, IndexError, struct.error):
@@ -383,6 +391,10 @@ class ConnectionMachine(ContentAssembly, Output):
             method.unmarshal(payload[4:])
         except Exception:
             raise _cannot_decode(index, payload) from None
+        arguments = getattr(method, "arguments", None)
+        if arguments and tables:  # x-arguments keep their wire types (see tables.TypedInt)
+            start = tables[-1] + 4
+            tag_numbers(arguments, payload[start:start + _u32.unpack_from(payload, tables[-1])[0]])
         return method
 
     def _on_connection_method(self, method: commands.base.Frame) -> object | None:

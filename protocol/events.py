@@ -85,8 +85,8 @@ class CloseTransport:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """The frame layer found an error: a connection error (``channel`` 0) or a channel error on
-    ``channel``; the session turns it into connection.close or channel.close."""
+    """The frame layer found an error: a connection error (``channel`` 0), or a channel error
+    on ``channel``; the session turns it into connection.close or channel.close."""
 
     error: Exception
     channel: int = 0

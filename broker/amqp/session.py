@@ -30,7 +30,7 @@ from broker.core import publishing
 from broker.core.naming import server_properties
 from broker.core.stats import Counters, channel_totals, session_totals
 from protocol.connection import ConnectionMachine
-from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed
+from protocol.errors import AMQPError, LoginRefused, NotAllowed, UnreadableFrame
 from protocol.events import (
     Ack,
     CloseTransport,
@@ -307,7 +307,9 @@ class Session:
             log.warning("Error on AMQP connection %s: %s", self.label, err.reply_text)
             self.machine.close_connection(err)
             self.teardown()
-            self.adapter.close_transport(3.0 if isinstance(err, FrameError) else 30.0)
+            # RabbitMQ: 30 s for the client's close-ok (closed at once when it comes), 3 s
+            # after a frame it stopped reading at
+            self.adapter.close_transport(3.0 if isinstance(err, UnreadableFrame) else 30.0)
             return
         log.info("Channel error on connection %s, channel %d: %s", self.describe(), channel,
                  err.reply_text)

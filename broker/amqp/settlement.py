@@ -41,11 +41,13 @@ class Settlement:
     def _wake_consumed_queues(self) -> None:
         raise NotImplementedError
 
-    def _requeue_all(self) -> None:
+    def _requeue_all(self, nacked: bool = False) -> None:
+        """``nacked``: basic.recover (the client's own requeue, as basic.nack) rather than
+        the channel going away (see ``Queue.requeue``)."""
         touched: set[Queue] = set()
         freed = 0
         for entry, queue, consumer in self.unacked.values():
-            queue.requeue(entry)
+            queue.requeue(entry, nacked)
             freed += entry.message.size
             if consumer is not None:
                 consumer.unacked -= 1
@@ -110,7 +112,7 @@ class Settlement:
                 self.stats.ack += 1
                 queue.stats.ack += 1
             if requeue:
-                queue.requeue(entry)
+                queue.requeue(entry, nacked=True)
             elif acking:
                 queue.ack(entry)
             else:
@@ -158,9 +160,9 @@ class Settlement:
         if not m.requeue:
             raise NotImplemented_("requeue=false")
         self.reply(C.Basic.RecoverOk())
-        self._requeue_all()
+        self._requeue_all(nacked=True)
 
     def on_basic_recover_async(self, m: C.Basic.RecoverAsync) -> None:
         if not m.requeue:
             raise NotImplemented_("requeue=false")
-        self._requeue_all()
+        self._requeue_all(nacked=True)

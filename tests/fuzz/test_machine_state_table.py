@@ -80,10 +80,8 @@ def driver_in(state: str) -> Driver:
         d.feed(method_frame(1, C.Queue.Declare(queue="missing", passive=True)))
         assert d.machine.closing_channels == {1}
     if state == "closing":
-        # a body frame on channel 0: 505, the stream still readable (unlike a bad frame end,
-        # after which nothing more is read)
-        d.feed(raw_frame(3, 0, b"hello"))
-        assert d.state is State.CLOSING and d.close_codes == [505]
+        d.feed(raw_frame(9, 0, b"abc"))  # unknown frame type: 501, read on after it
+        assert d.state is State.CLOSING and d.close_codes == [501]
     d.out.clear()
     return d
 

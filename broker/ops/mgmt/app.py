@@ -3,9 +3,10 @@
 Every ``/api/*`` request is authenticated (HTTP basic, RabbitMQ's 401 bodies) before a handler
 runs; the UI's static files are public (the page asks for credentials itself). Input of the
 wrong shape (``validation.InvalidInput``, raised by the typed field readers) is a 400
-``bad_request`` with RabbitMQ's reason; unexpected exceptions become 500
-``internal_server_error`` with the exception's text and are logged (the fuzz tests hold that
-none is reachable). Every route also answers with a trailing slash, as RabbitMQ's do.
+``bad_request`` with RabbitMQ's reason; a request that needs a queue store while the node
+stops (``StoreClosed``) gets 503 ``service_unavailable``; other unexpected exceptions become
+500 ``internal_server_error`` with the exception's text and are logged (the fuzz tests hold
+that none is reachable). Every route also answers with a trailing slash, as RabbitMQ's do.
 
 The same application serves the CLI's local control channel (``broker.ops.control_socket``), built
 with ``cookie=``: there a request is authorised by the node's cookie only, and acts as the
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from broker.core.validation import InvalidInput
+from storage.store import StoreClosed
 
 from . import api_admin, api_node, api_topology, cluster, conns, control, limits, shovel
 from .sampler import shared_sampler
@@ -71,6 +73,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         raise
     except InvalidInput as exc:
         raise bad_request(exc.reason) from None
+    except StoreClosed as exc:
+        raise error(503, "service_unavailable", str(exc)) from None
     except Exception as exc:
         log.exception("management API %s %s failed", request.method, request.path)
         raise error(500, "internal_server_error", str(exc)) from None
