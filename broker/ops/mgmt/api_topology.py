@@ -25,6 +25,8 @@ from storage.message import Entry
 from . import cluster, fmt
 from .util import (
     bad_request,
+    body_bool,
+    body_int,
     body_json,
     details_of,
     list_reply,
@@ -80,8 +82,8 @@ async def declare_exchange(request: web.Request) -> web.Response:
     body = await body_json(request)
     existed = name in vhost.exchanges
     _amqp(vhost.declare_exchange, name, body.get("type", "direct"),
-          durable=bool(body.get("durable", True)), auto_delete=bool(body.get("auto_delete")),
-          internal=bool(body.get("internal")), arguments=body.get("arguments") or {})
+          durable=body_bool(body, "durable", True), auto_delete=body_bool(body, "auto_delete"),
+          internal=body_bool(body, "internal"), arguments=body.get("arguments") or {})
     return no_content() if existed else web.Response(status=201)
 
 
@@ -178,8 +180,8 @@ async def declare_queue(request: web.Request) -> web.Response:
     name = request.match_info["queue"]
     body = await body_json(request)
     existed = name in vhost.queues
-    _amqp(vhost.declare_queue, name, durable=bool(body.get("durable", True)),
-          auto_delete=bool(body.get("auto_delete")), arguments=body.get("arguments") or {})
+    _amqp(vhost.declare_queue, name, durable=body_bool(body, "durable", True),
+          auto_delete=body_bool(body, "auto_delete"), arguments=body.get("arguments") or {})
     return no_content() if existed else web.Response(status=201)
 
 
@@ -203,9 +205,13 @@ async def purge_queue(request: web.Request) -> web.Response:
 async def get_messages(request: web.Request) -> web.Response:
     queue = _queue(request)
     body = await body_json(request)
-    count, mode = body.get("count", 1), body.get("ackmode", "ack_requeue_true")
+    count, mode = body_int(body.get("count", 1)), body.get("ackmode", "ack_requeue_true")
     encoding, truncate = body.get("encoding", "auto"), body.get("truncate")
-    if not isinstance(count, int) or count < 1 or mode not in ACK_MODES \
+    if truncate is not None:
+        truncate = body_int(truncate)
+        if truncate is None or truncate < 0:
+            raise bad_request("truncate must be a non-negative integer")
+    if count is None or count < 1 or mode not in ACK_MODES \
             or encoding not in ("auto", "base64"):
         raise bad_request("count must be a positive integer, ackmode one of "
                           f"{', '.join(ACK_MODES)}, encoding auto or base64")

@@ -178,6 +178,33 @@ async def body_json(request: web.Request) -> dict:
     return data
 
 
+def body_bool(body: dict, key: str, default: bool = False) -> bool:
+    """A boolean field of a request body as RabbitMQ's ``parse_bool`` reads it: JSON true /
+    false or the strings "true" / "false" (rabbitmqadmin sends ``"durable": "true"``,
+    ``"auto_delete": "false"``); anything else is a 400, never a truthy string."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise bad_request(f"{key}: not_boolean: {json.dumps(value)}")
+
+
+def body_int(value: Any) -> int | None:
+    """An integer field of a request body as RabbitMQ's ``parse_int`` reads it: a JSON number
+    or a string of digits (RabbitMQ's own UI and rabbitmqadmin post ``"count": "1"``); None
+    for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
 # ---- list options ----------------------------------------------------------------------
 def _pick(item: dict, columns: list[str]) -> dict:
     out: dict = {}
