@@ -85,7 +85,8 @@ class Stores:
         scratch directory: its messages go with it at a restart) or the deduplication
         exchange's disk cache."""
         if kind == "x-message-deduplication":
-            return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache")
+            return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache",
+                            sink=self.data.sink)
         if durable:
             return DelayStore(self.data.create_exchange_dir(vhost, name), group_commit=self.group,
                               sink=self.data.sink)
