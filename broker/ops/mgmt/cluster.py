@@ -187,6 +187,31 @@ async def _auth_by_leader(request: web.Request,
     return who["name"], tags
 
 
+# ---- other members' own figures in /api/nodes -------------------------------------------
+async def member_node_json(cluster: ClusterMode, name: str, http: str,
+                           timeout: float = 2.0) -> dict[str, Any] | None:
+    """``GET /api/nodes/<name>`` answered by that member itself (signed with the cluster
+    secret, as ``-n`` relays are); None when it cannot answer in time: the caller shows what
+    etcd knows instead."""
+    from urllib.parse import quote
+
+    target = f"/api/nodes/{quote(name, safe='')}"
+    try:
+        headers = {httpfwd.PEER_HEADER: httpfwd.sign(await _secret(cluster), cluster.name,
+                                                     "GET", target)}
+        status, _, body = await httpfwd.forward(split_hostport(http), "GET", target, headers,
+                                                b"", timeout=timeout)
+    except (httpfwd.ForwardError, web.HTTPException, ValueError):
+        return None
+    if status != 200:
+        return None
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) and found.get("name") == name else None
+
+
 # ---- replicas in /api/queues --------------------------------------------------------------
 async def replica_view(node: Node) -> dict[str, Any] | None:
     """Who holds copies (every member, every durable queue): leader, members, in-sync ones,
