@@ -45,7 +45,7 @@ from .methods import (
     parse_publish,
 )
 from .output import Output
-from .tables import Table
+from .tables import Table, tag_numbers
 
 C = commands
 _head = struct.Struct(">BHI")
@@ -128,6 +128,7 @@ class ConnectionMachine(Output):
         self.mechanism = ""
         self.open_channels: set[int] = set()
         self.closing_channels: set[int] = set()
+        self.deaf = False
         self._content: dict[int, _Content] = {}
         # Unparsed input: chunks as received, joined only once they hold the next whole frame
         # (``_need`` bytes), so a large message arriving over many reads is copied once.
@@ -187,6 +188,8 @@ class ConnectionMachine(Output):
     # ---- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
         self.last_received = now
+        if self.deaf:  # after an UnreadableFrame: nothing more is read, close-ok included
+            return
         self._chunks.append(data)
         self._have += len(data)
 
@@ -233,7 +236,7 @@ class ConnectionMachine(Output):
                         continue
                 ftype, channel, size = _head.unpack_from(buf, pos)
                 if size > self.frame_max and self.state is not State.AWAIT_HEADER:
-                    raise errors.FrameError(
+                    raise errors.UnreadableFrame(
                         f"type {ftype}, all octets = <<>>: "
                         f"{{frame_too_large,{size},{self.frame_max - 8}}}")
                 stop = pos + 7 + size
@@ -242,15 +245,22 @@ class ConnectionMachine(Output):
                     break
                 payload = buf[pos + 7:stop]
                 if buf[stop] != 0xCE:
-                    raise errors.FrameError(codec.erlang_tuple(
+                    raise errors.UnreadableFrame(codec.erlang_tuple(
                         f"type {ftype}, all octets = {codec.erlang_binary(payload)}: ",
                         "invalid_frame_end_marker", str(buf[stop])))
                 pos = stop + 1
-                event = self._on_frame(ftype, channel, payload)
+                try:
+                    event = self._on_frame(ftype, channel, payload)
+                except errors.AMQPError as exc:
+                    if exc.connection_scope:
+                        raise
+                    event = Fault(exc, channel)  # that channel only: the next frames count
                 if event is not None:
                     yield event
         except errors.AMQPError as exc:
             pos = end
+            if isinstance(exc, errors.UnreadableFrame):
+                self.deaf = True
             yield Fault(exc)
         except errors.SilentClose as exc:
             pos = end
@@ -340,6 +350,10 @@ class ConnectionMachine(Output):
             self.open_channels.add(channel)
             return Method(channel, method)
         if channel not in self.open_channels:
+            if isinstance(method, C.Basic.Get) and not method.queue:
+                # RabbitMQ expands basic.get's "" (the channel's last declared queue) before it
+                # checks the channel's state: a channel error, closed as any other.
+                raise errors.NotFound("no previously declared queue").at(60, 70)
             raise errors.ChannelErrorConn("expected 'channel.open'").at(*ids(method))
         return Method(channel, method)
 
@@ -364,8 +378,9 @@ class ConnectionMachine(Output):
         if cls is None:
             raise errors.SilentClose(f"unknown method {index >> 16}/{index & 0xFFFF}")
         method: commands.base.Frame = cls()
+        tables: list[int] = []
         try:
-            end = args_length(method, payload, 4)
+            end = args_length(method, payload, 4, tables)
         except UnknownFieldType:
             raise errors.SilentClose("unknown field type in a table") from None
         except (ValueError, IndexError, struct.error):
@@ -376,6 +391,10 @@ class ConnectionMachine(Output):
             method.unmarshal(payload[4:])
         except Exception:
             raise _cannot_decode(index, payload) from None
+        arguments = getattr(method, "arguments", None)
+        if arguments and tables:  # x-arguments keep their wire types (see tables.TypedInt)
+            start = tables[-1] + 4
+            tag_numbers(arguments, payload[start:start + _u32.unpack_from(payload, tables[-1])[0]])
         return method
 
     def _on_connection_method(self, method: commands.base.Frame) -> object | None:

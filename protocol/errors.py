@@ -68,6 +68,11 @@ class FrameError(ConnectionError_):
     code, name = 501, "FRAME_ERROR"
 
 
+class UnreadableFrame(FrameError):
+    """frame_too_large, invalid_frame_end_marker: RabbitMQ stops reading the socket, so the
+    client's close-ok is never seen and the socket closes 3 s after the close frame."""
+
+
 class SyntaxError_(ConnectionError_):
     code, name = 502, "SYNTAX_ERROR"
 

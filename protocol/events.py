@@ -85,6 +85,8 @@ class CloseTransport:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """The frame layer found a connection error; the session turns it into connection.close."""
+    """The frame layer found an error; the session turns it into connection.close (or, for a
+    channel-scope error, into channel.close on ``channel``)."""
 
     error: Exception
+    channel: int = 0

@@ -131,8 +131,10 @@ def decode_credentials(mechanism: str, response: bytes) -> tuple[str, str] | Non
 _FIXED = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp": 8}
 
 
-def args_length(method: commands.base.Frame, payload: bytes, pos: int) -> int:
-    """Where a method's arguments end in payload: trailing bytes are a decode error."""
+def args_length(method: commands.base.Frame, payload: bytes, pos: int,
+                tables: list[int] | None = None) -> int:
+    """Where a method's arguments end in payload: trailing bytes are a decode error.
+    ``tables`` collects where each table field starts (its length prefix)."""
     in_bits = 0
     for name in method.__slots__:
         kind = method.amqp_type(name)
@@ -147,6 +149,8 @@ def args_length(method: commands.base.Frame, payload: bytes, pos: int) -> int:
         elif kind == "longstr":
             pos += 4 + _u32.unpack_from(payload, pos)[0]
         elif kind == "table":
+            if tables is not None:
+                tables.append(pos)
             end = pos + 4 + _u32.unpack_from(payload, pos)[0]
             if end > len(payload) or not table_depth_ok(payload, pos + 4, end):
                 raise ValueError("malformed or too deeply nested table")

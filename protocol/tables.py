@@ -117,3 +117,40 @@ def read_str(value: bytes) -> str | None:
     if value[:1] != b"S":
         return None
     return value[5:].decode("utf-8", "replace")
+
+
+# ---- numbers that remember their wire type ---------------------------------------------------
+class TypedInt(int):
+    """An argument's integer with the AMQP type it came in: RabbitMQ names that type in its
+    texts ("received the value '1000' of type 'short'"). Equal to (and usable as) the int."""
+
+    __slots__ = ()
+    amqp_type = "signedint"
+
+
+class TypedFloat(float):
+    """The same for a floating point argument (``f`` float, ``d`` double)."""
+
+    __slots__ = ()
+    amqp_type = "double"
+
+
+def _typed(base: type, name: str) -> type:
+    return type(f"{base.__name__}_{name}", (base,), {"__slots__": (), "amqp_type": name})
+
+
+# RabbitMQ's names of the numeric field types (rabbit_binary_parser / rabbit_misc).
+_TYPED: dict[bytes, type] = {tag: _typed(TypedInt, name) for tag, name in (
+    (b"b", "byte"), (b"B", "unsignedbyte"), (b"s", "short"), (b"u", "unsignedshort"),
+    (b"I", "signedint"), (b"i", "unsignedint"), (b"l", "long"), (b"L", "long"))}
+_TYPED.update({b"f": _typed(TypedFloat, "float"), b"d": _typed(TypedFloat, "double")})
+
+
+def tag_numbers(table: Table, body: bytes) -> None:
+    """Replace ``table``'s top-level numbers (decoded from ``body``, the table's content
+    without its length) by ``TypedInt`` / ``TypedFloat`` of their wire type."""
+    for key, raw in split_table(body):
+        cls = _TYPED.get(raw[:1])
+        value = table.get(key)
+        if cls is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            table[key] = cls(value)

@@ -182,9 +182,10 @@ class LogCursor:
         return self.reader.record_offset
 
     def entry(self, record: Decoded, seq: int, redelivered: bool) -> Entry:
-        _, flags, _, expires, exchange, routing_key, props, body = record
+        _, flags, _, expires, exchange, routing_key, props, body, deliveries = record
         entry = Entry(seq, Message(exchange, routing_key, props, body,
-                                   bool(flags & F_PERSISTENT)), redelivered)
+                                   bool(flags & F_PERSISTENT)), redelivered or deliveries > 0)
+        entry.delivery_count = deliveries
         if flags & F_EXPIRES:
             entry.expires = expires - time.time() + self._clock()
         return entry

@@ -293,7 +293,7 @@ class DelayStore(Recovery):
             return None
         if record is None:
             return None
-        _, flags, ident, due, exchange, routing_key, props, body = record
+        _, flags, ident, due, exchange, routing_key, props, body, _ = record
         return DelayedMessage(due, ident, bool(flags & F_PERSISTENT), exchange, routing_key,
                               props, body)
 

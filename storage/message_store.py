@@ -55,6 +55,7 @@ from .segment import (
     SegmentWriter,
     write_index,
 )
+from .store import StoreClosed
 from .sync import DirectoryHandle, GroupCommit
 from .window import Window
 
@@ -64,10 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OFFSET_MASK = 0xFFFF_FFFF
-
-
-class StoreClosed(OSError):
-    """A write to a store after ``close``."""
 
 
 class SegmentQueueStore(BacklogReader):
@@ -325,7 +322,8 @@ class SegmentQueueStore(BacklogReader):
             flags |= F_EXPIRES
             expires = expires - self._clock() + time.time()
         offset = writer.append(entry.seq, flags, expires or 0.0, message.exchange_raw,
-                               message.routing_key_raw, message.properties, message.body)
+                               message.routing_key_raw, message.properties, message.body,
+                               entry.delivery_count)
         seg = self._wseg
         assert seg is not None
         seg.live += 1

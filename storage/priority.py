@@ -8,8 +8,10 @@ given by the broker (storage does not read AMQP properties). Disk sub-stores sha
 ``window.Window``, so the levels together keep in RAM what one classic queue keeps, and each
 level pages out the same way a classic queue does.
 
-Invariant: every level above ``_top`` is empty (levels only fill through ``push`` and
+Invariants: every level above ``_top`` is empty (levels only fill through ``push`` and
 ``requeue``, which raise it), so finding the head does not ask every level for its length.
+Once closed, no sub-store is made any more (``StoreClosed``): a priority not seen before would
+open new files after the last fsync.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from .message import Entry, Message
-from .store import QueueStore
+from .store import QueueStore, StoreClosed
 
 
 class PriorityQueueStore:
-    __slots__ = ("max_priority", "_factory", "_priority", "_buckets", "_top", "last_seq")
+    __slots__ = ("max_priority", "_factory", "_priority", "_buckets", "_top", "last_seq",
+                 "_closed")
 
     def __init__(self, max_priority: int, factory: Callable[[int], QueueStore],
                  priority_of: Callable[[Message], int],
@@ -34,6 +37,7 @@ class PriorityQueueStore:
         self._buckets: list[QueueStore | None] = [None] * (max_priority + 1)
         self._top = max_priority  # recovered levels may hold anything: start from the top
         self.last_seq = 0
+        self._closed = False
         for priority, bucket in (existing or {}).items():
             if 0 <= priority <= max_priority:
                 self._buckets[priority] = bucket
@@ -45,6 +49,8 @@ class PriorityQueueStore:
     def _bucket(self, priority: int) -> QueueStore:
         bucket = self._buckets[priority]
         if bucket is None:
+            if self._closed:
+                raise StoreClosed(f"priority {priority}: the queue store is closed")
             bucket = self._buckets[priority] = self._factory(priority)
         return bucket
 
@@ -108,11 +114,13 @@ class PriorityQueueStore:
                 bucket.set_mode(mode)
 
     def close(self) -> None:
+        self._closed = True
         for bucket in self._buckets:
             if bucket is not None:
                 bucket.close()
 
     def delete(self) -> None:
+        self._closed = True
         for bucket in self._buckets:
             if bucket is not None:
                 bucket.delete()

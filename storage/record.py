@@ -3,7 +3,7 @@
 Layout, all integers little-endian::
 
     [length u32][crc32 u32][payload: length bytes]
-    payload = [flags u8][seq u64][expires f64]
+    payload = [flags u8][seq u64][expires f64][deliveries u32, only with F_DELIVERIES]
               [exchange: u8 len + utf-8][routing key: u8 len + utf-8]
               [props_len u32][props][body: the rest]
 
@@ -13,6 +13,9 @@ Invariants:
   whose bytes are not all present is reported as short (a torn tail), never decoded.
 - ``expires`` is a wall-clock (``time.time()``) deadline, meaningful only with ``F_EXPIRES``;
   ``seq`` is the queue position the record was pushed with (informational after a restart).
+- ``deliveries`` (0 when absent) counts how often the message had been delivered and handed
+  back before this record was written: a quorum queue writes a returned message again at the
+  back of its log, and it must come back redelivered with its delivery count.
 - ``body size`` (what queues count in bytes) = ``length - fixed - len(exchange) - len(routing
   key) - len(props)``; ``encode_into`` returns it with the record size so callers keep counters
   without decoding again.
@@ -33,7 +36,8 @@ MAX_PAYLOAD = 0x7FFF_FFFF
 
 F_PERSISTENT = 0x01
 F_EXPIRES = 0x02
-_KNOWN_FLAGS = F_PERSISTENT | F_EXPIRES
+F_DELIVERIES = 0x04
+_KNOWN_FLAGS = F_PERSISTENT | F_EXPIRES | F_DELIVERIES
 
 _crc32 = zlib.crc32
 _pack_header = HEADER.pack
@@ -46,8 +50,9 @@ _FIXED_SIZE = _FIXED.size
 _U32_SIZE = _U32.size
 _COPY_MAX = 64 * 1024
 
-#: What ``decode`` returns: (end offset, flags, seq, expires, exchange, routing key, props, body).
-Decoded = tuple[int, int, int, float, str, str, bytes, bytes]
+#: What ``decode`` returns: (end offset, flags, seq, expires, exchange, routing key, props, body,
+#: deliveries).
+Decoded = tuple[int, int, int, float, str, str, bytes, bytes, int]
 
 
 class RecordError(Exception):
@@ -80,14 +85,17 @@ class CorruptRecord(RecordError):
 
 
 def encode_into(buf: bytearray, seq: int, flags: int, expires: float, exchange_raw: bytes,
-                routing_key_raw: bytes, props: bytes, body: bytes) -> int:
+                routing_key_raw: bytes, props: bytes, body: bytes, deliveries: int = 0) -> int:
     """Append one record to ``buf``; return its total size (header included).
 
     ``exchange_raw`` and ``routing_key_raw`` are AMQP shortstrs (length byte + utf-8), as
-    ``Message.exchange_raw`` caches them.
+    ``Message.exchange_raw`` caches them. ``deliveries`` > 0 sets ``F_DELIVERIES``.
     """
-    meta = b"".join((_pack_fixed(flags, seq, expires), exchange_raw, routing_key_raw,
-                     _pack_u32(len(props)), props))
+    if deliveries:
+        fixed = _pack_fixed(flags | F_DELIVERIES, seq, expires) + _pack_u32(deliveries)
+    else:
+        fixed = _pack_fixed(flags & ~F_DELIVERIES, seq, expires)
+    meta = b"".join((fixed, exchange_raw, routing_key_raw, _pack_u32(len(props)), props))
     length = len(meta) + len(body)
     if length > MAX_PAYLOAD:
         raise ValueError(f"record of {length} bytes is larger than {MAX_PAYLOAD}")
@@ -98,11 +106,11 @@ def encode_into(buf: bytearray, seq: int, flags: int, expires: float, exchange_r
 
 
 def encode(seq: int, flags: int, expires: float, exchange: str, routing_key: str, props: bytes,
-           body: bytes) -> bytes:
+           body: bytes, deliveries: int = 0) -> bytes:
     """One record as bytes (a convenience over ``encode_into`` for tests and tools)."""
     buf = bytearray()
     encode_into(buf, seq, flags, expires, _shortstr(exchange), _shortstr(routing_key), props,
-                body)
+                body, deliveries)
     return bytes(buf)
 
 
@@ -117,6 +125,10 @@ def _layout(buf: bytes | bytearray | memoryview, pos: int, end: int
             ) -> tuple[int, int, int, int]:
     """Inner offsets (exchange, routing key, props, body) of a record whose CRC was checked."""
     ex = pos + HEADER_SIZE + _FIXED.size
+    if buf[pos + HEADER_SIZE] & F_DELIVERIES:
+        ex += _U32.size
+        if ex >= end:
+            raise CorruptRecord("field lengths overrun the record", pos)
     rk = ex + 1 + buf[ex]
     pl = rk + 1 + (buf[rk] if rk < end else 0)
     if pl + _U32.size > end:
@@ -168,7 +180,7 @@ def _crc(buf: bytes | bytearray | memoryview, start: int, end: int) -> int:
 
 def decode(buf: bytes | bytearray, pos: int = 0, limit: int | None = None) -> Decoded:
     """Decode the record at ``pos``: ``(end, flags, seq, expires, exchange, routing_key,
-    props, body)``. Raises ``ShortRecord`` or ``CorruptRecord``.
+    props, body, deliveries)``. Raises ``ShortRecord`` or ``CorruptRecord``.
 
     The checks of ``_frame`` and ``_layout``, inlined: this runs for every message read back.
     """
@@ -189,6 +201,12 @@ def decode(buf: bytes | bytearray, pos: int = 0, limit: int | None = None) -> De
     if flags & ~_KNOWN_FLAGS:
         raise CorruptRecord("unknown flags", pos)
     ex = start + _FIXED_SIZE
+    deliveries = 0
+    if flags & F_DELIVERIES:
+        deliveries = _unpack_u32(buf, ex)[0]
+        ex += _U32_SIZE
+        if ex >= end:
+            raise CorruptRecord("field lengths overrun the record", pos)
     rk = ex + 1 + buf[ex]
     if rk >= end:
         raise CorruptRecord("field lengths overrun the record", pos)
@@ -205,4 +223,4 @@ def decode(buf: bytes | bytearray, pos: int = 0, limit: int | None = None) -> De
     except UnicodeDecodeError:
         raise CorruptRecord("names are not utf-8", pos) from None
     return (end, flags, seq, expires, exchange, routing_key, bytes(buf[props:body]),
-            bytes(buf[body:end]))
+            bytes(buf[body:end]), deliveries)

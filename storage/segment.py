@@ -144,11 +144,11 @@ class SegmentWriter:
         return self._fd
 
     def append(self, seq: int, flags: int, expires: float, exchange_raw: bytes,
-               routing_key_raw: bytes, props: bytes, body: bytes) -> int:
+               routing_key_raw: bytes, props: bytes, body: bytes, deliveries: int = 0) -> int:
         """Buffer one record; return its offset. A failing flush leaves the bytes buffered."""
         offset = self._size
         self._size += encode_into(self._buf, seq, flags, expires, exchange_raw, routing_key_raw,
-                                  props, body)
+                                  props, body, deliveries)
         self.stats.add(flags, len(body), self._size)
         if len(self._buf) >= self._limit:
             try:

@@ -21,6 +21,11 @@ from typing import Protocol
 from .message import Entry
 
 
+class StoreClosed(OSError):
+    """A write to a store after ``close`` (or a store, or a part of one, made after the node's
+    stores closed): refused before anything reaches the disk."""
+
+
 class QueueStore(Protocol):
     # The sequence number of the last recovered message (0 for a fresh store): the owning
     # queue numbers new messages after it.

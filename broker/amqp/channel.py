@@ -129,10 +129,12 @@ class Channel(TopologyHandlers):
         self.consumers.clear()
         self._requeue_all()
 
-    def _requeue_all(self) -> None:
+    def _requeue_all(self, nacked: bool = False) -> None:
+        """``nacked``: basic.recover (the client's own requeue, as basic.nack) rather than
+        the channel going away (see ``Queue.requeue``)."""
         touched: set[Queue] = set()
         for entry, queue, consumer in self.unacked.values():
-            queue.requeue(entry)
+            queue.requeue(entry, nacked)
             if consumer is not None:
                 consumer.unacked -= 1
             touched.add(queue)
@@ -328,7 +330,7 @@ class Channel(TopologyHandlers):
                 self.stats.ack += 1
                 queue.stats.ack += 1
             if requeue:
-                queue.requeue(entry)
+                queue.requeue(entry, nacked=True)
             elif acking:
                 queue.ack(entry)
             else:
@@ -374,12 +376,12 @@ class Channel(TopologyHandlers):
         if not m.requeue:
             raise NotImplemented_("requeue=false")
         self.reply(C.Basic.RecoverOk())
-        self._requeue_all()
+        self._requeue_all(nacked=True)
 
     def on_basic_recover_async(self, m: C.Basic.RecoverAsync) -> None:
         if not m.requeue:
             raise NotImplemented_("requeue=false")
-        self._requeue_all()
+        self._requeue_all(nacked=True)
 
     # ---- basic: publish ----------------------------------------------------------------
     def on_publish(self, ev: Publish) -> None:

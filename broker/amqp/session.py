@@ -31,7 +31,13 @@ from broker.core.stats import Counters, channel_totals, session_totals
 from protocol import properties
 from protocol.codec import erlang_tuple
 from protocol.connection import ConnectionMachine
-from protocol.errors import AMQPError, FrameError, LoginRefused, NotAllowed, PreconditionFailed
+from protocol.errors import (
+    AMQPError,
+    LoginRefused,
+    NotAllowed,
+    PreconditionFailed,
+    UnreadableFrame,
+)
 from protocol.events import (
     Ack,
     CloseTransport,
@@ -135,6 +141,8 @@ class Session:
                         channel = event.channel
                         self._on_method(event)
                     else:
+                        if type(event) is Fault:
+                            channel = event.channel
                         self._on_control(event)
                 except AMQPError as err:
                     if type(event) is Publish:
@@ -252,7 +260,9 @@ class Session:
             log.warning("Error on AMQP connection %s: %s", self.label, err.reply_text)
             self.machine.close_connection(err)
             self.teardown()
-            self.adapter.close_transport(3.0 if isinstance(err, FrameError) else 30.0)
+            # RabbitMQ: 30 s for the client's close-ok (closed at once when it comes), 3 s
+            # after a frame it stopped reading at
+            self.adapter.close_transport(3.0 if isinstance(err, UnreadableFrame) else 30.0)
             return
         log.info("Channel error on connection %s, channel %d: %s", self.describe(), channel,
                  err.reply_text)

@@ -90,6 +90,9 @@ class AMQPProtocol(asyncio.Protocol):
         self._handle_input(session, data)
         if not self._heartbeat_started and session.machine.is_open:
             self._start_heartbeat()
+            if self._handshake_timer is not None:  # a later close is not a handshake
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
 
     def _handle_input(self, session: Session, data: bytes | None) -> None:
         """Feed ``data`` (None: continue with the input held back earlier, with a fresh

@@ -17,6 +17,11 @@ from protocol.tables import Table
 
 
 def type_name(value: object) -> str:
+    """RabbitMQ's name of the field type a value came in (``TypedInt`` / ``TypedFloat`` from
+    the wire keep theirs; other values are named by what pika would send for them)."""
+    tagged = getattr(value, "amqp_type", None)
+    if isinstance(tagged, str):
+        return tagged
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):

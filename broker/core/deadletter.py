@@ -80,7 +80,9 @@ def with_death(message: Message, queue: Queue, reason: str, now: datetime.dateti
         if expiration is not None:
             entry.append(("original-expiration",
                           tables.str_value(expiration[1:].decode("utf-8", "replace"))))
-        deaths.insert(0, entry)
+        # RabbitMQ 3.10.8 re-encodes the x-death of a message that already has one: the new
+        # entry comes out with sorted keys too (probed: a second hop's entry).
+        deaths.insert(0, sorted(entry) if deaths else entry)
     fields.pop(properties.EXPIRATION, None)
     added = {"x-death": tables.array_value([tables.table_value(d) for d in deaths])}
     for key, value in (("x-first-death-exchange", message.exchange),

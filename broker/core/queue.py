@@ -2,7 +2,11 @@
 
 Invariants:
 - ``store`` holds only ready messages; delivered-but-unacked entries are held by channels and
-  come back through ``requeue`` to their original position.
+  come back through ``requeue`` to their original position. The one exception, as in
+  RabbitMQ: a quorum queue without a delivery limit puts a message the client handed back
+  itself (basic.nack / basic.reject / basic.recover with requeue) at the back, under a new
+  sequence number (its log can then be truncated); a channel or connection going away still
+  returns its messages to their original position.
 - ``dispatch`` hands messages to consumers with credit, highest consumer priority first and
   round-robin within a priority, at most ``BUDGET`` per call; when more could go it asks the
   context to call it again on the next loop turn, so one backlog cannot fill a socket buffer in
@@ -152,7 +156,8 @@ class Queue(CreditFlow):
         self._rr = 0
         self._arriving: Entry | None = None  # being published: exempt from the expiry check
         self._seq = store.last_seq
-        self._seq_base = self._seq
+        self._seq_base = self._seq  # published = _seq - _seq_base - _renumbered
+        self._renumbered = 0  # returned to the back: a new seq, not a new publish
         self.stats = Counters()  # gets and requeues; consumers count their own (core.stats)
         self.departed: list[Consumer] = []
         self.persists = durable and exclusive_owner is None
@@ -211,7 +216,7 @@ class Queue(CreditFlow):
     @property
     def published(self) -> int:
         """Messages accepted into this queue since it was created or recovered."""
-        return self._seq - self._seq_base
+        return self._seq - self._seq_base - self._renumbered
 
     @property
     def consumer_count(self) -> int:
@@ -324,7 +329,10 @@ class Queue(CreditFlow):
         self._expire_head()
         return self.store.shift()
 
-    def requeue(self, entry: Entry) -> None:
+    def requeue(self, entry: Entry, nacked: bool = False) -> None:
+        """Back to the queue. ``nacked``: the client handed it back (basic.nack, basic.reject,
+        basic.recover with requeue) rather than its channel going away; a quorum queue without
+        a delivery limit then puts it at the back (RabbitMQ 3.10 to 3.13)."""
         entry.redelivered = True
         if self.deleted:
             return
@@ -334,8 +342,29 @@ class Queue(CreditFlow):
                 self.store.ack(entry)
                 self._dead_letter(entry.message, "delivery_limit")
                 return
+            if nacked and self.delivery_limit is None:
+                self._return_to_back(entry)
+                return
         self.stats.redeliver += 1
         self.store.requeue(entry)
+        self._after_requeue(entry)
+
+    def _return_to_back(self, entry: Entry) -> None:
+        """Behind everything ready, under a new seq: the store writes it again (with its
+        delivery count, so it comes back redelivered even from disk) and drops the old one."""
+        self._seq += 1
+        self._renumbered += 1
+        back = Entry(self._seq, entry.message, True)
+        back.delivery_count = entry.delivery_count
+        back.expires = entry.expires
+        self.stats.redeliver += 1
+        self.store.push(back)  # before the ack: a crash in between duplicates, never loses
+        if self.dedup is not None:
+            self.dedup.hold(back.message)  # the ack below releases the old copy's key
+        self.store.ack(entry)
+        self._after_requeue(back)
+
+    def _after_requeue(self, entry: Entry) -> None:
         if self._limited and self.overflow == "drop-head":
             self._drop_head_over_limit()
         if entry.expires is not None:

@@ -190,7 +190,7 @@ class StreamQueue(Queue):
     def purge(self) -> int:
         raise NotImplemented_("queue.purge not supported by stream queues " + _where(self))
 
-    def requeue(self, entry: Entry) -> None:
+    def requeue(self, entry: Entry, nacked: bool = False) -> None:
         """A closing channel or basic.recover gives its deliveries back: nothing to do (the
         stream still holds them; consumers move on by offset)."""
 

@@ -14,6 +14,10 @@ Invariants:
 - ``stop`` closes every connection with 320 CONNECTION_FORCED, freezes the queues' timers,
   then closes the stores (fsyncing the last batch and saving the definitions) before the
   services go: nothing changes a queue once its store is closed.
+- Start and stop are ordered: a ``stop`` (SIGTERM) while ``start`` still waits on a listener or
+  a service makes ``start`` give up at its next step (``StartAborted``), undo what it opened
+  and return; the ``stop`` returns once it has. Nothing opens once a stop has begun
+  (``stopping``: services check it too), and two stops never run at once.
 - ``config`` may be replaced at runtime (``set_cluster_name``, tests): the server sees the new
   value too.
 - Cluster mode (``clustering.ClusterMode``, on when etcd endpoints are configured) opens the
@@ -36,6 +40,7 @@ from broker.amqp.session import open_sessions
 from broker.amqp.transport import AMQPProtocol
 from broker.core import naming
 from broker.core.server import ConnectionHandle, Server
+from storage.store import StoreClosed
 
 from . import boot, startup, tls
 from .alarms import Alarms
@@ -51,6 +56,10 @@ if TYPE_CHECKING:
     from .clustering import ClusterMode
 
 log = logging.getLogger("broker")
+
+
+class StartAborted(Exception):
+    """``stop`` was called while ``start`` was running: ``start`` undid what it had started."""
 
 
 class Service(Protocol):
@@ -79,6 +88,9 @@ class Node:
         self.prometheus_port: int | None = None
         self.running = False
         self._stopped: asyncio.Event | None = None
+        self._starting: asyncio.Event | None = None  # set when a running start() has ended
+        self._stop_asked = False
+        self._stopping: asyncio.Future[None] | None = None
         self._durability: Durability | None = None
         self._generation = 0
         self._booted = False
@@ -87,6 +99,15 @@ class Node:
             from .clustering import ClusterMode
 
             self.cluster = ClusterMode(self)
+
+    @property
+    def stopping(self) -> bool:
+        """A stop has begun (or was asked for during start): nothing may open any more."""
+        return self._stop_asked
+
+    def _check_stopping(self) -> None:
+        if self._stop_asked:
+            raise StartAborted("the node is stopping")
 
     @property
     def config(self) -> Config:
@@ -123,12 +144,16 @@ class Node:
 
     def make_store(self, vhost: str, queue_name: str, arguments: dict,
                    persistent: bool) -> QueueStore:
-        assert self.stores is not None, "queues are declared once the node has started"
+        """``StoreClosed`` once the stores are closed (a management request during a stop)."""
+        if self.stores is None:
+            raise StoreClosed("the node is stopping: its queue stores are closed")
         return self.stores.make(vhost, queue_name, arguments, persistent)
 
     def make_exchange_store(self, vhost: str, exchange: str, kind: str,
                             durable: bool) -> Any:
-        assert self.stores is not None, "exchanges keep state once the node has started"
+        """``StoreClosed`` once the stores are closed, as ``make_store``."""
+        if self.stores is None:
+            raise StoreClosed("the node is stopping: its queue stores are closed")
         return self.stores.make_exchange(vhost, exchange, kind, durable)
 
     # ---- AMQPHost ----------------------------------------------------------------------
@@ -183,6 +208,8 @@ class Node:
         what had started, releasing the data directory, and is raised."""
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        self._starting = asyncio.Event()
+        self._stop_asked = False
         if self.config.node_name:
             naming.set_node_name(self.config.node_name)
         startup.log_banner(self.config)
@@ -196,13 +223,21 @@ class Node:
             self.ack_timeouts.start(self.loop)
             await self.start_app()
             for service in self.services:
+                self._check_stopping()
                 await service.start(self)
+            self._check_stopping()
             self._booted = True
             if self.cluster is not None:
                 await self.cluster.start_app()  # advertises the ports bound above
-        except BaseException:
-            await self.stop()
+                self._check_stopping()
+        except BaseException as exc:
+            if isinstance(exc, StartAborted):
+                log.info("start-up interrupted: stopping")
+            await self._shutdown()
             raise
+        finally:
+            started, self._starting = self._starting, None
+            started.set()
         startup.log_complete(self.plugins())
         return self.port
 
@@ -250,9 +285,23 @@ class Node:
 
     async def start_app(self) -> None:
         """Open the AMQP listener (``rabbitmqctl start_app``); in cluster mode, take part in
-        the cluster again."""
+        the cluster again. ``StartAborted`` once a stop has begun, closing whatever listener
+        opened meanwhile."""
+        self._check_stopping()
         if self._listeners:
             return
+        try:
+            await self._listen()
+        except StartAborted:
+            for srv in self._listeners:
+                srv.close()
+            self._listeners.clear()
+            self.running = False
+            raise
+        if self.cluster is not None and self._booted:
+            await self.cluster.start_app()
+
+    async def _listen(self) -> None:
         cfg = self.config
         factory = self.amqp_protocol if self.cluster is not None else \
             (lambda: AMQPProtocol(self))
@@ -263,6 +312,7 @@ class Node:
             raise startup.port_error(cfg, "port", "AMQP", cfg.host, self.port, exc) from None
         self._listeners.append(srv)
         self.port = srv.sockets[0].getsockname()[1]
+        self._check_stopping()  # no loop turn since it opened: it has accepted nobody yet
         self.running = True
         log.info("started TCP listener on %s:%d", cfg.host, self.port)
         if tls.enabled(cfg):
@@ -278,9 +328,8 @@ class Node:
                                          exc) from None
             self._listeners.append(srv)
             self.tls_port = srv.sockets[0].getsockname()[1]
+            self._check_stopping()
             log.info("started TLS (SSL) listener on %s:%d", host, self.tls_port)
-        if self.cluster is not None and self._booted:
-            await self.cluster.start_app()
 
     async def stop_app(self, reason: str = "shutdown") -> None:
         """Close the AMQP listener and every connection (``rabbitmqctl stop_app``); in cluster
@@ -298,6 +347,18 @@ class Node:
         self.running = False
 
     async def stop(self) -> None:
+        """Stop everything that started. During ``start``: ``start`` gives up at its next step
+        and undoes what it opened; this returns once it has. During a stop: waits for it."""
+        self._stop_asked = True
+        if self._starting is not None:
+            await self._starting.wait()
+            return
+        if self._stopping is None or self._stopping.done():
+            self._stopping = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._stopping)
+
+    async def _shutdown(self) -> None:
+        self._stop_asked = True
         self.alarms.stop()
         self.ack_timeouts.stop()
         await self.stop_app()
@@ -324,11 +385,16 @@ class Node:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):
                 pass
-        await self.start()
+        try:
+            await self.start()
+        except StartAborted:
+            log.info("broker stopped")
+            return
         assert self._stopped is not None
         await self._stopped.wait()
         log.info("broker stopped")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s, shutting down", signal.Signals(sig).name)
+        self._stop_asked = True  # now, not when the stop task first runs: see ``stopping``
         asyncio.ensure_future(self.stop())

@@ -8,6 +8,11 @@
   queues, reopened eagerly so recovered messages come back), all levels sharing one RAM window;
 - x-queue-type stream: a StreamLog in the queue's directory (streams are always durable).
 
+Once ``close`` has begun nothing makes a store any more, nor a part of one (a priority's
+sub-store) nor an exchange's store: ``StoreClosed`` reaches the caller (a management or CLI
+request during the shutdown) before anything is written, and every queue store that exists is
+one ``close`` closes.
+
 In cluster mode the leader's stores get a replication ``sink`` (``storage.replication``): every
 durable store, the data directory and the definitions document tell it their changes. The data
 directory is then the cluster's (``owns_data=False``): it stays locked after ``close``.
@@ -28,7 +33,7 @@ from storage.delayed import DelayStore
 from storage.keycache import KeyCache
 from storage.message_store import SegmentQueueStore
 from storage.priority import PriorityQueueStore
-from storage.store import QueueStore
+from storage.store import QueueStore, StoreClosed
 from storage.stream import DEFAULT_SEGMENT_SIZE, StreamLog
 from storage.sync import GroupCommit
 from storage.window import Window
@@ -54,6 +59,11 @@ class Stores:
         self._pending = False  # a save is scheduled but its snapshot not taken yet
         self._after_save: list[tuple[int, Callable[[], None]]] = []  # (snapshot, callback)
         self._snapshot: Callable[[], dict] | None = None
+        self.closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreClosed("the node is stopping: its queue stores are closed")
 
     def start(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], dict]) -> None:
         self.group = GroupCommit(loop)
@@ -64,6 +74,7 @@ class Stores:
 
     # ---- queue stores ------------------------------------------------------------------
     def make(self, vhost: str, name: str, arguments: dict, durable: bool) -> QueueStore:
+        self._check_open()
         mode = arguments.get("x-queue-mode")
         window = Window(mode if mode in ("default", "lazy") else "default")
         max_priority = arguments.get("x-max-priority")
@@ -84,6 +95,7 @@ class Stores:
         """The delayed exchange's store (in its exchange directory when durable, else in a
         scratch directory: its messages go with it at a restart) or the deduplication
         exchange's disk cache."""
+        self._check_open()
         if kind == "x-message-deduplication":
             return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache",
                             sink=self.data.sink)
@@ -94,16 +106,19 @@ class Stores:
 
     def _stream(self, vhost: str, name: str, arguments: dict) -> StreamLog:
         """A stream's log; the queue applies retention from its arguments and policy."""
+        self._check_open()
         size = arguments.get("x-stream-max-segment-size-bytes")
         return StreamLog(self.data.create_queue_dir(vhost, name), group_commit=self.group,
                          segment_size=size if isinstance(size, int) and size > 0
                          else DEFAULT_SEGMENT_SIZE, sink=self.data.sink)
 
     def _segment(self, directory: Path, window: Window, first_seq: int = 0) -> SegmentQueueStore:
+        self._check_open()
         return SegmentQueueStore(directory, durable=True, window=window, group_commit=self.group,
                                  clock=self.clock, first_seq=first_seq, sink=self.sink)
 
     def _scratch(self, window: Window) -> SegmentQueueStore:
+        self._check_open()
         return SegmentQueueStore(self.data.scratch_dir(), durable=False, window=window,
                                  clock=self.clock)
 
@@ -174,7 +189,9 @@ class Stores:
 
     async def close(self, stores: list[QueueStore]) -> None:
         """Shutdown: let the running save and fsync batch finish, then close every store,
-        fsync what is left and write the topology once more."""
+        fsync what is left and write the topology once more. From the first line on no store
+        is made any more, so ``stores`` (taken before the call) are all there are."""
+        self.closed = True
         while self._saving:
             await asyncio.sleep(0.01)
         if self.group is not None:

@@ -40,6 +40,8 @@ class ControlChannel:
             return
         await asyncio.get_running_loop().run_in_executor(
             None, importlib.import_module, "broker.ops.mgmt.app")
+        if node.stopping:  # a SIGTERM while importing: nothing is written or bound
+            return
         from aiohttp import web
 
         from .mgmt.app import build_app
@@ -49,9 +51,16 @@ class ControlChannel:
         sock = bind(self.path)
         runner = web.AppRunner(build_app(node, cookie=cookie), access_log=None,
                                handle_signals=False)
+        self.runner = runner  # stop() cleans it up and unlinks the socket, whatever happens
         await runner.setup()
+        if node.stopping:
+            sock.close()
+            await self.stop()
+            return
         await web.SockSite(runner, sock).start()
-        self.runner = runner
+        if node.stopping:  # stopped while it started: closed again, never announced
+            await self.stop()
+            return
         log.info("control channel for the CLI on %s", self.path)
 
     async def stop(self) -> None:

@@ -21,6 +21,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING
 
+from broker.node.node import StartAborted
 from broker.node.startup import port_error
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class HttpService:
         if cfg.management_port is None and cfg.prometheus_port is None:
             return
         await asyncio.get_running_loop().run_in_executor(None, _import_all)
+        if node.stopping:  # a SIGTERM while importing: the node is undoing its start
+            return
         from .mgmt.app import build_app
         from .mgmt.util import SAMPLER_KEY
 
@@ -80,6 +83,9 @@ class HttpService:
         port = getattr(node.config, field)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        if node.stopping:  # a SIGTERM meanwhile: the node is undoing its start
+            await runner.cleanup()
+            raise StartAborted("the node is stopping")
         try:
             if peers:
                 bound = await self._serve_peers(node, runner, host, port)
@@ -92,6 +98,8 @@ class HttpService:
             await runner.cleanup()
             raise port_error(node.config, field, purpose, host, port, exc) from None
         self.runners.append(runner)
+        if node.stopping:  # stopped while it started: the node's stop closes it
+            raise StartAborted("the node is stopping")
         log.info("%s: HTTP (non-TLS) listener started on port %d", what, bound)
         return runner, bound
 

@@ -164,9 +164,11 @@ class FakeChannel:
         queue.add_consumer(consumer)
         return consumer
 
-    def settle(self, tag: str | None = None, *, requeue: bool | None = None) -> None:
+    def settle(self, tag: str | None = None, *, requeue: bool | None = None,
+               nacked: bool = True) -> None:
         """Ack (requeue None), requeue (True) or reject (False) the unacked deliveries of one
-        consumer (or all), oldest first."""
+        consumer (or all), oldest first. A requeue is a basic.nack's (``nacked``) or a
+        channel close's (``nacked=False``)."""
         keep = []
         for consumer, entry in self.unacked:
             if tag is not None and consumer.tag != tag:
@@ -178,7 +180,7 @@ class FakeChannel:
             if requeue is None:
                 queue.ack(entry)
             elif requeue:
-                queue.requeue(entry)
+                queue.requeue(entry, nacked)
             else:
                 queue.reject(entry)
             queue.wake()

@@ -80,7 +80,7 @@ def driver_in(state: str) -> Driver:
         d.feed(method_frame(1, C.Queue.Declare(queue="missing", passive=True)))
         assert d.machine.closing_channels == {1}
     if state == "closing":
-        d.feed(raw_frame(1, 0, b"\x00\x14\x00\x0a", end=b"\x00"))  # bad frame end: 501
+        d.feed(raw_frame(9, 0, b"abc"))  # unknown frame type: 501, read on after it
         assert d.state is State.CLOSING and d.close_codes == [501]
     d.out.clear()
     return d

@@ -240,3 +240,48 @@ def test_other_clients_unaffected_by_garbage(broker):
     bad_header.close()
     bad_frames.close()
     conn.close()
+
+
+# ---- when the socket closes after a connection error (section 8) -------------------------
+
+def _socket_closed_within(raw: RawClient, seconds: float) -> bool:
+    raw.sock.settimeout(seconds)
+    try:
+        return raw.sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_close_ok_after_frame_too_large_is_not_read(broker):
+    """RabbitMQ stops reading after frame_too_large: the socket closes 3 s after the close
+    frame, close-ok or not. After an unknown frame type it reads the close-ok and closes."""
+    raw = RawClient.open(broker.port)
+    raw.send_raw(b"\x03\x00\x01" + (131073).to_bytes(4, "big"))  # judged by its header
+    raw.expect(C.Connection.Close)
+    raw.send(0, C.Connection.CloseOk())
+    started = time.monotonic()
+    assert not _socket_closed_within(raw, 1.5)
+    assert _socket_closed_within(raw, 5)
+    assert 2.5 < time.monotonic() - started < 5
+    raw.close()
+    raw = RawClient.open(broker.port)
+    raw.send_raw(b"\x09\x00\x00\x00\x00\x00\x03abc\xce")
+    raw.expect(C.Connection.Close)
+    raw.send(0, C.Connection.CloseOk())
+    assert _socket_closed_within(raw, 1)
+    raw.close()
+
+
+def test_a_connection_error_waits_for_close_ok_past_the_handshake_timeout(broker_factory):
+    """A connection error once the connection is open waits 30 s for the close-ok (RabbitMQ);
+    the handshake timeout, long over, does not cut that short."""
+    broker = broker_factory(handshake_timeout=1)
+    raw = RawClient.open(broker.port)
+    raw.send_raw(b"\x09\x00\x00\x00\x00\x00\x03abc\xce")  # unknown frame type: 501
+    raw.expect(C.Connection.Close)
+    assert not _socket_closed_within(raw, 2)
+    raw.send(0, C.Connection.CloseOk())
+    assert _socket_closed_within(raw, 1)
+    raw.close()

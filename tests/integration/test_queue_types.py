@@ -206,6 +206,60 @@ def test_delivery_limit_drops_the_message(conn):
     assert ch.basic_get("q") == (None, None, None)
 
 
+def _returned(conn, how: str, arguments: dict) -> list:  # type: ignore[no-untyped-def]
+    """m1..m4 in q; a second channel takes m1 and m2 and hands them back by ``how``; then
+    (body, redelivered, x-delivery-count) of everything ready, in order."""
+    ch = conn.channel()
+    ch.queue_declare("q", durable=True, arguments={**QUORUM, **arguments})
+    for i in range(1, 5):
+        ch.basic_publish("", "q", f"m{i}".encode())
+    taker = conn.channel()
+    m1, m2 = taker.basic_get("q")[0], taker.basic_get("q")[0]
+    if how == "nack":
+        taker.basic_nack(m1.delivery_tag, requeue=True)
+        taker.basic_nack(m2.delivery_tag, requeue=True)
+    elif how == "reject, reversed":
+        taker.basic_reject(m2.delivery_tag, requeue=True)
+        taker.basic_reject(m1.delivery_tag, requeue=True)
+    elif how == "nack multiple":
+        taker.basic_nack(m2.delivery_tag, multiple=True, requeue=True)
+    elif how == "recover":
+        taker.basic_recover(requeue=True)
+    else:
+        taker.close()
+    out = []
+    while True:
+        method, props, body = ch.basic_get("q", auto_ack=True)
+        if method is None:
+            return out
+        out.append((body.decode(), method.redelivered,
+                    (props.headers or {}).get("x-delivery-count")))
+
+
+FRESH = [("m3", False, None), ("m4", False, None)]
+RETURNED = [("m1", True, 1), ("m2", True, 1)]
+
+
+@pytest.mark.parametrize("how", ["nack", "nack multiple", "recover"])
+def test_quorum_nack_requeues_at_the_back(conn, how):
+    """RabbitMQ 3.10.8 (probed) and 3.13 (documented): a quorum queue without a delivery limit
+    puts what the client hands back at the back (its log can be truncated)."""
+    assert _returned(conn, how, {}) == FRESH + RETURNED
+
+
+def test_quorum_returns_go_to_the_back_in_their_order(conn):
+    assert _returned(conn, "reject, reversed", {}) == FRESH + RETURNED[::-1]
+
+
+@pytest.mark.parametrize("how, arguments", [
+    ("nack", {"x-delivery-limit": 5}),
+    ("close", {}),
+])
+def test_quorum_requeue_keeps_the_original_position(conn, how, arguments):
+    """With a delivery limit, or when the channel goes away: the original position."""
+    assert _returned(conn, how, arguments) == RETURNED + FRESH
+
+
 def test_invalid_delivery_limit(conn):
     with channel_closed(406, _invalid("x-delivery-limit", "{value_negative,-1}")):
         conn.channel().queue_declare("q", durable=True,

@@ -8,7 +8,9 @@ import re
 
 import aio_pika
 import pytest
+from pamqp import commands as C
 from pika_helpers import LOCKED, channel_closed, connect, drain, pump
+from raw_client import RawClient
 
 
 def _inequivalent(arg: str, q: str, detail: str) -> str:
@@ -117,6 +119,24 @@ async def test_integer_width_ignored(broker):
         assert q.name == "width-q"
         assert not ch.is_closed
     conn.close()
+
+
+async def test_texts_name_the_integer_type_sent(broker):
+    """RabbitMQ names the wire type of the argument it quotes: pamqp (aio-pika) sends 1000 as a
+    short, 5 as a byte, a float as 'f'; pika sends ints as signedint (above)."""
+    aconn = await aio_pika.connect(broker.url)
+    async with aconn:
+        ch = await aconn.channel()
+        await ch.declare_queue("typed-q")
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed) as info:
+            await ch.declare_queue("typed-q", arguments={"x-message-ttl": 1000})
+        assert _inequivalent("x-message-ttl", "typed-q", "received the value '1000' of type "
+                             "'short' but current is none") in repr(info.value)
+        ch = await aconn.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed) as info:
+            await ch.declare_queue("typed-q2", arguments={"x-queue-type": 5})
+        assert "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 'typed-q2' in " \
+            "vhost '/': {unacceptable_type,byte}" in repr(info.value)
 
 
 @pytest.mark.parametrize("args,arg,suffix", [
@@ -316,6 +336,21 @@ def test_last_declared_queue_shortcut(ch):
 def test_no_previously_declared_queue(ch, op):
     with channel_closed(404, "NOT_FOUND - no previously declared queue"):
         op(ch)
+
+
+def test_get_shortcut_on_a_never_opened_channel_closes_only_that_channel(broker):
+    """RabbitMQ expands basic.get's "" before it checks the channel: 404 on channel 7 (which
+    was never opened), not the 504 connection error any other method gets."""
+    raw = RawClient.open(broker.port)
+    try:
+        raw.send(7, C.Basic.Get(queue=""))
+        raw.expect_close(404, "NOT_FOUND - no previously declared queue", (60, 70),
+                         C.Channel.Close, 7)
+        raw.send(7, C.Channel.CloseOk())
+        raw.open_channel(7)
+        raw.declare("q", channel=7)
+    finally:
+        raw.close()
 
 
 def test_shortcut_forgotten_with_channel(conn, ch):

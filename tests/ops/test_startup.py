@@ -4,6 +4,7 @@ Prometheus ports as much as AMQP's, as in RabbitMQ -- or the data directory is i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pika
 import pytest
 
 from broker.node.config import Config
+from broker.node.node import Node, StartAborted
 from broker.node.startup import port_error
 from broker.ops.pytest_plugin import free_port, start_process, stop_process
 
@@ -133,3 +135,70 @@ def test_startup_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
                  "Server startup complete; 1 plugins started.\n * rabbitmq_management\n"):
         assert part in text, (part, text)
     assert text.index("Created user") < text.index("Server startup complete")
+
+
+class GatedService:
+    """A service whose start waits until the test lets it go, recording what happened."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def start(self, node: Node) -> None:
+        self.entered.set()
+        await self.release.wait()
+        self.events.append("service started" if not node.stopping else "service gave up")
+
+    async def stop(self) -> None:
+        self.events.append("service stopped")
+
+
+class Recorder:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def start(self, node: Node) -> None:
+        self.events.append("second service started")
+
+    async def stop(self) -> None:
+        self.events.append("second service stopped")
+
+
+def test_stop_during_start_waits_for_it_to_unwind(tmp_path: Path) -> None:
+    """stop() while start() waits on a service: start gives up at its next step (the second
+    service never starts), closes the listener and the stores; both stops return after."""
+    events: list[str] = []
+    gated = GatedService(events)
+    node = Node(Config(host="127.0.0.1", port=0, data_dir=str(tmp_path / "data")),
+                [gated, Recorder(events)])
+
+    async def scenario() -> None:
+        starting = asyncio.ensure_future(node.start())
+        await gated.entered.wait()
+        port = node.port
+        stops = [asyncio.ensure_future(node.stop()) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert node.stopping and not any(stop.done() for stop in stops)
+        gated.release.set()
+        with pytest.raises(StartAborted):
+            await starting
+        await asyncio.gather(*stops)
+        events.append("stopped")
+        assert node.stores is None and not node.running
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+        with pytest.raises(StartAborted):
+            await node.start_app()  # rabbitmqctl start_app after the stop began
+
+    asyncio.run(scenario())
+    assert events == ["service gave up", "service stopped", "second service stopped",
+                      "stopped"]
+    # the data directory was released: another node can open it
+    again = Node(Config(host="127.0.0.1", port=0, data_dir=str(tmp_path / "data")))
+
+    async def restart() -> None:
+        await again.start()
+        await again.stop()
+
+    asyncio.run(restart())

@@ -5,6 +5,8 @@ Literal client bytes in, exact bytes and events out; frames_helpers.py builds th
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from frames_helpers import (
     HEARTBEAT,
@@ -22,9 +24,11 @@ from frames_helpers import (
     open_machine,
     publish,
     queue_declare,
+    single_fault,
     sstr,
 )
 from pamqp import commands as C
+from pamqp import frame
 
 from protocol.events import Method, Publish
 
@@ -53,6 +57,57 @@ def test_method_on_never_opened_channel_is_504(data, ids):
     events = feed(m, data)
     assert_fault(events, 504, "CHANNEL_ERROR - expected 'channel.open'", *ids)
     assert m.data_to_send() == b""
+
+
+def test_get_of_the_last_declared_queue_on_a_never_opened_channel_is_a_404() -> None:
+    """RabbitMQ quirk (catalogue section 4): basic.get "" is expanded before the channel-state
+    check, so the channel is closed with 404 instead of the connection with 504; after the
+    client's close-ok the number can be opened."""
+    m = open_machine()
+    open_channel(m, 1)
+    get = method_frame(7, frame.marshal(C.Basic.Get(queue=""), 7)[7:-1])
+    events = feed(m, get)
+    err = single_fault(events)
+    assert (err.code, err.reply_text, err.class_id, err.method_id) == (
+        404, "NOT_FOUND - no previously declared queue", 60, 70)
+    assert not err.connection_scope
+    assert events[0].channel == 7
+    named = method_frame(7, frame.marshal(C.Basic.Get(queue="q"), 7)[7:-1])
+    assert_fault(feed(m, named), 504, "CHANNEL_ERROR - expected 'channel.open'", 60, 70)
+
+
+def test_frames_after_a_channel_fault_in_the_same_read_are_handled() -> None:
+    m = open_machine()
+    get = method_frame(7, frame.marshal(C.Basic.Get(queue=""), 7)[7:-1])
+    events = feed(m, get + channel_open(2))
+    assert len(events) == 2 and isinstance(events[1], Method) and events[1].channel == 2
+    assert single_fault(events[:1]).code == 404
+
+
+def test_arguments_keep_their_wire_types() -> None:
+    """x-arguments come out equal to the numbers sent, each naming its AMQP type the way
+    RabbitMQ's texts do (``of type 'short'``); strings, booleans and nested tables as decoded."""
+    m = open_machine()
+    open_channel(m, 1)
+    values = [("b", b"b", struct.pack(">b", -5), "byte"), ("B", b"B", b"\x05", "unsignedbyte"),
+              ("s", b"s", struct.pack(">h", 1000), "short"),
+              ("u", b"u", struct.pack(">H", 1000), "unsignedshort"),
+              ("I", b"I", struct.pack(">i", 1000), "signedint"),
+              ("i", b"i", struct.pack(">I", 1000), "unsignedint"),
+              ("l", b"l", struct.pack(">q", 1000), "long"),
+              ("L", b"L", struct.pack(">Q", 1000), "long"),
+              ("f", b"f", struct.pack(">f", 1.5), "float"),
+              ("d", b"d", struct.pack(">d", 1.5), "double")]
+    table = b"".join(sstr(key) + tag + raw for key, tag, raw, _ in values) + sstr("t") + b"t\x01"
+    payload = (struct.pack(">HHH", 50, 10, 0) + sstr("q") + b"\x00"
+               + struct.pack(">I", len(table)) + table)
+    events = feed(m, method_frame(1, payload))
+    assert len(events) == 1 and isinstance(events[0], Method)
+    arguments = events[0].method.arguments
+    assert {key: getattr(value, "amqp_type", None) for key, value in arguments.items()} == \
+        {**{key: name for key, _, _, name in values}, "t": None}
+    assert arguments["b"] == -5 and arguments["s"] == 1000 and arguments["d"] == 1.5
+    assert arguments["t"] is True
 
 
 def test_second_channel_open_is_504():

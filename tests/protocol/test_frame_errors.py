@@ -29,6 +29,7 @@ from frames_helpers import (
 from pamqp import commands as C
 from pamqp import frame
 
+from protocol import errors
 from protocol.connection import State
 from protocol.events import CloseTransport, Publish
 
@@ -256,3 +257,29 @@ def test_fault_then_close_connection_sends_the_close_frame():
     events = feed(m, connection_close_ok())
     assert len(events) == 1 and isinstance(events[0], CloseTransport)
     assert m.state is State.CLOSED
+
+
+@pytest.mark.parametrize("data", [
+    b"\x03\x00\x01" + struct.pack(">I", 131073),  # frame_too_large, judged by the header
+    raw_frame(1, 1, b"\x00\x32\x00\x0a" + b"\x00" * 8, end=b"\x00"),  # bad frame end
+])
+def test_after_an_unreadable_frame_nothing_more_is_read(data: bytes) -> None:
+    """RabbitMQ stops reading there: the close-ok is never seen (the socket closes 3 s after
+    the close frame, the session's doing)."""
+    m = open_machine()
+    open_channel(m, 1)
+    err = single_fault(feed(m, data))
+    assert isinstance(err, errors.UnreadableFrame)
+    m.close_connection(err)
+    m.data_to_send()
+    assert feed(m, connection_close_ok()) == []
+    assert m.state is State.CLOSING
+
+
+def test_after_an_unknown_frame_the_close_ok_is_read() -> None:
+    m = open_machine()
+    err = single_fault(feed(m, raw_frame(9, 0, b"abc")))
+    assert not isinstance(err, errors.UnreadableFrame)
+    m.close_connection(err)
+    events = feed(m, connection_close_ok())
+    assert len(events) == 1 and isinstance(events[0], CloseTransport)

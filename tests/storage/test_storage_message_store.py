@@ -119,6 +119,32 @@ def test_requeue_goes_back_to_original_position(tmp_path: Path, make: Factory) -
     store.close()
 
 
+def test_a_message_written_again_keeps_its_deliveries(tmp_path: Path, make: Factory) -> None:
+    """A quorum queue's return to the back: pushed again under a new seq with its delivery
+    count; read back from the backlog, and after a restart, it is still redelivered."""
+    path = tmp_path / "q"
+    store = open_store(path, mode="lazy")
+    for i in range(3):
+        store.push(make(f"m{i}"))
+    first = store.shift()
+    back = make("m0")
+    back.message = first.message
+    back.redelivered, back.delivery_count = True, 2
+    store.push(back)
+    store.ack(first)
+    assert store.in_memory == 0  # lazy: the returned message is in the backlog, on disk only
+    got = [store.shift() for _ in range(3)]
+    assert [(e.message.body, e.redelivered, e.delivery_count) for e in got] == [
+        (b"m1", False, 0), (b"m2", False, 0), (b"m0", True, 2)]
+    for e in got:
+        store.requeue(e)
+    store.close()
+    store = open_store(path)
+    assert [(e.message.body, e.redelivered, e.delivery_count) for e in drain(store)] == [
+        (b"m1", True, 0), (b"m2", True, 0), (b"m0", True, 2)]
+    store.close()
+
+
 def test_ack_of_unknown_or_memory_entries_is_a_no_op(tmp_path: Path, make: Factory) -> None:
     store = open_store(tmp_path / "q")
     entry = make("x", persistent=False)

@@ -17,12 +17,24 @@ def sample(body: bytes = b"hello world", **kw: object) -> bytes:
 
 def test_round_trip() -> None:
     raw = sample(flags=record.F_PERSISTENT | record.F_EXPIRES, expires=1234.5)
-    end, flags, seq, expires, exchange, key, props, body = record.decode(raw)
-    assert end == len(raw)
+    end, flags, seq, expires, exchange, key, props, body, deliveries = record.decode(raw)
+    assert end == len(raw) and deliveries == 0
     assert flags == record.F_PERSISTENT | record.F_EXPIRES
     assert (seq, expires, exchange, key, props, body) == \
         (7, 1234.5, "amq.direct", "a.b.ü", b"\x10\x00\x02", b"hello world")
     assert record.check(raw) == (len(raw), flags, len(b"hello world"))
+
+
+def test_deliveries_round_trip_and_set_their_flag() -> None:
+    raw = sample(flags=record.F_PERSISTENT | record.F_EXPIRES, expires=9.5, deliveries=3)
+    end, flags, seq, expires, exchange, key, props, body, deliveries = record.decode(raw)
+    assert flags == record.F_PERSISTENT | record.F_EXPIRES | record.F_DELIVERIES
+    assert (end, seq, expires, exchange, key, props, body, deliveries) == \
+        (len(raw), 7, 9.5, "amq.direct", "a.b.ü", b"\x10\x00\x02", b"hello world", 3)
+    assert record.check(raw) == (len(raw), flags, len(b"hello world"))
+    assert len(raw) == len(sample()) + 4
+    plain = record.decode(sample(flags=record.F_PERSISTENT | record.F_DELIVERIES))
+    assert plain[1] == record.F_PERSISTENT and plain[-1] == 0  # the flag follows the count
 
 
 def test_empty_names_and_body_at_an_offset() -> None:
@@ -30,15 +42,15 @@ def test_empty_names_and_body_at_an_offset() -> None:
     buf = b"junk" + raw + sample()
     rec = record.decode(buf, 4)
     assert rec[0] == 4 + len(raw)
-    assert rec[4:] == ("", "", b"\x00\x00", b"")
-    assert record.decode(buf, rec[0])[-1] == b"hello world"
+    assert rec[4:] == ("", "", b"\x00\x00", b"", 0)
+    assert record.decode(buf, rec[0])[7] == b"hello world"
 
 
 def test_encode_into_returns_size() -> None:
     buf = bytearray(b"head")
     n = record.encode_into(buf, 1, 0, 0.0, b"\x01e", b"\x01k", b"\x00\x00", b"body")
     assert n == len(buf) - 4
-    assert record.decode(bytes(buf), 4)[-1] == b"body"
+    assert record.decode(bytes(buf), 4)[7] == b"body"
 
 
 @pytest.mark.parametrize("index", [4, 8, 30, -1])

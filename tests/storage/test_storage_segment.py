@@ -39,15 +39,15 @@ def test_append_offsets_buffered_reads_and_reader(tmp_path: Path) -> None:
     reader = SegmentReader(w.read, FILE_HEADER_SIZE, chunk=64)
     seen = []
     while (rec := reader.next(w.size)) is not None:
-        seen.append((reader.record_offset, rec[2], rec[-1]))
+        seen.append((reader.record_offset, rec[2], rec[7]))
     assert seen == [(off, i, f"body-{i}".encode()) for i, off in enumerate(offsets)]
     w.flush()
     assert w.flushed == w.size == (tmp_path / "00000003.seg").stat().st_size
     offsets.append(append(w, 10))  # half written, half buffered
     assert w.read(offsets[5], w.size)[:4] == w.read(offsets[5], 4)
     reader = SegmentReader(w.read, offsets[9])
-    assert reader.next(w.size)[-1] == b"body-9"
-    assert reader.next(w.size)[-1] == b"body-10"
+    assert reader.next(w.size)[7] == b"body-9"
+    assert reader.next(w.size)[7] == b"body-10"
     assert reader.next(w.size) is None
     stats = w.seal()
     w.close()

@@ -224,8 +224,8 @@ async def get_messages(request: web.Request) -> web.Response:
         taken.append(entry)
         out.append(message_json(entry, queue.message_count, encoding, truncate))
     for entry in taken:
-        if mode.endswith("requeue_true"):
-            queue.requeue(entry)
+        if mode.endswith("requeue_true"):  # reject_: a basic.reject in RabbitMQ's plugin
+            queue.requeue(entry, nacked=mode.startswith("reject"))
         elif mode.startswith("ack"):
             queue.ack(entry)
         else:

@@ -1,8 +1,10 @@
 """The management aiohttp application: routes, basic-auth middleware, static web UI.
 
 Every ``/api/*`` request is authenticated (HTTP basic, RabbitMQ's 401 bodies) before a handler
-runs; the UI's static files are public (the page asks for credentials itself). Unexpected
-exceptions become 500 ``internal_server_error`` with the exception's text and are logged.
+runs; the UI's static files are public (the page asks for credentials itself). A request that
+needs a queue store while the node stops (``StoreClosed``) gets 503 ``service_unavailable``;
+other unexpected exceptions become 500 ``internal_server_error`` with the exception's text and
+are logged.
 
 The same application serves the CLI's local control channel (``broker.ops.control_socket``), built
 with ``cookie=``: there a request is authorised by the node's cookie only, and acts as the
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from storage.store import StoreClosed
 
 from . import api_admin, api_node, api_topology, cluster, conns, control, limits, shovel
 from .sampler import shared_sampler
@@ -55,6 +59,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except web.HTTPException:
         raise
+    except StoreClosed as exc:
+        raise error(503, "service_unavailable", str(exc)) from None
     except Exception as exc:
         log.exception("management API %s %s failed", request.method, request.path)
         raise error(500, "internal_server_error", str(exc)) from None

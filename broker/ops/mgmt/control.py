@@ -13,6 +13,8 @@ import dataclasses
 
 from aiohttp import web
 
+from broker.node.node import StartAborted
+
 from . import cluster, fmt
 from .util import body_json, error, no_content, node_of, reply, require_admin, server_of
 
@@ -31,7 +33,11 @@ async def stop_app(request: web.Request) -> web.Response:
 @routes.post("/api/burrowmq/start_app")
 async def start_app(request: web.Request) -> web.Response:
     require_admin(request)
-    await node_of(request).start_app()
+    try:
+        await node_of(request).start_app()
+    except StartAborted:
+        raise error(503, "service_unavailable",
+                    f"node {fmt.node_name()} is stopping") from None
     return no_content()
 
 
