@@ -27,14 +27,15 @@ GLOBAL_COUNTERS = (
     ("messages_received", "Total number of messages received from publishers", ("publish",)),
     ("messages_received_confirm", "Total number of messages received from publishers "
      "expecting confirmations", ("confirm",)),
-    ("messages_routed", "Total number of messages routed to queues or streams", ("publish",)),
+    ("messages_routed", "Total number of messages routed to queues or streams",
+     ("publish", "-drop_unroutable", "-return_unroutable")),
     ("messages_unroutable_dropped", "Total number of messages published as non-mandatory "
      "into an exchange and dropped as unroutable", ("drop_unroutable",)),
     ("messages_unroutable_returned", "Total number of messages published as mandatory into "
      "an exchange and returned to the publisher as unroutable", ("return_unroutable",)),
     ("messages_confirmed", "Total number of messages confirmed to publishers", ("confirm",)),
     ("messages_delivered", "Total number of messages delivered to consumers",
-     ("deliver", "deliver_no_ack", "get")),
+     ("deliver", "deliver_no_ack", "get", "get_no_ack")),
     ("messages_delivered_consume_manual_ack", "Total number of messages delivered to "
      "consumers using basic.consume with manual acknowledgment", ("deliver",)),
     ("messages_delivered_consume_auto_ack", "Total number of messages delivered to "
@@ -42,13 +43,38 @@ GLOBAL_COUNTERS = (
     ("messages_delivered_get_manual_ack", "Total number of messages delivered to consumers "
      "using basic.get with manual acknowledgment", ("get",)),
     ("messages_delivered_get_auto_ack", "Total number of messages delivered to consumers "
-     "using basic.get with automatic acknowledgment", ()),
+     "using basic.get with automatic acknowledgment", ("get_no_ack",)),
     ("messages_get_empty", "Total number of times basic.get operations fetched no message",
-     ()),
+     ("get_empty",)),
     ("messages_redelivered", "Total number of messages redelivered to consumers",
      ("redeliver",)),
     ("messages_acknowledged", "Total number of messages acknowledged by consumers",
      ("ack",)),
+)
+# rabbitmq_prometheus's aggregated channel metrics, which RabbitMQ's Grafana dashboards graph
+# (RabbitMQ sums its live channels; these are node totals, so they never go down).
+CHANNEL_COUNTERS = (
+    ("channel_messages_published", "Total number of messages published into an exchange on "
+     "a channel", "publish"),
+    ("channel_messages_confirmed", "Total number of messages published into an exchange and "
+     "confirmed on the channel", "confirm"),
+    ("channel_messages_unroutable_returned", "Total number of messages published as mandatory "
+     "into an exchange and returned to the publisher as unroutable", "return_unroutable"),
+    ("channel_messages_unroutable_dropped", "Total number of messages published as "
+     "non-mandatory into an exchange and dropped as unroutable", "drop_unroutable"),
+    ("channel_get_ack", "Total number of messages fetched with basic.get in manual "
+     "acknowledgement mode", "get"),
+    ("channel_get", "Total number of messages fetched with basic.get in automatic "
+     "acknowledgement mode", "get_no_ack"),
+    ("channel_messages_delivered_ack", "Total number of messages delivered to consumers in "
+     "manual acknowledgement mode", "deliver"),
+    ("channel_messages_delivered", "Total number of messages delivered to consumers in "
+     "automatic acknowledgement mode", "deliver_no_ack"),
+    ("channel_messages_redelivered", "Total number of messages redelivered to consumers",
+     "redeliver"),
+    ("channel_messages_acked", "Total number of messages acknowledged by consumers", "ack"),
+    ("channel_get_empty", "Total number of times basic.get operations fetched no message",
+     "get_empty"),
 )
 
 
@@ -84,7 +110,9 @@ class BrokerCollector:
                      sum(len(q.consumers) for q in queues))
         totals = server.totals()
         yield _counter("connections_opened", "Total number of connections opened",
-                       len(sessions))
+                       server.connections_closed + len(server.sessions))
+        yield _counter("connections_closed", "Total number of connections closed or terminated",
+                       server.connections_closed)
         yield _counter("channels_opened", "Total number of channels opened",
                        totals.channels_opened)
         yield _counter("channels_closed", "Total number of channels closed",
@@ -96,8 +124,11 @@ class BrokerCollector:
         yield _gauge("connections_flow", "Connections currently in flow",
                      sum(1 for s in sessions if s.state == "flow"))
         for name, doc, fields in GLOBAL_COUNTERS:
-            value = sum(getattr(totals, f) for f in fields)
+            value = sum(-getattr(totals, f[1:]) if f[0] == "-" else getattr(totals, f)
+                        for f in fields)
             yield _counter(f"global_{name}", doc, value, protocol="amqp091")
+        for name, doc, field in CHANNEL_COUNTERS:
+            yield _counter(name, doc, getattr(totals, field))
         if self.per_object:
             yield from self._per_queue(queues, unacked)
 
