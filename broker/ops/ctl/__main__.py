@@ -18,7 +18,7 @@ from .client import EX_USAGE, Client, CtlError
 from .commands import COMMANDS as OBJECT_COMMANDS
 from .lists import LISTS, run_list
 from .nodes import COMMANDS as NODE_COMMANDS
-from .output import Output
+from .output import Output, quiet_on_closed_pipe
 
 RUNNERS = {**OBJECT_COMMANDS, **NODE_COMMANDS}
 
@@ -88,6 +88,7 @@ def check_arity(command: str, positional: list[str], argv: list[str]) -> None:
         raise validation_error("too many arguments.", argv, command)
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -133,8 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         return report(err)
     except KeyboardInterrupt:
         return EX_USAGE
-    except BrokenPipeError:  # `burrowctl status | head`
-        sys.stderr.close()
     return 0
 
 
