@@ -16,11 +16,12 @@ from typing import NoReturn
 from .catalog import COMMANDS, command_help, command_usage, general_help
 from .client import EX_USAGE, Client, CtlError
 from .commands import COMMANDS as OBJECT_COMMANDS
+from .limits import COMMANDS as LIMIT_COMMANDS
 from .lists import LISTS, run_list
 from .nodes import COMMANDS as NODE_COMMANDS
 from .output import Output, quiet_on_closed_pipe
 
-RUNNERS = {**OBJECT_COMMANDS, **NODE_COMMANDS}
+RUNNERS = {**OBJECT_COMMANDS, **NODE_COMMANDS, **LIMIT_COMMANDS}
 
 
 class UsageError(Exception):
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true")
     p.add_argument("--disc", action="store_true")
     p.add_argument("--ram", action="store_true")
+    p.add_argument("--global", dest="global_", action="store_true")
+    p.add_argument("--user")
     return p
 
 
