@@ -24,7 +24,16 @@ from storage.store import StoreClosed
 
 from . import api_admin, api_node, api_topology, cluster, conns, control, limits, shovel
 from .sampler import shared_sampler
-from .util import CONTROL_KEY, NODE_KEY, SAMPLER_KEY, SERVER_KEY, USER_KEY, authenticate, error
+from .util import (
+    CONTROL_KEY,
+    NODE_KEY,
+    SAMPLER_KEY,
+    SERVER_KEY,
+    USER_KEY,
+    authenticate,
+    error,
+    pick_columns,
+)
 
 if TYPE_CHECKING:
     from broker.node.node import Node
@@ -56,7 +65,7 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        return pick_columns(request, await handler(request))
     except web.HTTPException:
         raise
     except StoreClosed as exc:

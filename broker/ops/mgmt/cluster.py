@@ -31,6 +31,7 @@ from .util import (
     CONTROL_KEY,
     TAGS_KEY,
     USER_KEY,
+    ColumnsDone,
     authenticate,
     error,
     node_of,
@@ -152,7 +153,7 @@ async def _forward(request: web.Request, cluster: ClusterMode, address: tuple[st
     except httpfwd.ForwardError as exc:
         raise error(503, "unavailable", f"could not reach {address[0]}:{address[1]}: "
                     f"{exc}") from None
-    response = web.Response(status=status, body=body)
+    response = ColumnsDone(status=status, body=body)  # the node that answered applied them
     for name, value in answer_headers:
         response.headers.add(name, value)
     return response
