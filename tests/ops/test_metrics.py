@@ -48,8 +48,24 @@ def test_metrics_follow_traffic(burrowmq_factory) -> None:  # type: ignore[no-un
     m = scrape(handle.prometheus_port)
     assert m["rabbitmq_connections"] == 0
     assert m["rabbitmq_global_messages_received_total"] == 5  # survives the connection
+    # rabbitmq_prometheus: /metrics/per-object has the same names, one series per queue
     per_queue = scrape(handle.prometheus_port, "/metrics/per-object")
-    assert per_queue["rabbitmq_detailed_queue_messages_ready{queue=m1,vhost=/}"] == 4
+    assert per_queue["rabbitmq_queue_messages_ready{queue=m1,vhost=/}"] == 4
+    assert per_queue["rabbitmq_queue_messages_unacked{queue=m1,vhost=/}"] == 0
+    assert per_queue["rabbitmq_queue_messages{queue=m1,vhost=/}"] == 4
+    assert per_queue["rabbitmq_queue_consumers{queue=m1,vhost=/}"] == 0
+    assert "rabbitmq_queue_messages_ready" not in per_queue  # no unlabelled aggregate there
+    assert per_queue["rabbitmq_connections"] == 0
+    # /metrics/detailed: only the families asked for, with the rabbitmq_detailed_ prefix
+    detailed = scrape(handle.prometheus_port, "/metrics/detailed?family=queue_coarse_metrics"
+                                              "&family=queue_consumer_count")
+    assert detailed["rabbitmq_detailed_queue_messages_ready{queue=m1,vhost=/}"] == 4
+    assert detailed["rabbitmq_detailed_queue_messages{queue=m1,vhost=/}"] == 4
+    assert detailed["rabbitmq_detailed_queue_consumers{queue=m1,vhost=/}"] == 0
+    assert "rabbitmq_connections" not in detailed
+    only_coarse = scrape(handle.prometheus_port, "/metrics/detailed?family=queue_coarse_metrics"
+                                                 "&vhost=other")
+    assert not [k for k in only_coarse if "queue=" in k]
 
 
 def test_prometheus_off_by_default_in_embedding(burrowmq) -> None:  # type: ignore
