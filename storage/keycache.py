@@ -6,7 +6,8 @@ the oldest one goes (insertion order). With a ``path``, every change is appended
 (``[op u8][expires f64][key length u16][key]``; op 1 = add, 2 = remove, 3 = clear) with plain
 ``os.write`` (a lost tail loses a few keys, never corrupts the rest: a torn record ends the
 replay), and the file is rewritten with just the live keys once it holds four times as many
-records as keys.
+records as keys. Every change to the file is told to the replication sink, when there is one
+(cluster mode: followers keep the same file, so a new leader still drops a duplicate).
 
 Invariants:
 - ``expires`` are wall-clock seconds (``time.time()``), so they keep their meaning across a
@@ -22,6 +23,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .replication import ReplicationSink
 
 _REC = struct.Struct("<BdH")
 ADD, REMOVE, CLEAR = 1, 2, 3
@@ -29,7 +34,8 @@ ADD, REMOVE, CLEAR = 1, 2, 3
 
 class KeyCache:
     def __init__(self, limit: int = 0, path: str | os.PathLike[str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sink: ReplicationSink | None = None) -> None:
         """``limit`` 0: unbounded."""
         self.limit = limit
         self.default_ttl: float | None = None  # seconds
@@ -38,10 +44,13 @@ class KeyCache:
         self._path = Path(path) if path is not None else None
         self._fd = -1
         self._records = 0
+        self._size = 0  # the file's length: where the next record goes
+        self._sink = sink
         if self._path is not None:
             self._replay()
             self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
                                os.O_CLOEXEC, 0o644)
+            self._size = os.fstat(self._fd).st_size
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -86,7 +95,12 @@ class KeyCache:
     def _log(self, op: int, expires: float, key: bytes) -> None:
         if self._fd < 0:
             return
-        os.write(self._fd, _REC.pack(op, expires, len(key)) + key)
+        record = _REC.pack(op, expires, len(key)) + key
+        os.write(self._fd, record)
+        if self._sink is not None:
+            assert self._path is not None
+            self._sink.append(str(self._path), self._size, record)
+        self._size += len(record)
         self._records += 1
         if self._records > 4 * len(self._keys) + 1024:
             self._compact()
@@ -97,8 +111,11 @@ class KeyCache:
         data = b"".join(_REC.pack(ADD, e, len(k)) + k for k, e in self._keys.items())
         tmp.write_bytes(data)
         os.replace(tmp, self._path)
+        if self._sink is not None:
+            self._sink.rewrite(str(self._path), data)
         os.close(self._fd)
         self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._size = len(data)
         self._records = len(self._keys)
 
     def _replay(self) -> None:
@@ -123,7 +140,10 @@ class KeyCache:
                 self._keys.clear()
             pos = end
             self._records += 1
-        os.truncate(self._path, pos)
+        if pos < len(data):
+            os.truncate(self._path, pos)
+            if self._sink is not None:
+                self._sink.truncate(str(self._path), pos)
         for key in [k for k, e in self._keys.items() if e and e <= now]:
             del self._keys[key]
 
@@ -135,5 +155,7 @@ class KeyCache:
     def delete(self) -> None:
         self.close()
         self._keys.clear()
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
+        if self._path is not None and self._path.exists():
+            self._path.unlink()
+            if self._sink is not None:
+                self._sink.delete(str(self._path))

@@ -97,7 +97,8 @@ class Stores:
         exchange's disk cache."""
         self._check_open()
         if kind == "x-message-deduplication":
-            return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache")
+            return KeyCache(path=self.data.create_exchange_dir(vhost, name) / "cache",
+                            sink=self.data.sink)
         if durable:
             return DelayStore(self.data.create_exchange_dir(vhost, name), group_commit=self.group,
                               sink=self.data.sink)

@@ -125,10 +125,14 @@ def metrics_app(node: Node) -> web.Application:
 
     async def scrape(request: web.Request) -> web.Response:
         per_object = request.path.endswith("/per-object")
-        return web.Response(body=metrics.render(node, per_object),
+        detailed = None
+        if request.path.endswith("/detailed"):
+            detailed = (request.query.getall("family", []), request.query.get("vhost"))
+        return web.Response(body=metrics.render(node, per_object, detailed),
                             headers={"Content-Type": metrics.CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/metrics/per-object", scrape)
+    app.router.add_get("/metrics/detailed", scrape)
     return app

@@ -180,3 +180,19 @@ def test_leader_sees_the_clients_address_through_a_follower(cluster3: BrokerClus
             leader.log_text()
     finally:
         conn.close()
+
+
+def test_nodes_api_shows_every_members_own_figures(cluster3: BrokerCluster) -> None:
+    """/api/nodes (the UI's Overview and Cluster pages) has each running member's own memory,
+    disk, descriptors and uptime, as RabbitMQ's does, asked through any node; not zeros."""
+    follower = next(n for n in cluster3.nodes if not n.is_leader())
+    code, found = follower.get("/api/nodes", timeout=10)
+    assert code == 200, found
+    assert sorted(n["name"] for n in found) == sorted(n.name for n in cluster3.nodes)
+    for item in found:
+        assert item["running"] is True
+        assert item["fd_total"] > 0 and item["mem_limit"] > 0 and item["mem_used"] > 0, item
+        assert item["disk_free"] > 0 and item["disk_free_limit"] > 0, item
+        assert item["uptime"] > 0 and item["enabled_plugins"], item
+    pids = {int(n["os_pid"]) for n in found}
+    assert pids == {n.pid for n in cluster3.nodes}

@@ -75,3 +75,24 @@ def test_definition_files_are_checked_before_asking_the_node(tmp_path) -> None: 
 def test_version() -> None:
     assert burrowctl("version").out == burrowctl("--version").out
     assert burrowctl("version").out.startswith("3.13.7 (burrowmq ")
+
+
+def test_a_reader_that_goes_away_is_no_traceback() -> None:
+    """`burrowctl help | head`, `burrowmqadmin list queues | head`: the reader closes the pipe
+    early; the CLI stops quietly, as rabbitmqctl does, without a Python traceback."""
+    import os
+    import subprocess
+    import sys
+
+    for module, args in (("broker.ops.ctl", ["help"]),
+                         ("broker.ops.ctl.rabbitmqadmin", ["help", "subcommands"])):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before the first write: EPIPE every time
+        try:
+            proc = subprocess.run([sys.executable, "-m", module, *args], stdout=write,
+                                  stderr=subprocess.PIPE, text=True, timeout=60)
+        finally:
+            os.close(write)
+        assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, \
+            (module, proc.stderr)
+        assert proc.returncode in (0, 1), (module, proc.returncode)

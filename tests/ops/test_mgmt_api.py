@@ -352,3 +352,21 @@ def test_channel_with_a_reply_consumer(node) -> None:  # type: ignore[no-untyped
     details = api.get(f"/api/channels/{quote(name)}")["consumer_details"]
     assert [(c["consumer_tag"], c["queue"]["name"]) for c in details] == [("on-cq2", "cq2")]
     conn.close()
+
+
+def test_columns_apply_to_single_objects_too(burrowmq) -> None:  # type: ignore[no-untyped-def]
+    """Monitoring scripts ask /api/overview?columns=... (nested with dots) and one queue's
+    columns; RabbitMQ trims single-object answers as it trims lists."""
+    conn = connect(burrowmq.url)
+    conn.channel().queue_declare("colq")
+    conn.close()
+    api = Api(burrowmq.management_port)
+    assert api.get("/api/queues/%2F/colq?columns=name,messages") == {"name": "colq",
+                                                                    "messages": 0}
+    overview = api.get("/api/overview?columns=rabbitmq_version,object_totals.queues")
+    assert overview == {"rabbitmq_version": overview["rabbitmq_version"],
+                        "object_totals": {"queues": 1}}
+    assert set(api.get("/api/exchanges/%2F/amq.topic?columns=name,type")) == {"name", "type"}
+    paged = api.get("/api/queues?columns=name&page=1&page_size=10")
+    assert paged["items"] == [{"name": "colq"}] and paged["total_count"] == 1
+    assert api.get("/api/queues?columns=name") == [{"name": "colq"}]

@@ -12,6 +12,7 @@ from storage_helpers import Factory, crash
 
 from storage import definitions_file as definitions
 from storage.datadir import DataDir
+from storage.keycache import KeyCache
 from storage.message_store import SegmentQueueStore
 
 SKIP = {"LOCK"}
@@ -107,6 +108,35 @@ def test_replaying_the_hook_rebuilds_the_directory(tmp_path: Path, make: Factory
     store.close()
     data.close()
     assert tree(data.path) == tree(sink.mirror)
+
+
+def test_dedup_cache_file_is_replicated(tmp_path: Path) -> None:
+    """The deduplication exchange's disk cache: appends, a compaction (rewrite), a torn tail
+    cut at reopen (truncate) and the exchange's deletion all reach the mirror."""
+    data = DataDir(tmp_path / "leader")
+    sink = Replayer(data.path, tmp_path / "mirror")
+    data.sink = sink
+    path = data.create_exchange_dir("/", "once") / "cache"
+    cache = KeyCache(limit=10, path=path, sink=sink)
+    for i in range(40):  # evictions (removes) past the limit
+        assert cache.add_if_new(b"k%d" % i)
+    assert not cache.add_if_new(b"k39")
+    cache.discard(b"k38")
+    assert tree(data.path) == tree(sink.mirror)
+    for i in range(1200):  # enough records to compact
+        cache.add_if_new(b"x%d" % i)
+    assert ("rewrite", str(path)) in sink.calls
+    assert tree(data.path) == tree(sink.mirror)
+    cache.close()
+    with open(path, "ab") as f:  # a torn record, as a crash mid-write leaves it
+        f.write(b"\x01\x00")
+    sink.append(str(path), path.stat().st_size - 2, b"\x01\x00")
+    cache = KeyCache(limit=10, path=path, sink=sink)
+    assert ("truncate", str(path)) in sink.calls
+    assert b"x1199" in cache and tree(data.path) == tree(sink.mirror)
+    cache.delete()
+    assert not (sink.mirror / path.relative_to(data.path)).exists()
+    data.close()
 
 
 def test_no_sink_no_calls(tmp_path: Path, make: Factory) -> None:

@@ -16,11 +16,12 @@ from typing import NoReturn
 from .catalog import COMMANDS, command_help, command_usage, general_help
 from .client import EX_USAGE, Client, CtlError
 from .commands import COMMANDS as OBJECT_COMMANDS
+from .limits import COMMANDS as LIMIT_COMMANDS
 from .lists import LISTS, run_list
 from .nodes import COMMANDS as NODE_COMMANDS
-from .output import Output
+from .output import Output, quiet_on_closed_pipe
 
-RUNNERS = {**OBJECT_COMMANDS, **NODE_COMMANDS}
+RUNNERS = {**OBJECT_COMMANDS, **NODE_COMMANDS, **LIMIT_COMMANDS}
 
 
 class UsageError(Exception):
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true")
     p.add_argument("--disc", action="store_true")
     p.add_argument("--ram", action="store_true")
+    p.add_argument("--global", dest="global_", action="store_true")
+    p.add_argument("--user")
     return p
 
 
@@ -88,6 +91,7 @@ def check_arity(command: str, positional: list[str], argv: list[str]) -> None:
         raise validation_error("too many arguments.", argv, command)
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -133,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         return report(err)
     except KeyboardInterrupt:
         return EX_USAGE
-    except BrokenPipeError:  # `burrowctl status | head`
-        sys.stderr.close()
     return 0
 
 

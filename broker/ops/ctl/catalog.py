@@ -38,6 +38,7 @@ COMMANDS: dict[str, Spec] = {
     "stop_app": Spec("Nodes", "Closes the AMQP listener and every connection, leaving the "
                      "node running"),
     # Cluster
+    "set_cluster_name": Spec("Cluster", "Sets the cluster name", "<name>", 1, 1),
     "cluster_status": Spec("Cluster", "Displays the nodes in the cluster (here: this one)"),
     "forget_cluster_node": Spec("Cluster", "Removes a node from the cluster",
                                 "[--offline] <existing_cluster_member_node>", 1, 1),
@@ -55,6 +56,13 @@ COMMANDS: dict[str, Spec] = {
     "delete_user": Spec("Users", "Removes a user", "<username>", 1, 1),
     "list_users": Spec("Users", "List user names and tags", LIST_COLUMNS, 0, None),
     "set_user_tags": Spec("Users", "Sets user tags", "<username> <tag> [...]", 1, None),
+    "clear_password": Spec("Users", "Clears (resets) password and disables password login "
+                           "for a user", "<username>", 1, 1),
+    "clear_user_limits": Spec("Users", "Clears user connection/channel limits",
+                              "<username> <limit> | all", 2, 2),
+    "list_user_limits": Spec("Users", "Displays configured user limits",
+                             "[--user <username>] [--global]"),
+    "set_user_limits": Spec("Users", "Sets user limits", "<username> <definition>", 2, 2),
     # Access Control
     "clear_permissions": Spec("Access Control", "Revokes user permissions for a vhost",
                               "[--vhost <vhost>] <username>", 1, 1),
@@ -106,7 +114,21 @@ COMMANDS: dict[str, Spec] = {
     "set_policy": Spec("Policies", "Sets or updates a policy",
                        "[--vhost <vhost>] [--priority <priority>] [--apply-to <apply-to>] "
                        "<name> <pattern> <definition>", 3, 3),
+    "clear_operator_policy": Spec("Policies", "Clears an operator policy",
+                                  "[--vhost <vhost>] <name>", 1, 1),
+    "list_operator_policies": Spec("Policies", "Lists operator policy overrides for a virtual "
+                                   "host", VHOST_LIST, 0, None),
+    "set_operator_policy": Spec("Policies", "Sets an operator policy that overrides a subset "
+                                "of arguments in user policies",
+                                "[--vhost <vhost>] [--priority <priority>] [--apply-to "
+                                "<apply-to>] <name> <pattern> <definition>", 3, 3),
     # Virtual hosts
+    "clear_vhost_limits": Spec("Virtual hosts", "Clears virtual host limits",
+                               "[--vhost <vhost>]"),
+    "list_vhost_limits": Spec("Virtual hosts", "Displays configured virtual host limits",
+                              "[--vhost <vhost>] [--global]"),
+    "set_vhost_limits": Spec("Virtual hosts", "Sets virtual host limits",
+                             "[--vhost <vhost>] <definition>", 1, 1),
     "add_vhost": Spec("Virtual hosts", "Creates a virtual host",
                       "[--description <description> --tags \"<tag1>,<tag2>,<...>\" "
                       "--default-queue-type <quorum|classic|stream>] <vhost>", 1, 1),
@@ -123,6 +145,9 @@ COMMANDS: dict[str, Spec] = {
     "close_all_connections": Spec("Operations", "Instructs the broker to close all "
                                   "connections for the specified vhost",
                                   "[--vhost <vhost>] <explanation>", 1, 1),
+    "close_all_user_connections": Spec("Operations", "Instructs the broker to close all "
+                                       "connections of the specified user",
+                                       "<username> <explanation>", 2, 2),
     "close_connection": Spec("Operations", "Instructs the broker to close the connection "
                              "associated with the process id",
                              "<connection_pid> <explanation>", 2, 2),

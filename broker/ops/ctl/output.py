@@ -5,8 +5,11 @@ as rabbitmqctl prints it)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO  # Any: JSON values, printed as they come
 
@@ -51,3 +54,24 @@ def cell(value: Any) -> str:
     if isinstance(value, dict):
         return "[" + ", ".join(f"{{{k}, {cell(v)}}}" for k, v in value.items()) + "]"
     return str(value)
+
+
+def quiet_on_closed_pipe(main: Callable[..., int]) -> Callable[..., int]:
+    """A CLI entry point whose reader may go away (``burrowctl help | head``): stop quietly
+    with 0, as rabbitmqctl does, instead of a BrokenPipeError traceback. stdout is pointed at
+    /dev/null so that the interpreter's final flush does not fail again (Python's advice for
+    SIGPIPE-less programs)."""
+
+    @functools.wraps(main)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            code = main(*args, **kwargs)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 0
+
+    return run

@@ -21,6 +21,7 @@ from typing import Any, NoReturn  # Any: JSON values, typed key=value arguments
 
 from .admin_render import render
 from .client import EX_DATAERR, EX_USAGE, Client, CtlError, q
+from .output import quiet_on_closed_pipe
 
 PROG = "burrowmqadmin"
 LISTABLE = {  # type -> (scoped by vhost, default columns)
@@ -239,6 +240,7 @@ class Parser(argparse.ArgumentParser):
         raise Usage(message)
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                epilog=f"Run '{PROG} help subcommands' for the list of subcommands.")

@@ -174,18 +174,32 @@ async def nodes(request: web.Request) -> web.Response:
 
 
 async def other_members(node: Node) -> list[dict]:
+    """The other members: each running one's own ``/api/nodes/<name>`` (asked concurrently,
+    a couple of seconds at most), else what etcd knows (name, cores, alarms) with zeros."""
+    import asyncio
+
     from broker.cluster.etcd import EtcdError
 
-    assert node.cluster is not None
+    from .cluster import member_node_json
+
+    cluster = node.cluster
+    assert cluster is not None
     try:
-        members = await node.cluster.keys.members()
-        running = await node.cluster.keys.running()
+        members = await cluster.keys.members()
+        running = await cluster.keys.running()
     except EtcdError:
         return []
+    names = [name for name in sorted(members) if name != fmt.node_name()]
+    answers = await asyncio.gather(*[
+        member_node_json(cluster, name, members[name].http)
+        if name in running and members[name].http else asyncio.sleep(0, None)
+        for name in names])
     others = []
-    for name, member in sorted(members.items()):
-        if name == fmt.node_name():
+    for name, answer in zip(names, answers, strict=True):
+        if answer is not None:
+            others.append(answer)
             continue
+        member = members[name]
         alarms = running.get(name, {}).get("alarms", [])
         others.append({
             "name": name, "type": "disc", "running": name in running,

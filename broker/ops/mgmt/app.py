@@ -36,6 +36,7 @@ from .util import (
     authenticate,
     bad_request,
     error,
+    pick_columns,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        return pick_columns(request, await handler(request))
     except web.HTTPException:
         raise
     except InvalidInput as exc:

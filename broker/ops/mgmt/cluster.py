@@ -31,6 +31,7 @@ from .util import (
     CONTROL_KEY,
     TAGS_KEY,
     USER_KEY,
+    ColumnsDone,
     authenticate,
     error,
     node_of,
@@ -152,7 +153,7 @@ async def _forward(request: web.Request, cluster: ClusterMode, address: tuple[st
     except httpfwd.ForwardError as exc:
         raise error(503, "unavailable", f"could not reach {address[0]}:{address[1]}: "
                     f"{exc}") from None
-    response = web.Response(status=status, body=body)
+    response = ColumnsDone(status=status, body=body)  # the node that answered applied them
     for name, value in answer_headers:
         response.headers.add(name, value)
     return response
@@ -185,6 +186,31 @@ async def _auth_by_leader(request: web.Request,
     tags = set(who.get("tags") or [])
     _whoami_cache[header] = (time.monotonic() + 5.0, who["name"], tags)
     return who["name"], tags
+
+
+# ---- other members' own figures in /api/nodes -------------------------------------------
+async def member_node_json(cluster: ClusterMode, name: str, http: str,
+                           timeout: float = 2.0) -> dict[str, Any] | None:
+    """``GET /api/nodes/<name>`` answered by that member itself (signed with the cluster
+    secret, as ``-n`` relays are); None when it cannot answer in time: the caller shows what
+    etcd knows instead."""
+    from urllib.parse import quote
+
+    target = f"/api/nodes/{quote(name, safe='')}"
+    try:
+        headers = {httpfwd.PEER_HEADER: httpfwd.sign(await _secret(cluster), cluster.name,
+                                                     "GET", target)}
+        status, _, body = await httpfwd.forward(split_hostport(http), "GET", target, headers,
+                                                b"", timeout=timeout)
+    except (httpfwd.ForwardError, web.HTTPException, ValueError):
+        return None
+    if status != 200:
+        return None
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) and found.get("name") == name else None
 
 
 # ---- replicas in /api/queues --------------------------------------------------------------

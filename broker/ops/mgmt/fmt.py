@@ -96,10 +96,29 @@ def queue_memory(q: Queue) -> int:
     return QUEUE_BASE_BYTES + int(in_ram * (ENTRY_BYTES + average_body))
 
 
+def residency(q: Queue, ready: int, pending: int) -> dict:
+    """Where the messages are (RAM or paged out) and how many are persistent, from the store's
+    counters only: walking the store would read a paged-out backlog from disk, on the event
+    loop, for every queue the UI lists every few seconds. As in RabbitMQ only a durable
+    queue's messages count as persistent; the store keeps no count of transient ones in a
+    durable queue, so they are counted as persistent too. RAM bytes are estimated from the
+    average message size."""
+    store = q.store
+    total = store.bytes
+    in_ram = max(0, min(getattr(store, "in_memory", ready), ready))
+    ram_bytes = total * in_ram // ready if ready else 0
+    durable = q.durable
+    return {"message_bytes_paged_out": total - ram_bytes,
+            "message_bytes_persistent": total if durable else 0,
+            "message_bytes_ram": ram_bytes, "messages_paged_out": ready - in_ram,
+            "messages_persistent": ready + pending if durable else 0,
+            "messages_ram": in_ram + pending, "messages_ready_ram": in_ram,
+            "messages_unacknowledged_ram": pending}
+
+
 def queue(server: Server, q: Queue, unacked: dict[Any, int], details: Details) -> dict:
     ready = q.message_count
     pending = unacked.get(q, 0)
-    persistent = sum(1 for e in q.store if e.message.persistent) if ready < 10000 else 0
     policy = q.policy_name
     owner = q.exclusive_owner
     consumers = q.consumers
@@ -113,15 +132,13 @@ def queue(server: Server, q: Queue, unacked: dict[Any, int], details: Details) -
                                "min_bin_vheap_size": 46422, "min_heap_size": 233,
                                "minor_gcs": 0},
         "head_message_timestamp": None, "idle_since": iso(server.started_at),
-        "memory": queue_memory(q), "message_bytes": q.store.bytes, "message_bytes_paged_out": 0,
-        "message_bytes_persistent": 0, "message_bytes_ram": q.store.bytes,
+        "memory": queue_memory(q), "message_bytes": q.store.bytes,
         "message_bytes_ready": q.store.bytes, "message_bytes_unacknowledged": 0,
+        **residency(q, ready, pending),
         **details.fill({}, "queue", q, "lengths",
                        {"messages": ready + pending, "messages_ready": ready,
                         "messages_unacknowledged": pending}),
         "message_stats": message_stats(queue_totals(q), details, "queue", q),
-        "messages_paged_out": 0, "messages_persistent": persistent, "messages_ram": ready,
-        "messages_ready_ram": ready, "messages_unacknowledged_ram": pending,
         "name": q.name, "node": node_name(), "operator_policy": q.operator_policy_name,
         "policy": policy,
         # an exclusive queue's owner is the AMQP session that declared it

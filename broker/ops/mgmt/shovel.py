@@ -3,8 +3,10 @@ shovel (``PUT /api/parameters/shovel/{vhost}/{name}``) from one local queue to a
 ``src-delete-after: queue-length``.
 
 Only that case exists here: both ends on this node and vhost (``amqp://`` or
-``amqp:///<vhost>`` URIs), source and destination given as queues. The move is done at once,
-on the event loop: as many messages as the source held when asked are taken from its head
+``amqp:///<vhost>`` URIs), source and destination given as queues. The move is done before the
+request is answered, on the event loop, in slices of ``SLICE`` messages with a loop turn between
+two (a million messages would otherwise stall every client for seconds): as many messages as
+the source held when asked are taken from its head
 (expired ones are dropped on the way, as a consumer would see) and published to the
 destination through the default exchange, keeping their properties and body; the shovel has
 then finished and deleted itself, so it is not listed afterwards. A destination that refuses a
@@ -14,6 +16,7 @@ source.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from typing import Any
 
@@ -24,6 +27,7 @@ from broker.core.messages import new_message
 from .util import bad_request, body_json, not_found, reply, require_admin, vhost_of
 
 routes = web.RouteTableDef()
+SLICE = 5000  # messages moved per loop turn (about 50 ms of work)
 
 
 def _local_vhost(uri: Any, default: str) -> str:
@@ -59,7 +63,14 @@ async def put_shovel(request: web.Request) -> web.Response:
         raise bad_request("source and destination queues are the same")
     if source.queue_type == "stream":  # a stream is read by offset; nothing leaves it
         raise bad_request(f"cannot move messages out of stream '{source.name}'")
-    move(source, dest, source.message_count)
+    remaining = source.message_count
+    while remaining > 0 and not (source.deleted or dest.deleted):
+        step = min(remaining, SLICE)
+        moved = move(source, dest, step)
+        remaining -= moved
+        if moved < step:
+            break  # the source ran dry or the destination refused
+        await asyncio.sleep(0)  # let the other clients in between two slices
     return web.Response(status=201)
 
 

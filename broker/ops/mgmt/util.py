@@ -52,8 +52,27 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+class ColumnsDone(web.Response):
+    """A response whose ``columns`` were applied already (lists, answers relayed from another
+    node): ``pick_columns`` leaves it alone."""
+
+
 def reply(value: Any, status: int = 200) -> web.Response:
     return web.Response(text=dumps(value), status=status, content_type="application/json")
+
+
+def pick_columns(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """``?columns=a,b.c`` on a single object's GET (``/api/overview``, one queue ...): RabbitMQ
+    trims those answers as it trims lists (``list_reply`` does lists)."""
+    columns = [c for c in request.query.get("columns", "").split(",") if c]
+    if not columns or request.method != "GET" or isinstance(response, ColumnsDone) \
+            or not isinstance(response, web.Response) or response.status != 200 \
+            or response.content_type != "application/json" or response.body is None:
+        return response
+    value = json.loads(bytes(response.body))  # type: ignore[arg-type]
+    if not isinstance(value, dict):
+        return response
+    return reply(_pick(value, columns))
 
 
 def error(status: int, kind: str, reason: str | list[Any]) -> web.HTTPException:
@@ -241,9 +260,8 @@ def list_reply(request: web.Request, items: list[dict]) -> web.Response:
     if q.get("columns"):
         columns = [c for c in q["columns"].split(",") if c]
         items = [_pick(i, columns) for i in items]
-    if "page" not in q:
-        return reply(items)
-    return reply(_page(items, total, q))
+    return ColumnsDone(text=dumps(items if "page" not in q else _page(items, total, q)),
+                       content_type="application/json")
 
 
 def _dig(item: Any, path: list[str]) -> Any:
