@@ -39,16 +39,6 @@ class LocalDurability(Protocol):
 
     def when_durable(self, callback: Callback) -> None: ...
     def when_saved(self, callback: Callable[[], None]) -> None: ...
-    def _log_refused(self) -> None:
-        now = time.monotonic()
-        if now - self._logged_at < LOG_EVERY:
-            return
-        self._logged_at = now
-        tracker = self.tracker
-        log.warning("publishes not confirmed by the in-sync replicas within %.1f s (in-sync "
-                    "%s, min_insync %d): publisher confirms become basic.nack and tx.commit "
-                    "fails", self.timeout, sorted(tracker.members), tracker.min_insync)
-
     def write_through(self) -> None: ...
 
 
