@@ -9,7 +9,9 @@ import struct
 
 import pytest
 from frames_helpers import (
+    HEADER,
     HEARTBEAT,
+    PLAIN_GUEST,
     assert_fault,
     body,
     channel_close,
@@ -20,12 +22,14 @@ from frames_helpers import (
     feed,
     feed_bytewise,
     method_frame,
+    new_machine,
     open_channel,
     open_machine,
     publish,
     queue_declare,
     single_fault,
     sstr,
+    tune_ok,
 )
 from pamqp import commands as C
 from pamqp import frame
@@ -143,6 +147,19 @@ def test_channel_max_limits_the_count_not_the_number():
     assert_fault(feed(m1, channel_open(6)), 530,
                  "NOT_ALLOWED - number of channels opened (1) has reached the negotiated "
                  "channel_max (1)")
+
+
+@pytest.mark.parametrize(("client", "negotiated"), [(0, 65535), (5, 5), (65535, 65535)])
+def test_server_channel_max_0_is_no_limit(client, negotiated):
+    """rabbitmq.conf's channel_max = 0 means no limit (RabbitMQ 3.10.8, probed: pika gets
+    65535): any answer is taken, 0 (the client's "no limit") too."""
+    m = new_machine(channel_max=0)
+    feed(m, HEADER)
+    feed(m, PLAIN_GUEST)
+    m.accept_login()
+    m.data_to_send()
+    assert feed(m, tune_ok(client, 131072, 60)) == []
+    assert m.channel_max == negotiated
 
 
 def test_channel_number_reusable_after_client_close():
