@@ -114,6 +114,29 @@ def test_arguments_keep_their_wire_types() -> None:
     assert arguments["t"] is True
 
 
+def test_wire_types_survive_a_msgpack_round_trip() -> None:
+    """What the durable definitions keep (``wire_types``) types the numbers again after a
+    msgpack round trip, which keeps only int and float."""
+    import msgpack
+
+    from protocol.tables import TypedInt, wire_types, with_wire_types
+
+    m = open_machine()
+    open_channel(m, 1)
+    table = sstr("s") + b"s" + struct.pack(">h", 1000) + sstr("l") + b"l" + \
+        struct.pack(">q", 7) + sstr("f") + b"f" + struct.pack(">f", 1.5) + sstr("x") + b"S" + \
+        struct.pack(">I", 1) + b"y"
+    payload = (struct.pack(">HHH", 50, 10, 0) + sstr("q") + b"\x00"
+               + struct.pack(">I", len(table)) + table)
+    arguments = feed(m, method_frame(1, payload))[0].method.arguments
+    types = wire_types(arguments)
+    assert types == {"s": "short", "l": "long", "f": "float"}
+    back = msgpack.unpackb(msgpack.packb({"a": arguments, "t": types}), raw=False)
+    assert not isinstance(back["a"]["s"], TypedInt)  # msgpack forgets the type
+    again = with_wire_types(back["a"], back["t"])
+    assert again == arguments and wire_types(again) == types
+
+
 def test_second_channel_open_is_504():
     m = open_machine()
     open_channel(m, 1)
