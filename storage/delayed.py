@@ -129,10 +129,11 @@ class DelayStore(Recovery, Merging):
         self._merge: Merge | None = None  # delayed_merge: runs merged in the background
         self._merge_scheduled = False
         self._merge_check = True  # look for runs to merge once a loop runs
-        self._fanin = fanin
+        self._fanin = 0  # no merge while recovery is still collecting the runs
         self._mark = MarkFile(self.directory / WATERMARK)
         if durable:
             self._recover()
+        self._fanin = fanin
         self.first_id = self.next_id
 
     # ---- state -------------------------------------------------------------------------

@@ -147,3 +147,23 @@ async def test_on_the_event_loop_merges_run_by_themselves(tmp_path: Path) -> Non
     assert _drain(store, 5000) == expected
     store.close()
     gc.flush_now()
+
+
+async def test_runs_found_at_recovery_are_merged_once_the_store_is_used(tmp_path: Path) -> None:
+    def fill() -> list[int]:  # written without a loop: nothing merged
+        store = DelayStore(tmp_path / "d", memtable=10, fanin=4, clock=Clock())
+        expected = _fill(store, 300)
+        store.close()
+        return expected
+
+    expected = await asyncio.get_running_loop().run_in_executor(None, fill)
+    store = DelayStore(tmp_path / "d", memtable=10, fanin=4, clock=Clock())
+    assert store.run_count == 30 and not store.merging  # recovery itself merges nothing
+    assert store.next_due() is not None  # the first use starts the merges
+    for _ in range(200):
+        await asyncio.sleep(0.001)
+        if not store.merging:
+            break
+    assert store.run_count < 12 and len(_runs(tmp_path / "d")) == store.run_count
+    assert _drain(store, 5000) == expected
+    store.close()
