@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pika
-import pytest
 from brokers import BrokerCluster, BrokerNode
-from etcd_server import EtcdCluster, start_cluster
+from etcd_server import EtcdCluster
 from test_commands import ctl
 
 
@@ -92,29 +90,19 @@ def test_force_boot_when_the_isr_shrank_to_a_node_gone_for_good(
     assert sorted(cluster3.status(node3)["members"]) == ["rabbit@node2", "rabbit@node3"]
 
 
-@pytest.fixture
-def own_etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    from conftest import _need_etcd
-
-    _need_etcd()
-    etcd = start_cluster(tmp_path / "etcd", 1)
-    yield etcd
-    etcd.stop()
-
-
-def test_wiped_etcd_founds_nothing_until_force_boot(own_etcd: EtcdCluster,
+def test_wiped_etcd_founds_nothing_until_force_boot(etcd1: EtcdCluster,
                                                     tmp_path: Path) -> None:
-    cluster = BrokerCluster(tmp_path / "nodes", own_etcd.endpoints, 3, cluster="wiped")
+    cluster = BrokerCluster(tmp_path / "nodes", etcd1.endpoints, 3, cluster="wiped")
     try:
         cluster.start()
         node1, node2, node3 = cluster.nodes
         publish_confirmed(node1, 5)
         for node in cluster.nodes:  # logs from here on
             node.log_offset = node.log_path.stat().st_size
-        own_etcd.stop()  # wiped: a new, empty etcd on the same address
-        for member in own_etcd.members:
+        etcd1.stop()  # wiped: a new, empty etcd on the same address
+        for member in etcd1.members:
             shutil.rmtree(member.data_dir)
-        own_etcd.start()
+        etcd1.start()
         for node in cluster.nodes:
             wait_log(node, "has no record of the cluster: was etcd wiped or replaced? Not "
                      "founding it again")
