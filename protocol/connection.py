@@ -59,6 +59,7 @@ PUBLISH_BYTES = b"\x00\x3c\x00\x28"
 ACK_INDEX = 0x003C0050
 SCAN_BATCH = 64  # events parsed ahead in one call on the hot path
 MIN_FRAME_MAX = 4096
+MAX_CHANNELS = 65535  # what "no limit" (channel_max 0) amounts to: a short
 HANDSHAKE_SLOW_CLOSE = 3.0
 
 
@@ -456,11 +457,12 @@ class ConnectionMachine(ContentAssembly, Output):
         if not MIN_FRAME_MAX <= method.frame_max <= self.frame_max:
             raise errors.SilentClose(f"negotiated frame_max = {method.frame_max} is out of "
                                      "range", HANDSHAKE_SLOW_CLOSE)
-        if not 0 < method.channel_max <= self.channel_max:
+        # a server channel_max of 0 is "no limit" (RabbitMQ's setting): any answer, 0 too
+        if self.channel_max and not 0 < method.channel_max <= self.channel_max:
             raise errors.SilentClose(f"negotiated channel_max = {method.channel_max} is out "
                                      "of range", HANDSHAKE_SLOW_CLOSE)
         self.frame_max = method.frame_max
-        self.channel_max = method.channel_max
+        self.channel_max = method.channel_max or MAX_CHANNELS
         self.heartbeat = method.heartbeat
         self._to(State.AWAIT_OPEN)
         return None

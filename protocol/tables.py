@@ -146,6 +146,31 @@ _TYPED: dict[bytes, type] = {tag: _typed(TypedInt, name) for tag, name in (
 _TYPED.update({b"f": _typed(TypedFloat, "float"), b"d": _typed(TypedFloat, "double")})
 
 
+_BY_NAME: dict[str, type] = {cls.__dict__["amqp_type"]: cls for cls in _TYPED.values()}
+
+
+def wire_types(table: Table) -> dict[str, str]:
+    """The AMQP type of each of ``table``'s top-level numbers that remembers one (to keep it
+    where the table is stored: the durable definitions)."""
+    return {key: value.amqp_type for key, value in table.items()
+            if isinstance(value, TypedInt | TypedFloat)}
+
+
+def with_wire_types(table: Table, types: dict[str, str]) -> Table:
+    """A copy of ``table`` whose numbers named in ``types`` (``wire_types``' answer) have
+    that AMQP type again; unknown names and non-numbers are left as they are."""
+    out = dict(table)
+    for key, name in types.items():
+        cls = _BY_NAME.get(name)
+        value = out.get(key)
+        if cls is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if issubclass(cls, TypedInt) and not isinstance(value, int):
+            continue
+        out[key] = cls(value)
+    return out
+
+
 def tag_numbers(table: Table, body: bytes) -> None:
     """Replace ``table``'s top-level numbers (decoded from ``body``, the table's content
     without its length) by ``TypedInt`` / ``TypedFloat`` of their wire type."""

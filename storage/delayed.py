@@ -8,13 +8,16 @@ a number that only grows. Messages are routed in key order, so everything alread
     NNNNNNNN.dmx   of a sealed segment: its largest key (a segment goes once that is routed)
     run-NNNNNNNN   a sorted run: [magic][count u32][covers: segment u32, position u32]
                    [largest id u64][crc u32] then ``count`` entries [due f64][id u64]
-                   [seg u32][position u32]
+                   [seg u32][position u32]; a merged run has its header as a footer
+                   (``delayed_runs``)
     WATERMARK      [due f64][id u64][crc u32]: W, written once what it covers is durable
 
 Per-message bookkeeping lives on disk, not in RAM: new keys collect in a small memtable (at
 most ``memtable`` of them) that is written out sorted as a run; routing takes the smallest key
-of the memtable and of every run's head (each run read a block at a time). RAM stays flat
-(about ``memtable`` tuples plus one block per run) whatever the number of messages held.
+of the memtable and of every run's head (each run read a block at a time). Runs are merged
+in the background by size tiers (``delayed_merge``), so there are a few dozen of them for 10M
+messages held, not hundreds. RAM stays flat (about ``memtable`` tuples plus one block per run
+and per merge source) whatever the number of messages held.
 
 Invariants:
 - A run holds every message appended between the previous run's ``covers`` position and its
@@ -40,6 +43,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from .delayed_merge import FANIN, Merge, Merging
 from .delayed_recovery import Recovery
 from .delayed_runs import (
     NONE,
@@ -86,12 +90,12 @@ class DelayedMessage(NamedTuple):
     body: bytes
 
 
-class DelayStore(Recovery):
+class DelayStore(Recovery, Merging):
     def __init__(self, directory: str | os.PathLike[str], *, durable: bool = True,
                  group_commit: GroupCommit | None = None, clock: Callable[[], float] = time.time,
                  memtable: int = MEMTABLE, roll_size: int = ROLL_SIZE,
                  write_buffer: int = DEFAULT_WRITE_BUFFER,
-                 sink: ReplicationSink | None = None) -> None:
+                 sink: ReplicationSink | None = None, fanin: int = FANIN) -> None:
         self.directory = Path(directory)
         self.durable = durable
         self._gc = group_commit
@@ -122,9 +126,14 @@ class DelayStore(Recovery):
         self._scanned_id = 0     # recovery: the largest id a segment scan saw
         self._fds: dict[int, int] = {}
         self._closed = False
+        self._merge: Merge | None = None  # delayed_merge: runs merged in the background
+        self._merge_scheduled = False
+        self._merge_check = True  # look for runs to merge once a loop runs
+        self._fanin = 0  # no merge while recovery is still collecting the runs
         self._mark = MarkFile(self.directory / WATERMARK)
         if durable:
             self._recover()
+        self._fanin = fanin
         self.first_id = self.next_id
 
     # ---- state -------------------------------------------------------------------------
@@ -206,11 +215,13 @@ class DelayStore(Recovery):
         data = write_run(path, items, covers)
         if self._sink is not None:
             self._sink.rewrite(str(path), data)
-        run = Run(path, run_id, len(items), covers, items[-1][:2] if items else NONE)
+        run = Run(path, run_id, len(items), covers, items[-1][:2] if items else NONE,
+                  max_id=max((ident for _, ident, _ in items), default=0))
         run.skip_to(self.watermark)
         self._appended = []
         self._heap = []  # every key in it is in the run now
         self._add_run(run)
+        self._maybe_merge()
 
     def _add_run(self, run: Run) -> None:
         self._runs.append(run)
@@ -225,6 +236,9 @@ class DelayStore(Recovery):
         return None if key is None else key[0]
 
     def _peek(self) -> Key | None:
+        if self._merge_check:
+            self._merge_check = False
+            self._maybe_merge()  # what recovery found may be merged now
         self._drop_routed()
         best: Key | None = None
         if self._heap:
@@ -324,6 +338,8 @@ class DelayStore(Recovery):
             return
         self.durable_watermark = key
         self._mark.set(key)
+        if self._sink is not None:  # followers: what is routed for good is not routed again
+            self._sink.rewrite(str(self._mark.path), pack_mark(key))
         if self._gc is not None:
             self._gc.touch(self._mark)
         else:
@@ -339,17 +355,21 @@ class DelayStore(Recovery):
                 if fd is not None:
                     os.close(fd)
                 self._unlink(segment_name(seg_id), dmx_name(seg_id))
-        if any(run.last <= key for run in self._runs):
-            keep = [run for run in self._runs if run.last > key]
-            for run in self._runs:
-                if run.last <= key:
-                    self._unlink(run.path.name)
-            self._runs = keep
-            self._run_heap = []
-            for i, run in enumerate(keep):
-                head = run.head()
-                if head is not None:
-                    heapq.heappush(self._run_heap, (head[0], head[1], i))
+        merging = {id(run) for run in self._merge.sources} if self._merge is not None else set()
+        done = [run for run in self._runs if run.last <= key and id(run) not in merging]
+        if done:
+            for run in done:
+                self._unlink(run.path.name)
+            gone = {id(run) for run in done}
+            self._runs = [run for run in self._runs if id(run) not in gone]
+            self._rebuild_run_heap()
+
+    def _rebuild_run_heap(self) -> None:
+        self._run_heap = []
+        for i, run in enumerate(self._runs):
+            head = run.head()
+            if head is not None:
+                heapq.heappush(self._run_heap, (head[0], head[1], i))
 
     def _unlink(self, *names: str) -> None:
         for name in names:
@@ -370,6 +390,8 @@ class DelayStore(Recovery):
         """Shutdown: flush (the group commit fsyncs what was handed off)."""
         if self._closed:
             return
+        self._abandon_merge()  # a half-written merged run: its sources are all there
+        self._fanin = 0
         # what is not durably routed yet, as a run: the next open then has nothing to scan
         self._appended = [i for i in self._appended if i[:2] > self.durable_watermark]
         if self._appended:
@@ -398,6 +420,7 @@ class DelayStore(Recovery):
         self._writer = None
 
     def delete(self) -> None:
+        self._abandon_merge()
         self._closed = True
         for f in (self._writer, self._mark, self._dirh):
             if f is not None:

@@ -2,8 +2,10 @@
 store's memtable, runs and segment table; formats in ``delayed``'s head).
 
 Every record before the newest run's ``covers`` position is in a run; the rest of the log is
-scanned into the memtable (persistent messages past the durable watermark only). When any run
-is damaged, all runs are dropped and the whole log is scanned: slower, never lossy. Segments
+scanned into the memtable (persistent messages past the durable watermark only). A merged run
+replaces its sources: those a crash left behind are deleted, and so is a merged run whose
+writing did not finish (its sources are all there). When any other run is damaged, all runs
+are dropped and the whole log is scanned: slower, never lossy. Segments
 whose every key is at or below the watermark are deleted; a torn segment tail is cut off.
 """
 
@@ -18,13 +20,15 @@ from typing import TYPE_CHECKING
 
 from .delayed_runs import (
     NONE,
+    PARTIAL,
     WATERMARK,
     Item,
     Key,
     Run,
+    RunInfo,
     dmx_name,
     pread,
-    read_run_header,
+    read_run_info,
     run_name,
     unpack_mark,
 )
@@ -76,16 +80,22 @@ class Recovery:
         self._next_run = (run_ids[-1] + 1) if run_ids else 1
         max_id = max(self.watermark[1], 0)
         runs: list[Run] = []
+        infos = {run_id: read_run_info(directory / run_name(run_id)) for run_id in run_ids}
+        # a merged run replaces its sources; a crash may have left them (or half a merge)
+        replaced = {source for info in infos.values() if isinstance(info, RunInfo)
+                    for source in info.sources}
         intact = True
         for run_id in run_ids:
-            path = directory / run_name(run_id)
-            header = read_run_header(path)
-            if header is None:
+            info = infos[run_id]
+            if run_id in replaced or info == PARTIAL:
+                self._unlink(run_name(run_id))
+                continue
+            if not isinstance(info, RunInfo):
                 intact = False
                 break
-            count, covers, last, run_max = header
-            runs.append(Run(path, run_id, count, covers, last))
-            max_id = max(max_id, run_max)
+            runs.append(Run(directory / run_name(run_id), run_id, info.entries, info.covers,
+                            info.last, info.base, info.max_id))
+            max_id = max(max_id, info.max_id)
         if not intact:  # a run was cut by a crash: start over from the log itself
             log.warning("%s: a sorted run is damaged, rebuilding the index from the log",
                         directory)

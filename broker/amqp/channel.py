@@ -7,7 +7,8 @@ Invariants:
 - Confirms are counted per publish after confirm.select and coalesced: the session calls
   ``flush_confirms`` once per read, after every basic.return of that read was written.
 - In tx mode publishes and settlements are buffered and applied at tx.commit; an unknown tag is
-  refused when it is settled, not at commit.
+  refused when it is settled, not at commit. A commit whose publishes were not all taken and
+  made durable fails with RabbitMQ's 406 ``partial tx completion``.
 - Errors are raised, never answered here: the session turns them into close frames.
 """
 
@@ -26,7 +27,6 @@ from protocol import codec, properties
 from protocol.errors import (
     AccessRefused,
     CommandInvalid,
-    InternalError,
     NotAllowed,
     NotImplemented_,
     PreconditionFailed,
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from broker.core.exchanges import Exchange
 
     from .ports import ChannelOwner
+
+
+# RabbitMQ's text when a queue did not confirm a publish of the commit (rabbit_channel).
+PARTIAL_TX = "partial tx completion"
 
 
 def _handler_name(pamqp_name: str) -> str:
@@ -79,6 +83,7 @@ class Channel(TopologyHandlers, Settlement):
         self.tx: list[Callable[[], None]] | None = None
         self.reply_address: str | None = None
         self._tx_wrote_to_disk = False
+        self._tx_refused = False  # a queue refused a publish of the commit (reject-publish)
         self.closed = False
         self.stats = Counters()  # publishes, gets, returns; consumers count their own
         self.departed: list[Consumer] = []
@@ -349,8 +354,9 @@ class Channel(TopologyHandlers, Settlement):
                     self.session.wait_for_credit(queue)
         else:
             for queue in queues:
-                queue.publish(message)
-                if self.tx is not None and queue.persists and \
+                if not queue.publish(message) and self.tx is not None:
+                    self._tx_refused = True
+                elif self.tx is not None and queue.persists and \
                         (message.persistent or queue.logs_everything):
                     self._tx_wrote_to_disk = True
                 if queue.credit <= 0:
@@ -392,21 +398,29 @@ class Channel(TopologyHandlers, Settlement):
         if self.tx is None:
             raise PreconditionFailed("channel is not transactional")
         actions, self.tx = self.tx, []
-        self._tx_wrote_to_disk = False
+        self._tx_wrote_to_disk = self._tx_refused = False
         for action in actions:
             action()
         if not self._tx_wrote_to_disk:
+            if self._tx_refused:
+                raise PreconditionFailed(PARTIAL_TX)
             self.reply(C.Tx.CommitOk())
             return
-        # As in RabbitMQ, commit-ok means the persistent messages are on disk.
+        # As in RabbitMQ, commit-ok means the persistent messages are on disk (in cluster
+        # mode: on the in-sync replicas too).
         self.session.host.durability.when_durable(self._commit_durable)
 
     def _commit_durable(self, ok: bool) -> None:
+        """RabbitMQ fails a commit when a queue did not confirm one of its publishes (a
+        reject-publish queue's nack, a queue gone): 406 ``partial tx completion`` on
+        tx.commit, the channel closed. A failed fsync, or in cluster mode replicas that did
+        not confirm in time (logged by the durability side with the cause), is that case."""
         if self.closed or not self.machine.channel_usable(self.number):
             return
-        if not ok:
-            self.session.fail(InternalError("could not write the transaction to disk")
-                              .at(90, 20), self.number)
+        if not ok or self._tx_refused:
+            self._tx_refused = False
+            self.session.fail(PreconditionFailed(PARTIAL_TX).at(90, 20),
+                              self.number)
         else:
             self.reply(C.Tx.CommitOk())
         self.session.wake()

@@ -14,12 +14,14 @@ lease is alive.
    dropped), or at once when fenced or stopped;
 4. the lease is checked last: a leader that was paused past its lease confirms nothing (a
    new leader may exist, and followers may have acked it already).
-``callback(False)`` becomes basic.nack (or a failed tx.commit). No false confirm.
+``callback(False)`` becomes basic.nack (or tx.commit's 406 ``partial tx completion``). No
+false confirm. The cause is logged (at most every few seconds: a nack comes per flush).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -29,6 +31,7 @@ from .lease import Lease
 log = logging.getLogger("broker.cluster")
 
 Callback = Callable[[bool], None]
+LOG_EVERY = 5.0  # seconds between two logs of refused confirms
 
 
 class LocalDurability(Protocol):
@@ -54,6 +57,7 @@ class ReplicatedDurability:
         self.tracker = tracker
         self.lease = lease
         self.timeout = timeout
+        self._logged_at = -LOG_EVERY
 
     def when_durable(self, callback: Callback) -> None:
         def fsynced(ok: bool) -> None:
@@ -69,9 +73,21 @@ class ReplicatedDurability:
             if ok and self.lease.remaining <= 0:
                 log.warning("the lease ran out before the confirm: refusing it")
                 ok = False
+            elif not ok:
+                self._log_refused()
             callback(ok)
 
         self.tracker.when_replicated(self.sink.position, replicated, self.timeout)
+
+    def _log_refused(self) -> None:
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY:
+            return
+        self._logged_at = now
+        tracker = self.tracker
+        log.warning("publishes not confirmed by the in-sync replicas within %.1f s (in-sync "
+                    "%s, min_insync %d): publisher confirms become basic.nack and tx.commit "
+                    "fails", self.timeout, sorted(tracker.members), tracker.min_insync)
 
     def write_through(self) -> None:
         self.local.write_through()

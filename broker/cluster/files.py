@@ -2,9 +2,10 @@
 node's local cluster state file.
 
 Replicated: everything under the data directory except the lock (``LOCK``), the node's own
-cluster state (``cluster.state``), the CLI's control socket and cookie (``ctl.sock``,
-``ctl.cookie``: each node has its own), non-durable stores (``scratch/``), temporary files
-(``*.tmp``) and write probes (``.probe-*``). Names on the wire are relative, ``/``-separated.
+cluster state (``cluster.state``) and ``force_boot`` marker (``force_load``), the CLI's control
+socket and cookie (``ctl.sock``, ``ctl.cookie``: each node has its own), non-durable stores
+(``scratch/``), temporary files (``*.tmp``) and write probes (``.probe-*``). Names on the wire
+are relative, ``/``-separated.
 
 Invariants:
 - ``safe_path`` never returns a path outside the root: a peer's name with ``..``, an absolute
@@ -28,7 +29,8 @@ from typing import Any
 from storage.sync import fsync_dir
 
 STATE_NAME = "cluster.state"
-_LOCAL = {"LOCK", STATE_NAME, "ctl.sock", "ctl.cookie"}
+FORCE_NAME = "force_load"  # ``burrowctl force_boot``'s marker (RabbitMQ's file name)
+_LOCAL = {"LOCK", STATE_NAME, FORCE_NAME, "ctl.sock", "ctl.cookie"}
 _LOCAL_DIRS = {"scratch"}
 _READ = 1024 * 1024
 
@@ -147,6 +149,28 @@ def _save_state(root: Path, changes: dict[str, Any]) -> dict[str, Any]:
     os.replace(tmp, path)
     fsync_dir(root)
     return doc
+
+
+def force_boot_requested(root: Path) -> bool:
+    return (root / FORCE_NAME).exists()
+
+
+def request_force_boot(root: Path) -> None:
+    """``burrowctl force_boot``: at its next start this node may lead with its own copy."""
+    fd = os.open(root / FORCE_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(root)
+
+
+def clear_force_boot(root: Path) -> None:
+    try:
+        os.unlink(root / FORCE_NAME)
+    except FileNotFoundError:
+        return
+    fsync_dir(root)
 
 
 def load_epoch(root: Path) -> int:

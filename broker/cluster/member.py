@@ -22,6 +22,12 @@ Invariants:
   (``durability``), so a leader paused past its lease (SIGSTOP) confirms nothing when it wakes.
 - The member record is only rewritten when it exists (a node removed with
   ``forget_cluster_node`` does not come back by restarting: it stops, ``forgotten`` set).
+- A node that was a member never founds a cluster again on its own: when etcd has no record
+  of the cluster (wiped, replaced) it waits, logging why, until ``burrowctl force_boot``
+  (``files.FORCE_NAME``) says its copy is the one to keep.
+- ``force_boot`` also lets a member lead outside the ISR or with an incomplete copy (the ISR
+  shrank to a node gone for good): it starts the ISR afresh with itself alone; the marker is
+  removed once it serves. Messages confirmed only by the lost nodes are lost.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from .lease import Lease
 
 log = logging.getLogger("broker.cluster")
 T = TypeVar("T")
+REGISTERED, FORGOTTEN, ORPHANED = "registered", "forgotten", "orphaned"
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,7 @@ class ClusterMember:
         self._follow_task: asyncio.Task[None] | None = None
         self._campaign_task: asyncio.Task[None] | None = None
         self._lease: Lease | None = None
+        self._orphan_logged = False
         self._registered = asyncio.Event()  # following waits for it: a node not admitted
         # to the cluster must not have its data replaced by a leader's
 
@@ -268,12 +276,22 @@ class ClusterMember:
 
     async def _one_lease(self) -> None:
         """Register, take a lease, campaign until leading or the lease is lost; lead."""
-        if self.secret is None:
-            self.secret = await self.keys.secret()
-        if not await self._register():
+        # read each time: a wiped etcd makes a new one, which a founding node then uses
+        self.secret = await self.keys.secret()
+        registered = await self._register()
+        if registered != REGISTERED and self._registered.is_set():
+            self._registered.clear()  # etcd lost the cluster while this node ran: stop
+            self._restart_following()  # following until it is admitted again
+            await self._stop_following()
+            self._set_leader(None, None)
+        if registered == ORPHANED:  # etcd lost the cluster: wait for force_boot
+            await asyncio.sleep(max(1.0, float(self.settings.lease_ttl)))
+            return
+        if registered == FORGOTTEN:
             self.forgotten = True
-            log.error("%s is no longer a member of cluster %s (forget_cluster_node): not "
-                      "following or leading; run 'burrowctl reset' and 'join_cluster'",
+            log.error("%s is no longer a member of cluster %s (forget_cluster_node, or etcd "
+                      "lost the cluster and another node founded it again with force_boot): "
+                      "not following or leading; run 'burrowctl reset' and 'join_cluster'",
                       self.node, self.settings.cluster)
             await asyncio.Event().wait()
         self._registered.set()
@@ -302,19 +320,47 @@ class ClusterMember:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(lease.revoke()), 2.0)
 
-    async def _register(self) -> bool:
-        """Rewrite this node's member record (addresses may have changed) if it exists."""
+    async def _register(self) -> str:
+        """Rewrite this node's member record (addresses may have changed) if it exists:
+        ``REGISTERED``; else ``FORGOTTEN`` (not a member), or ``ORPHANED``: this node was a
+        member but etcd knows nothing of the cluster (wiped or replaced) and force_boot was
+        not given. A node that was a member never founds a cluster without force_boot: the
+        first to campaign would lead with its own copy, whatever it lacks."""
         me = Member(self.node, self.settings.amqp, self.settings.http,
                     self.settings.replication, dict(self.settings.extra))
         key = self.keys.members_prefix + self.node
         result = await self.client.txn([Compare.exists(key)], [Put(key, me.encode())])
         if result.succeeded:
-            return True
+            self._orphan_logged = False
+            return REGISTERED
+        founded = self.keys.prefix + "founded"
+        state = files.load_state(self.root)
+        if state.get("member"):
+            if await self.client.get(founded) is not None or await self.keys.members():
+                return FORGOTTEN
+            if not files.force_boot_requested(self.root):
+                if not self._orphan_logged:
+                    self._orphan_logged = True
+                    log.error(
+                        "%s was a member of cluster %s (epoch %s) but etcd (%s) has no record "
+                        "of the cluster: was etcd wiped or replaced? Not founding it again "
+                        "with this node's copy. Run 'burrowctl force_boot' on the node whose "
+                        "data should survive (then 'burrowctl stop_app', 'reset', "
+                        "'join_cluster <it>', 'start_app' on the others)", self.node,
+                        self.settings.cluster, state.get("epoch", "?"),
+                        ", ".join(self.settings.endpoints))
+                return ORPHANED
+            if not (await self.client.txn([Compare.missing(founded)],
+                                          [Put(founded, self.node.encode())])).succeeded:
+                return FORGOTTEN  # another node founded it first
+            log.warning("force_boot: %s founds cluster %s again with its own data (etcd "
+                        "had no record of it)", self.node, self.settings.cluster)
+            await self.join(me, first=True)
+            return REGISTERED
         if not self.settings.auto_join:
-            return False
+            return FORGOTTEN
         # one node founds the cluster (atomically: nodes booting together race here); it may
         # bring its data along, every other one starts from a copy of the leader's
-        founded = self.keys.prefix + "founded"
         first = (await self.client.txn([Compare.missing(founded)],
                                        [Put(founded, self.node.encode())])).succeeded
         if not first and not self.settings.blank:
@@ -322,9 +368,9 @@ class ClusterMember:
             log.error("%s holds data of its own and cluster %s has members (%s): not "
                       "joining it; 'burrowctl reset' then 'join_cluster' makes it a member",
                       self.node, self.settings.cluster, ", ".join(sorted(others)))
-            return False
+            return FORGOTTEN
         await self.join(me, first=first)
-        return True
+        return REGISTERED
 
     async def join(self, me: Member | None = None, first: bool = False) -> None:
         """Become a member (``join_cluster``, or the first boot of a configured node). A node
@@ -352,7 +398,13 @@ class ClusterMember:
         return task.result() if task.done() and not task.cancelled() else None
 
     async def _ineligible(self) -> str:
-        """Why this node must not lead now ('' when it may)."""
+        """Why this node must not lead now ('' when it may, or force_boot was given)."""
+        if files.force_boot_requested(self.root):
+            isr = await self.keys.isr()
+            log.warning("force_boot: %s leads with its own copy of the data, whatever the "
+                        "in-sync replicas (%s) held; messages confirmed only by them are lost",
+                        self.node, sorted(isr.members) if isr is not None else "none")
+            return ""
         if files.load_state(self.root).get("syncing"):
             return "its copy of the data is incomplete (a full sync did not finish)"
         isr = await self.keys.isr()
@@ -374,6 +426,9 @@ class ClusterMember:
             except BaseException:
                 await self._release("could not start serving", graceful=False)
                 raise
+            if files.force_boot_requested(self.root):  # done: used once, as RabbitMQ's
+                await asyncio.get_running_loop().run_in_executor(
+                    None, files.clear_force_boot, self.root)
         deposed = asyncio.ensure_future(self._deposed.wait())
         lost = asyncio.ensure_future(lease.lost.wait())
         try:
@@ -391,14 +446,18 @@ class ClusterMember:
         self._set_leader(won, None)
         if tail:
             await loop.run_in_executor(None, cut_tail, self.root, tail)
-        await loop.run_in_executor(None, lambda: files.save_state(self.root,
-                                                                   epoch=won.epoch))
+        forced = files.force_boot_requested(self.root)
+        # forced: this copy is now the reference, complete or not
+        changes = {"epoch": won.epoch, **({"syncing": False} if forced else {})}
+        await loop.run_in_executor(None, lambda: files.save_state(self.root, **changes))
         previous = await self.keys.isr()
         members = await self.keys.members()
         initial = set(previous.members) if previous is not None else set()
         if previous is not None:
             initial.discard(previous.leader)  # it may be dead: it rejoins once synced
         initial = {n for n in initial if n in members and n != self.node}
+        if forced:
+            initial = set()  # the others hold other copies: they sync from this one first
         writer = self.keys.isr_writer(won, self.node)
         await writer.set_isr(frozenset(initial | {self.node}))  # Fenced if too late
         tracker = IsrTracker(self.node, writer, min_insync=self.settings.min_insync,

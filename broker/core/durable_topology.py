@@ -5,11 +5,15 @@ bindings, policies). Only durable things are in it: durable exchanges (not the p
 ones), durable non-exclusive queues, bindings whose source and destination are both durable,
 and every vhost (with its description, tags and default queue type) and policy. Restoring
 declares them again in dependency order; each durable queue reopens its own message store.
+Arguments keep the AMQP type each number came in (``argument_types``), which RabbitMQ's
+equivalence texts name.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from protocol.tables import Table, wire_types, with_wire_types
 
 from .exchanges import Destination, Exchange
 from .jsondoc import JSONObject
@@ -41,12 +45,12 @@ def snapshot_vhost(vhost: VirtualHost, doc: JSONObject) -> None:
             doc["exchanges"].append({
                 "vhost": name, "name": ex.name, "type": ex.type_name, "durable": True,
                 "auto_delete": ex.auto_delete, "internal": ex.internal,
-                "arguments": ex.arguments})
+                **_arguments(ex.arguments)})
     for queue in vhost.queues.values():
         if _durable_queue(queue):
             doc["queues"].append({
                 "vhost": name, "name": queue.name, "durable": True,
-                "auto_delete": queue.auto_delete, "arguments": queue.arguments})
+                "auto_delete": queue.auto_delete, **_arguments(queue.arguments)})
     for ex in vhost.exchanges.values():
         if not (ex.durable and ex.name):
             continue
@@ -57,11 +61,26 @@ def snapshot_vhost(vhost: VirtualHost, doc: JSONObject) -> None:
             doc["bindings"].append({
                 "vhost": name, "source": ex.name, "destination": dest.name,
                 "destination_type": "queue" if isinstance(dest, Queue) else "exchange",
-                "routing_key": binding.routing_key, "arguments": binding.arguments})
+                "routing_key": binding.routing_key, **_arguments(binding.arguments)})
     for pname, policy in vhost.policies.items():
         doc["policies"].append({"vhost": name, "name": pname, **policy})
     for pname, policy in vhost.operator_policies.items():
         doc.setdefault("operator_policies", []).append({"vhost": name, "name": pname, **policy})
+
+
+def _arguments(arguments: Table) -> JSONObject:
+    """``arguments``, and the AMQP type each number came in when it is not what a plain int
+    or float would be taken for: RabbitMQ's texts name it (``of type 'short'``) after a
+    restart too."""
+    item: JSONObject = {"arguments": arguments}
+    types = wire_types(arguments)
+    if types:
+        item["argument_types"] = types
+    return item
+
+
+def _restored(item: JSONObject) -> Table:
+    return with_wire_types(item.get("arguments") or {}, item.get("argument_types") or {})
 
 
 def snapshot(server: Server) -> JSONObject:
@@ -85,12 +104,12 @@ def restore(server: Server, doc: JSONObject) -> None:
         vhost.declare_exchange(item["name"], item["type"], durable=True,
                                auto_delete=item.get("auto_delete", False),
                                internal=item.get("internal", False),
-                               arguments=item.get("arguments") or {})
+                               arguments=_restored(item))
     for item in doc.get("queues", []):
         vhost = server.add_vhost(item["vhost"])
         vhost.declare_queue(item["name"], durable=True,
                             auto_delete=item.get("auto_delete", False),
-                            arguments=item.get("arguments") or {}, server_named=True)
+                            arguments=_restored(item), server_named=True)
     for item in doc.get("bindings", []):
         vhost = server.add_vhost(item["vhost"])
         source = vhost.exchanges.get(item["source"])
@@ -99,7 +118,7 @@ def restore(server: Server, doc: JSONObject) -> None:
         else:
             dest = vhost.queues.get(item["destination"])
         if source is not None and dest is not None:
-            vhost.bind(source, dest, item.get("routing_key", ""), item.get("arguments") or {})
+            vhost.bind(source, dest, item.get("routing_key", ""), _restored(item))
     for item in doc.get("policies", []):
         vhost = server.add_vhost(item["vhost"])
         vhost.set_policy(item["name"], item.get("pattern", ""), item.get("definition") or {},

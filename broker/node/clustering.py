@@ -392,7 +392,9 @@ class ClusterMode:
             raise ClusterError(f"etcd cannot be reached, so {self.name} cannot leave the "
                                f"cluster: {exc}", 503) from None
         await asyncio.get_running_loop().run_in_executor(None, wipe, self.root)
-        files.save_state(self.root, member=False, syncing=True)
+        # no epoch: a reset node has nothing to protect, and a cluster founded again (etcd
+        # wiped, force_boot) counts its epochs from a new etcd's revisions
+        files.save_state(self.root, member=False, syncing=True, epoch=0)
         log.info("%s was reset: its data is gone and it left cluster %s", self.name,
                  self.cluster)
 

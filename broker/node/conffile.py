@@ -51,6 +51,31 @@ def parse_port(text: str) -> int:
     return port
 
 
+# What connection.tune can carry and a client can use (AMQP: heartbeat and channel_max are
+# shorts, frame_max a long of at least 4096). RabbitMQ boots with values outside, then fails
+# every connection ("negotiated frame_max = 1000 is lower than the minimum allowed value
+# (4096)") or wraps them (heartbeat -1 is proposed as 65535): refused here, at boot.
+TUNING = {"heartbeat": (0, 65535, "; 0 turns heartbeats off"),
+          "channel_max": (0, 65535, "; 0 means no limit"),
+          "frame_max": (4096, 2**32 - 1, "")}
+
+
+def check_tuning(name: str, value: int) -> None:
+    low, high, note = TUNING[name]
+    if value < low:
+        raise ValueError(f"{value} is lower than the minimum allowed value ({low}{note})")
+    if value > high:
+        raise ValueError(f"{value} is higher than the maximum allowed value ({high})")
+
+
+def parse_tuning(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = parse_int(text)
+        check_tuning(name, value)
+        return value
+    return parse
+
+
 def parse_float(text: str) -> float:
     try:
         value = float(text)
@@ -138,9 +163,9 @@ SIMPLE: dict[str, tuple[str, Callable[[str], object]]] = {
     "default_user": ("default_user", str),
     "default_pass": ("default_pass", str),
     "default_vhost": ("default_vhost", str),
-    "heartbeat": ("heartbeat", parse_int),
-    "frame_max": ("frame_max", parse_int),
-    "channel_max": ("channel_max", parse_int),
+    "heartbeat": ("heartbeat", parse_tuning("heartbeat")),
+    "frame_max": ("frame_max", parse_tuning("frame_max")),
+    "channel_max": ("channel_max", parse_tuning("channel_max")),
     "max_message_size": ("max_message_size", parse_int),
     "handshake_timeout": ("handshake_timeout", lambda v: parse_int(v) / 1000.0),
     "disk_free_limit.absolute": ("disk_free_limit", parse_bytes),

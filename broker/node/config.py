@@ -311,6 +311,13 @@ def check(cfg: Config) -> None:
         if value is not None and not 0 <= value <= 65535:
             raise ConfigError(f"{value} is not a port number (0-65535), set by "
                               f"{origin(cfg, name) or 'default'}")
+    for name in conffile.TUNING:
+        try:
+            conffile.check_tuning(name, getattr(cfg, name))
+        except ValueError as exc:
+            where = origin(cfg, name) or "default"
+            raise ConfigError(f"{name}: {exc}, set by {where}",
+                              EX_USAGE if where.startswith("--") else EX_CONFIG) from None
     if cfg.etcd_endpoints:
         for name, low in (("lease_ttl", 2), ("min_insync", 1)):
             if getattr(cfg, name) < low:

@@ -1,8 +1,9 @@
 """Fixtures of the cluster tests: real etcd processes and clients of them.
 
 ``etcd`` is one member shared by the whole session (tests keep apart by their own cluster
-name); ``etcd3`` is a fresh three-member etcd for tests that kill members. etcd missing skips
-the tests locally, but fails them in CI (CI=true installs etcd-server).
+name); ``etcd3`` is a fresh three-member etcd for tests that kill members, ``etcd1`` a fresh
+one-member one for a test that wipes it. etcd missing skips the tests locally, but fails them
+in CI (CI=true installs etcd-server).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
 def etcd3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     _need_etcd()
     cluster = start_cluster(tmp_path_factory.mktemp("etcd3"), 3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def etcd1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A fresh one-member etcd of the test's own (a test may wipe it)."""
+    _need_etcd()
+    cluster = start_cluster(tmp_path_factory.mktemp("etcd1"), 1)
     yield cluster
     cluster.stop()
 

@@ -303,3 +303,51 @@ def test_commit_ok_waits_for_the_disk_when_persistent_messages_went_to_durable_q
         raw.close()
     finally:
         broker.call(setattr, stores, "when_durable", real)
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_commit_with_a_publish_the_queue_refused_fails(broker, durable):
+    """RabbitMQ 3.10.8 (probed): a reject-publish queue that refuses a publish of the commit
+    fails it with 406 ``partial tx completion`` on tx.commit; what it took stays."""
+    conn = connect(broker)
+    ch = conn.channel()
+    ch.queue_declare("tx-full", durable=durable,
+                     arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.tx_select()
+    for i in range(3):
+        ch.basic_publish("", "tx-full", b"m%d" % i, pika.BasicProperties(delivery_mode=2))
+    with channel_closed(406, "PRECONDITION_FAILED - partial tx completion"):
+        ch.tx_commit()
+    ch = conn.channel()
+    assert count(ch, "tx-full") == 1
+    ch.tx_select()  # a commit with nothing refused is fine again
+    ch.basic_publish("", "tx-full", b"late")
+    ch.queue_purge("tx-full")
+    ch.tx_commit()
+    conn.close()
+
+
+def test_commit_whose_messages_did_not_reach_the_disk_fails(broker):
+    """A failed fsync: the commit is not confirmed, RabbitMQ's 406 ``partial tx completion``
+    (what it answers when a queue does not confirm a publish of the commit)."""
+    held: list = []
+    stores = broker.node.stores
+    real = stores.when_durable
+    broker.call(setattr, stores, "when_durable", held.append)
+    try:
+        raw = RawClient.open(broker.port, timeout=2.0)
+        raw.send(1, C.Queue.Declare(queue="tx-disk-q", durable=True))
+        raw.expect(C.Queue.DeclareOk)
+        raw.send(1, C.Tx.Select())
+        raw.expect(C.Tx.SelectOk)
+        raw.publish("tx-disk-q", b"persistent", props=C.Basic.Properties(delivery_mode=2))
+        raw.send(1, C.Tx.Commit())
+        raw.send(1, C.Basic.Qos())
+        raw.expect(C.Basic.QosOk)
+        broker.call(held[0], False)
+        close = raw.expect(C.Channel.Close)
+        assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == \
+            (406, "PRECONDITION_FAILED - partial tx completion", 90, 20)
+        raw.close()
+    finally:
+        broker.call(setattr, stores, "when_durable", real)

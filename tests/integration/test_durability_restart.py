@@ -187,6 +187,33 @@ def test_durable_queues_come_back_with_their_arguments(brokers) -> None:
         assert drain(ch, "q.prio") == [b"p5", b"p5", b"p3", b"p1", b"p0"]
 
 
+# aio-pika (pamqp) sends each integer in the smallest type that holds it
+TYPED = {"q.short": ("x-max-length", 1000, "short"), "q.byte": ("x-message-ttl", 10, "byte"),
+         "q.signedint": ("x-expires", 100_000, "signedint"),
+         "q.long": ("x-max-length-bytes", 5_000_000_000, "long")}
+
+
+async def test_queue_arguments_keep_their_wire_types_over_a_restart(brokers) -> None:
+    """RabbitMQ names the type an argument was sent in (``of type 'short'``); a restart must
+    not turn that into ``signedint`` (the durable definitions keep each argument's type)."""
+    import aio_pika
+
+    broker = brokers()
+    conn = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{broker.port}/")
+    async with conn:
+        ch = await conn.channel()
+        for name, (arg, value, _) in TYPED.items():
+            await ch.declare_queue(name, durable=True, arguments={arg: value})
+    wait_saved(broker.data_dir, queues=tuple(TYPED))
+    for how in ("term", "kill"):
+        broker.restart(how)
+        with broker.connect() as pconn:
+            for name, (arg, value, kind) in TYPED.items():
+                with channel_closed(406, inequivalent("queue", name, arg) + "received none but "
+                                    f"current is the value '{value}' of type '{kind}'"):
+                    pconn.channel().queue_declare(name, durable=True)
+
+
 def ttl_queue_and_dlq(ch, ttl_ms: int) -> None:  # type: ignore[no-untyped-def]
     fanout_pair(ch, queue="dead", durable=True)
     ch.queue_declare("q.ttl", durable=True,

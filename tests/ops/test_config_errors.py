@@ -41,6 +41,17 @@ def boot(tmp_path, text: str | None, *flags: str):  # type: ignore[no-untyped-de
     ("listeners.tcp.default = 127.0.0.1:99999\n", "rabbitmq.conf:1: listeners.tcp.default: "
                                                    "99999 is not a port number"),
     ("just words\n", "rabbitmq.conf:1: expected 'key = value'"),
+    # RabbitMQ 3.10.8 boots with these, then fails every connection (probed); refused here
+    ("# tuning\nheartbeat = -1\n", "rabbitmq.conf:2: heartbeat: -1 is lower than the minimum "
+                                  "allowed value (0; 0 turns heartbeats off)"),
+    ("channel_max = -1\n", "rabbitmq.conf:1: channel_max: -1 is lower than the minimum "
+                           "allowed value (0; 0 means no limit)"),
+    ("channel_max = 70000\n", "rabbitmq.conf:1: channel_max: 70000 is higher than the maximum "
+                              "allowed value (65535)"),
+    ("frame_max = -1\n", "rabbitmq.conf:1: frame_max: -1 is lower than the minimum allowed "
+                         "value (4096)"),
+    ("frame_max = 1000\n", "rabbitmq.conf:1: frame_max: 1000 is lower than the minimum allowed "
+                           "value (4096)"),
 ])
 def test_bad_config_file_lines(tmp_path, text: str, reason: str) -> None:  # type: ignore
     result = boot(tmp_path, text)
@@ -65,10 +76,21 @@ def test_bad_flags_are_usage_errors(tmp_path) -> None:  # type: ignore[no-untype
     for flags, text in ((["--port", "abc"], "argument --port: invalid int value: 'abc'"),
                         (["--bogus"], "unrecognized arguments: --bogus"),
                         (["--port", "70000"], "70000 is not a port number (0-65535), set by "
-                                              "--port")):
+                                              "--port"),
+                        (["--heartbeat", "-5"], "heartbeat: -5 is lower than the minimum "
+                                                "allowed value (0; 0 turns heartbeats off), "
+                                                "set by "
+                                                "--heartbeat"),
+                        (["--channel-max", "-1"], "channel_max: -1 is lower than the minimum "
+                                                  "allowed value (0; 0 means no limit), set by "
+                                                  "--channel-max"),
+                        (["--frame-max", "4095"], "frame_max: 4095 is lower than the minimum "
+                                                  "allowed value (4096), set by --frame-max")):
         result = boot(tmp_path, None, *flags)
         assert result.code in (64, 78) and result.err.startswith(f"burrowmq: error: {text}")
         assert result.err.count("\n") == 1
+        if flags[0] != "--port":
+            assert result.code == 64 and not (tmp_path / "data").exists()
 
 
 def test_rabbitmq_settings_without_effect_here_are_accepted(tmp_path) -> None:  # type: ignore

@@ -9,7 +9,9 @@ import struct
 
 import pytest
 from frames_helpers import (
+    HEADER,
     HEARTBEAT,
+    PLAIN_GUEST,
     assert_fault,
     body,
     channel_close,
@@ -20,12 +22,14 @@ from frames_helpers import (
     feed,
     feed_bytewise,
     method_frame,
+    new_machine,
     open_channel,
     open_machine,
     publish,
     queue_declare,
     single_fault,
     sstr,
+    tune_ok,
 )
 from pamqp import commands as C
 from pamqp import frame
@@ -110,6 +114,29 @@ def test_arguments_keep_their_wire_types() -> None:
     assert arguments["t"] is True
 
 
+def test_wire_types_survive_a_msgpack_round_trip() -> None:
+    """What the durable definitions keep (``wire_types``) types the numbers again after a
+    msgpack round trip, which keeps only int and float."""
+    import msgpack
+
+    from protocol.tables import TypedInt, wire_types, with_wire_types
+
+    m = open_machine()
+    open_channel(m, 1)
+    table = sstr("s") + b"s" + struct.pack(">h", 1000) + sstr("l") + b"l" + \
+        struct.pack(">q", 7) + sstr("f") + b"f" + struct.pack(">f", 1.5) + sstr("x") + b"S" + \
+        struct.pack(">I", 1) + b"y"
+    payload = (struct.pack(">HHH", 50, 10, 0) + sstr("q") + b"\x00"
+               + struct.pack(">I", len(table)) + table)
+    arguments = feed(m, method_frame(1, payload))[0].method.arguments
+    types = wire_types(arguments)
+    assert types == {"s": "short", "l": "long", "f": "float"}
+    back = msgpack.unpackb(msgpack.packb({"a": arguments, "t": types}), raw=False)
+    assert not isinstance(back["a"]["s"], TypedInt)  # msgpack forgets the type
+    again = with_wire_types(back["a"], back["t"])
+    assert again == arguments and wire_types(again) == types
+
+
 def test_second_channel_open_is_504():
     m = open_machine()
     open_channel(m, 1)
@@ -143,6 +170,19 @@ def test_channel_max_limits_the_count_not_the_number():
     assert_fault(feed(m1, channel_open(6)), 530,
                  "NOT_ALLOWED - number of channels opened (1) has reached the negotiated "
                  "channel_max (1)")
+
+
+@pytest.mark.parametrize(("client", "negotiated"), [(0, 65535), (5, 5), (65535, 65535)])
+def test_server_channel_max_0_is_no_limit(client, negotiated):
+    """rabbitmq.conf's channel_max = 0 means no limit (RabbitMQ 3.10.8, probed: pika gets
+    65535): any answer is taken, 0 (the client's "no limit") too."""
+    m = new_machine(channel_max=0)
+    feed(m, HEADER)
+    feed(m, PLAIN_GUEST)
+    m.accept_login()
+    m.data_to_send()
+    assert feed(m, tune_ok(client, 131072, 60)) == []
+    assert m.channel_max == negotiated
 
 
 def test_channel_number_reusable_after_client_close():

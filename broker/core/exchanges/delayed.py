@@ -9,11 +9,16 @@ they are then. The routed copy has ``x-delay`` negated, as the plugin does, so t
 exchange further on does not delay it again. ``x-delay`` absent, not a number, <= 0 or too
 large: routed at once.
 
-As in the plugin: mandatory cannot be honoured later, so a held message is never returned;
-the plugin returns it at once (312 NO_ROUTE) while it is still delivered later, and we do not
-return it at all (see the notes of the delayed exchange tests). Publisher confirms of a held
-persistent message on a durable exchange wait until it is on disk. The management API shows
-the count held (``messages_delayed``).
+Mandatory: the plugin's README says the flag is not supported (at the time of routing the
+queues and the publisher's connection may be gone); its ``route`` answers no queues, so
+RabbitMQ returns every held mandatory message at once (312 NO_ROUTE) and still delivers it
+later. Every report of that on the plugin's tracker (issues 7, 136, 138) calls the return a
+false failure: pika in confirm mode raises UnroutableError, Spring's ReturnsCallback fires,
+retry logic publishes a duplicate. So a held message is never returned (nor sent to an
+alternate exchange, which the plugin also does at once: its issue 36); without ``x-delay``
+mandatory works as on the ``x-delayed-type``. Publisher confirms of a held persistent message
+on a durable exchange wait until it is on disk. The management API shows the count held
+(``messages_delayed``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ all read this table, so a command cannot exist without its help text."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 PROG = "burrowctl"
@@ -18,6 +19,7 @@ class Spec:
     usage: str = ""  # what follows the command name in its usage line
     min_args: int = 0
     max_args: int | None = 0  # None: any number (list columns, tags)
+    details: str = ""  # more paragraphs for ``help <command>``
 
 
 LIST_COLUMNS = "[--no-table-headers] [<column> ...] [--timeout <timeout>]"
@@ -40,6 +42,16 @@ COMMANDS: dict[str, Spec] = {
     # Cluster
     "set_cluster_name": Spec("Cluster", "Sets the cluster name", "<name>", 1, 1),
     "cluster_status": Spec("Cluster", "Displays the nodes in the cluster (here: this one)"),
+    "force_boot": Spec(
+        "Cluster", "Forces node to start even if it cannot contact or rejoin any of its "
+        "previously known peers", details=(
+            "In cluster mode: at its next start (start_app) the node may lead the cluster with "
+            "its own copy of the data, even outside the in-sync replicas or with an incomplete "
+            "copy, and it founds the cluster again when etcd has no record of it (etcd wiped or "
+            "replaced). Use it only when the nodes that held every confirmed message are gone "
+            "for good: messages that only they held are LOST, and the other nodes' copies are "
+            "replaced by this one's when they follow it. The app must be stopped; on a node "
+            "that is down the marker is written into its data directory.")),
     "forget_cluster_node": Spec("Cluster", "Removes a node from the cluster",
                                 "[--offline] <existing_cluster_member_node>", 1, 1),
     "join_cluster": Spec("Cluster", "Instructs the node to become a member of the cluster "
@@ -204,5 +216,7 @@ def general_help() -> str:
 
 
 def command_help(name: str) -> str:
-    return "\n".join(["", "Usage", "", command_usage(name), "",
-                      f"{COMMANDS[name].summary}.", "", "", GENERAL_OPTIONS])
+    spec = COMMANDS[name]
+    details = [textwrap.fill(spec.details, 100), ""] if spec.details else []
+    return "\n".join(["", "Usage", "", command_usage(name), "", f"{spec.summary}.", "",
+                      *details, "", GENERAL_OPTIONS])

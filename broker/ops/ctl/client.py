@@ -91,6 +91,7 @@ class Client:
     timeout: float = 60.0
     node: str = field(default_factory=default_node)
     socket_path: Path | None = None
+    data_dir: Path | None = None  # the local node's, when no --host / --port was given
     cookie: str | None = None
     _named: bool = False  # node came from -n: requests name it (x-burrowmq-node)
     _asked: bool = False  # node came from the node itself
@@ -112,7 +113,8 @@ class Client:
             from broker.node.config import default_data_dir
 
             directory = Path(data_dir or env.get("BURROWMQ_DATA_DIR") or default_data_dir())
-            sock = directory.expanduser().absolute() / localctl.SOCKET_NAME
+            client.data_dir = directory.expanduser().absolute()
+            sock = client.data_dir / localctl.SOCKET_NAME
             if sock.exists():
                 try:
                     client.cookie = localctl.read_cookie(sock.parent)

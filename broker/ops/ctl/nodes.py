@@ -1,6 +1,6 @@
 """Node-level commands: ping, await_startup, node_health_check, version, environment, report,
-stop_app / start_app / reset / stop, and the cluster membership commands (this node runs
-standalone; the node itself answers why a join or forget cannot happen).
+stop_app / start_app / reset / stop, and the cluster membership commands (join_cluster,
+forget_cluster_node, force_boot: the node itself answers why one cannot happen).
 
 ``ping`` is rabbitmqctl's liveness check: the node answers and the CLI authenticates with it,
 whether or not the AMQP listener is open (``stop_app`` leaves it pingable, as in RabbitMQ).
@@ -13,11 +13,12 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any  # Any: JSON values
 
 from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION
 
-from .client import EX_UNAVAILABLE, EX_USAGE, Client, CtlError
+from .client import EX_DATAERR, EX_UNAVAILABLE, EX_USAGE, Client, CtlError
 from .lists import run_list
 from .output import Output
 from .status import cluster_status, status
@@ -128,6 +129,35 @@ def join_cluster(client: Client, out: Output, args: argparse.Namespace) -> None:
     client.call("POST", "/burrowmq/join_cluster", {"node": other})
 
 
+def force_boot(client: Client, out: Output, args: argparse.Namespace) -> None:
+    """As rabbitmqctl's: refused while the app runs; a stopped node is told through its
+    control socket, a node that is down gets the marker in its data directory (rabbitmqctl
+    writes ``force_load`` into the Mnesia directory). Prints nothing when it worked."""
+    local = client.data_dir if not client._named else None
+    if client.socket_path is None and local is not None:
+        _force_boot_marker(local)
+        return
+    try:
+        if _running(client):
+            raise CtlError("this command requires the 'rabbit' app to be stopped on the "
+                           "target node. Stop it with 'burrowctl stop_app'.", EX_USAGE,
+                           "validation")
+        client.call("POST", "/burrowmq/force_boot", {})
+    except CtlError as err:
+        if err.code != EX_UNAVAILABLE or local is None:
+            raise
+        _force_boot_marker(local)  # the socket is there but nobody answers: the node is down
+
+
+def _force_boot_marker(data_dir: Path) -> None:
+    from broker.cluster import files
+
+    if not data_dir.is_dir():
+        raise CtlError(f"{{error,mnesia_dir_not_found}}: no data directory at {data_dir} "
+                       "(pass the node's --data-dir)", EX_DATAERR)
+    files.request_force_boot(data_dir)
+
+
 def forget_cluster_node(client: Client, out: Output, args: argparse.Namespace) -> None:
     other = args.positional[0]
     out.info(f"Removing node {other} from the cluster")
@@ -144,6 +174,7 @@ COMMANDS: dict[str, Callable[[Client, Output, argparse.Namespace], None]] = {
     "version": version, "environment": environment, "report": report,
     "status": status, "cluster_status": cluster_status,
     "join_cluster": join_cluster, "forget_cluster_node": forget_cluster_node,
+    "force_boot": force_boot,
     "stop_app": node_action("stop_app", "Stopping rabbit application on node {node} ..."),
     "start_app": node_action("start_app", "Starting node {node} ..."),
     "reset": node_action("reset", "Resetting node {node} ..."),

@@ -1,5 +1,5 @@
 """Node control for the CLI (rabbitmqctl stop_app / start_app / reset / stop, environment,
-authenticate_user, join_cluster / forget_cluster_node), under ``/api/burrowmq/`` since
+authenticate_user, join_cluster / forget_cluster_node / force_boot), under ``/api/burrowmq/`` since
 RabbitMQ's own CLI does these over Erlang distribution, not HTTP. Administrator only.
 
 This node runs standalone: the cluster commands answer so, in RabbitMQ's words where it has
@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 
 from aiohttp import web
 
+from broker.cluster import files
 from broker.node.node import StartAborted
 
 from . import cluster, fmt
 from .util import body_json, error, no_content, node_of, reply, require_admin, server_of
 
 SECRET_FIELDS = ("default_pass",)
+log = logging.getLogger("broker.management")
 
 routes = web.RouteTableDef()
 
@@ -52,6 +55,25 @@ async def reset(request: web.Request) -> web.Response:
         await cluster.cluster_command(request, "reset")
     else:
         node.reset()
+    return no_content()
+
+
+@routes.post("/api/burrowmq/force_boot")
+async def force_boot(request: web.Request) -> web.Response:
+    """``rabbitmqctl force_boot``: the app must be stopped; at its next start (start_app) a
+    cluster node may lead with its own copy (``broker.cluster.member``)."""
+    require_admin(request)
+    node = node_of(request)
+    if node.running:
+        raise error(400, "bad_request", "this command requires the 'rabbit' app to be stopped "
+                    "on the target node. Stop it with 'burrowctl stop_app'.")
+    if node.cluster is None:
+        log.info("force_boot has no effect on a single node")
+        return no_content()
+    await asyncio.get_running_loop().run_in_executor(None, files.request_force_boot,
+                                                     node.cluster.root)
+    log.warning("force_boot: at its next start %s may lead cluster %s with its own data, "
+                "whatever the in-sync replicas held", fmt.node_name(), node.cluster.cluster)
     return no_content()
 
 
