@@ -25,16 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.amqp import AMQPError, AMQPUrl, Connection
-from bench.brokerproc import POLL_INTERVAL, BrokerError, SpawnedBroker, listener_pid, tree_rss_mb
+from bench.brokerproc import POLL_INTERVAL, BrokerError, SpawnedBroker
 from bench.common import (
-    LOOPBACK,
     Log,
     Metric,
     Options,
+    QueueScenario,
     RssSampler,
-    Runner,
     TargetResult,
     fmt_rate,
+    on_broker,
+    run_workers,
 )
 from bench.workers import Job
 
@@ -65,20 +66,8 @@ def run_lazy_backlog(url: AMQPUrl | None, opts: Options, log: Log) -> TargetResu
     """Run the scenario against a fresh spawned broker (``url`` None) or the broker at ``url``."""
     n = opts.backlog_messages
     log(f"  running {P} ({n} x {opts.size} B, confirm window {opts.confirm_window})...")
-    if url is not None:
-        pid = listener_pid(url.port) if url.host in LOOPBACK else None
-        return _Backlog(url, pid, None, opts, log).run()
-    res = TargetResult()
-    with SpawnedBroker(opts.broker_cmd) as broker:
-        try:
-            broker.start()
-            broker.wait_ready(opts.ready_timeout)
-        except (OSError, BrokerError) as exc:
-            res.notes.append(f"{P}: broker start failed: {exc}")
-            return res
-        log(f"  {P}: fresh broker pid {broker.pid} on port {broker.port}, "
-            f"data dir {broker.data_dir}")
-        return _Backlog(broker.url, broker.pid, broker, opts, log).run()
+    return on_broker(url, opts, P, log,
+                     lambda url, pid, broker: _Backlog(url, pid, broker, opts, log).run())
 
 
 def wait_for_depth(
@@ -125,30 +114,12 @@ def wait_for_depth(
             conn.close(timeout=1.0)
 
 
-class _Backlog:
+class _Backlog(QueueScenario):
     """State of one lazy-backlog run; ``broker`` is None for a ``--url`` target."""
 
-    def __init__(
-        self,
-        url: AMQPUrl,
-        pid: int | None,
-        broker: SpawnedBroker | None,
-        opts: Options,
-        log: Log,
-    ) -> None:
-        self.url, self.pid, self.broker, self.opts, self.log = url, pid, broker, opts, log
-        self.n = opts.backlog_messages
-        self.queue = f"bench.{P}.{os.getpid()}.{time.monotonic_ns() % 1_000_000}"
-        self.res = TargetResult()
-        self.details: dict[str, Any] = {"messages": self.n, "queue": self.queue}
-        self.res.details[P] = self.details
-        # worker deadline: the socket timeout plus at least 500 msg/s for the whole backlog
-        self.phase_timeout = opts.timeout + self.n / 500.0
+    prefix = P
 
     # -- helpers ---------------------------------------------------------------------
-
-    def rss(self) -> float | None:
-        return tree_rss_mb(self.pid) if self.pid is not None else None
 
     def disk(self, key: str) -> None:
         """Record the size of the spawned broker's data dir (files only) as ``key``."""
@@ -158,10 +129,6 @@ class _Backlog:
     def _disk_text(self, key: str) -> str:
         value = self.res.values.get(f"{P}.{key}")
         return "" if value is None else f", data dir {value:.1f} MB"
-
-    def note(self, text: str) -> None:
-        self.res.notes.append(f"{P}: {text}")
-        self.log(f"  {P}: {text}")
 
     def depth(self) -> int:
         with Connection(self.url, product="bench-control") as conn:
@@ -181,22 +148,10 @@ class _Backlog:
         except (OSError, AMQPError):
             pass
 
-    def _job(self, messages: int, **extra: Any) -> Job:
-        return Job(url=self.url, queue=self.queue, messages=messages, size=self.opts.size,
-                   batch=self.opts.batch, timeout=self.opts.timeout, **extra)
-
     def _run_worker(self, role: str, job: Job) -> dict[str, Any]:
-        runner = Runner(self.phase_timeout)
-        try:
-            with RssSampler(self.pid) as sampler:
-                runner.start(role, job)
-                result = runner.collect(role)
-        except BaseException:  # interrupted: stop the worker right away
-            runner.close(grace=0.0)
-            raise
-        finally:
-            runner.close()
-        result["rss_peak_mb"] = sampler.peak_mb
+        results, peak = run_workers(self.pid, self.phase_timeout, {role: job})
+        result = results[role]
+        result["rss_peak_mb"] = peak
         return result
 
     # -- phases ----------------------------------------------------------------------
@@ -223,7 +178,7 @@ class _Backlog:
     def _fill(self) -> bool:
         time.sleep(1.0)  # let the broker settle after the declare before the baseline
         rss0 = self.rss()
-        job = self._job(self.n, persistent=True, confirm_window=self.opts.confirm_window)
+        job = self.job(self.n, persistent=True, confirm_window=self.opts.confirm_window)
         pub = self._run_worker("publisher", job)
         rss1 = self.rss()
         self.details["publisher"] = pub
@@ -295,7 +250,7 @@ class _Backlog:
             self.note("queue empty before the drain")
             self.res.values[f"{P}.lost"] = float(self.n)
             return
-        job = self._job(depth, prefetch=self.opts.backlog_prefetch)
+        job = self.job(depth, prefetch=self.opts.backlog_prefetch)
         con = self._run_worker("consumer", job)
         self.details["consumer"] = con
         v = self.res.values

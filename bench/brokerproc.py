@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from bench.amqp import AMQPUrl, Connection
 
@@ -67,7 +68,62 @@ def try_handshake(url: AMQPUrl, timeout: float = 2.0) -> bool:
     return True
 
 
-class SpawnedBroker:
+class LocalBroker:
+    """What a broker process the bench spawned offers: its URL and PID, waiting until it
+    answers handshakes, ``with`` stopping it. Subclasses set ``proc``, ``t_spawn`` (when
+    it was spawned, perf_counter), ``host``/``port`` and define ``log_tail`` and ``stop``."""
+
+    name = "broker"  # in error texts
+    ready_poll = POLL_INTERVAL  # seconds between two handshake attempts
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes] | None
+    t_spawn: float
+
+    @property
+    def url(self) -> AMQPUrl:
+        return AMQPUrl(host=self.host, port=self.port)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BrokerError(f"{self.name} not started")
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        raise NotImplementedError
+
+    def stop(self, grace: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Poll handshakes until one succeeds; return seconds since the spawn."""
+        assert self.proc is not None
+        deadline = self.t_spawn + timeout
+        url = self.url
+        while True:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"{self.name} exited with code {self.proc.returncode} before accepting "
+                    f"connections; log tail:\n{self.log_tail()}"
+                )
+            if try_handshake(url, timeout=max(0.5, min(5.0, deadline - time.perf_counter()))):
+                return time.perf_counter() - self.t_spawn
+            if time.perf_counter() > deadline:
+                raise BrokerError(
+                    f"{self.name} not ready after {timeout:.0f}s on port {self.port}; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            time.sleep(self.ready_poll)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SpawnedBroker(LocalBroker):
     """One broker process with its data dir (temporary unless given) and log file."""
 
     def __init__(
@@ -83,16 +139,6 @@ class SpawnedBroker:
         self.log_path = self.workdir / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.t_spawn = 0.0
-
-    @property
-    def url(self) -> AMQPUrl:
-        return AMQPUrl(host=self.host, port=self.port)
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise BrokerError("broker not started")
-        return self.proc.pid
 
     def command(self) -> list[str]:
         text = self.cmd_template.format(
@@ -129,26 +175,6 @@ class SpawnedBroker:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_ready(self, timeout: float = 30.0) -> float:
-        """Poll handshakes until one succeeds; return seconds since the spawn."""
-        assert self.proc is not None
-        deadline = self.t_spawn + timeout
-        url = self.url
-        while True:
-            if self.proc.poll() is not None:
-                raise BrokerError(
-                    f"broker exited with code {self.proc.returncode} before accepting "
-                    f"connections; log tail:\n{self.log_tail()}"
-                )
-            if try_handshake(url, timeout=max(0.5, min(5.0, deadline - time.perf_counter()))):
-                return time.perf_counter() - self.t_spawn
-            if time.perf_counter() > deadline:
-                raise BrokerError(
-                    f"broker not ready after {timeout:.0f}s on port {self.port}; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            time.sleep(POLL_INTERVAL)
-
     def terminate(self, sig: int = signal.SIGTERM, grace: float = 5.0) -> tuple[float, bool]:
         """Send ``sig`` to the broker's process group and wait until it exits; keep the data.
 
@@ -174,12 +200,6 @@ class SpawnedBroker:
         """Stop the broker (SIGTERM, SIGKILL after ``grace``) and remove the temporary dirs."""
         self.terminate(signal.SIGTERM, grace)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SpawnedBroker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def cold_start_times(cmd_template: str, runs: int, timeout: float) -> list[float]:

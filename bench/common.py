@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import queue as queue_mod
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.amqp import AMQPUrl
-from bench.brokerproc import DEFAULT_CMD, tree_rss_mb
+from bench.brokerproc import DEFAULT_CMD, BrokerError, SpawnedBroker, listener_pid, tree_rss_mb
 from bench.workers import Job, run_worker
 
 Log = Callable[[str], None]
@@ -80,6 +81,59 @@ def fmt_rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
+BrokerRun = Callable[[AMQPUrl, "int | None", "SpawnedBroker | None"], TargetResult]
+
+
+def on_broker(url: AMQPUrl | None, opts: Options, prefix: str, log: Log,
+              run: BrokerRun) -> TargetResult:
+    """``run(url, pid, broker)`` against the broker at ``url`` (``pid`` its process when it
+    listens on this machine, else None; ``broker`` None) or, ``url`` None, a freshly spawned
+    broker of ours on its own data dir, stopped afterwards."""
+    if url is not None:
+        pid = listener_pid(url.port) if url.host in LOOPBACK else None
+        return run(url, pid, None)
+    with SpawnedBroker(opts.broker_cmd) as broker:
+        try:
+            broker.start()
+            broker.wait_ready(opts.ready_timeout)
+        except (OSError, BrokerError) as exc:
+            res = TargetResult()
+            res.notes.append(f"{prefix}: broker start failed: {exc}")
+            return res
+        log(f"  {prefix}: fresh broker pid {broker.pid} on port {broker.port}, "
+            f"data dir {broker.data_dir}")
+        return run(broker.url, broker.pid, broker)
+
+
+class QueueScenario:
+    """State of one run of a scenario on its own queue; ``broker`` is None for a ``--url``
+    target, ``pid`` None when the broker's process is not visible (no RSS then)."""
+
+    prefix = ""  # the scenario's name, in front of its metric keys and notes
+
+    def __init__(self, url: AMQPUrl, pid: int | None, broker: SpawnedBroker | None,
+                 opts: Options, log: Log) -> None:
+        self.url, self.pid, self.broker, self.opts, self.log = url, pid, broker, opts, log
+        self.n = opts.backlog_messages
+        self.queue = f"bench.{self.prefix}.{os.getpid()}.{time.monotonic_ns() % 1_000_000}"
+        self.res = TargetResult()
+        self.details: dict[str, Any] = {"messages": self.n, "queue": self.queue}
+        self.res.details[self.prefix] = self.details
+        # worker deadline: the socket timeout plus at least 500 msg/s for the whole backlog
+        self.phase_timeout = opts.timeout + self.n / 500.0
+
+    def rss(self) -> float | None:
+        return tree_rss_mb(self.pid) if self.pid is not None else None
+
+    def note(self, text: str) -> None:
+        self.res.notes.append(f"{self.prefix}: {text}")
+        self.log(f"  {self.prefix}: {text}")
+
+    def job(self, messages: int, **extra: Any) -> Job:
+        return Job(url=self.url, queue=self.queue, messages=messages, size=self.opts.size,
+                   batch=self.opts.batch, timeout=self.opts.timeout, **extra)
+
+
 class Runner:
     """Starts worker processes and gathers their (role, result) reports."""
 
@@ -133,6 +187,25 @@ class Runner:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5.0)
+
+
+def run_workers(pid: int | None, timeout: float,
+                jobs: dict[str, Job]) -> tuple[dict[str, dict[str, Any]], float | None]:
+    """Start one worker per role together and collect each one's result; also the peak RSS of
+    ``pid``'s process tree meanwhile (None when ``pid`` is None). Interrupted: the workers
+    are stopped at once."""
+    runner = Runner(timeout)
+    try:
+        with RssSampler(pid) as sampler:
+            for role, job in jobs.items():
+                runner.start(role, job)
+            results = {role: runner.collect(role) for role in jobs}
+    except BaseException:
+        runner.close(grace=0.0)
+        raise
+    finally:
+        runner.close()
+    return results, sampler.peak_mb
 
 
 class RssSampler:

@@ -13,12 +13,11 @@ and a check that the queue is still empty (nothing routed early).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from bench.amqp import AMQPError, AMQPUrl, Connection
 from bench.backlog import dir_mb
-from bench.brokerproc import BrokerError, SpawnedBroker, listener_pid, tree_rss_mb
-from bench.common import LOOPBACK, Log, Metric, Options, RssSampler, Runner, TargetResult, fmt_rate
+from bench.brokerproc import SpawnedBroker, tree_rss_mb
+from bench.common import Log, Metric, Options, TargetResult, fmt_rate, on_broker, run_workers
 from bench.workers import Job
 
 P = "delayed"
@@ -39,18 +38,8 @@ DELAYED_METRICS = (
 def run_delayed(url: AMQPUrl | None, opts: Options, log: Log) -> TargetResult:
     n = opts.backlog_messages
     log(f"  running {P} ({n} x {opts.size} B held by an x-delayed-message exchange)...")
-    res = TargetResult()
-    if url is not None:
-        pid = listener_pid(url.port) if url.host in LOOPBACK else None
-        return _run(url, pid, None, opts, log, res)
-    with SpawnedBroker(opts.broker_cmd) as broker:
-        try:
-            broker.start()
-            broker.wait_ready(opts.ready_timeout)
-        except (OSError, BrokerError) as exc:
-            res.notes.append(f"{P}: broker start failed: {exc}")
-            return res
-        return _run(broker.url, broker.pid, broker, opts, log, res)
+    return on_broker(url, opts, P, log,
+                     lambda url, pid, broker: _run(url, pid, broker, opts, log))
 
 
 def _control(url: AMQPUrl, setup: bool) -> int:
@@ -72,9 +61,10 @@ def _control(url: AMQPUrl, setup: bool) -> int:
         return count
 
 
-def _run(url: AMQPUrl, pid: int | None, broker: SpawnedBroker | None, opts: Options, log: Log,
-         res: TargetResult) -> TargetResult:
+def _run(url: AMQPUrl, pid: int | None, broker: SpawnedBroker | None, opts: Options,
+         log: Log) -> TargetResult:
     n = opts.backlog_messages
+    res = TargetResult()
     v = res.values
     try:
         _control(url, setup=True)
@@ -83,18 +73,13 @@ def _run(url: AMQPUrl, pid: int | None, broker: SpawnedBroker | None, opts: Opti
         job = Job(url=url, queue="k", exchange=EXCHANGE, messages=n, size=opts.size,
                   batch=opts.batch, timeout=opts.timeout, persistent=True,
                   confirm_window=opts.confirm_window, headers={"x-delay": 3_600_000})
-        runner = Runner(opts.timeout + n / 500.0)
-        try:
-            with RssSampler(pid) as sampler:
-                runner.start("publisher", job)
-                pub: dict[str, Any] = runner.collect("publisher")
-        finally:
-            runner.close()
+        got, peak = run_workers(pid, opts.timeout + n / 500.0, {"publisher": job})
+        pub = got["publisher"]
         rss1 = tree_rss_mb(pid) if pid is not None else None
         v[f"{P}.rss_before"], v[f"{P}.rss_after"] = rss0, rss1
         if rss0 is not None and rss1 is not None:
             v[f"{P}.rss_growth"] = rss1 - rss0
-            v[f"{P}.rss_peak_growth"] = max(sampler.peak_mb or rss1, rss1) - rss0
+            v[f"{P}.rss_peak_growth"] = max(peak or rss1, rss1) - rss0
         if broker is not None:
             v[f"{P}.disk"] = dir_mb(broker.data_dir)
         res.details[P] = {"publisher": pub}
@@ -103,7 +88,7 @@ def _run(url: AMQPUrl, pid: int | None, broker: SpawnedBroker | None, opts: Opti
             return res
         v[f"{P}.publish"] = pub["rate"]
         log(f"  {P}: publish {fmt_rate(pub['rate'])} msg/s, RSS {rss0} -> {rss1} MB "
-            f"(peak {sampler.peak_mb})")
+            f"(peak {peak})")
         v[f"{P}.routed_early"] = float(_control(url, setup=False))
     except (OSError, AMQPError) as exc:
         res.notes.append(f"{P}: failed: {type(exc).__name__}: {exc}")

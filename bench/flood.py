@@ -26,7 +26,6 @@ import random
 import select
 import socket
 import time
-from array import array
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.sharedctypes import Synchronized
@@ -36,21 +35,17 @@ from typing import Any
 from pamqp import commands
 
 from bench.amqp import (
-    ACK_FRAME,
-    BASIC_ACK,
-    BASIC_DELIVER,
-    BASIC_NACK,
     FATAL_METHODS,
     FRAME_HEADER,
     METHOD_ID,
     RECV_SIZE,
-    U64,
     AMQPError,
     AMQPUrl,
     Connection,
     encode_message,
 )
-from bench.workers import CHANNEL, _fatal, make_payload, percentile
+from bench.counting import Confirms, Deliveries, ack_frames, fatal, percentile
+from bench.workers import CHANNEL, make_payload
 
 TICK = 0.05  # longest a worker goes without looking at the clock
 # A no-ack consumer that got a small read waits this long before the next one, so a broker
@@ -144,7 +139,7 @@ def _check_closed(conn: Connection) -> None:
         if off + size + 8 > len(data):
             return
         if ftype == 1 and METHOD_ID.unpack_from(data, off + 7)[0] in FATAL_METHODS:
-            raise _fatal(data, off, size)
+            raise fatal(data, off, size)
         off += size + 8
 
 
@@ -172,48 +167,6 @@ def flood_publish(conn: Connection, job: FloodJob, t_go: float) -> dict[str, Any
     return out
 
 
-class _Confirms:
-    """Outstanding publishes of a confirming publisher and the latency of each confirm."""
-
-    def __init__(self) -> None:
-        self.send_ts = array("d", bytes(8 << 16))  # send time per tag (1-based), grows
-        self.singles: set[int] = set()
-        self.watermark = 0  # every tag <= watermark is resolved
-        self.resolved = self.nacked = 0
-        self.latencies: list[float] = []
-
-    def sent(self, first_tag: int, count: int, t: float) -> None:
-        while first_tag + count > len(self.send_ts):
-            self.send_ts.extend(array("d", bytes(8 * len(self.send_ts))))  # double
-        self.send_ts[first_tag : first_tag + count] = array("d", [t]) * count
-
-    def settle(self, tag: int, multiple: bool, nack: bool, t: float, record: bool) -> None:
-        before = self.resolved
-        lat = self.latencies
-        if multiple:
-            for t_ in range(self.watermark + 1, tag + 1):
-                if t_ in self.singles:
-                    self.singles.discard(t_)
-                else:
-                    if record:
-                        lat.append(t - self.send_ts[t_])
-                    self.resolved += 1
-            self.watermark = max(self.watermark, tag)
-        elif tag > self.watermark and tag not in self.singles:
-            if record:
-                lat.append(t - self.send_ts[tag])
-            self.resolved += 1
-            if tag == self.watermark + 1:
-                self.watermark = tag
-                while self.watermark + 1 in self.singles:
-                    self.watermark += 1
-                    self.singles.discard(self.watermark)
-            else:
-                self.singles.add(tag)
-        if nack:
-            self.nacked += self.resolved - before
-
-
 def flood_confirms(conn: Connection, job: FloodJob, t_go: float) -> dict[str, Any]:
     """Publish with confirms (at most ``confirm_window`` unconfirmed) until the window ends."""
     sock = conn.sock
@@ -223,9 +176,7 @@ def flood_confirms(conn: Connection, job: FloodJob, t_go: float) -> dict[str, An
     step = max(1, min(job.batch, window // 5))
     full = msg * step
     win = Window(t_go, job)
-    conf = _Confirms()
-    unpack_hdr, unpack_mid, unpack_tag = (
-        FRAME_HEADER.unpack_from, METHOD_ID.unpack_from, U64.unpack_from)
+    conf = Confirms()
     data = conn.buf[conn.pos :]
     next_tag = 1
     pending = memoryview(b"")
@@ -257,21 +208,7 @@ def flood_confirms(conn: Connection, job: FloodJob, t_go: float) -> dict[str, An
         t = now()
         record = win.t0 is not None  # latencies of confirms that arrive inside the window
         data = data + chunk if data else chunk
-        off, end = 0, len(data)
-        while end - off >= 8:
-            ftype, _ch, size = unpack_hdr(data, off)
-            nxt = off + size + 8
-            if nxt > end:
-                break
-            if ftype == 1:
-                mid = unpack_mid(data, off + 7)[0]
-                if mid == BASIC_ACK or mid == BASIC_NACK:
-                    tag = unpack_tag(data, off + 11)[0]
-                    conf.settle(tag, bool(data[off + 19] & 1), mid == BASIC_NACK, t, record)
-                elif mid in FATAL_METHODS:
-                    raise _fatal(data, off, size)
-            off = nxt
-        data = data[off:]
+        data = data[conf.feed(data, t, record) :]
     lat = sorted(conf.latencies)
     out = win.result()
     out.update(
@@ -300,37 +237,17 @@ def flood_consume(conn: Connection, job: FloodJob, t_go: float) -> dict[str, Any
     sock, ack = conn.sock, not job.no_ack
     coalesce = job.no_ack and COALESCE_SLEEP > 0
     sock.settimeout(TICK)
-    unpack_hdr, unpack_mid, unpack_tag = (
-        FRAME_HEADER.unpack_from, METHOD_ID.unpack_from, U64.unpack_from)
-    pack_ack = ACK_FRAME.pack
+    got = Deliveries(ack)
     win = Window(t_go, job)
-    count = acks = body_bytes = 0
+    acks = 0
     data = conn.buf[conn.pos :]
     while True:
-        off, end = 0, len(data)
-        tags: list[int] = []
-        while end - off >= 8:
-            ftype, _ch, size = unpack_hdr(data, off)
-            nxt = off + size + 8
-            if nxt > end:
-                break
-            if ftype == 1:
-                mid = unpack_mid(data, off + 7)[0]
-                if mid == BASIC_DELIVER:
-                    count += 1
-                    if ack:
-                        p = off + 11
-                        tags.append(unpack_tag(data, p + 1 + data[p])[0])
-                elif mid in FATAL_METHODS:
-                    raise _fatal(data, off, size)
-            elif ftype == 3:
-                body_bytes += size
-            off = nxt
+        off, tags = got.feed(data)
         if tags:
-            _send_all(sock, b"".join([pack_ack(1, CHANNEL, 13, 60, 80, t, 0, 0xCE) for t in tags]))
+            _send_all(sock, ack_frames(CHANNEL, tags))
             acks += len(tags)
         data = data[off:]
-        if win.tick(now(), count):
+        if win.tick(now(), got.count):
             break
         try:
             chunk = sock.recv(RECV_SIZE)
@@ -342,7 +259,7 @@ def flood_consume(conn: Connection, job: FloodJob, t_go: float) -> dict[str, Any
         if coalesce and len(chunk) < COALESCE_BELOW:
             time.sleep(COALESCE_SLEEP)
     out = win.result()
-    out.update(messages=count, acks_sent=acks, body_bytes=body_bytes)
+    out.update(messages=got.count, acks_sent=acks, body_bytes=got.body_bytes)
     return out
 
 

@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.amqp import AMQPUrl
-from bench.brokerproc import POLL_INTERVAL, BrokerError, _die_with_parent, free_port, try_handshake
+from bench.brokerproc import POLL_INTERVAL, BrokerError, LocalBroker, _die_with_parent, free_port
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 _serial = itertools.count(1)
@@ -47,8 +46,11 @@ def _stop_group(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
             continue
 
 
-class SpawnedRabbit:
+class SpawnedRabbit(LocalBroker):
     """One RabbitMQ node (and the epmd it registers with) under a temporary directory."""
+
+    name = "RabbitMQ"
+    ready_poll = 0.1
 
     def __init__(self, server: str = RABBITMQ_SERVER, host: str = "127.0.0.1") -> None:
         if not os.access(server, os.X_OK):
@@ -64,16 +66,6 @@ class SpawnedRabbit:
         self.proc: subprocess.Popen[bytes] | None = None
         self.epmd: subprocess.Popen[bytes] | None = None
         self.t_spawn = 0.0
-
-    @property
-    def url(self) -> AMQPUrl:
-        return AMQPUrl(host=self.host, port=self.port)
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise BrokerError("RabbitMQ not started")
-        return self.proc.pid
 
     def _files(self) -> dict[str, str]:
         w = self.workdir
@@ -127,31 +119,13 @@ class SpawnedRabbit:
         return "\n".join("\n".join(texts).splitlines()[-lines:])
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        """Poll handshakes until one succeeds; seconds since the spawn."""
-        assert self.proc is not None
-        deadline = self.t_spawn + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise BrokerError(f"rabbitmq-server exited with code {self.proc.returncode}; "
-                                  f"log tail:\n{self.log_tail()}")
-            if try_handshake(self.url, timeout=2.0):
-                return time.perf_counter() - self.t_spawn
-            if time.perf_counter() > deadline:
-                raise BrokerError(f"RabbitMQ not ready after {timeout:.0f}s; "
-                                  f"log tail:\n{self.log_tail()}")
-            time.sleep(0.1)
+        return super().wait_ready(timeout)
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop the node, then its epmd, by PID; remove the temporary directory."""
         _stop_group(self.proc, grace)
         _stop_group(self.epmd, 5.0)
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SpawnedRabbit:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _listening(port: int) -> bool:

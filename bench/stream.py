@@ -20,15 +20,21 @@ as fast as a classic queue's consume).
 
 from __future__ import annotations
 
-import os
 import time
-from typing import Any
 
 from bench.amqp import AMQPError, AMQPUrl, Connection
 from bench.backlog import dir_mb
-from bench.brokerproc import BrokerError, SpawnedBroker, listener_pid, tree_rss_mb
-from bench.common import LOOPBACK, Log, Metric, Options, RssSampler, Runner, TargetResult, fmt_rate
-from bench.workers import Job
+from bench.brokerproc import BrokerError
+from bench.common import (
+    Log,
+    Metric,
+    Options,
+    QueueScenario,
+    TargetResult,
+    fmt_rate,
+    on_broker,
+    run_workers,
+)
 
 P = "stream"
 READERS = 3
@@ -52,37 +58,12 @@ def run_stream(url: AMQPUrl | None, opts: Options, log: Log) -> TargetResult:
     ``url``."""
     n = opts.backlog_messages
     log(f"  running {P} ({n} x {opts.size} B, 1 publisher with confirms, {READERS} readers)...")
-    if url is not None:
-        pid = listener_pid(url.port) if url.host in LOOPBACK else None
-        return _Stream(url, pid, None, opts, log).run()
-    res = TargetResult()
-    with SpawnedBroker(opts.broker_cmd) as broker:
-        try:
-            broker.start()
-            broker.wait_ready(opts.ready_timeout)
-        except (OSError, BrokerError) as exc:
-            res.notes.append(f"{P}: broker start failed: {exc}")
-            return res
-        return _Stream(broker.url, broker.pid, broker, opts, log).run()
+    return on_broker(url, opts, P, log,
+                     lambda url, pid, broker: _Stream(url, pid, broker, opts, log).run())
 
 
-class _Stream:
-    def __init__(self, url: AMQPUrl, pid: int | None, broker: SpawnedBroker | None,
-                 opts: Options, log: Log) -> None:
-        self.url, self.pid, self.broker, self.opts, self.log = url, pid, broker, opts, log
-        self.n = opts.backlog_messages
-        self.queue = f"bench.{P}.{os.getpid()}.{time.monotonic_ns() % 1_000_000}"
-        self.res = TargetResult()
-        self.details: dict[str, Any] = {"messages": self.n, "queue": self.queue}
-        self.res.details[P] = self.details
-        self.phase_timeout = opts.timeout + self.n / 500.0
-
-    def rss(self) -> float | None:
-        return tree_rss_mb(self.pid) if self.pid is not None else None
-
-    def note(self, text: str) -> None:
-        self.res.notes.append(f"{P}: {text}")
-        self.log(f"  {P}: {text}")
+class _Stream(QueueScenario):
+    prefix = P
 
     def _control(self, declare: bool) -> None:
         with Connection(self.url, product="bench-control") as conn:
@@ -92,10 +73,6 @@ class _Stream:
                                    arguments={"x-queue-type": "stream"})
             else:
                 conn.queue_delete(1, self.queue)
-
-    def _job(self, **extra: Any) -> Job:
-        return Job(url=self.url, queue=self.queue, messages=self.n, size=self.opts.size,
-                   batch=self.opts.batch, timeout=self.opts.timeout, **extra)
 
     def run(self) -> TargetResult:
         try:
@@ -116,13 +93,8 @@ class _Stream:
     def _publish(self) -> bool:
         time.sleep(1.0)
         rss0 = self.rss()
-        runner = Runner(self.phase_timeout)
-        try:
-            with RssSampler(self.pid):
-                runner.start("publisher", self._job(confirm_window=self.opts.confirm_window))
-                pub = runner.collect("publisher")
-        finally:
-            runner.close()
+        job = self.job(self.n, confirm_window=self.opts.confirm_window)
+        pub = run_workers(self.pid, self.phase_timeout, {"publisher": job})[0]["publisher"]
         rss1 = self.rss()
         v = self.res.values
         self.details["publisher"] = pub
@@ -140,19 +112,13 @@ class _Stream:
         return True
 
     def _read(self) -> None:
-        runner = Runner(self.phase_timeout)
-        job = self._job(prefetch=self.opts.backlog_prefetch,
-                        consume_arguments={"x-stream-offset": "first"})
+        job = self.job(self.n, prefetch=self.opts.backlog_prefetch,
+                       consume_arguments={"x-stream-offset": "first"})
         roles = [f"consumer-{i}" for i in range(1, READERS + 1)]
-        try:
-            with RssSampler(self.pid) as sampler:
-                for role in roles:
-                    runner.start(role, job)
-                results = [runner.collect(role) for role in roles]
-        finally:
-            runner.close()
+        got, peak = run_workers(self.pid, self.phase_timeout, dict.fromkeys(roles, job))
+        results = [got[role] for role in roles]
         v = self.res.values
-        v[f"{P}.rss_peak_read"] = sampler.peak_mb
+        v[f"{P}.rss_peak_read"] = peak
         rates = []
         lost = 0
         for i, (role, con) in enumerate(zip(roles, results, strict=True), start=1):
@@ -168,4 +134,4 @@ class _Stream:
         if len(rates) == READERS:
             v[f"{P}.read_slowest"] = min(rates)
         self.log(f"  {P}: read {', '.join(fmt_rate(r) for r in rates)} msg/s, RSS peak "
-                 f"{sampler.peak_mb} MB")
+                 f"{peak} MB")

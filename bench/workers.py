@@ -14,32 +14,16 @@ from __future__ import annotations
 
 import random
 import time
-from array import array
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from pamqp import commands, frame
+from pamqp import commands
 
-from bench.amqp import (
-    ACK_FRAME,
-    BASIC_ACK,
-    BASIC_DELIVER,
-    BASIC_NACK,
-    FATAL_METHODS,
-    FRAME_HEADER,
-    METHOD_ID,
-    RECV_SIZE,
-    U32,
-    U64,
-    AMQPError,
-    AMQPUrl,
-    Connection,
-    describe_close,
-    encode_message,
-)
+from bench.amqp import RECV_SIZE, AMQPError, AMQPUrl, Connection, encode_message
+from bench.counting import Confirms, Deliveries, ack_frames, percentile
 
 CHANNEL = 1
 MAX_BATCH_BYTES = 4 << 20
@@ -80,11 +64,6 @@ def _properties(job: Job, priority: int | None = None) -> commands.Basic.Propert
         priority=priority,
         headers=job.headers,
     )
-
-
-def _fatal(data: bytes, off: int, size: int) -> AMQPError:
-    _, _, value = frame.unmarshal(data[off : off + size + 8])
-    return AMQPError(describe_close(value))
 
 
 # -- publishers ------------------------------------------------------------------------
@@ -140,24 +119,16 @@ def publish_confirms(conn: Connection, job: Job) -> dict[str, Any]:
     msg = encode_message(CHANNEL, job.exchange, job.queue, payload, conn.frame_max,
                          _properties(job))
     full = msg * step
-    send_ts = array("d", bytes(8 * (n + 1)))  # send time per sequence number (1-based)
-    latencies: list[float] = []
-    singles: set[int] = set()  # individually confirmed tags above the watermark
-    watermark = resolved = nacked = sent = 0
-    unpack_hdr, unpack_mid, unpack_tag = (
-        FRAME_HEADER.unpack_from,
-        METHOD_ID.unpack_from,
-        U64.unpack_from,
-    )
+    conf = Confirms()
+    sent = 0
     data = conn.buf[conn.pos :]
     t0 = t_last = perf()
-    while resolved < n:
-        inflight = sent - resolved
+    while conf.resolved < n:
+        inflight = sent - conf.resolved
         if sent < n and inflight < window:
             k = min(step, n - sent, window - inflight)
-            ts = perf()
+            conf.sent(sent + 1, k, perf())
             sock.sendall(full if k == step else msg * k)
-            send_ts[sent + 1 : sent + 1 + k] = array("d", [ts]) * k
             sent += k
             continue
         chunk = sock.recv(RECV_SIZE)
@@ -165,81 +136,25 @@ def publish_confirms(conn: Connection, job: Job) -> dict[str, Any]:
             raise AMQPError("connection closed by server")
         now = perf()
         data = data + chunk if data else chunk
-        off, end = 0, len(data)
-        while end - off >= 8:
-            ftype, _ch, size = unpack_hdr(data, off)
-            nxt = off + size + 8
-            if nxt > end:
-                break
-            if ftype == 1:
-                mid = unpack_mid(data, off + 7)[0]
-                if mid == BASIC_ACK or mid == BASIC_NACK:
-                    tag = unpack_tag(data, off + 11)[0]
-                    multiple = data[off + 19] & 1
-                    before = resolved
-                    if multiple:
-                        for t in range(watermark + 1, tag + 1):
-                            if t in singles:
-                                singles.discard(t)
-                            else:
-                                latencies.append(now - send_ts[t])
-                                resolved += 1
-                        watermark = max(watermark, tag)
-                    elif tag > watermark and tag not in singles:
-                        latencies.append(now - send_ts[tag])
-                        resolved += 1
-                        if tag == watermark + 1:
-                            watermark = tag
-                            while watermark + 1 in singles:
-                                watermark += 1
-                                singles.discard(watermark)
-                        else:
-                            singles.add(tag)
-                    if mid == BASIC_NACK:
-                        nacked += resolved - before
-                    t_last = now
-                elif mid in FATAL_METHODS:
-                    raise _fatal(data, off, size)
-            off = nxt
-        data = data[off:]
+        before = conf.resolved
+        data = data[conf.feed(data, now, True) :]
+        if conf.resolved != before:
+            t_last = now
     conn.buf, conn.pos = data, 0
-    latencies.sort()
+    latencies = sorted(conf.latencies)
     return {
         "messages": n,
         "t_start": t0,
         "t_done": t_last,
         "rate": n / (t_last - t0),
-        "nacked": nacked,
+        "nacked": conf.nacked,
         "latency_p50_ms": percentile(latencies, 0.50) * 1000.0,
         "latency_p99_ms": percentile(latencies, 0.99) * 1000.0,
         "latency_max_ms": (latencies[-1] if latencies else 0.0) * 1000.0,
     }
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list (0.0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    idx = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[idx]
-
-
 # -- consumer --------------------------------------------------------------------------
-
-
-def _priority_of(data: bytes, p: int) -> int:
-    """Priority property of a content header whose payload starts at ``p`` (0 if absent)."""
-    flags = (data[p + 12] << 8) | data[p + 13]
-    p += 14
-    if flags & 0x8000:  # content-type
-        p += 1 + data[p]
-    if flags & 0x4000:  # content-encoding
-        p += 1 + data[p]
-    if flags & 0x2000:  # headers table
-        p += 4 + U32.unpack_from(data, p)[0]
-    if flags & 0x1000:  # delivery-mode
-        p += 1
-    return data[p] if flags & 0x0800 else 0
 
 
 def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
@@ -248,50 +163,22 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
         conn.basic_qos(CHANNEL, job.prefetch)
     conn.basic_consume(CHANNEL, job.queue, CONSUMER_TAG, job.no_ack, job.consume_arguments)
     ready.set()
-    sock, n, ack, want_prio = conn.sock, job.messages, not job.no_ack, job.priorities
-    unpack_hdr, unpack_mid, unpack_tag = (
-        FRAME_HEADER.unpack_from,
-        METHOD_ID.unpack_from,
-        U64.unpack_from,
-    )
-    pack_ack = ACK_FRAME.pack
-    prios = bytearray()
-    count = count_first = 0
+    sock, n, want_prio = conn.sock, job.messages, job.priorities
+    got = Deliveries(not job.no_ack, headers=True, priorities=want_prio)
+    count_first = 0
     t_first = t_last = 0.0
-    acks_sent = body_bytes = expected_bytes = 0
+    acks_sent = 0
     data = conn.buf[conn.pos :]
     now = perf()
     try:
         while True:
-            off, end = 0, len(data)
-            tags: list[int] = []
-            while end - off >= 8:
-                ftype, _ch, size = unpack_hdr(data, off)
-                nxt = off + size + 8
-                if nxt > end:
-                    break
-                if ftype == 1:
-                    mid = unpack_mid(data, off + 7)[0]
-                    if mid == BASIC_DELIVER:
-                        count += 1
-                        if ack:
-                            p = off + 11
-                            tags.append(unpack_tag(data, p + 1 + data[p])[0])
-                    elif mid in FATAL_METHODS:
-                        raise _fatal(data, off, size)
-                elif ftype == 3:
-                    body_bytes += size
-                elif ftype == 2:
-                    expected_bytes += unpack_tag(data, off + 11)[0]  # content body size
-                    if want_prio:
-                        prios.append(_priority_of(data, off + 7))
-                off = nxt
+            off, tags = got.feed(data)
             if tags:
-                sock.sendall(b"".join([pack_ack(1, CHANNEL, 13, 60, 80, t, 0, 0xCE) for t in tags]))
+                sock.sendall(ack_frames(CHANNEL, tags))
                 acks_sent += len(tags)
-            if count and not t_first:
-                t_first, count_first = now, count
-            if count >= n and body_bytes >= expected_bytes:  # last body complete too
+            if got.count and not t_first:
+                t_first, count_first = now, got.count
+            if got.count >= n and got.body_bytes >= got.expected_bytes:  # last body complete
                 t_last = now
                 conn.buf, conn.pos = data[off:], 0
                 break
@@ -302,12 +189,14 @@ def consume(conn: Connection, job: Job, ready: Event) -> dict[str, Any]:
             now = perf()
             data = data + chunk if data else chunk
     except TimeoutError:
-        return {"error": f"timeout after receiving {count}/{n} messages", "messages": count}
+        return {"error": f"timeout after receiving {got.count}/{n} messages",
+                "messages": got.count}
+    count, prios = got.count, got.prios
     span = t_last - t_first
     result: dict[str, Any] = {
         "messages": count,
         "acks_sent": acks_sent,
-        "body_bytes": body_bytes,
+        "body_bytes": got.body_bytes,
         "t_first": t_first,
         "t_last": t_last,
         "rate": (count - count_first) / span if span > 0 else 0.0,

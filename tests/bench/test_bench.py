@@ -13,7 +13,8 @@ from outside import missing
 from bench.amqp import Connection
 from bench.brokerproc import SpawnedBroker, cpu_seconds, machine_busy_seconds, tree_cpu_seconds
 from bench.common import Options
-from bench.flood import FloodJob, Window, _Confirms
+from bench.counting import Confirms, Deliveries
+from bench.flood import FloodJob, Window
 from bench.profile import classify, parse_raw, summarize
 from bench.rabbit import RABBITMQ_SERVER, SpawnedRabbit
 from bench.report import render
@@ -32,7 +33,7 @@ def test_window_counts_between_its_edges() -> None:
 
 
 def test_confirms_single_multiple_and_nack_are_each_counted_once() -> None:
-    conf = _Confirms()
+    conf = Confirms()
     conf.sent(1, 10, 1.0)
     conf.settle(3, False, False, 1.5, True)  # single, out of order
     conf.settle(2, True, False, 2.0, True)  # multiple up to 2: tags 1, 2
@@ -144,3 +145,22 @@ def test_report_renders_the_cluster_table() -> None:
     assert [c.strip() for c in row.strip("|").split("|")] == [
         "confirms-only", "3 nodes", "12,000", "18.0 / 70.0", "0.60"]
     assert "3 kills, median 3.10 s, max 3.40 s (target ≤ 5 s); 1,282 confirmed, 0 lost" in text
+
+
+def test_deliveries_count_whole_frames_and_keep_the_tail() -> None:
+    from pamqp import body, commands, frame, header
+
+    def message(tag: int, priority: int) -> bytes:
+        props = commands.Basic.Properties(priority=priority)
+        return (frame.marshal(commands.Basic.Deliver("c", tag, False, "", "q"), 1)
+                + frame.marshal(header.ContentHeader(0, 3, props), 1)
+                + frame.marshal(body.ContentBody(b"abc"), 1))
+
+    data = message(1, 4) + message(2, 7)
+    got = Deliveries(ack=True, priorities=True)
+    off, tags = got.feed(data[:-3])  # the last body frame is cut short
+    assert (got.count, tags, got.body_bytes, got.expected_bytes) == (2, [1, 2], 3, 6)
+    off2, tags2 = got.feed(data[off:])
+    assert (off + off2, tags2, got.body_bytes) == (len(data), [], 6)
+    assert list(got.prios) == [4, 7]
+    assert Deliveries(ack=False).feed(data)[1] == []
