@@ -20,6 +20,8 @@ from .util import (
     body_fields,
     body_json,
     details_of,
+    grant_target,
+    grants_of,
     list_reply,
     no_content,
     not_found,
@@ -27,6 +29,7 @@ from .util import (
     require_admin,
     require_policymaker,
     server_of,
+    user_of,
     vhost_of,
     visible_vhosts,
 )
@@ -168,8 +171,7 @@ async def bulk_delete_users(request: web.Request) -> web.Response:
 
 # ---- permissions -------------------------------------------------------------------------
 def _perms(request: web.Request, user: str | None = None, vhost: str | None = None) -> list:
-    return [p for p in definitions_json.permissions_json(server_of(request))
-            if (user is None or p["user"] == user) and (vhost is None or p["vhost"] == vhost)]
+    return grants_of(definitions_json.permissions_json(server_of(request)), user, vhost)
 
 
 @routes.get("/api/permissions")
@@ -181,9 +183,7 @@ async def list_permissions(request: web.Request) -> web.Response:
 @routes.get("/api/users/{user}/permissions")
 async def user_permissions(request: web.Request) -> web.Response:
     require_admin(request)
-    if request.match_info["user"] not in server_of(request).auth.users:
-        raise not_found()
-    return list_reply(request, _perms(request, user=request.match_info["user"]))
+    return list_reply(request, _perms(request, user=user_of(request)))
 
 
 @routes.get("/api/vhosts/{vhost}/permissions")
@@ -204,14 +204,12 @@ async def show_permission(request: web.Request) -> web.Response:
 @routes.put("/api/permissions/{vhost}/{user}")
 async def put_permission(request: web.Request) -> web.Response:
     require_admin(request)
-    server = server_of(request)
-    vhost, user = request.match_info["vhost"], request.match_info["user"]
-    if vhost not in server.vhosts or user not in server.auth.users:
-        raise bad_request("vhost_or_user_not_found")
+    vhost, user = grant_target(request)
+    auth = server_of(request).auth
     body = await body_fields(request)
-    existed = (user, vhost) in server.auth.permissions
+    existed = (user, vhost) in auth.permissions
     body.missing(*users.PERMISSIONS)
-    server.auth.set_permissions(user, vhost, *(body.regex(k) for k in users.PERMISSIONS))
+    auth.set_permissions(user, vhost, *(body.regex(k) for k in users.PERMISSIONS))
     return no_content() if existed else web.Response(status=201)
 
 

@@ -18,12 +18,15 @@ from .util import (
     bad_request,
     body_fields,
     body_json,
+    grant_target,
+    grants_of,
     list_reply,
     no_content,
     not_found,
     reply,
     require_admin,
     server_of,
+    user_of,
     vhost_of,
     visible_vhosts,
 )
@@ -179,9 +182,7 @@ async def delete_operator_policy(request: web.Request) -> web.Response:
 # ---- topic permissions -------------------------------------------------------------------
 def _topics(request: web.Request, user: str | None = None,
             vhost: str | None = None) -> list[dict]:
-    return [dict(p) for p in server_of(request).auth.topic_permissions
-            if (user is None or p.get("user") == user)
-            and (vhost is None or p.get("vhost") == vhost)]
+    return grants_of(server_of(request).auth.topic_permissions, user, vhost)
 
 
 @routes.get("/api/topic-permissions/{vhost}/{user}")
@@ -196,9 +197,7 @@ async def show_topic_permissions(request: web.Request) -> web.Response:
 @routes.get("/api/users/{user}/topic-permissions")
 async def user_topic_permissions(request: web.Request) -> web.Response:
     require_admin(request)
-    if request.match_info["user"] not in server_of(request).auth.users:
-        raise not_found()
-    return list_reply(request, _topics(request, user=request.match_info["user"]))
+    return list_reply(request, _topics(request, user=user_of(request)))
 
 
 @routes.get("/api/vhosts/{vhost}/topic-permissions")
@@ -210,15 +209,12 @@ async def vhost_topic_permissions(request: web.Request) -> web.Response:
 @routes.put("/api/topic-permissions/{vhost}/{user}")
 async def put_topic_permission(request: web.Request) -> web.Response:
     require_admin(request)
-    server = server_of(request)
-    vhost, user = request.match_info["vhost"], request.match_info["user"]
-    if vhost not in server.vhosts or user not in server.auth.users:
-        raise bad_request("vhost_or_user_not_found")
+    vhost, user = grant_target(request)
     body = await body_fields(request)
     body.missing("exchange", "write", "read")
     exchange, write, read = body.text("exchange"), body.regex("write"), body.regex("read")
     existed = bool(_topics(request, user, vhost))
-    server.auth.set_topic_permission(user, vhost, exchange, write, read)
+    server_of(request).auth.set_topic_permission(user, vhost, exchange, write, read)
     return no_content() if existed else web.Response(status=201)
 
 

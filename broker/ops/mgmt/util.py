@@ -13,6 +13,7 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any  # Any: JSON values, aiohttp keys
 
 from aiohttp import web
@@ -176,6 +177,32 @@ def vhost_of(request: web.Request, key: str = "vhost") -> VirtualHost:
     if vhost is None or name not in visible_vhosts(request):
         raise not_found()
     return vhost
+
+
+def user_of(request: web.Request) -> str:
+    """The ``{user}`` of the path; 404 when there is no such user."""
+    name = request.match_info["user"]
+    if name not in server_of(request).auth.users:
+        raise not_found()
+    return name
+
+
+def grant_target(request: web.Request) -> tuple[str, str]:
+    """The ``{vhost}`` and ``{user}`` a permission is set for; 400 unless both exist."""
+    server = server_of(request)
+    vhost, user = request.match_info["vhost"], request.match_info["user"]
+    if vhost not in server.vhosts or user not in server.auth.users:
+        raise bad_request("vhost_or_user_not_found")
+    return vhost, user
+
+
+def grants_of(rows: Iterable[Mapping[str, Any]], user: str | None = None,
+              vhost: str | None = None) -> list[dict[str, Any]]:
+    """Copies of the permission rows (keys ``user`` and ``vhost``) of ``user`` and on
+    ``vhost`` (None: any)."""
+    return [dict(p) for p in rows
+            if (user is None or p.get("user") == user)
+            and (vhost is None or p.get("vhost") == vhost)]
 
 
 def vhosts_in_scope(request: web.Request) -> list[VirtualHost]:
