@@ -79,6 +79,14 @@ def prefix_end(prefix: Key) -> bytes:
     return b"\0"  # every key
 
 
+def _key_range(key: Key, prefix: bool) -> dict[str, Any]:
+    """The request body naming ``key``, or with ``prefix`` every key starting with it."""
+    body = {"key": _enc(key)}
+    if prefix:
+        body["range_end"] = _enc(prefix_end(key))
+    return body
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: bytes
@@ -150,11 +158,14 @@ class Put:
     value: Key
     lease: int = 0
 
-    def json(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"key": _enc(self.key), "value": _enc(self.value)}
         if self.lease:
             body["lease"] = str(self.lease)
-        return {"request_put": body}
+        return body
+
+    def json(self) -> dict[str, Any]:
+        return {"request_put": self.body()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +174,7 @@ class Get:
     prefix: bool = False
 
     def json(self) -> dict[str, Any]:
-        body = {"key": _enc(self.key)}
-        if self.prefix:
-            body["range_end"] = _enc(prefix_end(self.key))
-        return {"request_range": body}
+        return {"request_range": _key_range(self.key, self.prefix)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +183,7 @@ class Delete:
     prefix: bool = False
 
     def json(self) -> dict[str, Any]:
-        body = {"key": _enc(self.key)}
-        if self.prefix:
-            body["range_end"] = _enc(prefix_end(self.key))
-        return {"request_delete_range": body}
+        return {"request_delete_range": _key_range(self.key, self.prefix)}
 
 
 Op = Put | Get | Delete
@@ -330,9 +335,7 @@ class EtcdClient:
     # ---- kv --------------------------------------------------------------------------
     async def range(self, key: Key, prefix: bool = False, limit: int = 0,
                     sort_by_create: bool = False, revision: int = 0) -> RangeResult:
-        body: dict[str, Any] = {"key": _enc(key)}
-        if prefix:
-            body["range_end"] = _enc(prefix_end(key))
+        body = _key_range(key, prefix)
         if limit:
             body["limit"] = str(limit)
         if sort_by_create:
@@ -351,18 +354,12 @@ class EtcdClient:
 
     async def put(self, key: Key, value: Key, lease: int = 0) -> int:
         """Store ``value``; return the new revision. LeaseNotFound for a dead lease."""
-        body: dict[str, Any] = {"key": _enc(key), "value": _enc(value)}
-        if lease:
-            body["lease"] = str(lease)
-        answer = await self.call("/v3/kv/put", body)
+        answer = await self.call("/v3/kv/put", Put(key, value, lease).body())
         return int(answer.get("header", {}).get("revision", 0))
 
     async def delete(self, key: Key, prefix: bool = False) -> int:
         """Delete ``key`` (or every key under the prefix); return how many were deleted."""
-        body = {"key": _enc(key)}
-        if prefix:
-            body["range_end"] = _enc(prefix_end(key))
-        answer = await self.call("/v3/kv/deleterange", body)
+        answer = await self.call("/v3/kv/deleterange", _key_range(key, prefix))
         return int(answer.get("deleted", 0))
 
     async def txn(self, compare: Sequence[Compare], success: Sequence[Op] = (),
@@ -413,9 +410,7 @@ class EtcdClient:
         ``start_revision`` (0: from now on), resuming across broken streams."""
         next_rev = start_revision
         while True:
-            body: dict[str, Any] = {"key": _enc(key)}
-            if prefix:
-                body["range_end"] = _enc(prefix_end(key))
+            body = _key_range(key, prefix)
             if next_rev:
                 body["start_revision"] = str(next_rev)
             if prev_kv:
