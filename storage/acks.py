@@ -27,6 +27,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .replication import unlink
+
 if TYPE_CHECKING:
     from .replication import ReplicationSink
 
@@ -190,13 +192,7 @@ class AckLog:
         fd = self._fds.pop(seg_id, None)
         if fd is not None:
             os.close(fd)
-        path = self.directory / ack_name(seg_id)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        if self._sink is not None:
-            self._sink.delete(str(path))
+        unlink(self.directory / ack_name(seg_id), self._sink)
 
     def close(self, flush: bool = True) -> None:
         """Flush what can be flushed (unless ``flush`` is False: the entries are dropped) and

@@ -60,6 +60,7 @@ from .delayed_runs import (
     write_run,
 )
 from .record import F_EXPIRES, F_PERSISTENT, RecordError
+from .replication import unlink
 from .segment import (
     DEFAULT_WRITE_BUFFER,
     SegmentReader,
@@ -373,12 +374,7 @@ class DelayStore(Recovery, Merging):
 
     def _unlink(self, *names: str) -> None:
         for name in names:
-            try:
-                os.unlink(self.directory / name)
-            except FileNotFoundError:
-                continue
-            if self._sink is not None:
-                self._sink.delete(str(self.directory / name))
+            unlink(self.directory / name, self._sink)
 
     # ---- lifetime ----------------------------------------------------------------------
     def flush(self) -> None:

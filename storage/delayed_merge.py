@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .delayed_runs import ENTRY, MERGED_MAGIC, NONE, Item, Key, Run, merged_footer, run_name
-from .sync import DirectoryHandle, GroupCommit
+from .sync import DirectoryHandle, FdFile, GroupCommit
 
 if TYPE_CHECKING:
     from .replication import ReplicationSink
@@ -61,7 +61,7 @@ def _entries(run: Run) -> Iterator[Item]:
         run.advance()
 
 
-class MergedRunWriter:
+class MergedRunWriter(FdFile):
     """The output of a merge: appended to, a ``Flushable`` for the group commit."""
 
     def __init__(self, path: Path, sink: ReplicationSink | None) -> None:
@@ -82,17 +82,6 @@ class MergedRunWriter:
         self.size += len(data)
         if checked:
             self.crc = zlib.crc32(data, self.crc)
-
-    def flush(self) -> None:
-        """Nothing is buffered."""
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class Merge:

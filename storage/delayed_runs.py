@@ -21,6 +21,8 @@ import zlib
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from .sync import FdFile
+
 BLOCK = 256
 RUN_MAGIC = b"BMQRUN01"
 RUN_HEADER = struct.Struct("<8sIIIQI")  # magic, count, covers seg, covers position, max id, crc
@@ -220,11 +222,11 @@ def merged_footer(sources: list[int], count: int, covers: tuple[int, int], max_i
                               FOOTER_MAGIC)
 
 
-class MarkFile:
+class MarkFile(FdFile):
     """The WATERMARK file as a ``Flushable``: rewritten in place, fsynced by the group
     commit."""
 
-    __slots__ = ("path", "_fd", "_pending")
+    __slots__ = ("_pending",)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -238,14 +240,3 @@ class MarkFile:
         if self._pending is not None and self._fd >= 0:
             os.pwrite(self._fd, self._pending, 0)
             self._pending = None
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            try:
-                self.flush()
-            finally:
-                os.close(self._fd)
-                self._fd = -1

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .acks import ack_name, read_acks
+from .replication import unlink
 from .segment import (
     FILE_HEADER_SIZE,
     SegmentStats,
@@ -69,12 +70,7 @@ def unlink_segment_files(directory: Path, seg_id: int,
     """Remove a segment then its sidecars (in that order: a crash in between leaves orphan
     sidecars, which recovery deletes, never a segment without its acks)."""
     for name in (segment_name(seg_id), index_name(seg_id), ack_name(seg_id)):
-        try:
-            os.unlink(directory / name)
-        except FileNotFoundError:
-            continue
-        if sink is not None:
-            sink.delete(str(directory / name))
+        unlink(directory / name, sink)
 
 
 def _segment_stats(directory: Path, seg_id: int, sink: ReplicationSink | None) -> SegmentStats:

@@ -26,6 +26,8 @@ Invariants:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol
 
 
@@ -34,3 +36,15 @@ class ReplicationSink(Protocol):
     def truncate(self, path: str, size: int) -> None: ...
     def rewrite(self, path: str, data: bytes) -> None: ...
     def delete(self, path: str) -> None: ...
+
+
+def unlink(path: Path, sink: ReplicationSink | None) -> bool:
+    """Remove the file at ``path`` and tell ``sink``; False (and nothing told) when it was
+    already gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    if sink is not None:
+        sink.delete(str(path))
+    return True

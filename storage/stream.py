@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from .record import F_PERSISTENT, RecordError
+from .replication import unlink
 from .segment import (
     DEFAULT_WRITE_BUFFER,
     FILE_HEADER_SIZE,
@@ -229,12 +230,7 @@ class StreamLog:
 
     def _unlink(self, seg: StreamSegment) -> None:
         for name in (segment_name(seg.id), index_name(seg.id)):
-            try:
-                os.unlink(self.directory / name)
-            except FileNotFoundError:
-                continue
-            if self._sink is not None:
-                self._sink.delete(str(self.directory / name))
+            unlink(self.directory / name, self._sink)
 
     def _save_meta(self) -> None:
         data = msgpack.packb({"next": self.next_offset})

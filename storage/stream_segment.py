@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .record import RecordError
 from .segment import FILE_HEADER_SIZE, SegmentFormatError, SegmentReader, check_header
+from .sync import FdFile
 
 if TYPE_CHECKING:
     from .replication import ReplicationSink
@@ -117,10 +118,10 @@ class StreamSegment:
                 f"sealed={self.sealed})")
 
 
-class IndexFile:
+class IndexFile(FdFile):
     """The sparse index file being appended to, as a ``Flushable`` for the group commit."""
 
-    __slots__ = ("path", "_fd", "_buf")
+    __slots__ = ("_buf",)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -134,17 +135,6 @@ class IndexFile:
         if self._buf and self._fd >= 0:
             written = os.write(self._fd, self._buf)
             del self._buf[:written]
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            try:
-                self.flush()
-            finally:
-                os.close(self._fd)
-                self._fd = -1
 
 
 def recover_segment(directory: Path, seg_id: int, path: Path,

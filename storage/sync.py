@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,31 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class FdFile:
+    """A file behind one open descriptor, as a ``Flushable`` for the group commit: subclasses
+    open ``_fd`` and override ``flush`` when they buffer; ``close`` flushes first and closes
+    the descriptor even when that flush fails (the caller sees the error)."""
+
+    __slots__ = ("path", "_fd")
+
+    path: Path
+    _fd: int
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
 
 class DirectoryHandle:
