@@ -184,15 +184,21 @@ def test_rollback_discards_publishes(broker):
     conn.close()
 
 
-def test_ack_then_rollback_keeps_message_unacked(broker):
-    conn = connect(broker)
-    ch, watcher = conn.channel(), conn.channel()
+def ack_in_tx(ch):
+    """Publish m0 to "q", then in a transaction get it and ack it (not committed yet)."""
     ch.queue_declare("q")
     ch.basic_publish("", "q", b"m0")
     ch.tx_select()
     method, _, body = ch.basic_get("q")
     assert body == b"m0"
     ch.basic_ack(method.delivery_tag)
+    return method
+
+
+def test_ack_then_rollback_keeps_message_unacked(broker):
+    conn = connect(broker)
+    ch, watcher = conn.channel(), conn.channel()
+    method = ack_in_tx(ch)
     ch.tx_rollback()
     assert count(watcher, "q") == 0  # still unacked, not requeued
     ch.basic_ack(method.delivery_tag)  # the tag is still known
@@ -205,11 +211,7 @@ def test_ack_then_rollback_keeps_message_unacked(broker):
 def test_rolled_back_ack_is_requeued_on_close(broker):
     conn = connect(broker)
     ch, watcher = conn.channel(), conn.channel()
-    ch.queue_declare("q")
-    ch.basic_publish("", "q", b"m0")
-    ch.tx_select()
-    method, _, _ = ch.basic_get("q")
-    ch.basic_ack(method.delivery_tag)
+    ack_in_tx(ch)
     ch.tx_rollback()
     ch.close()
     method, _, body = watcher.basic_get("q", auto_ack=True)
@@ -220,11 +222,7 @@ def test_rolled_back_ack_is_requeued_on_close(broker):
 def test_ack_is_applied_at_commit(broker):
     conn = connect(broker)
     ch = conn.channel()
-    ch.queue_declare("q")
-    ch.basic_publish("", "q", b"m0")
-    ch.tx_select()
-    method, _, _ = ch.basic_get("q")
-    ch.basic_ack(method.delivery_tag)
+    method = ack_in_tx(ch)
     ch.tx_commit()
     ch.basic_ack(method.delivery_tag)  # committed: the tag is gone now
     with channel_closed(406, f"PRECONDITION_FAILED - unknown delivery tag {method.delivery_tag}"):

@@ -38,6 +38,24 @@ def passive_count(port: int, queue: str) -> int:
         raw.close()
 
 
+def wait_count(port: int, queue: str, n: int, timeout: float) -> None:
+    """Wait until ``queue`` holds at least ``n`` messages; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while passive_count(port, queue) < n:
+        assert time.monotonic() < deadline, f"{queue} never held {n} messages"
+        time.sleep(0.05)
+
+
+def fill_raw(port: int, queue: str, body: bytes, n: int) -> None:
+    """Declare ``queue`` and put ``n`` copies of ``body`` in it over a raw client."""
+    filler = RawClient.open(port, timeout=30)
+    filler.declare(queue)
+    filler.send_raw((publish_frame(1, queue) + header_frame(1, len(body))
+                     + body_frame(1, body)) * n)
+    wait_count(port, queue, n, 20)
+    filler.close()
+
+
 def next_non_heartbeat(raw: RawClient) -> tuple[int, object]:
     while True:
         got = raw.recv()
@@ -178,15 +196,7 @@ def test_returns_to_a_publisher_that_never_reads(broker):
 
 def test_basic_get_storm_without_reading(broker):
     body = b"g" * (100 * 1024)
-    filler = RawClient.open(broker.port, timeout=30)
-    filler.declare("stock")
-    filler.send_raw((publish_frame(1, "stock") + header_frame(1, len(body))
-                     + body_frame(1, body)) * 600)
-    deadline = time.monotonic() + 20
-    while passive_count(broker.port, "stock") < 600:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    filler.close()
+    fill_raw(broker.port, "stock", body, 600)
     with Bystander(broker.port) as good:
         raw = RawClient.open(broker.port, timeout=30)
         raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -218,10 +228,7 @@ def test_deliveries_of_large_messages_to_a_consumer_that_never_reads(broker):
         filler.send_raw((publish_frame(1, f"big-{n}") + header_frame(1, len(body))
                          + b"".join(body_frame(1, body[i:i + FRAME])
                                     for i in range(0, len(body), FRAME))) * 10)
-    deadline = time.monotonic() + 30
-    while passive_count(broker.port, "big-19") < 10:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_count(broker.port, "big-19", 10, 30)
     filler.close()
     with Bystander(broker.port) as good:
         raw = RawClient.open(broker.port, timeout=30)
@@ -246,15 +253,7 @@ def test_deliveries_of_large_messages_to_a_consumer_that_never_reads(broker):
 def test_unacknowledged_bodies_per_connection_are_bounded(broker_factory):
     broker = broker_factory(max_message_size=4 * MiB)
     body = b"u" * (64 * 1024)
-    filler = RawClient.open(broker.port, timeout=30)
-    filler.declare("backlog")
-    filler.send_raw((publish_frame(1, "backlog") + header_frame(1, len(body))
-                     + body_frame(1, body)) * 1000)
-    deadline = time.monotonic() + 20
-    while passive_count(broker.port, "backlog") < 1000:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    filler.close()
+    fill_raw(broker.port, "backlog", body, 1000)
     with Bystander(broker.port) as good:
         raw = RawClient.open(broker.port, timeout=30)
         start = good.progress()

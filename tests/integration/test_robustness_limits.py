@@ -73,6 +73,18 @@ def pika_params(broker) -> pika.ConnectionParameters:  # type: ignore[no-untyped
                                      stack_timeout=5)
 
 
+def connect_when_free(broker, seconds: float = 3.0) -> pika.BlockingConnection:  # type: ignore[no-untyped-def]
+    """Connect, retrying while the broker refuses (a slot is freed a moment after a close)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return pika.BlockingConnection(pika_params(broker))
+        except pika.exceptions.AMQPConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def round_trip(conn: pika.BlockingConnection, body: bytes) -> None:
     ch = conn.channel()
     q = ch.queue_declare("", exclusive=True).method.queue
@@ -105,15 +117,7 @@ def test_connection_max_refuses_the_third_connection(broker_factory):
         round_trip(second, b"two")
         first.close()
         # a slot is free again (the broker notices the close a moment later)
-        deadline = time.monotonic() + 3
-        while True:
-            try:
-                third = pika.BlockingConnection(pika_params(broker))
-                break
-            except pika.exceptions.AMQPConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        third = connect_when_free(broker)
         round_trip(third, b"three")
         # refused attempts did not use up or free a slot: the limit still holds
         with pytest.raises(pika.exceptions.AMQPConnectionError):
@@ -145,15 +149,7 @@ def test_many_refused_connections_do_not_leak_slots(broker_factory):
         answered += bool(data)
         s.close()
     assert answered == 1
-    deadline = time.monotonic() + 3
-    while True:
-        try:
-            conn = pika.BlockingConnection(pika_params(broker))
-            break
-        except pika.exceptions.AMQPConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    conn = connect_when_free(broker)
     round_trip(conn, b"after the storm")
     conn.close()
 
