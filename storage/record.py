@@ -224,3 +224,65 @@ def decode(buf: bytes | bytearray, pos: int = 0, limit: int | None = None) -> De
         raise CorruptRecord("names are not utf-8", pos) from None
     return (end, flags, seq, expires, exchange, routing_key, bytes(buf[props:body]),
             bytes(buf[body:end]), deliveries)
+
+
+#: What ``decode_many`` gives per record: (seq, flags, exchange, routing key, props, body),
+#: the names as the shortstrs stored (length byte + utf-8: what AMQP frames carry).
+RawRecord = tuple[int, int, bytes, bytes, bytes, bytes]
+
+
+def decode_many(buf: bytes, pos: int, limit: int, count: int, max_bytes: int,
+                trusted: int = 0) -> tuple[list[RawRecord], int]:
+    """Up to ``count`` consecutive records from ``pos``, stopping after the one whose bodies
+    reach ``max_bytes``; and where the last one ends. The batch read of a stream: one call
+    and no ``str`` per record (names stay shortstrs, which is what a delivery sends).
+
+    A record ending at or before ``trusted`` was CRC-checked before (by an earlier read of
+    the same bytes) and is not checked again. A batch stops before a record that is not whole
+    before ``limit`` or not valid; only when that is the first one does it raise
+    (``ShortRecord`` / ``CorruptRecord``, as ``decode``), so the caller refills or reports.
+    """
+    out: list[RawRecord] = []
+    append = out.append
+    start_pos = pos
+    try:
+        while count > 0 and max_bytes > 0:
+            start = pos + HEADER_SIZE
+            if start > limit:
+                raise ShortRecord("header cut short", pos, HEADER_SIZE)
+            length, crc = _unpack_header(buf, pos)
+            if length < MIN_PAYLOAD or length > MAX_PAYLOAD:
+                raise CorruptRecord(f"impossible length {length}", pos)
+            end = start + length
+            if end > limit:
+                raise ShortRecord(f"{length}-byte payload cut short", pos,
+                                  HEADER_SIZE + length)
+            if end > trusted and (_crc32(buf[start:end]) if length <= _COPY_MAX
+                                  else _crc(buf, start, end)) != crc:
+                raise CorruptRecord("CRC mismatch", pos)
+            flags, seq, _expires = _unpack_fixed(buf, start)
+            if flags & ~_KNOWN_FLAGS:
+                raise CorruptRecord("unknown flags", pos)
+            ex = start + _FIXED_SIZE
+            if flags & F_DELIVERIES:
+                ex += _U32_SIZE
+                if ex >= end:
+                    raise CorruptRecord("field lengths overrun the record", pos)
+            rk = ex + 1 + buf[ex]
+            if rk >= end:
+                raise CorruptRecord("field lengths overrun the record", pos)
+            pl = rk + 1 + buf[rk]
+            props = pl + _U32_SIZE
+            if props > end:
+                raise CorruptRecord("field lengths overrun the record", pos)
+            body = props + _unpack_u32(buf, pl)[0]
+            if body > end:
+                raise CorruptRecord("properties overrun the record", pos)
+            append((seq, flags, buf[ex:rk], buf[rk:pl], buf[props:body], buf[body:end]))
+            max_bytes -= end - body
+            count -= 1
+            pos = end
+    except RecordError:
+        if pos == start_pos:
+            raise
+    return out, pos

@@ -27,10 +27,12 @@ from .record import (
     F_PERSISTENT,
     CorruptRecord,
     Decoded,
+    RawRecord,
     RecordError,
     ShortRecord,
     check,
     decode,
+    decode_many,
     encode_into,
 )
 from .record import HEADER_SIZE as RECORD_HEADER_SIZE
@@ -344,6 +346,34 @@ class SegmentReader:
         self.record_offset = pos
         self.offset = base + rec[0]
         return rec
+
+    def next_many(self, limit: int, count: int, max_bytes: int, trusted: int = 0
+                  ) -> list[RawRecord]:
+        """Up to ``count`` records before ``limit`` (fewer at ``limit``, at the end of the
+        read-ahead buffer, or after the one whose bodies reach ``max_bytes``: see
+        ``record.decode_many``); ``trusted`` is the file position below which the records'
+        CRCs were checked already. Raises as ``next`` for the first record."""
+        pos = self.offset
+        if pos >= limit:
+            return []
+        base = self._base
+        buf = self._buf
+        rel = pos - base
+        if rel < 0 or rel >= len(buf):
+            buf, base, rel = self._fill(pos, RECORD_HEADER_SIZE, limit), pos, 0
+        try:
+            try:
+                records, end = decode_many(buf, rel, min(len(buf), limit - base), count,
+                                           max_bytes, trusted - base)
+            except ShortRecord as exc:
+                buf, base = self._fill(pos, exc.needed, limit), pos
+                records, end = decode_many(buf, 0, len(buf), count, max_bytes, trusted - base)
+        except RecordError as exc:
+            exc.offset = pos
+            raise
+        self.record_offset = pos
+        self.offset = base + end
+        return records
 
     def _fill(self, pos: int, needed: int, limit: int) -> bytes:
         want = min(max(needed, self._chunk), limit - pos)

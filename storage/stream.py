@@ -39,19 +39,18 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from .record import F_PERSISTENT, RecordError
+from .record import F_PERSISTENT
 from .replication import unlink
 from .segment import (
     DEFAULT_WRITE_BUFFER,
     FILE_HEADER_SIZE,
-    SegmentReader,
     SegmentWriter,
     Source,
     segment_name,
 )
+from .stream_reader import StreamReader
 from .stream_segment import (
     INDEX_EVERY,
-    READ_AHEAD,
     IndexFile,
     StreamRecord,
     StreamSegment,
@@ -375,89 +374,3 @@ class StreamLog:
         self.next_offset = max(last, meta_next)
         if self.segments:
             self.last_chunk = self.segments[-1].next - 1
-
-class StreamReader:
-    """Reads records in offset order from ``offset`` on; ``next()`` is None at the end of the
-    log (call again after more appends). A reader whose segment is deleted by retention keeps
-    reading it through its open descriptor, then moves on to the oldest segment left."""
-
-    __slots__ = ("log", "offset", "seg", "_reader", "_limit", "_fd", "_live")
-
-    def __init__(self, stream: StreamLog, offset: int) -> None:
-        self.log = stream
-        self.offset = offset
-        self.seg: StreamSegment | None = None
-        self._reader: SegmentReader | None = None
-        self._limit = 0
-        self._fd = -1
-        self._live = False   # reading the segment being written (through the writer)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self.seg = None
-        self._reader = None
-
-    def seek(self, seg: StreamSegment, position: int, offset: int | None = None) -> None:
-        """Read ``seg`` from the record boundary ``position``: records before ``self.offset``
-        are skipped, unless ``offset`` (the record's offset there) is given."""
-        self.close()
-        source, self._limit, self._fd = self.log.source_of(seg)
-        self._live = self._fd < 0
-        self.seg = seg
-        self._reader = SegmentReader(source, position, READ_AHEAD)
-        if offset is not None:
-            self.offset = offset
-
-    def _open(self) -> bool:
-        """Find the segment for ``self.offset``; False when it is not written yet."""
-        stream = self.log
-        if self.offset < stream.first_offset:
-            self.offset = stream.first_offset
-        if self.offset >= stream.next_offset:
-            return False
-        seg = stream.segment_of(self.offset)
-        if seg is None:
-            return False
-        if self.offset < seg.first:
-            self.offset = seg.first
-        self.seek(seg, seg.position_of(self.offset))
-        return True
-
-    def next(self) -> StreamRecord | None:
-        while True:
-            reader, seg = self._reader, self.seg
-            if reader is None or seg is None:
-                if not self._open():
-                    return None
-                continue
-            if self._live:
-                if seg.sealed:  # rolled since: read its file from now on
-                    self.seek(seg, reader.offset)
-                    continue
-                self._limit = self.log.limit_of(seg)
-            try:
-                record = reader.next(self._limit)
-            except (RecordError, OSError) as exc:
-                log.error("%s: segment %d unreadable at %d: %s", self.log.directory, seg.id,
-                          reader.offset, exc)
-                record = None
-                self.offset = max(self.offset, seg.next)
-                self.close()
-                continue
-            if record is None:
-                if self._live:
-                    return None  # at the end of what is written so far
-                after = self.log.segment_after(seg)
-                if after is None:
-                    return None  # a sealed newest segment: the next append opens another
-                self.offset = max(self.offset, after.first)
-                self.close()
-                continue
-            offset = record[2]
-            if offset < self.offset:
-                continue  # scanning up to the wanted offset from an index entry
-            self.offset = offset + 1
-            return StreamRecord(offset, record[3], bool(record[1] & F_PERSISTENT), record[4],
-                                record[5], record[6], record[7])

@@ -64,7 +64,7 @@ class StreamSegment:
     """One segment's counters and sparse index (the only per-segment state in RAM)."""
 
     __slots__ = ("id", "first", "next", "end", "first_ts", "last_ts", "sealed", "idx_offsets",
-                 "idx_positions", "idx_times", "since_index")
+                 "idx_positions", "idx_times", "since_index", "checked")
 
     def __init__(self, seg_id: int) -> None:
         self.id = seg_id
@@ -78,6 +78,8 @@ class StreamSegment:
         self.idx_positions = array("I")
         self.idx_times = array("d")
         self.since_index = 0
+        # records before this file position had their CRC checked by a read (stream_reader)
+        self.checked = FILE_HEADER_SIZE
 
     @property
     def count(self) -> int:
