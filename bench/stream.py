@@ -12,14 +12,18 @@ streams over AMQP 0-9-1 too):
 3. read: three manual-ack consumers (prefetch 1000), started
    together with ``x-stream-offset: first``, each read the whole stream; the rate of each
    (first -> last delivery), the slowest one and the RSS peak while they read. Reading does
-   not consume: every consumer must get all N (``lost`` counts what one did not).
+   not consume: every consumer must get all N (``lost`` counts what one did not);
+4. the same read by one consumer alone, then, for a side-by-side figure on the same broker
+   in the same run, a classic (durable) queue filled with the same N by the same publisher
+   and drained by one consumer with the same prefetch and acks.
 
-Compare the read rates with the ``manual-ack`` flood's out rate (the target: reads are at least
-as fast as a classic queue's consume).
+Compare the read rates with the classic drain of step 4 (and with the ``manual-ack`` flood's
+out rate): the target is reads at least as fast as a classic queue's consume.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from bench.amqp import AMQPError, AMQPUrl, Connection
@@ -44,6 +48,10 @@ STREAM_METRICS = (
     Metric(f"{P}.read_slowest", "stream read from first, slowest of 3 consumers", "msg/s"),
     *(Metric(f"{P}.read_{i}", f"stream read from first, consumer {i}", "msg/s")
       for i in range(1, READERS + 1)),
+    Metric(f"{P}.read_alone", "stream read from first, 1 consumer alone", "msg/s"),
+    Metric(f"{P}.classic_publish", "classic queue publish of the same N, 1 publisher "
+           "(confirmed)", "msg/s"),
+    Metric(f"{P}.classic_drain", "classic queue drain of the same N, 1 consumer", "msg/s"),
     Metric(f"{P}.rss_before", "stream RSS before publish", "MB", False),
     Metric(f"{P}.rss_after_publish", "stream RSS with N messages in the stream", "MB", False),
     Metric(f"{P}.rss_growth", "stream RSS growth for N messages (target <= 64)", "MB", False),
@@ -65,27 +73,37 @@ def run_stream(url: AMQPUrl | None, opts: Options, log: Log) -> TargetResult:
 class _Stream(QueueScenario):
     prefix = P
 
-    def _control(self, declare: bool) -> None:
+    @property
+    def classic(self) -> str:
+        return self.queue + ".classic"
+
+    def _control(self, declare: bool, classic: bool = False) -> None:
         with Connection(self.url, product="bench-control") as conn:
             conn.channel_open(1)
+            name = self.classic if classic else self.queue
             if declare:
-                conn.queue_declare(1, self.queue, durable=True,
-                                   arguments={"x-queue-type": "stream"})
+                conn.queue_declare(1, name, durable=True,
+                                   arguments=None if classic else {"x-queue-type": "stream"})
             else:
-                conn.queue_delete(1, self.queue)
+                conn.queue_delete(1, name)
 
     def run(self) -> TargetResult:
         try:
             self._control(declare=True)
             if self._publish():
                 self._read()
+                self._read_alone()
+            self._control(declare=False)
+            self._control(declare=True, classic=True)
+            self._classic()
         except (OSError, AMQPError, BrokerError) as exc:
             self.note(f"failed: {type(exc).__name__}: {exc}")
         finally:
-            try:
-                self._control(declare=False)
-            except (OSError, AMQPError):
-                pass
+            for classic in (False, True):
+                try:
+                    self._control(declare=False, classic=classic)
+                except (OSError, AMQPError):
+                    pass
         if self.pid is None:
             self.res.notes.append(f"{P}: RSS not measured (no visible local broker process)")
         return self.res
@@ -135,3 +153,40 @@ class _Stream(QueueScenario):
             v[f"{P}.read_slowest"] = min(rates)
         self.log(f"  {P}: read {', '.join(fmt_rate(r) for r in rates)} msg/s, RSS peak "
                  f"{peak} MB")
+
+    def _read_alone(self) -> None:
+        job = self.job(self.n, prefetch=self.opts.backlog_prefetch,
+                       consume_arguments={"x-stream-offset": "first"})
+        con = run_workers(self.pid, self.phase_timeout, {"consumer-alone": job})[0][
+            "consumer-alone"]
+        self.details["consumer-alone"] = con
+        if "error" in con:
+            self.note(f"consumer-alone error: {con['error']}")
+            return
+        self.res.values[f"{P}.read_alone"] = con["rate"]
+        self.log(f"  {P}: read by 1 consumer alone {fmt_rate(con['rate'])} msg/s")
+
+    def _classic(self) -> None:
+        """The same N through a classic queue: one confirming publisher, then one consumer
+        (the comparison the stream's read rates are meant to match)."""
+        pub_job = dataclasses.replace(self.job(self.n, confirm_window=self.opts.confirm_window),
+                                      queue=self.classic)
+        pub = run_workers(self.pid, self.phase_timeout, {"classic-publisher": pub_job})[0][
+            "classic-publisher"]
+        self.details["classic-publisher"] = pub
+        if "error" in pub:
+            self.note(f"classic publisher error: {pub['error']}")
+            return
+        v = self.res.values
+        v[f"{P}.classic_publish"] = pub["rate"]
+        con_job = dataclasses.replace(self.job(self.n, prefetch=self.opts.backlog_prefetch),
+                                      queue=self.classic)
+        con = run_workers(self.pid, self.phase_timeout, {"classic-consumer": con_job})[0][
+            "classic-consumer"]
+        self.details["classic-consumer"] = con
+        if "error" in con:
+            self.note(f"classic consumer error: {con['error']}")
+            return
+        v[f"{P}.classic_drain"] = con["rate"]
+        self.log(f"  {P}: classic queue: publish {fmt_rate(pub['rate'])} msg/s, drain by 1 "
+                 f"consumer {fmt_rate(con['rate'])} msg/s")
