@@ -66,6 +66,7 @@ REFUSED_ARGS = ("x-expires", "x-message-ttl", "x-dead-letter-exchange",
 _HEADERS_ONLY = struct.pack(">H", properties.HEADERS)
 _OFFSET_KEY = bytes((len(OFFSET_HEADER),)) + OFFSET_HEADER.encode()
 _LONG = struct.Struct(">q")
+_FILTER_KEY = bytes((len(FILTER_HEADER),)) + FILTER_HEADER.encode()
 
 
 def parse_age(value: str) -> float | None:
@@ -127,8 +128,10 @@ class _Reader:
         self.match_unfiltered = match_unfiltered
 
     def wants(self, props: bytes) -> bool:
+        # Every stored message has a headers table (its x-stream-offset): decode it only when
+        # the filter header's name is in the bytes at all.
         value = properties.headers(props).get(FILTER_HEADER) \
-            if properties.has_headers(props) else None
+            if _FILTER_KEY in props and properties.has_headers(props) else None
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         if value is None:
