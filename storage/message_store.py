@@ -340,7 +340,7 @@ class SegmentQueueStore(BacklogReader):
         old = self._writer
         if old is not None:
             try:
-                old.flush()
+                old.settle()  # written (not just handed to a write-behind thread)
             except OSError:
                 return old
         try:
