@@ -340,7 +340,7 @@ class SegmentQueueStore(BacklogReader):
         old = self._writer
         if old is not None:
             try:
-                old.settle()  # written (not just handed to a write-behind thread)
+                old.flush()
             except OSError:
                 return old
         try:

@@ -34,7 +34,6 @@ from .record import (
     encode_into,
 )
 from .record import HEADER_SIZE as RECORD_HEADER_SIZE
-from .writebehind import read_unwritten
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -197,34 +196,35 @@ class SegmentWriter:
             self._flushed += len(buf)
             self._inflight.append(
                 (offset, buf, behind.submit(behind.write, self._fd, buf, offset, crc_from)))
-        self._report(False)
+        self._report()
 
     def report(self) -> None:
         """Loop side, after a group-commit batch: tell the sink about the finished buffers."""
-        self._report(False)
+        self._report()
 
-    def _report(self, raise_error: bool = True) -> None:
+    def _report(self) -> None:
         """Loop side: drop the finished buffers from the front, telling the sink in order;
-        resubmit the failed ones (the next fsync job reports whether the retry worked) and,
-        with ``raise_error``, raise the first error."""
-        inflight, behind = self._inflight, self._behind
-        assert behind is not None
-        done = -1
-        first: BaseException | None = None
-        for i, (offset, buf, future) in enumerate(inflight):
+        resubmit a failed one and raise its error."""
+        inflight = self._inflight
+        done = 0
+        error: BaseException | None = None
+        for offset, buf, future in inflight:
             if not future.done():
                 break
             error = future.exception()
             if error is not None:
-                first = first or error
-                inflight[i] = (offset, buf, behind.submit(behind.write, self._fd, buf, offset, -1))
-            elif first is None:
-                if self._sink is not None:
-                    self._sink.append(str(self.path), offset, bytes(buf))
-                done = i
-        del inflight[:done + 1]
-        if first is not None and raise_error:
-            raise first if isinstance(first, OSError) else OSError(str(first))
+                assert self._behind is not None
+                behind = self._behind
+                inflight[done] = (offset, buf, behind.submit(behind.write, self._fd, buf,
+                                                             offset, -1))
+                break
+            if self._sink is not None:
+                self._sink.append(str(self.path), offset, bytes(buf))
+            done += 1
+        if done:
+            del inflight[:done]
+        if error is not None:
+            raise error if isinstance(error, OSError) else OSError(str(error))
 
     def settle(self) -> None:
         """Hand everything over and wait until it is written (before an ``.idx``, a close
@@ -245,11 +245,7 @@ class SegmentWriter:
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from ``offset``, whether written or still buffered."""
         if self._behind is not None and min(offset + size, self._size) > self._written():
-            try:
-                self.settle()
-            except OSError:  # the disk refuses: serve the bytes from memory
-                return read_unwritten(self._fd, self._inflight, self._buf, self._flushed,
-                                      offset, size)
+            self.settle()
         flushed = self._flushed
         if offset >= flushed:
             start = offset - flushed
@@ -272,10 +268,8 @@ class SegmentWriter:
                     self.settle()
                 except OSError:
                     pass  # already reported by the group commit's batch
-                assert self._behind is not None
-                for offset, _, future in self._inflight:
+                for _, _, future in self._inflight:
                     future.exception()  # a failed buffer is dropped: the file is going away
-                    self._behind.forget(self._fd, offset)
                 self._inflight.clear()
             os.close(self._fd)
             self._fd = -1

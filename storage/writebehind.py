@@ -8,9 +8,8 @@ this work runs on the second core while the loop parses and delivers.
 Invariants:
 - One thread, FIFO: a file's buffers are written in the order they were handed over, and an
   fsync submitted after them covers them (``GroupCommit`` submits its fsyncs here).
-- A write that fails is recorded until a retry of it succeeds (``SegmentWriter`` keeps the
-  buffer and resubmits it); every fsync job run meanwhile reports it, so the batch's confirms
-  get ``ok=False``.
+- A write that fails is recorded; the next fsync job reports it (the batch's confirms get
+  ``ok=False``) and the writer resubmits the buffer (``SegmentWriter`` keeps it until done).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 _HEADER = struct.Struct("<II")
-HEADER_SIZE = 16  # a segment file's header (segment.FILE_HEADER_SIZE), left alone
 
 
 def fill_crcs(buf: bytearray, pos: int) -> None:
@@ -39,28 +37,12 @@ def fill_crcs(buf: bytearray, pos: int) -> None:
             pos = start + length
 
 
-def read_unwritten(fd: int, inflight: list[tuple[int, bytearray, Future[None]]],
-                   buf: bytearray, flushed: int, offset: int, size: int) -> bytes:
-    """A segment's bytes that may not be written (a failing disk): from its handed-over
-    buffers and its write buffer, their CRCs filled here (the values the thread writes)."""
-    base = inflight[0][0] if inflight else flushed
-    parts = [part for _, part, _ in inflight] + [buf]
-    pos = 0
-    for part in parts:
-        fill_crcs(part, HEADER_SIZE if base + pos == 0 else 0)
-        pos += len(part)
-    memory = b"".join(parts)
-    head = os.pread(fd, base - offset, offset) if offset < base else b""
-    start = max(0, offset - base)
-    return head + memory[start:start + size - len(head)]
-
-
 class WriteBehind:
     """The storage thread (see the module head)."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="burrowmq-storage")
-        self._failed: dict[tuple[int, int], OSError] = {}  # (fd, offset) -> error
+        self._errors: list[OSError] = []
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -79,20 +61,16 @@ class WriteBehind:
                 while written < len(buf):
                     written += os.pwrite(fd, view[written:], offset + written)
         except OSError as exc:
-            self._failed[fd, offset] = exc
+            self._errors.append(exc)
             raise
-        self._failed.pop((fd, offset), None)
-
-    def forget(self, fd: int, offset: int) -> None:
-        """A failed buffer is dropped (its file is closed): it no longer fails batches."""
-        self._failed.pop((fd, offset), None)
 
     def take_error(self) -> OSError | None:
-        """Thread side (inside an fsync job, after every write handed over before it): a
-        write that failed and has not succeeded since, else None."""
-        for error in self._failed.values():
-            return error
-        return None
+        """Thread side (inside an fsync job): the last write failure since the previous one."""
+        if not self._errors:
+            return None
+        error = self._errors[-1]
+        self._errors.clear()
+        return error
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)

@@ -16,16 +16,13 @@ from storage_helpers import Factory, drain
 from storage import segment
 from storage.message_store import SegmentQueueStore
 from storage.sync import GroupCommit
-from storage.writebehind import WriteBehind
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("behind", [False, True], ids=["loop-writes", "write-behind"])
-def test_kill_9_after_group_commit(tmp_path: Path, behind: bool) -> None:
+def test_kill_9_after_group_commit(tmp_path: Path) -> None:
     """Confirmed (fsynced) messages and written acks survive SIGKILL; delivered-unacked ones
-    come back flagged redelivered; the unflushed tail of the last segment is handled (also
-    with the write-behind thread writing the segments)."""
+    come back flagged redelivered; the unflushed tail of the last segment is handled."""
     script = textwrap.dedent(f"""
         import asyncio, os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
@@ -33,10 +30,9 @@ def test_kill_9_after_group_commit(tmp_path: Path, behind: bool) -> None:
         from storage_helpers import Factory
         from storage.message_store import SegmentQueueStore
         from storage.sync import GroupCommit
-        from storage.writebehind import WriteBehind
 
         async def main():
-            gc = GroupCommit(behind=WriteBehind() if {behind!r} else None)
+            gc = GroupCommit()
             store = SegmentQueueStore({str(tmp_path / "q")!r}, window_messages=16,
                                       roll_size=4096, group_commit=gc)
             make = Factory()
@@ -65,19 +61,17 @@ def test_kill_9_after_group_commit(tmp_path: Path, behind: bool) -> None:
     store.close()
 
 
-@pytest.mark.parametrize("behind", [False, True], ids=["loop-writes", "write-behind"])
 def test_disk_full_keeps_the_store_usable(tmp_path: Path, make: Factory,
-                                          monkeypatch: pytest.MonkeyPatch, behind: bool) -> None:
-    gc = GroupCommit(behind=WriteBehind() if behind else None)
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    gc = GroupCommit()
     store = SegmentQueueStore(tmp_path / "q", mode="lazy", group_commit=gc, roll_size=2048,
                               write_buffer=512)
-    real_write, real_pwrite = os.write, os.pwrite
+    real_write = os.write
 
-    def full(fd: int, data: object, offset: int = 0) -> int:
+    def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
-    monkeypatch.setattr(os, "pwrite", full)
     results: list[bool] = []
     for i in range(50):  # crosses the buffer limit and the roll size: both refused
         store.push(make(f"{i:02d}" + "." * 60))
@@ -88,7 +82,6 @@ def test_disk_full_keeps_the_store_usable(tmp_path: Path, make: Factory,
     first = [store.shift() for _ in range(10)]  # still readable from the write buffer
     assert [e.message.body[:2] for e in first] == [b"%02d" % i for i in range(10)]
     monkeypatch.setattr(os, "write", real_write)
-    monkeypatch.setattr(os, "pwrite", real_pwrite)
     gc.when_durable(results.append)
     assert gc.flush_now() is True
     assert results == [False, True]
