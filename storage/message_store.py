@@ -348,8 +348,7 @@ class SegmentQueueStore(BacklogReader):
                 shutil.rmtree(self.directory, ignore_errors=True)
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self._made = True
-            writer = SegmentWriter(self.directory, self._next_id, self._write_buffer, self._sink,
-                                   self._gc.behind if self._gc is not None else None)
+            writer = SegmentWriter(self.directory, self._next_id, self._write_buffer, self._sink)
         except OSError:
             if old is None:
                 raise
@@ -371,7 +370,6 @@ class SegmentQueueStore(BacklogReader):
         assert seg is not None
         if self.durable:
             try:
-                writer.settle()  # the .idx describes bytes that are written
                 write_index(self.directory, writer.seg_id, writer.stats, self._sink)
             except OSError as exc:  # recovery scans a segment without an index
                 log.warning("%s: no index written: %s", writer.path, exc)

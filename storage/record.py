@@ -85,13 +85,11 @@ class CorruptRecord(RecordError):
 
 
 def encode_into(buf: bytearray, seq: int, flags: int, expires: float, exchange_raw: bytes,
-                routing_key_raw: bytes, props: bytes, body: bytes, deliveries: int = 0,
-                crc: bool = True) -> int:
+                routing_key_raw: bytes, props: bytes, body: bytes, deliveries: int = 0) -> int:
     """Append one record to ``buf``; return its total size (header included).
 
     ``exchange_raw`` and ``routing_key_raw`` are AMQP shortstrs (length byte + utf-8), as
-    ``Message.exchange_raw`` caches them. ``deliveries`` > 0 sets ``F_DELIVERIES``. With
-    ``crc=False`` the CRC field is left 0 for ``writebehind.fill_crcs`` to fill in.
+    ``Message.exchange_raw`` caches them. ``deliveries`` > 0 sets ``F_DELIVERIES``.
     """
     if deliveries:
         fixed = _pack_fixed(flags | F_DELIVERIES, seq, expires) + _pack_u32(deliveries)
@@ -101,7 +99,7 @@ def encode_into(buf: bytearray, seq: int, flags: int, expires: float, exchange_r
     length = len(meta) + len(body)
     if length > MAX_PAYLOAD:
         raise ValueError(f"record of {length} bytes is larger than {MAX_PAYLOAD}")
-    buf += _pack_header(length, _crc32(body, _crc32(meta)) if crc else 0)
+    buf += _pack_header(length, _crc32(body, _crc32(meta)))
     buf += meta
     buf += body
     return HEADER_SIZE + length

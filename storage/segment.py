@@ -36,10 +36,7 @@ from .record import (
 from .record import HEADER_SIZE as RECORD_HEADER_SIZE
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from .replication import ReplicationSink
-    from .writebehind import WriteBehind
 
 MAGIC = b"BMQSEG\r\n"
 VERSION = 1
@@ -109,12 +106,11 @@ class SegmentWriter:
     """The segment being appended to. Not thread-safe: one owner, the event-loop thread."""
 
     __slots__ = ("directory", "seg_id", "stats", "_fd", "_buf", "_flushed", "_size", "_limit",
-                 "_sink", "_behind", "_inflight")
+                 "_sink")
 
     def __init__(self, directory: str | os.PathLike[str], seg_id: int,
                  buffer_limit: int = DEFAULT_WRITE_BUFFER,
-                 sink: ReplicationSink | None = None,
-                 behind: WriteBehind | None = None) -> None:
+                 sink: ReplicationSink | None = None) -> None:
         self.directory = Path(directory)
         self.seg_id = seg_id
         self._fd: int = os.open(self.directory / segment_name(seg_id),
@@ -124,9 +120,6 @@ class SegmentWriter:
         self._size = len(self._buf)
         self._limit = buffer_limit
         self._sink = sink
-        # with a write-behind thread: buffers handed over and not yet reported, in order
-        self._behind = behind
-        self._inflight: list[tuple[int, bytearray, Future[None]]] = []
         self.stats = SegmentStats(self._size)
 
     @property
@@ -155,7 +148,7 @@ class SegmentWriter:
         """Buffer one record; return its offset. A failing flush leaves the bytes buffered."""
         offset = self._size
         self._size += encode_into(self._buf, seq, flags, expires, exchange_raw, routing_key_raw,
-                                  props, body, deliveries, self._behind is None)
+                                  props, body, deliveries)
         self.stats.add(flags, len(body), self._size)
         if len(self._buf) >= self._limit:
             try:
@@ -165,14 +158,8 @@ class SegmentWriter:
         return offset
 
     def flush(self) -> None:
-        """Write the buffered bytes with ``os.write``; raises OSError (bytes stay buffered).
-
-        With a write-behind thread: hand the buffer over (CRCs and ``pwrite`` happen there)
-        and report the finished ones; raises the OSError of a failed one (resubmitted)."""
+        """Write the buffered bytes with ``os.write``; raises OSError (bytes stay buffered)."""
         buf = self._buf
-        if self._behind is not None:
-            self._handover()
-            return
         if not buf or self._fd < 0:
             return
         written = 0
@@ -185,67 +172,8 @@ class SegmentWriter:
             del buf[:written]
             self._flushed += written
 
-    # ---- write-behind ------------------------------------------------------------------
-    def _handover(self) -> None:
-        behind, buf = self._behind, self._buf
-        assert behind is not None
-        if buf and self._fd >= 0:
-            offset = self._flushed
-            crc_from = FILE_HEADER_SIZE if offset == 0 else 0
-            self._buf = bytearray()
-            self._flushed += len(buf)
-            self._inflight.append(
-                (offset, buf, behind.submit(behind.write, self._fd, buf, offset, crc_from)))
-        self._report()
-
-    def report(self) -> None:
-        """Loop side, after a group-commit batch: tell the sink about the finished buffers."""
-        self._report()
-
-    def _report(self) -> None:
-        """Loop side: drop the finished buffers from the front, telling the sink in order;
-        resubmit a failed one and raise its error."""
-        inflight = self._inflight
-        done = 0
-        error: BaseException | None = None
-        for offset, buf, future in inflight:
-            if not future.done():
-                break
-            error = future.exception()
-            if error is not None:
-                assert self._behind is not None
-                behind = self._behind
-                inflight[done] = (offset, buf, behind.submit(behind.write, self._fd, buf,
-                                                             offset, -1))
-                break
-            if self._sink is not None:
-                self._sink.append(str(self.path), offset, bytes(buf))
-            done += 1
-        if done:
-            del inflight[:done]
-        if error is not None:
-            raise error if isinstance(error, OSError) else OSError(str(error))
-
-    def settle(self) -> None:
-        """Hand everything over and wait until it is written (before an ``.idx``, a close
-        or a read of bytes not written yet); raises OSError when a write keeps failing."""
-        self.flush()
-        while self._inflight:
-            _, _, future = self._inflight[0]
-            future.exception()  # waits
-            self._report()
-
-    def _written(self) -> int:
-        """Bytes known to be in the kernel (everything before the first unfinished buffer)."""
-        for offset, _, future in self._inflight:
-            if not future.done():
-                return offset
-        return self._flushed
-
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from ``offset``, whether written or still buffered."""
-        if self._behind is not None and min(offset + size, self._size) > self._written():
-            self.settle()
         flushed = self._flushed
         if offset >= flushed:
             start = offset - flushed
@@ -257,20 +185,12 @@ class SegmentWriter:
 
     def seal(self) -> SegmentStats:
         """Flush and write the ``.idx`` sidecar; the file descriptor stays open (``close``)."""
-        self.settle()
+        self.flush()
         write_index(self.directory, self.seg_id, self.stats, self._sink)
         return self.stats
 
     def close(self) -> None:
         if self._fd >= 0:
-            if self._inflight:
-                try:
-                    self.settle()
-                except OSError:
-                    pass  # already reported by the group commit's batch
-                for _, _, future in self._inflight:
-                    future.exception()  # a failed buffer is dropped: the file is going away
-                self._inflight.clear()
             os.close(self._fd)
             self._fd = -1
 

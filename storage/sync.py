@@ -26,10 +26,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from .writebehind import WriteBehind
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -112,26 +109,16 @@ def _fsync_all(fds: list[int]) -> OSError | None:
     return error
 
 
-def _fsync_behind(behind: WriteBehind, fds: list[int]) -> OSError | None:
-    """On the write-behind thread, after the writes handed over before it: fsync, and report a
-    write that failed since the last batch."""
-    error = _fsync_all(fds)
-    return behind.take_error() or error
-
-
 class GroupCommit:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None,
-                 executor: Executor | None = None, retry_delay: float = 0.1,
-                 behind: WriteBehind | None = None) -> None:
+                 executor: Executor | None = None, retry_delay: float = 0.1) -> None:
         self._loop = loop
-        self.behind = behind
-        self._executor = executor if behind is None else behind.executor
+        self._executor = executor
         self._retry_delay = retry_delay
         self._sync: dict[Flushable, None] = {}
         self._flush_only: dict[Flushable, None] = {}
         self._orphans: list[int] = []
         self._waiters: list[Callback] = []
-        self._reports: list[Callable[[], None]] = []  # write-behind files of the running batch
         self._running = False
         self._scheduled = False
         self._write_failed = False  # retry the failed flushes after retry_delay
@@ -219,10 +206,7 @@ class GroupCommit:
                 self._write_failed = True
                 continue
             del self._flush_only[f]
-        behind = self.behind is not None
         for f in files:
-            if behind and (report := getattr(f, "report", None)) is not None:
-                self._reports.append(report)
             try:
                 f.flush()
             except OSError as exc:
@@ -252,10 +236,7 @@ class GroupCommit:
             self._finish(waiters, ok)
             return
         self._running = True
-        if self.behind is not None:
-            future = loop.run_in_executor(self._executor, _fsync_behind, self.behind, fds)
-        else:
-            future = loop.run_in_executor(self._executor, _fsync_all, fds)
+        future = loop.run_in_executor(self._executor, _fsync_all, fds)
         future.add_done_callback(lambda fut: self._done(fut, waiters, ok))
 
     def _done(self, future: asyncio.Future[OSError | None], waiters: list[Callback],
@@ -268,21 +249,7 @@ class GroupCommit:
         if error is not None:
             log.error("fsync failed: %s", error)
             ok = False
-        ok = self._report() and ok
         self._finish(waiters, ok)
-
-    def _report(self) -> bool:
-        """Write-behind: the batch's writes are done; tell the replication sink (in order)
-        before any confirm, so a cluster confirm waits for their replication too."""
-        reports, self._reports = self._reports, []
-        ok = True
-        for report in reports:
-            try:
-                report()
-            except OSError as exc:
-                log.error("write failed: %s", exc)
-                ok = False
-        return ok
 
     def _finish(self, waiters: list[Callback], ok: bool) -> None:
         if not ok:
@@ -315,14 +282,10 @@ class GroupCommit:
         if self._running:
             raise RuntimeError("a batch is in flight")
         fds, waiters, ok = self._collect()
-        if self.behind is not None:
-            error = self.behind.submit(_fsync_behind, self.behind, fds).result()
-        else:
-            error = _fsync_all(fds)
+        error = _fsync_all(fds)
         if error is not None:
             log.error("fsync failed: %s", error)
             ok = False
-        ok = self._report() and ok
         self._finish(waiters, ok)
         return ok
 

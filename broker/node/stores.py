@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +37,6 @@ from storage.store import QueueStore, StoreClosed
 from storage.stream import DEFAULT_SEGMENT_SIZE, StreamLog
 from storage.sync import GroupCommit
 from storage.window import Window
-from storage.writebehind import WriteBehind
 
 if TYPE_CHECKING:
     from storage.replication import ReplicationSink
@@ -68,8 +66,7 @@ class Stores:
             raise StoreClosed("the node is stopping: its queue stores are closed")
 
     def start(self, loop: asyncio.AbstractEventLoop, snapshot: Callable[[], dict]) -> None:
-        behind = WriteBehind() if os.environ.get("BURROWMQ_WRITE_BEHIND") == "1" else None
-        self.group = GroupCommit(loop, behind=behind)
+        self.group = GroupCommit(loop)
         self._snapshot = snapshot
 
     def load_definitions(self) -> dict:
@@ -207,8 +204,6 @@ class Stores:
                 log.error("closing a queue store: %s", exc)
         if self.group is not None:
             self.group.flush_now()
-            if self.group.behind is not None:
-                self.group.behind.shutdown()
         try:
             self.save_now()
         except OSError as exc:
