@@ -25,7 +25,7 @@ from .credit import CREDIT, CreditFlow, FlowContext
 if TYPE_CHECKING:
     from storage.store import QueueStore
 
-BUDGET = 256
+BUDGET = 256  # deliveries per dispatch call; the rest waits for the next loop turn
 
 
 class DispatchContext(FlowContext, Protocol):
