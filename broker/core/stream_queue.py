@@ -43,7 +43,8 @@ from protocol.tables import Table
 from storage.message import Entry, Message
 from storage.record import F_PERSISTENT
 
-from .queue import BUDGET, Consumer, Queue
+from .dispatch import BUDGET
+from .queue import Consumer, Queue
 
 if TYPE_CHECKING:
     from storage.stream import StreamLog, StreamReader
