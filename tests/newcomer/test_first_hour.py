@@ -141,9 +141,9 @@ def test_make_test_without_chromium_skips_with_the_reason(clone: Path, home: Pat
             (tools / name).symlink_to(found)
     env = newcomer_env(home, PATH=str(tools))
     env.pop("CI", None)
-    made = sh("make test PYTEST_ARGS=tests/ops/test_web_ui.py", clone, env, timeout=600)
+    made = sh("make test PYTEST_ARGS=tests/ops/test_ui_overview.py", clone, env, timeout=600)
     assert made.returncode == 0, made.stdout + made.stderr
     assert "SKIPPED" in made.stdout and "chromium is not installed" in made.stdout, made.stdout
-    in_ci = sh("CI=true make test PYTEST_ARGS=tests/ops/test_web_ui.py", clone, env,
+    in_ci = sh("CI=true make test PYTEST_ARGS=tests/ops/test_ui_overview.py", clone, env,
                timeout=600)
     assert in_ci.returncode != 0 and "CI=true: .ci/run must install it" in in_ci.stdout

@@ -91,6 +91,8 @@ def test_exchanges(ui) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
         expect(chart.locator("li[data-series=publish_out] .value")).to_have_text(moving)
         ui.shot("exchange-rates")
         ui.goto("exchanges")
+        # the list renders after its API answer: wait for the header before reading it
+        expect(listing.locator("thead")).to_contain_text("Message rate out")
         head = [t.strip() for t in listing.locator("thead th").all_inner_texts()]
         rate_in, rate_out = head.index("Message rate in"), head.index("Message rate out")
         cells = listing.locator("tr", has=page.get_by_role("link", name="ui.events")).locator(
