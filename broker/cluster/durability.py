@@ -58,6 +58,7 @@ class Positioned(Protocol):
 
     @property
     def position(self) -> int: ...
+    def flush(self) -> None: ...
 
 
 class ReplicatedDurability:
@@ -69,7 +70,7 @@ class ReplicatedDurability:
         self.lease = lease
         self.timeout = timeout
         self._logged_at = -LOG_EVERY
-        local.set_mark(lambda: sink.position)
+        local.set_mark(self._mark)
 
     def when_durable(self, callback: Callback) -> None:
         local = self.local
@@ -91,6 +92,12 @@ class ReplicatedDurability:
             waiting = True  # when_saved calls back at once when no save is pending
 
         local.when_durable(fsynced)
+
+    def _mark(self) -> int:
+        """Read by each fsync batch after its writes: the followers get those bytes now,
+        while this node fsyncs them, not after the rest of this loop turn."""
+        self.sink.flush()
+        return self.sink.position
 
     def _replicate(self, position: int, callback: Callback) -> None:
         def replicated(ok: bool) -> None:

@@ -96,6 +96,10 @@ class LocalDisk:
 
 class Position:
     position = 7
+    flushed = 0
+
+    def flush(self) -> None:
+        self.flushed += 1
 
 
 class FakeLease:
@@ -130,6 +134,7 @@ async def test_a_confirm_waits_for_its_batch_mark_not_for_later_changes() -> Non
     disk = LocalDisk()
     durability = ReplicatedDurability(disk, sink, tracker, FakeLease(), 5.0)  # type: ignore
     assert disk.mark() == 20  # the durability hands the sink's position to the group commit
+    assert sink.flushed == 1  # and sends what the batch wrote to the followers at once
     disk.durable_mark = 12  # the batch wrote up to 12; 13..20 came during its fsync
     disk.idle = True  # no definitions save pending
     early = Results()
