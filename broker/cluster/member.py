@@ -20,11 +20,10 @@ Invariants:
 - Role changes are serialized (one lock): the node never serves and follows at once.
 - A node leads only under a lease it believes alive; the confirm path checks the lease again
   (``durability``), so a leader paused past its lease (SIGSTOP) confirms nothing when it wakes.
-- The member record is only rewritten when it exists (a node removed with
-  ``forget_cluster_node`` does not come back by restarting: it stops, ``forgotten`` set).
-- A node that was a member never founds a cluster again on its own: when etcd has no record
-  of the cluster (wiped, replaced) it waits, logging why, until ``burrowctl force_boot``
-  (``files.FORCE_NAME``) says its copy is the one to keep.
+- Whether this node is a member, and may found the cluster, is ``registration``'s (the member
+  record is only rewritten when it exists; a node that was a member never founds a cluster
+  again without ``burrowctl force_boot``): a forgotten node stops, ``forgotten`` set; an
+  orphaned one (etcd lost the cluster) waits for force_boot.
 - ``force_boot`` also lets a member lead outside the ISR or with an incomplete copy (the ISR
   shrank to a node gone for good): it starts the ISR afresh with itself alone; the marker is
   removed once it serves. Messages confirmed only by the lost nodes are lost.
@@ -36,44 +35,23 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from . import files
 from .election import Leader
-from .etcd import Compare, EtcdClient, EtcdError, Put
+from .etcd import EtcdClient, EtcdError
 from .follower import ReplicationClient
 from .isr import IsrTracker
 from .keyspace import ClusterKeys, Fenced, Member
 from .leader import ReplicationServer
 from .lease import Lease
+from .registration import FORGOTTEN, ORPHANED, REGISTERED, Registration, Settings
 
 log = logging.getLogger("broker.cluster")
 T = TypeVar("T")
-REGISTERED, FORGOTTEN, ORPHANED = "registered", "forgotten", "orphaned"
-
-
-@dataclass(frozen=True)
-class Settings:
-    node: str
-    endpoints: tuple[str, ...]
-    cluster: str
-    prefix: str = "/burrowmq"
-    amqp: str = ""  # advertised host:port
-    http: str = ""
-    replication: str = ""
-    replication_bind: tuple[str, int] = ("127.0.0.1", 25672)
-    replication_socket: socket.socket | None = None  # bound, when the port was chosen at 0
-    lease_ttl: int = 3
-    min_insync: int = 2
-    ack_timeout: float = 3.0
-    extra: dict[str, Any] = field(default_factory=dict)  # stored with the member record
-    replication_via: str = ""  # reach every leader's replication port here (a tunnel; tests)
-    auto_join: bool = False  # first boot: join the cluster named in the configuration
-    blank: bool = True  # the data directory holds no definitions yet
 
 
 @dataclass
@@ -115,6 +93,7 @@ class ClusterMember:
                                settings.cluster, settings.prefix)
         self.keys = keys
         self.client = keys.client
+        self.registration = Registration(settings, root, keys)
         self.leader: Leader | None = None  # the election's current leader (maybe this node)
         self.leader_member: Member | None = None  # its record, when it is another node
         self.leader_known = asyncio.Event()  # set while leader_member is known
@@ -127,7 +106,6 @@ class ClusterMember:
         self._follow_task: asyncio.Task[None] | None = None
         self._campaign_task: asyncio.Task[None] | None = None
         self._lease: Lease | None = None
-        self._orphan_logged = False
         self._registered = asyncio.Event()  # following waits for it: a node not admitted
         # to the cluster must not have its data replaced by a leader's
 
@@ -278,7 +256,7 @@ class ClusterMember:
         """Register, take a lease, campaign until leading or the lease is lost; lead."""
         # read each time: a wiped etcd makes a new one, which a founding node then uses
         self.secret = await self.keys.secret()
-        registered = await self._register()
+        registered = await self.registration.register()
         if registered != REGISTERED and self._registered.is_set():
             self._registered.clear()  # etcd lost the cluster while this node ran: stop
             self._restart_following()  # following until it is admitted again
@@ -320,69 +298,9 @@ class ClusterMember:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(lease.revoke()), 2.0)
 
-    async def _register(self) -> str:
-        """Rewrite this node's member record (addresses may have changed) if it exists:
-        ``REGISTERED``; else ``FORGOTTEN`` (not a member), or ``ORPHANED``: this node was a
-        member but etcd knows nothing of the cluster (wiped or replaced) and force_boot was
-        not given. A node that was a member never founds a cluster without force_boot: the
-        first to campaign would lead with its own copy, whatever it lacks."""
-        me = Member(self.node, self.settings.amqp, self.settings.http,
-                    self.settings.replication, dict(self.settings.extra))
-        key = self.keys.members_prefix + self.node
-        result = await self.client.txn([Compare.exists(key)], [Put(key, me.encode())])
-        if result.succeeded:
-            self._orphan_logged = False
-            return REGISTERED
-        founded = self.keys.prefix + "founded"
-        state = files.load_state(self.root)
-        if state.get("member"):
-            if await self.client.get(founded) is not None or await self.keys.members():
-                return FORGOTTEN
-            if not files.force_boot_requested(self.root):
-                if not self._orphan_logged:
-                    self._orphan_logged = True
-                    log.error(
-                        "%s was a member of cluster %s (epoch %s) but etcd (%s) has no record "
-                        "of the cluster: was etcd wiped or replaced? Not founding it again "
-                        "with this node's copy. Run 'burrowctl force_boot' on the node whose "
-                        "data should survive (then 'burrowctl stop_app', 'reset', "
-                        "'join_cluster <it>', 'start_app' on the others)", self.node,
-                        self.settings.cluster, state.get("epoch", "?"),
-                        ", ".join(self.settings.endpoints))
-                return ORPHANED
-            if not (await self.client.txn([Compare.missing(founded)],
-                                          [Put(founded, self.node.encode())])).succeeded:
-                return FORGOTTEN  # another node founded it first
-            log.warning("force_boot: %s founds cluster %s again with its own data (etcd "
-                        "had no record of it)", self.node, self.settings.cluster)
-            await self.join(me, first=True)
-            return REGISTERED
-        if not self.settings.auto_join:
-            return FORGOTTEN
-        # one node founds the cluster (atomically: nodes booting together race here); it may
-        # bring its data along, every other one starts from a copy of the leader's
-        first = (await self.client.txn([Compare.missing(founded)],
-                                       [Put(founded, self.node.encode())])).succeeded
-        if not first and not self.settings.blank:
-            others = await self.keys.members()
-            log.error("%s holds data of its own and cluster %s has members (%s): not "
-                      "joining it; 'burrowctl reset' then 'join_cluster' makes it a member",
-                      self.node, self.settings.cluster, ", ".join(sorted(others)))
-            return FORGOTTEN
-        await self.join(me, first=first)
-        return REGISTERED
-
     async def join(self, me: Member | None = None, first: bool = False) -> None:
-        """Become a member (``join_cluster``, or the first boot of a configured node). A node
-        joining members that exist has a copy to fill: it may not lead until it has synced."""
-        me = me or Member(self.node, self.settings.amqp, self.settings.http,
-                          self.settings.replication, dict(self.settings.extra))
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: files.save_state(self.root, member=True, syncing=not first,
-                                           cluster=self.settings.cluster))
-        await self.keys.join(me)
-        log.info("%s joined cluster %s%s", self.node, self.settings.cluster,
-                 " as its first member" if first else "")
+        """Become a member (``join_cluster``; ``registration.Registration.join``)."""
+        await self.registration.join(me, first)
 
     async def _unless_lost(self, lease: Lease, work: Coroutine[Any, Any, T]) -> T | None:
         task = asyncio.ensure_future(work)

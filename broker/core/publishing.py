@@ -122,12 +122,16 @@ REPLIED = (None,)  # route()'s answer when a direct reply-to consumer took the m
 def route(vhost: VirtualHost, exchange: Any, message: Message,
           replies: replyto.ReplyRegistry) -> Collection[Any]:
     """The queues the message goes to (alternate exchanges followed), or ``REPLIED`` when it
-    was handed to a direct reply-to consumer (``amq.rabbitmq.reply-to.*`` via ``""``)."""
+    was handed to a direct reply-to consumer (``amq.rabbitmq.reply-to.*`` via ``""``).
+    Counts the publish on the exchange (``publish_in`` / ``publish_out``): every client
+    publish comes through here, dead-lettering and delayed releases do not."""
     queues = vhost.route(exchange, message.routing_key, message.properties)
+    exchange.publish_in += 1
     if not queues and exchange is vhost.default_exchange and \
             message.routing_key.startswith(replyto.PREFIX):
         target = replies.lookup(message.routing_key)
         if target is not None:
             target.deliver_reply(message)
-            return REPLIED
+            return REPLIED  # RabbitMQ counts a reply in, not out: it reaches no queue
+    exchange.publish_out += len(queues)
     return queues

@@ -38,7 +38,8 @@ from protocol.errors import NotImplemented_, PreconditionFailed
 from protocol.tables import Table
 from storage.message import Entry, Message
 
-from .queue import BUDGET, Consumer, Queue
+from .dispatch import BUDGET
+from .queue import Consumer, Queue
 
 if TYPE_CHECKING:
     from storage.stream import StreamLog, StreamReader

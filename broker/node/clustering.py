@@ -40,7 +40,8 @@ from broker.cluster import files, proxy
 from broker.cluster.durability import ReplicatedDurability
 from broker.cluster.etcd import EtcdClient, EtcdError
 from broker.cluster.keyspace import ClusterKeys, Member
-from broker.cluster.member import ClusterMember, Leadership, Settings
+from broker.cluster.member import ClusterMember, Leadership
+from broker.cluster.registration import Settings
 from broker.core.naming import BURROWMQ_VERSION, RABBITMQ_VERSION, node_name
 from storage.datadir import DEFINITIONS_NAME, LOCK_NAME, QUEUES_NAME, SCRATCH_NAME, DataDir
 

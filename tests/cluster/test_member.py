@@ -16,7 +16,8 @@ from broker.cluster import files
 from broker.cluster.durability import ReplicatedDurability
 from broker.cluster.isr import IsrTracker
 from broker.cluster.keyspace import Fenced, Member
-from broker.cluster.member import ClusterMember, Leadership, Settings
+from broker.cluster.member import ClusterMember, Leadership
+from broker.cluster.registration import Settings
 from broker.node import conffile
 from broker.node.config import ConfigError, parse_args
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from core_fakes import FakeChannel, FakeScheduler, bodies, message
 
+from broker.core import dispatch as dispatch_module
 from broker.core import queue as queue_module
 from broker.core.vhost import VirtualHost
 
@@ -124,7 +125,8 @@ def test_no_credit_no_delivery(vhost: VirtualHost, clock: FakeScheduler) -> None
 def test_dispatch_yields_after_its_budget(vhost: VirtualHost, clock: FakeScheduler,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """At most BUDGET deliveries per call; the rest on the next loop turn."""
-    monkeypatch.setattr(queue_module, "BUDGET", 3)
+    monkeypatch.setattr(dispatch_module, "BUDGET", 3)  # the delivery loop's
+    monkeypatch.setattr(queue_module, "BUDGET", 3)  # Consumer.room's
     q = vhost.declare_queue("q")
     publish(vhost, "q", 7)
     ch = FakeChannel()

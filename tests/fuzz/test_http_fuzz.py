@@ -3,7 +3,9 @@
 query strings, JSON bodies of every shape (typed near-misses of the real fields, nested junk,
 bytes that are not JSON) and random auth headers. Whatever comes in: never a 5xx (but a
 failing health check's 503), never a traceback in the log, and every 4xx RabbitMQ-shaped
-(``{"error": ..., "reason": ...}``; a 405 is cowboy's empty one with an Allow header).
+(``{"error": ..., "reason": ...}``; a 405 is cowboy's empty one with an Allow header, and so
+are a 400 for an Authorization header that does not parse and a 401 for none, with the Basic
+challenge, as RabbitMQ 3.10.8 answers them).
 
 The broker lives for the whole module, so what one example creates the next may trip on.
 Examples that would lock the fuzzer out (the guest user, its permissions, the node control
@@ -161,13 +163,19 @@ HEALTH = ("/api/health/", "/api/aliveness-test/", "/api/healthchecks/")
 
 
 def check_answer(method: str, path: str, status: int, headers: dict[str, str],
-                 payload: bytes) -> None:
+                 payload: bytes, auth: str | None = "good") -> None:
     if status >= 500:
         assert status == 503 and path.startswith(HEALTH), (method, path, status, payload)
     if method == "HEAD" or status < 400:
         return
     if status == 405:
         assert payload == b"" and "allow" in headers, (method, path, payload)
+        return
+    if auth is None and status == 401:  # no credentials: cowboy's bare 401 and its challenge
+        assert payload == b"" and "www-authenticate" in headers, (method, path, payload)
+        return
+    if auth not in (None, "good") and status == 400 and not payload:  # unparsable header
+        assert "content-type" not in headers, (method, path, auth)
         return
     body = json.loads(payload)
     shape = {"status", "reason"} if status == 503 else {"error", "reason"}  # health checks
@@ -181,7 +189,7 @@ def _management_api(live: tuple[BrokerHandle, Collector],
     method, path, body, auth = request
     assume(not destructive(method, path, body))
     status, headers, payload = send(handle.management_port or 0, method, path, body, auth)
-    check_answer(method, path, status, headers, payload)
+    check_answer(method, path, status, headers, payload, auth)
     errors = [r for r in collector.records if r.exc_info or r.levelno >= logging.ERROR]
     collector.records.clear()
     assert not errors, [collector.format(r) for r in errors]

@@ -10,7 +10,7 @@ import time
 
 import pika
 import pytest
-from durability_helpers import abandon
+from durability_clients import abandon
 from pika.exceptions import NackError
 from pika_helpers import BlockWatch, connect, count, pump
 

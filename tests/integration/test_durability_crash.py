@@ -14,15 +14,15 @@ from collections import Counter
 
 import pika
 import pytest
-from durability_helpers import (
+from durability_clients import (
     abandon,
     body_for,
     drain_all,
     number_of,
     start_consumer,
     start_publisher,
-    wait_saved,
 )
+from durability_helpers import wait_saved
 
 pytestmark = pytest.mark.deadline(None)  # every wait here has its own bound
 SEEDS = [20240601, 7, 1234]

@@ -213,7 +213,7 @@ def test_exchanges_and_bindings(node) -> None:  # type: ignore[no-untyped-def]
     assert api.get("/api/exchanges/%2F/events") == {
         "arguments": {}, "auto_delete": False, "durable": True, "internal": False,
         "name": "events", "type": "topic", "user_who_performed_action": "rmq-internal",
-        "vhost": "/"}
+        "vhost": "/", "incoming": [], "outgoing": []}  # no message_stats: no traffic yet
     assert api.put("/api/queues/%2F/audit", {}) == 201
     status, _ = api.request("POST", "/api/bindings/%2F/e/events/q/audit",
                             {"routing_key": "order.*", "arguments": {}})

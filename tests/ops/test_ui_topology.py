@@ -1,12 +1,14 @@
 """Web UI, Exchanges and Queues tabs in Chromium, as a person uses them: add an exchange with
 an argument, bind it, publish a message with properties and headers (and see it arrive, and
-see an unroutable one reported); add queues with arguments and see their feature badges,
-filter, sort and page the list, publish from a queue's page, see the queued-messages chart
-move, get messages with their properties and headers, move, purge, delete."""
+see an unroutable one reported), see its message rates in / out on its page and in the list;
+add queues with arguments and see their feature badges, filter, sort and page the list,
+publish from a queue's page, see the queued-messages chart move, get messages with their
+properties and headers, move, purge, delete."""
 
 from __future__ import annotations
 
 import re
+import threading
 
 from ops_helpers import connect
 from playwright.sync_api import expect
@@ -69,7 +71,41 @@ def test_exchanges(ui) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     assert body == b'{"id": 1}' and method.routing_key == "orders.created"
     assert props.headers == {"trace": 42} and props.content_type == "application/json"
     assert props.delivery_mode == 2
+
+    # While a client publishes to it, the exchange's rate chart and the list's "Message rate
+    # in / out" columns show a rate (the sampler ticks every 200 ms in these tests).
+    stop = threading.Event()
+    ch = conn.channel()
+
+    def publish() -> None:
+        while not stop.is_set():
+            ch.basic_publish("ui.events", "orders.tick", b"x")
+            conn.process_data_events(0.01)
+
+    worker = threading.Thread(target=publish)
+    worker.start()
+    try:
+        moving = re.compile(r"^(?!0/s$)[\d.,]+/s$")
+        chart = page.locator("figure[data-kind=rate]", has_text="Message rates")
+        expect(chart.locator("li[data-series=publish_in] .value")).to_have_text(moving)
+        expect(chart.locator("li[data-series=publish_out] .value")).to_have_text(moving)
+        ui.shot("exchange-rates")
+        ui.goto("exchanges")
+        head = [t.strip() for t in listing.locator("thead th").all_inner_texts()]
+        rate_in, rate_out = head.index("Message rate in"), head.index("Message rate out")
+        cells = listing.locator("tr", has=page.get_by_role("link", name="ui.events")).locator(
+            "td")
+        expect(cells.nth(rate_in)).to_have_text(moving)
+        expect(cells.nth(rate_out)).to_have_text(moving)
+        idle = listing.locator("tr", has=page.get_by_role("link", name="amq.headers",
+                                                          exact=True)).locator("td")
+        expect(idle.nth(rate_in)).to_have_text("")  # never published to: no message_stats
+        ui.shot("exchanges-rates")
+    finally:
+        stop.set()
+        worker.join()
     conn.close()
+    listing.get_by_role("link", name="ui.events").click()
 
     bindings.get_by_role("button", name="Unbind").click()
     expect(ui.flash()).to_contain_text("Binding removed.")

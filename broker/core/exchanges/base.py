@@ -8,6 +8,11 @@ hooks a type may override: ``check_arguments`` (declare-time validation, RabbitM
 delayed exchange's message store, gets its vhost on declare and lets go on delete or shutdown),
 and ``route_message`` for types that need more than the routing key and headers
 (``needs_properties``).
+
+``publish_in`` / ``publish_out`` are the management API's exchange counters. As in RabbitMQ
+they count what a client publishes to this exchange and the queue deliveries that publish
+produced; exchanges reached through exchange-to-exchange bindings, alternate exchanges and
+dead-lettering count nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +80,11 @@ class Exchange:
         self._cache: dict[str, frozenset[Destination]] = {}
         self.policy: JSONObject = {}
         self.policy_name: str | None = None
+        # Management counters, bumped by broker.core.publishing.route (two integer additions
+        # per publish, nothing per message): messages published to this exchange, and
+        # deliveries it routed to queues (a message routed to three queues counts three).
+        self.publish_in = 0
+        self.publish_out = 0
 
     @property
     def alternate_exchange(self) -> str | None:

@@ -61,7 +61,8 @@ def _amqp(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
 @routes.get("/api/exchanges")
 @routes.get("/api/exchanges/{vhost}")
 async def list_exchanges(request: web.Request) -> web.Response:
-    return list_reply(request, [fmt.exchange(x) for v in vhosts_in_scope(request)
+    details = details_of(request)
+    return list_reply(request, [fmt.exchange(x, details) for v in vhosts_in_scope(request)
                                 for x in v.exchanges.values()])
 
 
@@ -76,7 +77,10 @@ def _exchange(request: web.Request) -> Exchange:
 
 @routes.get("/api/exchanges/{vhost}/{exchange}")
 async def show_exchange(request: web.Request) -> web.Response:
-    return reply(fmt.exchange(_exchange(request)))
+    # incoming / outgoing: per-channel and per-queue publish stats, which RabbitMQ fills only
+    # with rates_mode=detailed; in basic mode (ours) they are present and empty.
+    return reply({**fmt.exchange(_exchange(request), details_of(request)),
+                  "incoming": [], "outgoing": []})
 
 
 @routes.put("/api/exchanges/{vhost}/{exchange}")

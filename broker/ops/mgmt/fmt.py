@@ -170,17 +170,31 @@ def _owner(session: Session) -> dict:
 
 
 # ---- exchanges and bindings ------------------------------------------------------------
-def exchange(ex: Exchange) -> dict:
-    out = {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
-           "durable": ex.durable, "internal": ex.internal, "name": ex.name,
-           "type": ex.type_name, "user_who_performed_action": "rmq-internal",
-           "vhost": ex.vhost}
+def exchange(ex: Exchange, details: Details) -> dict:
+    out: dict = {"arguments": dict(ex.arguments), "auto_delete": ex.auto_delete,
+                 "durable": ex.durable, "internal": ex.internal, "name": ex.name,
+                 "type": ex.type_name, "user_who_performed_action": "rmq-internal",
+                 "vhost": ex.vhost}
+    stats = exchange_stats(ex, details)
+    if stats is not None:
+        out["message_stats"] = stats
     delayed = getattr(ex, "messages_delayed", None)
     if delayed is not None:  # x-delayed-message: held until their time (the plugin's field)
         out["messages_delayed"] = delayed
     if ex.policy_name:  # present only when a policy applies, as in RabbitMQ
         out["policy"] = ex.policy_name
     return out
+
+
+def exchange_stats(ex: Exchange, details: Details) -> dict | None:
+    """RabbitMQ 3.10's exchange ``message_stats``: absent until the exchange has had a publish;
+    ``publish_out`` absent while nothing it received reached a queue (all unroutable)."""
+    if not ex.publish_in and not ex.publish_out:
+        return None
+    values = {"publish_in": ex.publish_in}
+    if ex.publish_out:
+        values["publish_out"] = ex.publish_out
+    return details.fill({}, "exchange", ex, "msg", values)
 
 
 def properties_key(routing_key: str, arguments: dict) -> str:

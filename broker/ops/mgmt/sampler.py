@@ -2,15 +2,16 @@
 database keeps them, from one timer.
 
 Every ``collect_statistics_interval`` (5 s by default, as RabbitMQ) ``tick`` reads the counters
-the broker already keeps (``broker.stats``: consumers, channels, queues, sessions) and the
-queue lengths, and appends one sample per object to that object's ring buffers. Nothing is
-recorded per message; a tick costs O(queues + channels + sessions).
+the broker already keeps (``broker.stats``: consumers, channels, queues, sessions; exchanges'
+``publish_in`` / ``publish_out``) and the queue lengths, and appends one sample per object to
+that object's ring buffers. Nothing is recorded per message; a tick costs
+O(queues + exchanges + channels + sessions).
 
 Ring buffers follow RabbitMQ's ``sample_retention_policies``: ``global`` (the overview and
 vhosts) keeps a sample every 5 s for 605 s, every 60 s for an hour, every 10 min for 8 h and
-every 30 min for a day; ``basic`` (queues, connections, channels) every 5 s for 605 s and every
-60 s for an hour. A coarse ring keeps the latest sample of each of its buckets. A faster tick
-than 5 s (tests) makes the finest ring as fine as the tick.
+every 30 min for a day; ``basic`` (queues, exchanges, connections, channels) every 5 s for
+605 s and every 60 s for an hour. A coarse ring keeps the latest sample of each of its
+buckets. A faster tick than 5 s (tests) makes the finest ring as fine as the tick.
 
 Memory: an object whose counters never changed since it appeared holds no ring at all (its
 samples are its constant values); a busy queue holds about 15 KB (183 samples x 10 int64).
@@ -65,10 +66,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "connection": MESSAGE_FIELDS + DATA,
     "channel": MESSAGE_FIELDS,
     "queue": MESSAGE_FIELDS + LENGTHS,
+    "exchange": ("publish_in", "publish_out"),
 }
 LENGTH_AT = len(MESSAGE_FIELDS)  # where lengths (then bytes) start in a vhost's row
 POLICY_OF = {"overview": "global", "vhost": "global", "connection": "basic",
-             "channel": "basic", "queue": "basic"}
+             "channel": "basic", "queue": "basic", "exchange": "basic"}
 
 
 class Ring:
@@ -232,6 +234,7 @@ class Sampler:
             _add(base, 0, _message_row(vhost.retired))
             _add(base, LENGTH_AT + 2, (vhost.retired.recv_oct, vhost.retired.send_oct))
         self._sample_queues(ts, unacked_by_queue(sessions), vhost_rows)
+        self._sample_exchanges(ts)
         live = self._sample_sessions(ts, sessions, vhost_rows)
         glevels = self.levels["global"]
         old_v = self.series["vhost"]
@@ -263,6 +266,17 @@ class Sampler:
                 totals[LENGTH_AT] += lengths[0]
                 totals[LENGTH_AT + 1] += lengths[1]
         self.series["queue"] = found
+
+    def _sample_exchanges(self, ts: int) -> None:
+        """Every exchange, idle ones included: an exchange's series must exist before its
+        first publish for that first burst to show as a rate (an idle one holds no ring)."""
+        found: dict[Any, Series] = {}
+        old = self.series["exchange"]
+        levels = self.levels["basic"]
+        for vhost in self.server.vhosts.values():
+            for ex in vhost.exchanges.values():
+                found[ex] = _record(old.get(ex), ts, (ex.publish_in, ex.publish_out), levels)
+        self.series["exchange"] = found
 
     def _sample_sessions(self, ts: int, sessions: Sequence[Any],
                          vhost_rows: dict[str, list[int]]) -> Counters:

@@ -115,23 +115,64 @@ def details_of(request: web.Request) -> Details:
 
 
 # ---- authentication --------------------------------------------------------------------
-def credentials(request: web.Request) -> tuple[str, str] | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
+REALM = 'Basic realm="RabbitMQ Management"'
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_PARAM = rf"{_TOKEN}[ \t]*=[ \t]*(?:{_TOKEN}|\"(?:[^\"\\]|\\.)*\")"
+_DIGEST = re.compile(rf"{_PARAM}(?:[ \t]*,[ \t]*{_PARAM})*")
+_B64_SPACE = str.maketrans("", "", " \t\r\n")
+
+
+def credentials(request: web.Request) -> tuple[str, str] | str | None:
+    """The Authorization header as RabbitMQ's management listener (Cowboy's
+    ``parse_authorization``) reads it: ``(user, password)`` for ``Basic``, the token (a str)
+    for ``Bearer`` (and for a pair that is not UTF-8), None when there is no header or a
+    well-formed ``Digest`` one. Anything else is RabbitMQ 3.10.8's bare 400 (no body, no
+    content type), raised here: a scheme it does not know, base64 that does not decode
+    (strict padding; spaces are skipped), no ``:`` in the decoded pair, a malformed token or
+    digest list. Schemes ignore case and take exactly one space after them."""
+    header = request.headers.get("Authorization")
+    if header is None:
         return None
-    try:
-        user, _, password = base64.b64decode(value).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    scheme, value = header[:7].lower(), header[7:]
+    if scheme[:6] == "basic ":
+        try:
+            pair = base64.b64decode(header[6:].translate(_B64_SPACE), validate=True)
+        except (binascii.Error, ValueError):
+            raise bare(400) from None
+        user, colon, password = pair.partition(b":")
+        if not colon:
+            raise bare(400)
+        try:
+            return user.decode(), password.decode()
+        except UnicodeDecodeError:  # no user has that name: a refused login (401), as a token
+            return ""
+    if scheme == "bearer " and _TOKEN68.fullmatch(value):
+        return value
+    if scheme == "digest " and _DIGEST.fullmatch(value):
         return None
-    return user, password
+    raise bare(400)
+
+
+def bare(status: int) -> web.HTTPException:
+    """A response with no body and no content type, as Cowboy sends its own 400s and
+    401s (the latter with the Basic challenge)."""
+    cls = web.HTTPBadRequest if status == 400 else web.HTTPUnauthorized
+    exc = cls(headers={"WWW-Authenticate": REALM} if status == 401 else None)
+    exc.body = None
+    exc.headers.pop("Content-Type", None)
+    return exc
 
 
 def authenticate(request: web.Request) -> str:
-    """The authenticated management user's name, or a RabbitMQ-shaped 401."""
+    """The authenticated management user's name, or RabbitMQ's answers: no credentials is a
+    bare 401 with the Basic challenge; refused ones (a bearer token too: there is no OAuth
+    here, RabbitMQ refuses it as a password) a JSON 401; a malformed header a bare 400."""
     server = server_of(request)
     creds = credentials(request)
-    if creds is None or not server.auth.authenticate(*creds):
+    if creds is None:
+        raise bare(401)
+    if isinstance(creds, str) or not server.auth.authenticate(*creds):
         raise error(401, "not_authorized", "Not_Authorized")
     user = server.auth.users[creds[0]]
     host = request.remote or ""

@@ -25,7 +25,12 @@ export class ApiError extends Error {
 export const enc = (name) => encodeURIComponent(name);
 
 export async function api(method, path, body, headers) {
-  const h = { "Authorization": "Basic " + (auth.get() || "") };
+  // Logged out (a refresh still running after "Log out"): answer as the API would, without
+  // asking it. "Basic " with nothing after it is a malformed header (a 400, as RabbitMQ),
+  // and no header at all a 401 with a Basic challenge, which makes browsers pop up a dialog.
+  const stored = auth.get();
+  if (!stored) throw new ApiError(401, null, "Not logged in");
+  const h = { "Authorization": "Basic " + stored };
   if (body !== undefined) h["Content-Type"] = "application/json";
   Object.assign(h, headers || {});
   let resp;

@@ -1,9 +1,12 @@
-// Exchanges: the list with features, adding one, and an exchange's page: details, bindings
-// in and out (add / remove), publishing a message with properties and headers, delete.
+// Exchanges: the list with features and message rates in / out, adding one, and an
+// exchange's page: rate chart, details, bindings in and out (add / remove), publishing a
+// message with properties and headers, delete. Rates are absent (blank) until the exchange
+// has had a publish: the API leaves message_stats out until then, as RabbitMQ does.
 "use strict";
 
-import { del, enc, get, post, put } from "../api.js";
-import { badge, confirmDelete, el, facts, flash, kvTable, link, section,
+import { del, enc, get, post, put, query } from "../api.js";
+import { Chart, rangeParams, rangeSelect } from "../chart.js";
+import { badge, confirmDelete, el, facts, flash, kvTable, link, rate, section,
   simpleTable } from "../dom.js";
 import { KeyValueEditor, field, form, input, select, submit, textarea } from "../forms.js";
 import { ListView } from "../table.js";
@@ -28,6 +31,11 @@ export function exchangeFeatures(x) {
   return el("span", { class: "features" }, out);
 }
 
+// publish_in: published to this exchange; publish_out: deliveries it routed to queues.
+const EXCHANGE_SERIES = [{ key: "publish_in", label: "Publish (In)" },
+  { key: "publish_out", label: "Publish (Out)" }];
+const msRate = (x, key) => rate((x.message_stats || {})[key + "_details"]);
+
 export const vhostSelect = (name) => select(name || "vhost", session.vhosts,
   selectedVhost() || (session.vhosts.includes("/") ? "/" : session.vhosts[0]));
 
@@ -42,6 +50,10 @@ export async function view(parts) {
       { label: "Name", sort: "name", render: (x) => exchangeLink(x.vhost, x.name) },
       { label: "Type", sort: "type", render: (x) => x.type },
       { label: "Features", render: exchangeFeatures },
+      { label: "Message rate in", sort: "message_stats.publish_in_details.rate", num: true,
+        render: (x) => msRate(x, "publish_in") },
+      { label: "Message rate out", sort: "message_stats.publish_out_details.rate", num: true,
+        render: (x) => msRate(x, "publish_out") },
     ] });
   return { title: "Exchanges", refresh: () => list.refresh(),
     element: el("div", { class: "page" }, el("h2", {}, "Exchanges"), list.element,
@@ -99,8 +111,12 @@ async function detail(vhost, name) {
   const out = el("div", {});
   const into = el("div", {});
   const shownName = exchangeName(x.name);
+  const rates = new Chart("Message rates", EXCHANGE_SERIES, "rate");
+  let refresh = null;
   const element = el("div", { class: "page" },
-    el("h2", {}, "Exchange ", el("b", {}, shownName)), section("Overview", info),
+    el("h2", {}, "Exchange ", el("b", {}, shownName)),
+    section("Overview", rangeSelect(() => refresh()), el("div", { class: "chart-row" },
+      rates.element), info),
     section("Bindings", el("h4", {}, "This exchange routes to"), out,
       el("h4", {}, "Bindings into this exchange"), into,
       x.name ? bindForm(vhost, x.name) : el("p", { class: "muted" },
@@ -110,8 +126,11 @@ async function detail(vhost, name) {
     section("Publish message", publishForm(vhost, x.name)),
     x.name && !x.name.startsWith("amq.")
       ? section("Delete this exchange", deleteForm(path, vhost)) : null);
-  const refresh = async () => {
-    const now = await get(path);
+  refresh = async () => {
+    const now = await get(path + query(rangeParams(["msg_rates"])));
+    const stats = now.message_stats || {};
+    rates.update(Object.fromEntries(EXCHANGE_SERIES.map((s) => [s.key,
+      stats[s.key + "_details"]])));
     info.replaceChildren(facts([["Virtual host", now.vhost], ["Type", now.type],
       ["Features", exchangeFeatures(now)], ["Policy", now.policy || ""],
       ["Arguments", kvTable(now.arguments)]]));
