@@ -45,6 +45,11 @@ def ack_name(seg_id: int) -> str:
     return f"{seg_id:08d}.ack"
 
 
+def is_ack_name(name: str) -> bool:
+    """``name`` (a path's last part) is an ack file's: a copy need not fsync it either."""
+    return len(name) == 12 and name.endswith(".ack") and name[:8].isdigit()
+
+
 class AckState:
     """One segment's ack file, read back: what recovery and the recovery cursor need.
 

@@ -16,6 +16,10 @@ Invariants:
   closing a file that may be dirty, call ``handoff`` so its data is still covered.
 - Without a running event loop nothing happens by itself; ``flush_now()`` runs a batch
   synchronously (unit tests, shutdown).
+- ``mark`` (optional, cluster mode: the replication sink's position) is read once per batch,
+  after the batch wrote out every buffer; while a batch's callbacks run, ``durable_mark`` is
+  that reading: what this batch made durable was told to the sink up to it, and no further
+  (later writes need not be waited for).
 """
 
 from __future__ import annotations
@@ -126,6 +130,8 @@ class GroupCommit:
         self.batches = 0
         self.fsyncs = 0
         self.errors = 0
+        self.mark: Callable[[], int] | None = None
+        self.durable_mark: int | None = None
 
     # ---- writers ----------------------------------------------------------------------
     def touch(self, f: Flushable, sync: bool = True) -> None:
@@ -192,8 +198,9 @@ class GroupCommit:
         else:
             loop.call_soon(self._start)
 
-    def _collect(self) -> tuple[list[int], list[Callback], bool]:
-        """Loop side: write out buffers, duplicate descriptors to fsync, take the waiters."""
+    def _collect(self) -> tuple[list[int], list[Callback], bool, int | None]:
+        """Loop side: write out buffers, duplicate descriptors to fsync, take the waiters and
+        read the mark."""
         ok = not self._lost_write
         self._lost_write = self._write_failed = False
         files, self._sync = self._sync, {}
@@ -224,23 +231,23 @@ class GroupCommit:
         waiters, self._waiters = self._waiters, []
         self.batches += 1
         self.fsyncs += len(fds)
-        return fds, waiters, ok
+        return fds, waiters, ok, self.mark() if self.mark is not None else None
 
     def _start(self) -> None:
         self._scheduled = False
         loop = self._loop
         if self._running or loop is None:
             return
-        fds, waiters, ok = self._collect()
+        fds, waiters, ok, mark = self._collect()
         if not fds:
-            self._finish(waiters, ok)
+            self._finish(waiters, ok, mark)
             return
         self._running = True
         future = loop.run_in_executor(self._executor, _fsync_all, fds)
-        future.add_done_callback(lambda fut: self._done(fut, waiters, ok))
+        future.add_done_callback(lambda fut: self._done(fut, waiters, ok, mark))
 
     def _done(self, future: asyncio.Future[OSError | None], waiters: list[Callback],
-              ok: bool) -> None:
+              ok: bool, mark: int | None) -> None:
         self._running = False
         try:
             error = future.result()
@@ -249,11 +256,12 @@ class GroupCommit:
         if error is not None:
             log.error("fsync failed: %s", error)
             ok = False
-        self._finish(waiters, ok)
+        self._finish(waiters, ok, mark)
 
-    def _finish(self, waiters: list[Callback], ok: bool) -> None:
+    def _finish(self, waiters: list[Callback], ok: bool, mark: int | None) -> None:
         if not ok:
             self.errors += 1
+        self.durable_mark = mark
         for callback in waiters:
             try:
                 callback(ok)
@@ -281,12 +289,12 @@ class GroupCommit:
         Must not be called while a loop-driven batch is in flight."""
         if self._running:
             raise RuntimeError("a batch is in flight")
-        fds, waiters, ok = self._collect()
+        fds, waiters, ok, mark = self._collect()
         error = _fsync_all(fds)
         if error is not None:
             log.error("fsync failed: %s", error)
             ok = False
-        self._finish(waiters, ok)
+        self._finish(waiters, ok, mark)
         return ok
 
     async def sync(self) -> bool:

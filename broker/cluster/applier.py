@@ -5,6 +5,12 @@ Invariants:
 - Writes are plain ``os.pwrite`` on the caller's thread (the event loop); durability comes from
   ``take_dirty`` + ``fsync_all`` (an executor), and a follower acks a position only after the
   batch that covers it: an acked change survives a crash of the follower.
+- Except streamed appends to ack files (``storage.acks``), which the leader never fsyncs
+  either (a lost ack costs a redelivery, never a message): they are written, not fsynced, and
+  an ack file they create does not make its directory dirty. Every such write reaches the
+  kernel before the ack, so a killed follower process loses none; after a power loss the next
+  session's full sync repairs a short ack file. Messages, definitions, indexes, deletes and
+  everything a full sync writes are fsynced as before.
 - ``append`` is strict: the file must be exactly ``offset`` bytes long, else ``Diverged`` (the
   copy no longer matches the leader's; the follower resyncs).
 - At most ``max_open`` files stay open; a dirty file that is closed early keeps its descriptor
@@ -21,6 +27,8 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+
+from storage.acks import is_ack_name
 
 from .files import safe_path
 
@@ -74,7 +82,7 @@ class Applier:
         self._rewrites: dict[str, int] = {}  # name -> fd of its .tmp being filled
 
     # ---- files -----------------------------------------------------------------------
-    def _file(self, rel: str) -> _Open:
+    def _file(self, rel: str, durable_name: bool = True) -> _Open:
         f = self._open.get(rel)
         if f is not None:
             self._open.move_to_end(rel)
@@ -85,7 +93,8 @@ class Applier:
         except FileNotFoundError:
             self._mkdirs(path.parent)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            self._dirty_dirs.add(path.parent)
+            if durable_name:
+                self._dirty_dirs.add(path.parent)
         f = self._open[rel] = _Open(fd, os.fstat(fd).st_size)
         while len(self._open) > self.max_open:
             old, closing = self._open.popitem(last=False)
@@ -108,13 +117,14 @@ class Applier:
             made.mkdir(exist_ok=True)
             self._dirty_dirs.add(made.parent)
 
-    def _write(self, f: _Open, rel: str, offset: int, data: bytes) -> None:
+    def _write(self, f: _Open, rel: str, offset: int, data: bytes, sync: bool = True) -> None:
         view = memoryview(data)
         done = 0
         while done < len(view):
             done += os.pwrite(f.fd, view[done:], offset + done)
         f.size = max(f.size, offset + len(data))
-        self._dirty.add(rel)
+        if sync:
+            self._dirty.add(rel)
 
     # ---- changes ---------------------------------------------------------------------
     def sync_write(self, rel: str, offset: int, data: bytes) -> None:
@@ -140,10 +150,11 @@ class Applier:
             hook()
 
     def append(self, rel: str, offset: int, data: bytes) -> None:
-        f = self._file(rel)
+        sync = not is_ack_name(rel.rpartition("/")[2])  # ack files: written, not fsynced
+        f = self._file(rel, sync)
         if f.size != offset:
             raise Diverged(f"{rel}: append at {offset}, but the copy has {f.size} bytes")
-        self._write(f, rel, offset, data)
+        self._write(f, rel, offset, data, sync)
 
     def truncate(self, rel: str, size: int) -> None:
         f = self._file(rel)

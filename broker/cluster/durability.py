@@ -5,14 +5,20 @@ lease is alive.
 
 ``when_durable(callback)``:
 1. the local group commit fsyncs everything written so far (the store's flush told the
-   replication sink first, so the sink's ``position`` now covers it);
+   replication sink first: the sink's position read by that batch after its writes, its
+   ``durable_mark``, covers it);
 2. a definitions save in flight finishes (a queue declared just before its first message is
    then replicated with it: a new leader that had the message but not the queue would drop
    the queue's store at recovery);
-3. the ISR tracker calls back once every ISR follower acked that position, or with False
+3. the position to wait for is the batch's mark, or the position when the last definitions
+   save was done if that is later (``saved_mark``), or, when step 2 waited for a save, the
+   sink's position then. Not the position after the fsync: what was written meanwhile (ack
+   logs, delivery marks, the next messages) would hold these confirms for a later follower
+   fsync batch;
+4. the ISR tracker calls back once every ISR follower acked that position, or with False
    after ``timeout`` (fewer than ``min_insync`` in-sync nodes, a follower lagging and not yet
    dropped), or at once when fenced or stopped;
-4. the lease is checked last: a leader that was paused past its lease confirms nothing (a
+5. the lease is checked last: a leader that was paused past its lease confirms nothing (a
    new leader may exist, and followers may have acked it already).
 ``callback(False)`` becomes basic.nack (or tx.commit's 406 ``partial tx completion``). No
 false confirm. The cause is logged (at most every few seconds: a nack comes per flush).
@@ -40,6 +46,11 @@ class LocalDurability(Protocol):
     def when_durable(self, callback: Callback) -> None: ...
     def when_saved(self, callback: Callable[[], None]) -> None: ...
     def write_through(self) -> None: ...
+    def set_mark(self, mark: Callable[[], int]) -> None: ...
+    @property
+    def durable_mark(self) -> int | None: ...
+    @property
+    def saved_mark(self) -> int: ...
 
 
 class Positioned(Protocol):
@@ -47,6 +58,7 @@ class Positioned(Protocol):
 
     @property
     def position(self) -> int: ...
+    def flush(self) -> None: ...
 
 
 class ReplicatedDurability:
@@ -58,17 +70,36 @@ class ReplicatedDurability:
         self.lease = lease
         self.timeout = timeout
         self._logged_at = -LOG_EVERY
+        local.set_mark(self._mark)
 
     def when_durable(self, callback: Callback) -> None:
+        local = self.local
+
         def fsynced(ok: bool) -> None:
             if not ok:
                 callback(False)
                 return
-            self.local.when_saved(lambda: self._replicate(callback))
+            batch = local.durable_mark
+            waiting = False
 
-        self.local.when_durable(fsynced)
+            def saved() -> None:
+                if waiting or batch is None:  # a save was waited for: all told so far
+                    self._replicate(self.sink.position, callback)
+                else:
+                    self._replicate(max(batch, local.saved_mark), callback)
 
-    def _replicate(self, callback: Callback) -> None:
+            local.when_saved(saved)
+            waiting = True  # when_saved calls back at once when no save is pending
+
+        local.when_durable(fsynced)
+
+    def _mark(self) -> int:
+        """Read by each fsync batch after its writes: the followers get those bytes now,
+        while this node fsyncs them, not after the rest of this loop turn."""
+        self.sink.flush()
+        return self.sink.position
+
+    def _replicate(self, position: int, callback: Callback) -> None:
         def replicated(ok: bool) -> None:
             if ok and self.lease.remaining <= 0:
                 log.warning("the lease ran out before the confirm: refusing it")
@@ -77,7 +108,7 @@ class ReplicatedDurability:
                 self._log_refused()
             callback(ok)
 
-        self.tracker.when_replicated(self.sink.position, replicated, self.timeout)
+        self.tracker.when_replicated(position, replicated, self.timeout)
 
     def _log_refused(self) -> None:
         now = time.monotonic()

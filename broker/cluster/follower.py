@@ -9,7 +9,8 @@ Invariants:
 - A leader whose epoch is lower than the highest this data directory accepted is refused
   (``EpochRefused``); a higher epoch is saved durably before any of its data is applied.
 - ``ACK(p)`` is sent only after every change up to ``p`` is applied and fsynced
-  (``applier.fsync_all``); fsync batches run in an executor while the next frames are applied,
+  (``applier.fsync_all``; appends to ack files are written only, as on the leader); fsync
+  batches run in an executor while the next frames are applied,
   so they coalesce under load.
 - While a full sync cuts or deletes existing data, ``cluster.state`` says ``syncing`` (saved
   durably before the first such change, cleared once the sync is fsynced): the copy may then

@@ -25,7 +25,8 @@ Invariants:
   ``offset`` bytes long (else the copy has diverged: resync). ``REWRITE`` chunks fill a
   temporary file that replaces the target when ``offset + len(data) == total``.
 - Every streamed change carries its position; positions only grow within a leader's life, and an
-  ACK(p) means every change up to p is applied and fsynced on the follower.
+  ACK(p) means every change up to p is applied and fsynced on the follower (appends to ack
+  files: applied, not fsynced, as the leader does not fsync them either).
 - No frame carries more than ``CHUNK`` bytes of file data; ``MAX_FRAME`` bounds what a reader
   accepts.
 """

@@ -59,6 +59,9 @@ class Stores:
         self._pending = False  # a save is scheduled but its snapshot not taken yet
         self._after_save: list[tuple[int, Callable[[], None]]] = []  # (snapshot, callback)
         self._snapshot: Callable[[], dict] | None = None
+        self._mark: Callable[[], int] | None = None
+        #: ``mark()`` read when the last definitions save was done (see ``set_mark``)
+        self.saved_mark = 0
         self.closed = False
 
     def _check_open(self) -> None:
@@ -136,6 +139,19 @@ class Stores:
                                   priority_of, existing)
 
     # ---- durability --------------------------------------------------------------------
+    def set_mark(self, mark: Callable[[], int]) -> None:
+        """Cluster mode: ``mark()`` is the replication sink's position. It is read once per
+        fsync batch after its writes (``durable_mark`` in its callbacks) and after every
+        definitions save (``saved_mark``), so a confirm waits for no later change."""
+        assert self.group is not None
+        self._mark = self.group.mark = mark
+        self.saved_mark = mark()
+
+    @property
+    def durable_mark(self) -> int | None:
+        """In a ``when_durable`` callback: ``mark()`` as the batch behind it read it."""
+        return self.group.durable_mark if self.group is not None else None
+
     def when_durable(self, callback: Callable[[bool], None]) -> None:
         assert self.group is not None
         self.group.when_durable(callback)
@@ -171,6 +187,8 @@ class Stores:
         if future.exception() is not None:
             log.error("could not save definitions: %s", future.exception())
         self._saving = False
+        if self._mark is not None:  # the save's rewrite reached the sink before this
+            self.saved_mark = self._mark()
         saved = self._snapshots
         waiting = self._after_save
         while waiting and waiting[0][0] <= saved:

@@ -74,12 +74,22 @@ async def test_callbacks_time_out_below_min_insync_and_fail_when_fenced() -> Non
 class LocalDisk:
     def __init__(self) -> None:
         self.saving: list[Any] = []
+        self.durable_mark: int | None = None  # no batch mark: the sink's position
+        self.saved_mark = 0
+        self.mark: Any = None
+        self.idle = False
+
+    def set_mark(self, mark: Any) -> None:
+        self.mark = mark
 
     def when_durable(self, callback: Any) -> None:
         callback(True)
 
     def when_saved(self, callback: Any) -> None:
-        self.saving.append(callback)  # a definitions save in flight
+        if self.idle:
+            callback()  # no save pending: at once
+        else:
+            self.saving.append(callback)  # a definitions save in flight
 
     def write_through(self) -> None:
         pass
@@ -87,6 +97,10 @@ class LocalDisk:
 
 class Position:
     position = 7
+    flushed = 0
+
+    def flush(self) -> None:
+        self.flushed += 1
 
 
 class FakeLease:
@@ -107,6 +121,47 @@ async def test_a_confirm_needs_the_save_the_replicas_and_the_lease() -> None:
     durability.when_durable(done)
     disk.saving.pop()()
     assert done.got == [True, False]
+
+
+async def test_a_confirm_waits_for_its_batch_mark_not_for_later_changes() -> None:
+    """The position a confirm waits for is the one its fsync batch read after its writes
+    (later ack-log or message bytes are not waited for), or later when a definitions save
+    was done after it or is waited for."""
+    tracker = IsrTracker("L", None, min_insync=2, ack_deadline=5.0, initial=["f"])
+    tracker.connected("f")
+    sink = Position()
+    sink.position = 20
+    tracker.produced(20)
+    disk = LocalDisk()
+    durability = ReplicatedDurability(disk, sink, tracker, FakeLease(), 5.0)  # type: ignore
+    assert disk.mark() == 20  # the durability hands the sink's position to the group commit
+    assert sink.flushed == 1  # and sends what the batch wrote to the followers at once
+    disk.durable_mark = 12  # the batch wrote up to 12; 13..20 came during its fsync
+    disk.idle = True  # no definitions save pending
+    early = Results()
+    durability.when_durable(early)
+    tracker.acked("f", 11)
+    assert early.got == []
+    tracker.acked("f", 12)
+    assert early.got == [True]  # the follower need not have 13..20 yet
+    disk.saved_mark = 15  # a definitions save done after the batch read its mark
+    saved_later = Results()
+    durability.when_durable(saved_later)
+    tracker.acked("f", 14)
+    assert saved_later.got == []
+    tracker.acked("f", 15)
+    assert saved_later.got == [True]
+    disk.idle = False
+    waited = Results()  # a save in flight is waited for: then everything told so far
+    durability.when_durable(waited)
+    sink.position = 30  # the save's rewrite (and more) told to the sink meanwhile
+    tracker.produced(30)
+    disk.saving.pop()()
+    tracker.acked("f", 29)
+    assert waited.got == []
+    tracker.acked("f", 30)
+    assert waited.got == [True]
+    await tracker.stop()
 
 
 def test_cluster_settings_from_rabbitmq_conf_env_and_flags(tmp_path: Path,

@@ -103,3 +103,25 @@ def test_applier(tmp_path: Path) -> None:
     applier.append("q/1.seg", 0, b"reborn")  # the same names again, from scratch
     applier.close()
     assert (tmp_path / "q" / "1.seg").read_bytes() == b"reborn"
+
+
+def test_applier_writes_ack_files_without_fsyncing_them(tmp_path: Path) -> None:
+    """Streamed appends to ack files are applied but not fsynced (the leader never fsyncs
+    them either); segments next to them are, and so is everything a full sync writes."""
+    applier = Applier(tmp_path)
+    (tmp_path / "q").mkdir()
+    applier.append("q/00000001.ack", 0, b"12345678")
+    assert not applier.dirty  # neither the file nor the new name in q
+    applier.append("q/00000001.ack", 8, b"abcdefgh")
+    assert (tmp_path / "q" / "00000001.ack").read_bytes() == b"12345678abcdefgh"
+    applier.append("q/00000001.seg", 0, b"message")
+    fds, dirs = applier.take_dirty()
+    assert len(fds) == 1 and dirs == [tmp_path / "q"]  # the segment and its new name
+    fsync_all(fds, dirs)
+    applier.sync_write("q/00000002.ack", 0, b"synced!!")  # a full sync: fsynced
+    fds, dirs = applier.take_dirty()
+    assert len(fds) == 1
+    fsync_all(fds, dirs)
+    applier.append("q/00000001.acks", 0, b"x")  # not an ack file's name
+    assert applier.dirty
+    applier.close()

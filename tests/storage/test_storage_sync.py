@@ -107,6 +107,32 @@ async def test_callback_waits_for_fsync_of_data_written_before(tmp_path: Path,
     f.close()
 
 
+async def test_each_batch_reads_the_mark_after_its_writes(tmp_path: Path,
+                                                         fsyncs: list) -> None:
+    """``durable_mark`` in a callback is the mark as its batch read it after writing out the
+    buffers (the replication sink's position in cluster mode), not what came later."""
+    f = File(tmp_path / "f")
+    gc = GroupCommit()
+    written = [0]
+
+    def mark() -> int:
+        return written[0] + os.fstat(f.fd).st_size  # what reached the file so far
+
+    gc.mark = mark
+    seen: list[int | None] = []
+    f.write(b"abc")
+    gc.touch(f)
+    gc.when_durable(lambda ok: seen.append(gc.durable_mark))
+    await asyncio.sleep(0)  # batch 1 wrote "abc" and read the mark: 3
+    written[0] = 100  # written meanwhile: not covered by batch 1
+    f.write(b"de")
+    gc.touch(f)
+    gc.when_durable(lambda ok: seen.append(gc.durable_mark))
+    await gc.sync()
+    assert seen == [3, 105]
+    f.close()
+
+
 async def test_nothing_dirty_still_answers(tmp_path: Path, fsyncs: list) -> None:
     gc = GroupCommit()
     assert await gc.sync() is True
