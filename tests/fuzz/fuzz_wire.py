@@ -216,7 +216,9 @@ class Driver:
         got: list = []
         try:
             for event in m.events():
-                assert not (got and isinstance(got[-1], Fault)), \
+                # nothing follows a connection error; a channel error closes only its channel
+                assert not (got and isinstance(got[-1], Fault) and (
+                    got[-1].channel == 0 or got[-1].error.connection_scope)), \
                     f"event {event!r} after a Fault in the same events() run"
                 got.append(event)
                 self.events.append(canonical(event))
@@ -249,10 +251,19 @@ class Driver:
         if isinstance(event, Fault):
             err = event.error
             assert isinstance(err, errors.AMQPError), f"Fault carries {err!r}"
-            assert err.connection_scope, f"Fault with a channel-scope error {err!r}"
-            assert err.code in ALLOWED_CLOSE_CODES, f"Fault code {err.code}: {err.reply_text}"
             self.faults.append(err)
-            self._close_connection(err)
+            if err.connection_scope or event.channel == 0:
+                assert err.code in ALLOWED_CLOSE_CODES, f"Fault code {err.code}: {err.reply_text}"
+                self._close_connection(err)
+            elif m.state not in (State.CLOSING, State.CLOSED):
+                # a channel error found by the machine (a content header over the maximum
+                # message size, basic.get of the last queue on a fresh channel): the session
+                # closes that channel only (Session.fail), as here
+                assert event.channel not in self.server_closing, f"{err!r} after channel.close"
+                assert err.code < 500, f"channel Fault code {err.code}: {err.reply_text}"
+                self.open_channels.discard(event.channel)
+                self.server_closing.add(event.channel)
+                m.close_channel(event.channel, err)
         elif isinstance(event, CloseTransport):
             assert m.state is State.CLOSED, f"CloseTransport in state {m.state}"
             assert event.delay >= 0
