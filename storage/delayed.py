@@ -66,6 +66,7 @@ from .segment import (
     SegmentReader,
     SegmentWriter,
     Source,
+    close_on_shutdown,
     segment_name,
 )
 from .sync import DirectoryHandle, GroupCommit
@@ -398,13 +399,7 @@ class DelayStore(Recovery, Merging):
         self._closed = True
         writer = self._writer
         if writer is not None:
-            if self._gc is not None:
-                self._gc.handoff(writer)
-            try:
-                writer.flush()
-            except OSError as exc:
-                log.error("%s: could not flush on close: %s", writer.path, exc)
-            writer.close()
+            close_on_shutdown(writer, self._gc)
         if self._gc is not None:
             self._gc.handoff(self._mark)
             self._gc.handoff(self._dirh)

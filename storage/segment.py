@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
@@ -39,6 +40,9 @@ from .record import HEADER_SIZE as RECORD_HEADER_SIZE
 
 if TYPE_CHECKING:
     from .replication import ReplicationSink
+    from .sync import GroupCommit
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"BMQSEG\r\n"
 VERSION = 1
@@ -380,3 +384,16 @@ class SegmentReader:
         self._buf = buf = self.source(pos, want)
         self._base = pos
         return buf
+
+
+def close_on_shutdown(writer: SegmentWriter, gc: GroupCommit | None) -> None:
+    """Shutdown of a store's open segment: what it wrote stays covered by the group commit's
+    next fsync, its buffer is flushed (a failure is logged: recovery truncates a torn tail)
+    and the file closed."""
+    if gc is not None:
+        gc.handoff(writer)
+    try:
+        writer.flush()
+    except OSError as exc:
+        log.error("%s: could not flush on close: %s", writer.path, exc)
+    writer.close()

@@ -46,6 +46,7 @@ from .segment import (
     FILE_HEADER_SIZE,
     SegmentWriter,
     Source,
+    close_on_shutdown,
     segment_name,
 )
 from .stream_reader import StreamReader
@@ -301,13 +302,7 @@ class StreamLog:
         self._closed = True
         writer, index = self._writer, self._index
         if writer is not None:
-            if self._gc is not None:
-                self._gc.handoff(writer)
-            try:
-                writer.flush()
-            except OSError as exc:
-                log.error("%s: could not flush on close: %s", writer.path, exc)
-            writer.close()
+            close_on_shutdown(writer, self._gc)
         if index is not None:
             if self._gc is not None:
                 self._gc.discard(index)
